@@ -1,0 +1,45 @@
+//! wharf-raft: the metadata model and its Raft storage.
+//!
+//! - [`model`]: the deterministic state machine (`apply` is a pure function).
+//! - [`store`]: openraft's storage-v2 traits over one sled database.
+//!
+//! This crate knows nothing of HTTP, QUIC, S3, gRPC or actors.
+
+pub mod model;
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+
+pub use model::{apply, Command, ModelError, Outcome, State};
+pub use store::{open, Applied, LogStore, SharedState, StateMachineStore};
+
+pub type NodeId = u64;
+
+/// A command in the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request(pub Command);
+
+/// What applying a log entry answered; a refused command is a normal answer, not a Raft error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response(pub Result<Outcome, ModelError>);
+
+openraft::declare_raft_types!(
+    /// wharf's openraft type configuration.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Errors opening the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("metadata database: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt metadata snapshot: {0}")]
+    Decode(#[from] serde_json::Error),
+}

@@ -1,0 +1,512 @@
+//! Model-based test: random command sequences run through `apply` and through a deliberately
+//! simple reference model; after every command the outcomes must agree and the invariants hold.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use wharf_raft::model::{Chunk, Command, ModelError, Outcome, State, Tier, TierLimits};
+
+const USERS: [&str; 3] = ["ann", "bob", "cy"];
+const CHUNK: u64 = 64;
+const LIMITS: TierLimits = TierLimits {
+    quota: 600,
+    max_file_size: 320,
+    max_concurrent_uploads: 3,
+};
+const TTL: u64 = 1_000;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create {
+        user: usize,
+        size: u64,
+        idem: Option<u8>,
+    },
+    Stage {
+        upload: usize,
+        chunk: u32,
+        content: u8,
+    },
+    Offload {
+        upload: usize,
+        chunk: u32,
+    },
+    Complete {
+        upload: usize,
+        hash: u8,
+    },
+    Abort {
+        upload: usize,
+        as_other_user: bool,
+    },
+    Expire {
+        advance: u64,
+    },
+    Delete {
+        file: usize,
+    },
+    SetQuota {
+        user: usize,
+        quota: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..USERS.len(), 0u64..400, proptest::option::of(0u8..3))
+            .prop_map(|(user, size, idem)| Op::Create { user, size, idem }),
+        5 => (any::<usize>(), 0u32..6, 0u8..2)
+            .prop_map(|(upload, chunk, content)| Op::Stage { upload, chunk, content }),
+        4 => (any::<usize>(), 0u32..6).prop_map(|(upload, chunk)| Op::Offload { upload, chunk }),
+        3 => (any::<usize>(), 0u8..3).prop_map(|(upload, hash)| Op::Complete { upload, hash }),
+        1 => (any::<usize>(), any::<bool>())
+            .prop_map(|(upload, as_other_user)| Op::Abort { upload, as_other_user }),
+        1 => (0u64..1_500).prop_map(|advance| Op::Expire { advance }),
+        2 => any::<usize>().prop_map(|file| Op::Delete { file }),
+        1 => (0..USERS.len(), 0u64..1_000).prop_map(|(user, quota)| Op::SetQuota { user, quota }),
+    ]
+}
+
+/// The reference model: plain maps and arithmetic, no sharing of code with `apply`.
+#[derive(Default)]
+struct Reference {
+    quota: BTreeMap<String, u64>,
+    used: BTreeMap<String, u64>,
+    reserved: BTreeMap<String, u64>,
+    /// upload id -> (owner, size, live, per-chunk (content, offloaded), expires_at)
+    uploads: BTreeMap<String, RefUpload>,
+    idem: BTreeMap<(String, u8), String>,
+    /// file id -> (owner, size, hash)
+    files: BTreeMap<String, (String, u64, String)>,
+}
+
+struct RefUpload {
+    owner: String,
+    size: u64,
+    live: bool,
+    chunks: Vec<Option<(u8, bool)>>,
+    expires_at: u64,
+    stored_as: Option<String>,
+}
+
+impl Reference {
+    fn committed(&self, u: &str) -> u64 {
+        self.used.get(u).copied().unwrap_or(0) + self.reserved.get(u).copied().unwrap_or(0)
+    }
+    fn live_uploads(&self, u: &str) -> usize {
+        self.uploads
+            .values()
+            .filter(|x| x.live && x.owner == u)
+            .count()
+    }
+    fn end(&mut self, id: &str) {
+        let up = self.uploads.get_mut(id).unwrap();
+        up.live = false;
+        *self.reserved.get_mut(&up.owner).unwrap() -= up.size;
+    }
+}
+
+fn chunk_len(size: u64, i: u32) -> u64 {
+    size.saturating_sub(u64::from(i) * CHUNK).min(CHUNK)
+}
+
+fn check_invariants(s: &State, r: &Reference) -> Result<(), TestCaseError> {
+    for (id, u) in &s.users {
+        prop_assert!(
+            u.used + u.reserved <= u.quota,
+            "user {id}: used {} + reserved {} > quota {}",
+            u.used,
+            u.reserved,
+            u.quota
+        );
+        // Reservations become usage or are released exactly once: the totals equal the sums
+        // the reference model keeps by hand.
+        prop_assert_eq!(u.used, r.used.get(id).copied().unwrap_or(0), "used of {}", id);
+        prop_assert_eq!(u.reserved, r.reserved.get(id).copied().unwrap_or(0), "reserved of {}", id);
+        prop_assert_eq!(u.active_uploads as usize, r.live_uploads(id));
+        let live_files: u64 = s.files.values().filter(|f| &f.owner == id).map(|f| f.size).sum();
+        prop_assert_eq!(u.used, live_files);
+    }
+    for (k, b) in &s.blobs {
+        let refs = s
+            .files
+            .values()
+            .filter(|f| f.owner == b.owner && f.blake3 == b.blake3)
+            .count() as u64;
+        prop_assert_eq!(b.refcount, refs, "blob {}", k);
+        prop_assert!(b.refcount > 0);
+    }
+    for f in s.files.values() {
+        prop_assert!(
+            s.blobs.contains_key(&format!("{}/{}", f.owner, f.blake3)),
+            "file {} points at no blob",
+            f.id
+        );
+    }
+    prop_assert_eq!(s.files.len(), r.files.len());
+    Ok(())
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut s = State::default();
+    let mut r = Reference::default();
+    let mut now = 1_000u64;
+    let mut next_id = 0u32;
+    let mut upload_ids: Vec<(String, String)> = Vec::new(); // (owner, id)
+
+    for op in ops {
+        now += 1;
+        next_id += 1;
+        match op {
+            Op::Create { user, size, idem } => {
+                let owner = USERS[user].to_string();
+                let id = format!("up{next_id}");
+                let res = apply(
+                    &mut s,
+                    Command::CreateUpload {
+                        upload_id: id.clone(),
+                        owner: owner.clone(),
+                        tier: Tier::Basic,
+                        limits: LIMITS,
+                        name: format!("f{size}"),
+                        mime: None,
+                        size,
+                        chunk_size: CHUNK,
+                        blake3: None,
+                        idempotency_key: idem.map(|k| format!("k{k}")),
+                        ttl_ms: TTL,
+                        now,
+                    },
+                );
+                r.quota.entry(owner.clone()).or_insert(LIMITS.quota);
+                if let Some(prev) = idem.and_then(|k| r.idem.get(&(owner.clone(), k))) {
+                    let same = r.uploads[prev].size == size;
+                    match res {
+                        Ok(Outcome::Upload(u)) => {
+                            prop_assert!(same);
+                            prop_assert_eq!(&u.id, prev, "idempotent create made a new upload");
+                        }
+                        Err(ModelError::IdempotencyConflict) => prop_assert!(!same),
+                        other => prop_assert!(false, "unexpected {:?}", other),
+                    }
+                    continue;
+                }
+                let fits = r.committed(&owner) + size <= r.quota[&owner];
+                let allowed = size <= LIMITS.max_file_size
+                    && r.live_uploads(&owner) < LIMITS.max_concurrent_uploads as usize
+                    && fits;
+                prop_assert_eq!(res.is_ok(), allowed, "create {:?}", res);
+                if allowed {
+                    *r.reserved.entry(owner.clone()).or_default() += size;
+                    let n = size.div_ceil(CHUNK).max(1) as usize;
+                    r.uploads.insert(
+                        id.clone(),
+                        RefUpload {
+                            owner: owner.clone(),
+                            size,
+                            live: true,
+                            chunks: vec![None; n],
+                            expires_at: now + TTL,
+                            stored_as: None,
+                        },
+                    );
+                    if let Some(k) = idem {
+                        r.idem.insert((owner.clone(), k), id.clone());
+                    }
+                    upload_ids.push((owner, id));
+                }
+            }
+            Op::Stage {
+                upload,
+                chunk,
+                content,
+            } => {
+                let Some((owner, id)) = pick(&upload_ids, upload) else { continue };
+                let up = &r.uploads[&id];
+                let res = apply(
+                    &mut s,
+                    Command::ChunkStaged {
+                        owner: owner.clone(),
+                        upload_id: id.clone(),
+                        index: chunk,
+                        node: 1,
+                        len: chunk_len(up.size, chunk),
+                        blake3: format!("h{content}"),
+                        cv: format!("cv{chunk}-{content}"),
+                        now,
+                    },
+                );
+                let slot = up.chunks.get(chunk as usize);
+                let ok = up.live
+                    && match slot {
+                        None => false,
+                        Some(None) => true,
+                        Some(Some((c, _))) => *c == content,
+                    };
+                prop_assert_eq!(res.is_ok(), ok, "stage {:?}", res);
+                if ok {
+                    let up = r.uploads.get_mut(&id).unwrap();
+                    up.expires_at = up.expires_at.max(now + TTL);
+                    let slot = &mut up.chunks[chunk as usize];
+                    if slot.is_none() {
+                        *slot = Some((content, false));
+                    }
+                }
+            }
+            Op::Offload { upload, chunk } => {
+                let Some((owner, id)) = pick(&upload_ids, upload) else { continue };
+                let res = apply(
+                    &mut s,
+                    Command::ChunkOffloaded {
+                        owner,
+                        upload_id: id.clone(),
+                        index: chunk,
+                        etag: format!("e{chunk}"),
+                    },
+                );
+                let up = r.uploads.get_mut(&id).unwrap();
+                let ok = up.live && matches!(up.chunks.get(chunk as usize), Some(Some(_)));
+                prop_assert_eq!(res.is_ok(), ok, "offload {:?}", res);
+                if ok {
+                    up.chunks[chunk as usize].as_mut().unwrap().1 = true;
+                }
+            }
+            Op::Complete { upload, hash } => {
+                let Some((owner, id)) = pick(&upload_ids, upload) else { continue };
+                let file_id = format!("file{next_id}");
+                let res = apply(
+                    &mut s,
+                    Command::CompleteUpload {
+                        owner: owner.clone(),
+                        upload_id: id.clone(),
+                        file_id: file_id.clone(),
+                        blake3: format!("w{hash}"),
+                        now,
+                    },
+                );
+                let up = &r.uploads[&id];
+                let ready = up.live && up.chunks.iter().all(|c| matches!(c, Some((_, true))));
+                if ready {
+                    prop_assert!(matches!(res, Ok(Outcome::File(_))), "complete {:?}", res);
+                    let size = up.size;
+                    r.end(&id);
+                    r.uploads.get_mut(&id).unwrap().stored_as = Some(file_id.clone());
+                    *r.used.entry(owner.clone()).or_default() += size;
+                    r.files.insert(file_id, (owner, size, format!("w{hash}")));
+                } else if !up.live {
+                    // Completing again answers with the file it made (while that file lives),
+                    // and never makes a second one.
+                    match up.stored_as.as_ref().filter(|f| r.files.contains_key(*f)) {
+                        Some(f) => prop_assert!(
+                            matches!(&res, Ok(Outcome::File(file)) if &file.id == f),
+                            "repeat complete {:?}",
+                            res
+                        ),
+                        None => prop_assert!(res.is_err(), "complete of ended upload {:?}", res),
+                    }
+                } else {
+                    prop_assert!(matches!(res, Err(ModelError::MissingChunks(_))), "{:?}", res);
+                }
+            }
+            Op::Abort {
+                upload,
+                as_other_user,
+            } => {
+                let Some((owner, id)) = pick(&upload_ids, upload) else { continue };
+                let who = if as_other_user {
+                    USERS.iter().find(|u| **u != owner).unwrap().to_string()
+                } else {
+                    owner.clone()
+                };
+                let res = apply(
+                    &mut s,
+                    Command::AbortUpload {
+                        owner: who,
+                        upload_id: id.clone(),
+                        now,
+                    },
+                );
+                if as_other_user {
+                    prop_assert_eq!(res, Err(ModelError::NotFound), "another user's id");
+                    continue;
+                }
+                let live = r.uploads[&id].live;
+                prop_assert_eq!(res.is_ok(), live);
+                if live {
+                    r.end(&id);
+                }
+            }
+            Op::Expire { advance } => {
+                now += advance;
+                let res = apply(&mut s, Command::ExpireUploads { now });
+                let due: Vec<String> = r
+                    .uploads
+                    .iter()
+                    .filter(|(_, u)| u.live && u.expires_at <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                match res {
+                    Ok(Outcome::Expired(mut ids)) => {
+                        ids.sort();
+                        let mut want = due.clone();
+                        want.sort();
+                        prop_assert_eq!(ids, want);
+                    }
+                    other => prop_assert!(false, "expire {:?}", other),
+                }
+                for id in due {
+                    r.end(&id);
+                }
+            }
+            Op::Delete { file } => {
+                if r.files.is_empty() {
+                    continue;
+                }
+                let fid = r.files.keys().nth(file % r.files.len()).unwrap().clone();
+                let (owner, size, _) = r.files[&fid].clone();
+                let res = apply(
+                    &mut s,
+                    Command::DeleteFile {
+                        owner: owner.clone(),
+                        file_id: fid.clone(),
+                        now,
+                    },
+                );
+                prop_assert!(res.is_ok(), "delete {:?}", res);
+                r.files.remove(&fid);
+                *r.used.get_mut(&owner).unwrap() -= size;
+                // Deleting twice is "not found", and changes nothing.
+                let again = apply(
+                    &mut s,
+                    Command::DeleteFile {
+                        owner,
+                        file_id: fid,
+                        now,
+                    },
+                );
+                prop_assert_eq!(again, Err(ModelError::NotFound));
+            }
+            Op::SetQuota { user, quota } => {
+                let u = USERS[user].to_string();
+                let res = apply(
+                    &mut s,
+                    Command::SetQuota {
+                        user: u.clone(),
+                        quota,
+                    },
+                );
+                let ok = quota >= r.committed(&u);
+                prop_assert_eq!(res.is_ok(), ok, "set quota {:?}", res);
+                if ok {
+                    r.quota.insert(u, quota);
+                }
+            }
+        }
+        check_invariants(&s, &r)?;
+    }
+    Ok(())
+}
+
+/// `apply`, plus the rule that a refused command changes nothing.
+fn apply(s: &mut State, cmd: Command) -> Result<Outcome, ModelError> {
+    let before = s.clone();
+    let res = wharf_raft::apply(s, cmd.clone());
+    if res.is_err() {
+        assert_eq!(*s, before, "refused {cmd:?} changed the state");
+    }
+    res
+}
+
+fn pick(ids: &[(String, String)], i: usize) -> Option<(String, String)> {
+    if ids.is_empty() {
+        None
+    } else {
+        Some(ids[i % ids.len()].clone())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn model_keeps_quota_reservation_and_refcount_invariants(ops in proptest::collection::vec(op(), 1..120)) {
+        run(ops)?;
+    }
+}
+
+#[test]
+fn racing_creates_for_the_last_quota_admit_exactly_one() {
+    let mut s = State::default();
+    apply(
+        &mut s,
+        Command::SetQuota {
+            user: "ann".into(),
+            quota: 100,
+        },
+    )
+    .unwrap();
+    let create = |id: &str| Command::CreateUpload {
+        upload_id: id.into(),
+        owner: "ann".into(),
+        tier: Tier::Basic,
+        limits: LIMITS,
+        name: "x".into(),
+        mime: None,
+        size: 60,
+        chunk_size: CHUNK,
+        blake3: None,
+        idempotency_key: None,
+        ttl_ms: TTL,
+        now: 1,
+    };
+    assert!(apply(&mut s, create("a")).is_ok());
+    assert!(matches!(
+        apply(&mut s, create("b")),
+        Err(ModelError::QuotaExceeded { requested: 60, available: 40 })
+    ));
+}
+
+#[test]
+fn staged_chunk_with_different_content_is_a_conflict() {
+    let mut s = State::default();
+    apply(
+        &mut s,
+        Command::CreateUpload {
+            upload_id: "u".into(),
+            owner: "ann".into(),
+            tier: Tier::Basic,
+            limits: LIMITS,
+            name: "x".into(),
+            mime: None,
+            size: 100,
+            chunk_size: CHUNK,
+            blake3: None,
+            idempotency_key: None,
+            ttl_ms: TTL,
+            now: 1,
+        },
+    )
+    .unwrap();
+    let stage = |h: &str, len: u64| Command::ChunkStaged {
+        owner: "ann".into(),
+        upload_id: "u".into(),
+        index: 1,
+        node: 1,
+        len,
+        blake3: h.into(),
+        cv: "cv".into(),
+        now: 2,
+    };
+    assert!(matches!(
+        apply(&mut s, stage("a", 64)),
+        Err(ModelError::ChunkLength { expected: 36, .. })
+    ));
+    apply(&mut s, stage("a", 36)).unwrap();
+    apply(&mut s, stage("a", 36)).unwrap();
+    assert_eq!(
+        apply(&mut s, stage("b", 36)),
+        Err(ModelError::ChunkConflict { index: 1 })
+    );
+    let up = s.upload("ann", "u").unwrap();
+    assert!(matches!(up.chunks[1], Chunk::Staged { ref blake3, .. } if blake3 == "a"));
+}
