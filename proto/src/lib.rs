@@ -1,1 +1,100 @@
+//! wharf-proto: the shapes that nodes and clients exchange.
+//!
+//! For now these are the HTTP API's JSON bodies; the gRPC and QUIC messages join them with the
+//! cluster and QUIC issues.
 
+use serde::{Deserialize, Serialize};
+
+/// Every error answer: `{"error":{"code":"…","message":"…"}}`; `code` is stable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    /// With `missing_chunks`: the chunk indexes still to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Vec<u32>>,
+}
+
+/// `POST /v1/uploads`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUpload {
+    pub name: String,
+    pub size: u64,
+    /// Whole-file BLAKE3 (hex); checked at completion.
+    #[serde(default)]
+    pub blake3: Option<String>,
+    #[serde(default)]
+    pub mime: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadCreated {
+    pub upload_id: String,
+    pub chunk_size: u64,
+    pub chunk_count: u32,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// `GET /v1/uploads/{id}`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadStatus {
+    pub upload_id: String,
+    pub name: String,
+    pub size: u64,
+    pub chunk_size: u64,
+    pub chunk_count: u32,
+    /// `uploading`, `stored`, `aborted` or `expired`.
+    pub state: String,
+    pub received: Vec<u32>,
+    pub missing: Vec<u32>,
+    pub expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub blake3: String,
+    pub mime: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// `unscanned` until scanning exists; then `pending`, `clean`, `infected` or `error`.
+    pub scan: String,
+}
+
+/// `GET /v1/files`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileList {
+    pub files: Vec<FileRecord>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/usage`, and the answer of `PUT /v1/admin/users/{user}/quota`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub user: String,
+    pub used: u64,
+    pub reserved: u64,
+    pub quota: u64,
+}
+
+/// `PUT /v1/admin/users/{user}/quota`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetQuota {
+    pub quota: u64,
+}

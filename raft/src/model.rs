@@ -62,6 +62,18 @@ pub struct User {
     pub active_uploads: u32,
 }
 
+impl User {
+    /// The quota once the tier's default applies: a tier can raise a quota (which never breaks
+    /// `used + reserved <= quota`) but not lower it, and an admin's choice stands.
+    pub fn quota_under(&self, limits: &TierLimits) -> u64 {
+        if self.quota_set_by_admin {
+            self.quota
+        } else {
+            self.quota.max(limits.quota)
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Chunk {
@@ -377,7 +389,9 @@ pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
                 }
             }
             if !chunk_size.is_power_of_two() || chunk_size > MAX_CHUNK_SIZE {
-                return Err(ModelError::Invalid("chunk size must be a power of two".into()));
+                return Err(ModelError::Invalid(
+                    "chunk size must be a power of two".into(),
+                ));
             }
             if size.div_ceil(chunk_size) > MAX_CHUNKS {
                 return Err(ModelError::Invalid("too many chunks".into()));
@@ -399,10 +413,7 @@ pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
                 active_uploads: 0,
             });
             user.tier = tier;
-            if !user.quota_set_by_admin {
-                // Raising a quota never breaks `used + reserved <= quota`.
-                user.quota = user.quota.max(limits.quota);
-            }
+            user.quota = user.quota_under(&limits);
             if user.active_uploads >= limits.max_concurrent_uploads {
                 return Err(ModelError::TooManyUploads {
                     max: limits.max_concurrent_uploads,

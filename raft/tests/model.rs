@@ -121,10 +121,25 @@ fn check_invariants(s: &State, r: &Reference) -> Result<(), TestCaseError> {
         );
         // Reservations become usage or are released exactly once: the totals equal the sums
         // the reference model keeps by hand.
-        prop_assert_eq!(u.used, r.used.get(id).copied().unwrap_or(0), "used of {}", id);
-        prop_assert_eq!(u.reserved, r.reserved.get(id).copied().unwrap_or(0), "reserved of {}", id);
+        prop_assert_eq!(
+            u.used,
+            r.used.get(id).copied().unwrap_or(0),
+            "used of {}",
+            id
+        );
+        prop_assert_eq!(
+            u.reserved,
+            r.reserved.get(id).copied().unwrap_or(0),
+            "reserved of {}",
+            id
+        );
         prop_assert_eq!(u.active_uploads as usize, r.live_uploads(id));
-        let live_files: u64 = s.files.values().filter(|f| &f.owner == id).map(|f| f.size).sum();
+        let live_files: u64 = s
+            .files
+            .values()
+            .filter(|f| &f.owner == id)
+            .map(|f| f.size)
+            .sum();
         prop_assert_eq!(u.used, live_files);
     }
     for (k, b) in &s.blobs {
@@ -221,7 +236,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 chunk,
                 content,
             } => {
-                let Some((owner, id)) = pick(&upload_ids, upload) else { continue };
+                let Some((owner, id)) = pick(&upload_ids, upload) else {
+                    continue;
+                };
                 let up = &r.uploads[&id];
                 let res = apply(
                     &mut s,
@@ -254,7 +271,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Offload { upload, chunk } => {
-                let Some((owner, id)) = pick(&upload_ids, upload) else { continue };
+                let Some((owner, id)) = pick(&upload_ids, upload) else {
+                    continue;
+                };
                 let res = apply(
                     &mut s,
                     Command::ChunkOffloaded {
@@ -272,7 +291,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Complete { upload, hash } => {
-                let Some((owner, id)) = pick(&upload_ids, upload) else { continue };
+                let Some((owner, id)) = pick(&upload_ids, upload) else {
+                    continue;
+                };
                 let file_id = format!("file{next_id}");
                 let res = apply(
                     &mut s,
@@ -305,14 +326,20 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         None => prop_assert!(res.is_err(), "complete of ended upload {:?}", res),
                     }
                 } else {
-                    prop_assert!(matches!(res, Err(ModelError::MissingChunks(_))), "{:?}", res);
+                    prop_assert!(
+                        matches!(res, Err(ModelError::MissingChunks(_))),
+                        "{:?}",
+                        res
+                    );
                 }
             }
             Op::Abort {
                 upload,
                 as_other_user,
             } => {
-                let Some((owner, id)) = pick(&upload_ids, upload) else { continue };
+                let Some((owner, id)) = pick(&upload_ids, upload) else {
+                    continue;
+                };
                 let who = if as_other_user {
                     USERS.iter().find(|u| **u != owner).unwrap().to_string()
                 } else {
@@ -462,7 +489,10 @@ fn racing_creates_for_the_last_quota_admit_exactly_one() {
     assert!(apply(&mut s, create("a")).is_ok());
     assert!(matches!(
         apply(&mut s, create("b")),
-        Err(ModelError::QuotaExceeded { requested: 60, available: 40 })
+        Err(ModelError::QuotaExceeded {
+            requested: 60,
+            available: 40
+        })
     ));
 }
 

@@ -1,0 +1,193 @@
+//! Bearer JWTs (HS256 with the cluster secret): claims are the user id (`sub`) and `tier`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use wharf_raft::model::Tier;
+
+use crate::error::Error;
+
+const SECRET_FILE: &str = "jwt_secret";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub tier: Tier,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// Signs and checks client tokens.
+#[derive(Clone)]
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Keys {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// The configured secret, or the one in the data dir (made on first use).
+    pub fn load_or_create(configured: &str, data_dir: &Path) -> anyhow::Result<Self> {
+        if !configured.is_empty() {
+            return Ok(Self::new(configured.as_bytes()));
+        }
+        let path = data_dir.join(SECRET_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Ok(Self::new(s.trim().as_bytes())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(data_dir)
+                    .with_context(|| format!("creating {}", data_dir.display()))?;
+                let mut bytes = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                let secret = hex::encode(bytes);
+                write_private(&path, &secret)?;
+                Ok(Self::new(secret.as_bytes()))
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    pub fn issue(&self, user: &str, tier: Tier, ttl: Duration) -> anyhow::Result<String> {
+        validate_user_id(user).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let iat = now_secs();
+        let claims = Claims {
+            sub: user.to_string(),
+            tier,
+            iat,
+            exp: iat + ttl.as_secs(),
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// Checks an `Authorization` header value.
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Claims, Error> {
+        let header = header.ok_or_else(|| {
+            Error::unauthorized("unauthorized", "an Authorization: Bearer token is required")
+        })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                Error::unauthorized("unauthorized", "the Authorization header must be Bearer")
+            })?;
+        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => {
+                Error::unauthorized("token_expired", "the token has expired")
+            }
+            _ => Error::unauthorized("invalid_token", format!("invalid token: {e}")),
+        })?;
+        validate_user_id(&data.claims.sub)?;
+        Ok(data.claims)
+    }
+}
+
+/// User ids become parts of metadata keys (`owner/id`), so they are kept to a safe alphabet.
+pub fn validate_user_id(user: &str) -> Result<(), Error> {
+    let ok = !user.is_empty()
+        && user.len() <= 128
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_request(
+            "invalid_user",
+            "user ids are 1 to 128 characters of A-Z a-z 0-9 . _ @ -",
+        ))
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_token_verifies_and_forged_one_does_not() {
+        let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
+        let t = keys
+            .issue("alice", Tier::Premium, Duration::from_secs(60))
+            .unwrap();
+        let c = keys.verify_header(Some(&format!("Bearer {t}"))).unwrap();
+        assert_eq!((c.sub.as_str(), c.tier), ("alice", Tier::Premium));
+
+        let other = Keys::new(b"another-secret-another-secret-xx");
+        let forged = other
+            .issue("alice", Tier::Admin, Duration::from_secs(60))
+            .unwrap();
+        let err = keys
+            .verify_header(Some(&format!("Bearer {forged}")))
+            .unwrap_err();
+        assert_eq!(err.status_and_code().1, "invalid_token");
+        let err = keys.verify_header(None).unwrap_err();
+        assert_eq!(err.status_and_code().1, "unauthorized");
+    }
+
+    #[test]
+    fn expired_token_is_refused_as_expired() {
+        let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
+        let claims = Claims {
+            sub: "alice".into(),
+            tier: Tier::Basic,
+            iat: 1,
+            exp: 2,
+        };
+        let t =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
+        let err = keys
+            .verify_header(Some(&format!("Bearer {t}")))
+            .unwrap_err();
+        assert_eq!(err.status_and_code().1, "token_expired");
+    }
+
+    #[test]
+    fn user_ids_cannot_carry_separators() {
+        assert!(validate_user_id("alice@example.com").is_ok());
+        assert!(validate_user_id("a/b").is_err());
+        assert!(validate_user_id("").is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! The node's one configuration: embedded defaults, overridden by a TOML file, then by
+//! environment variables (`section.key` -> `WHARF_SECTION_KEY`), then by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use wharf_raft::model::{Tier, TierLimits};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub store: StoreConfig,
+    pub auth: AuthConfig,
+    pub upload: UploadConfig,
+    pub raft: RaftConfig,
+    pub tiers: TiersConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Raft node id; never reuse one.
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: 1,
+            data_dir: PathBuf::from("./wharf-data"),
+            http_addr: "127.0.0.1:7070".parse().expect("valid address"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Local,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Root of the local object store; empty means `<data_dir>/objects`.
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret for client tokens; empty means the one generated into `<data_dir>/jwt_secret`.
+    pub jwt_secret: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadConfig {
+    /// Smallest chunk size handed out (rounded up to a power of two).
+    pub min_chunk_size: u64,
+    /// An upload with no new chunk for this long is aborted.
+    pub expiry_secs: u64,
+    /// How often the leader looks for expired uploads and garbage.
+    pub sweep_interval_secs: u64,
+    /// Staged chunks offloaded to the object store at once.
+    pub offload_concurrency: usize,
+    /// How long `complete` waits for staged chunks to reach the object store.
+    pub complete_wait_secs: u64,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            min_chunk_size: 8 * MIB,
+            expiry_secs: 24 * 3600,
+            sweep_interval_secs: 30,
+            offload_concurrency: 4,
+            complete_wait_secs: 120,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log before it) after this many entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 250,
+            election_timeout_min_ms: 750,
+            election_timeout_max_ms: 1500,
+            snapshot_every: 5000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TiersConfig {
+    pub basic: TierLimits,
+    pub premium: TierLimits,
+    pub admin: TierLimits,
+}
+
+impl Default for TiersConfig {
+    fn default() -> Self {
+        Self {
+            basic: TierLimits {
+                quota: 10 * GIB,
+                max_file_size: 5 * GIB,
+                max_concurrent_uploads: 8,
+            },
+            premium: TierLimits {
+                quota: 1024 * GIB,
+                max_file_size: 256 * GIB,
+                max_concurrent_uploads: 32,
+            },
+            admin: TierLimits {
+                quota: 1024 * GIB,
+                max_file_size: 1024 * GIB,
+                max_concurrent_uploads: 64,
+            },
+        }
+    }
+}
+
+impl TiersConfig {
+    pub fn limits(&self, tier: Tier) -> TierLimits {
+        match tier {
+            Tier::Basic => self.basic,
+            Tier::Premium => self.premium,
+            Tier::Admin => self.admin,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then `WHARF_*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut table = toml::Table::try_from(Config::default())?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let from_file: Config = toml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+            table = toml::Table::try_from(from_file)?;
+        }
+        overlay_env(&mut table, "WHARF", &|k| std::env::var(k).ok())?;
+        let config: Config = table.try_into().context("applying environment variables")?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.node.id == 0 {
+            bail!("node.id must be at least 1");
+        }
+        if self.upload.min_chunk_size < 5 * MIB || self.upload.min_chunk_size > 4 * GIB {
+            bail!("upload.min_chunk_size must be between 5 MiB and 4 GiB (S3 part limits)");
+        }
+        if self.upload.offload_concurrency == 0 {
+            bail!("upload.offload_concurrency must be at least 1");
+        }
+        if self.upload.expiry_secs == 0 || self.upload.sweep_interval_secs == 0 {
+            bail!("upload.expiry_secs and upload.sweep_interval_secs must be positive");
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms {
+            bail!("raft.election_timeout_min_ms must be above raft.heartbeat_ms");
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            bail!("raft.election_timeout_max_ms must be above raft.election_timeout_min_ms");
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
+            bail!("auth.jwt_secret must be at least 32 characters");
+        }
+        Ok(())
+    }
+
+    pub fn objects_dir(&self) -> PathBuf {
+        if self.store.path.is_empty() {
+            self.node.data_dir.join("objects")
+        } else {
+            PathBuf::from(&self.store.path)
+        }
+    }
+}
+
+/// Replaces every leaf `a.b_c` of `table` whose variable `PREFIX_A_B_C` is set, parsing the
+/// value as the leaf's type. Walking the known keys (rather than the environment) keeps the
+/// mapping unambiguous although keys contain underscores.
+fn overlay_env(
+    table: &mut toml::Table,
+    prefix: &str,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    for (key, value) in table.iter_mut() {
+        let name = format!("{prefix}_{}", key.to_uppercase());
+        if let toml::Value::Table(t) = value {
+            overlay_env(t, &name, get)?;
+            continue;
+        }
+        let Some(raw) = get(&name) else { continue };
+        *value = match value {
+            toml::Value::Integer(_) => toml::Value::Integer(
+                raw.trim()
+                    .parse()
+                    .with_context(|| format!("{name}={raw:?} is not an integer"))?,
+            ),
+            toml::Value::Boolean(_) => toml::Value::Boolean(
+                raw.trim()
+                    .parse()
+                    .with_context(|| format!("{name}={raw:?} is not true or false"))?,
+            ),
+            toml::Value::Float(_) => toml::Value::Float(
+                raw.trim()
+                    .parse()
+                    .with_context(|| format!("{name}={raw:?} is not a number"))?,
+            ),
+            _ => toml::Value::String(raw),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_readme() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.node.http_addr.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.node.data_dir, PathBuf::from("./wharf-data"));
+        assert_eq!(c.upload.min_chunk_size, 8 * MIB);
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_with_underscores() {
+        let mut table = toml::Table::try_from(Config::default()).unwrap();
+        let env = |k: &str| match k {
+            "WHARF_STORE_KIND" => Some("local".to_string()),
+            "WHARF_UPLOAD_MIN_CHUNK_SIZE" => Some("16777216".to_string()),
+            "WHARF_TIERS_BASIC_QUOTA" => Some("1000".to_string()),
+            "WHARF_NODE_HTTP_ADDR" => Some("127.0.0.1:9000".to_string()),
+            _ => None,
+        };
+        overlay_env(&mut table, "WHARF", &env).unwrap();
+        let c: Config = table.try_into().unwrap();
+        assert_eq!(c.upload.min_chunk_size, 16 * MIB);
+        assert_eq!(c.tiers.basic.quota, 1000);
+        assert_eq!(c.node.http_addr.port(), 9000);
+    }
+
+    #[test]
+    fn bad_env_value_is_a_clear_error() {
+        let mut table = toml::Table::try_from(Config::default()).unwrap();
+        let env = |k: &str| (k == "WHARF_UPLOAD_EXPIRY_SECS").then(|| "soon".to_string());
+        let err = overlay_env(&mut table, "WHARF", &env).unwrap_err();
+        assert!(
+            err.to_string().contains("WHARF_UPLOAD_EXPIRY_SECS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        assert!(toml::from_str::<Config>("[store]\nkynd = \"local\"\n").is_err());
+        let c: Config = toml::from_str("[upload]\nexpiry_secs = 60\n").unwrap();
+        assert_eq!(c.upload.expiry_secs, 60);
+        assert_eq!(c.upload.min_chunk_size, 8 * MIB);
+    }
+}

@@ -1,0 +1,144 @@
+//! The node's error type and its one mapping to HTTP: status, stable code, message.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use wharf_proto::{ErrorBody, ErrorDetail};
+use wharf_raft::ModelError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("chunks missing: {0:?}")]
+    MissingChunks(Vec<u32>),
+    #[error("{0}")]
+    FileTooLarge(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("{0}")]
+    TooManyUploads(String),
+    #[error("{0}")]
+    ChecksumMismatch(String),
+    #[error("range not satisfiable (the file has {size} bytes)")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("object store: {0}")]
+    Store(#[from] std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Error::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Unauthorized {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Status and stable error code: the one place both are decided.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::Unauthorized { code, .. } => (StatusCode::UNAUTHORIZED, code),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Error::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Error::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Error::MissingChunks(_) => (StatusCode::CONFLICT, "missing_chunks"),
+            Error::FileTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large"),
+            Error::QuotaExceeded(_) => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
+            Error::TooManyUploads(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads"),
+            Error::ChecksumMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "checksum_mismatch"),
+            Error::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<ModelError> for Error {
+    fn from(e: ModelError) -> Self {
+        let message = e.to_string();
+        match e {
+            ModelError::NotFound => Error::NotFound,
+            ModelError::QuotaExceeded { .. } => Error::QuotaExceeded(message),
+            ModelError::FileTooLarge { .. } => Error::FileTooLarge(message),
+            ModelError::TooManyUploads { .. } => Error::TooManyUploads(message),
+            ModelError::UploadNotActive { .. } => Error::conflict("upload_not_active", message),
+            ModelError::ChunkOutOfRange { .. } => {
+                Error::bad_request("chunk_index_out_of_range", message)
+            }
+            ModelError::ChunkLength { .. } => Error::bad_request("chunk_length_mismatch", message),
+            ModelError::ChunkConflict { .. } => Error::conflict("chunk_conflict", message),
+            ModelError::MissingChunks(v) => Error::MissingChunks(v),
+            ModelError::ChecksumMismatch { .. } => Error::ChecksumMismatch(message),
+            ModelError::IdempotencyConflict => Error::conflict("idempotency_conflict", message),
+            ModelError::QuotaBelowUsage { .. } => Error::conflict("quota_below_usage", message),
+            ModelError::Invalid(_) => Error::bad_request("invalid_request", message),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::warn!(%code, error = %self, "request failed");
+        }
+        let missing = match &self {
+            Error::MissingChunks(v) => Some(v.clone()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: self.to_string(),
+                missing,
+            },
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        let headers = resp.headers_mut();
+        match self {
+            Error::Unauthorized { .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Error::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::RangeNotSatisfiable { size } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}

@@ -1,0 +1,189 @@
+//! The quota actor: proposes the commands that move reservations and usage (create, complete,
+//! abort, delete, set quota, expire). It refuses early from the applied state it can see when a
+//! request cannot fit; the state machine still decides every request it lets through.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use wharf_proto::CreateUpload;
+use wharf_raft::model::{self, Command, ModelError, Tier, TierLimits, Upload};
+use wharf_raft::Outcome;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::meta::{now_ms, Metadata};
+
+const MAILBOX: usize = 256;
+
+enum Msg {
+    Create {
+        user: String,
+        tier: Tier,
+        req: CreateUpload,
+        reply: oneshot::Sender<Result<Upload>>,
+    },
+    Propose {
+        cmd: Command,
+        reply: oneshot::Sender<Result<Outcome>>,
+    },
+}
+
+#[derive(Clone)]
+pub struct QuotaHandle {
+    tx: mpsc::Sender<Msg>,
+    config: Arc<Config>,
+}
+
+impl QuotaHandle {
+    pub fn spawn(meta: Metadata, config: Arc<Config>, stop: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(MAILBOX);
+        let actor = QuotaActor {
+            meta,
+            config: config.clone(),
+            rx,
+        };
+        tokio::spawn(actor.run(stop));
+        Self { tx, config }
+    }
+
+    /// The configured limits of a tier.
+    pub fn limits(&self, tier: Tier) -> TierLimits {
+        self.config.tiers.limits(tier)
+    }
+
+    async fn call<T>(&self, msg: impl FnOnce(oneshot::Sender<Result<T>>) -> Msg) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(msg(reply))
+            .await
+            .map_err(|_| Error::Unavailable("node is shutting down".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("node is shutting down".into()))?
+    }
+
+    pub async fn create(&self, user: String, tier: Tier, req: CreateUpload) -> Result<Upload> {
+        self.call(|reply| Msg::Create {
+            user,
+            tier,
+            req,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn propose(&self, cmd: Command) -> Result<Outcome> {
+        self.call(|reply| Msg::Propose { cmd, reply }).await
+    }
+}
+
+struct QuotaActor {
+    meta: Metadata,
+    config: Arc<Config>,
+    rx: mpsc::Receiver<Msg>,
+}
+
+impl QuotaActor {
+    async fn run(mut self, stop: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => break,
+                msg = self.rx.recv() => match msg { Some(m) => m, None => break },
+            };
+            match msg {
+                Msg::Create {
+                    user,
+                    tier,
+                    req,
+                    reply,
+                } => match self.prepare_create(user, tier, req) {
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                    Ok(cmd) => self.propose_in_background(cmd, reply, |o| match o {
+                        Outcome::Upload(u) => Ok(u),
+                        other => Err(unexpected(other)),
+                    }),
+                },
+                Msg::Propose { cmd, reply } => self.propose_in_background(cmd, reply, Ok),
+            }
+        }
+    }
+
+    /// The Raft round trip runs in its own task so that the mailbox keeps moving; the order of
+    /// commands is Raft's to decide.
+    fn propose_in_background<T: Send + 'static>(
+        &self,
+        cmd: Command,
+        reply: oneshot::Sender<Result<T>>,
+        map: impl FnOnce(Outcome) -> Result<T> + Send + 'static,
+    ) {
+        let meta = self.meta.clone();
+        tokio::spawn(async move {
+            let res = meta.propose(cmd).await.and_then(map);
+            let _ = reply.send(res);
+        });
+    }
+
+    fn prepare_create(&self, user: String, tier: Tier, req: CreateUpload) -> Result<Command> {
+        let limits = self.config.tiers.limits(tier);
+        self.refuse_early(&user, &req, &limits)?;
+        Ok(Command::CreateUpload {
+            upload_id: uuid::Uuid::now_v7().to_string(),
+            owner: user,
+            tier,
+            limits,
+            name: req.name,
+            mime: req.mime,
+            size: req.size,
+            chunk_size: model::chunk_size_for(req.size, self.config.upload.min_chunk_size),
+            blake3: req.blake3.map(|h| h.to_ascii_lowercase()),
+            idempotency_key: req.idempotency_key,
+            ttl_ms: self.config.upload.expiry_secs * 1000,
+            now: now_ms(),
+        })
+    }
+
+    /// Refuses what the applied state already shows cannot fit, without a Raft round trip.
+    fn refuse_early(&self, user: &str, req: &CreateUpload, limits: &TierLimits) -> Result<()> {
+        let applied = self.meta.local();
+        let state = &applied.state;
+        // A repeated idempotency key gets its upload back, whatever the quota says now.
+        let repeat = req
+            .idempotency_key
+            .as_ref()
+            .is_some_and(|k| state.idempotency.contains_key(&model::key(user, k)));
+        if repeat {
+            return Ok(());
+        }
+        let max = limits.max_file_size.min(model::MAX_OBJECT_SIZE);
+        if req.size > max {
+            return Err(ModelError::FileTooLarge {
+                size: req.size,
+                max,
+            }
+            .into());
+        }
+        if let Some(u) = state.users.get(user) {
+            if u.active_uploads >= limits.max_concurrent_uploads {
+                return Err(ModelError::TooManyUploads {
+                    max: limits.max_concurrent_uploads,
+                }
+                .into());
+            }
+            let available = u.quota_under(limits).saturating_sub(u.used + u.reserved);
+            if req.size > available {
+                return Err(ModelError::QuotaExceeded {
+                    requested: req.size,
+                    available,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unexpected(o: Outcome) -> Error {
+    Error::Internal(format!("unexpected outcome {o:?}"))
+}
