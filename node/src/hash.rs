@@ -13,6 +13,7 @@ use blake3::hazmat::{
 pub struct ChunkHasher {
     plain: blake3::Hasher,
     subtree: blake3::Hasher,
+    empty: bool,
 }
 
 impl ChunkHasher {
@@ -22,20 +23,25 @@ impl ChunkHasher {
         Self {
             plain: blake3::Hasher::new(),
             subtree,
+            empty: true,
         }
     }
 
     pub fn update(&mut self, data: &[u8]) {
+        self.empty &= data.is_empty();
         self.plain.update(data);
         self.subtree.update(data);
     }
 
-    /// `(blake3 of the chunk, chaining value)`, both hex.
+    /// `(blake3 of the chunk, chaining value)`, both hex. An empty chunk (only ever the one
+    /// chunk of an empty file) has no subtree and so no chaining value.
     pub fn finish(self) -> (String, String) {
-        (
-            self.plain.finalize().to_hex().to_string(),
-            hex::encode(self.subtree.finalize_non_root()),
-        )
+        let cv = if self.empty {
+            String::new()
+        } else {
+            hex::encode(self.subtree.finalize_non_root())
+        };
+        (self.plain.finalize().to_hex().to_string(), cv)
     }
 }
 

@@ -6,6 +6,9 @@
 //! log after it. sled flushes lazily, so every write that openraft or a client relies on is
 //! followed by `flush_async().await` before it is reported done.
 
+// openraft's traits dictate `StorageError` (a large type) as the error of every storage call.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};

@@ -17,6 +17,44 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
 }
 
 #[test]
-fn sled_store_passes_openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(SledBuilder)
+fn sled_store_passes_openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(SledBuilder) {
+        panic!("storage suite failed: {e}");
+    }
+}
+
+#[tokio::test]
+async fn snapshot_restores_the_state_after_reopen() {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+    use wharf_raft::model::Command;
+    use wharf_raft::Request;
+
+    let dir = tempfile::tempdir().unwrap();
+    let log_id = |i| LogId::new(CommittedLeaderId::new(1, 1), i);
+    {
+        let (_log, mut sm) = wharf_raft::open(dir.path()).unwrap();
+        let entries = (1..=3).map(|i| Entry::<TypeConfig> {
+            log_id: log_id(i),
+            payload: EntryPayload::Normal(Request(Command::SetQuota {
+                user: format!("u{i}"),
+                quota: i * 100,
+            })),
+        });
+        sm.apply(entries).await.unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(log_id(3)));
+    }
+    let (_log, mut sm) = wharf_raft::open(dir.path()).unwrap();
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(3)));
+    let state = sm.shared();
+    let a = state.read().unwrap();
+    assert_eq!(a.state.users.len(), 3);
+    assert_eq!(a.state.users["u2"].quota, 200);
 }

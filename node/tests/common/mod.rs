@@ -1,0 +1,257 @@
+//! Real `wharf` node processes for integration tests: own data dir, HTTP on 127.0.0.1:0,
+//! killed on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+use wharf_node::auth::Keys;
+use wharf_raft::model::Tier;
+
+pub const MIB: usize = 1 << 20;
+
+pub struct Node {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    env: Vec<(String, String)>,
+    pub http: Client,
+}
+
+impl Node {
+    pub fn start(data_dir: &Path) -> Node {
+        Self::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Node {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        cmd.args(["node", "start", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("WHARF_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn wharf");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let base = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|s| s.starts_with("http://"))
+            .unwrap_or_else(|| panic!("node did not start: {line:?}"))
+            .to_string();
+        Node {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+            env,
+            http: Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) -> NodeDir {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+        NodeDir {
+            data_dir: self.data_dir.clone(),
+            env: std::mem::take(&mut self.env),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn token(&self, user: &str, tier: Tier) -> String {
+        Keys::load_or_create("", &self.data_dir)
+            .unwrap()
+            .issue(user, tier, Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, token: &str, path: &str) -> RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(token)
+    }
+
+    pub fn post(&self, token: &str, path: &str) -> RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(token)
+    }
+
+    pub fn put(&self, token: &str, path: &str) -> RequestBuilder {
+        self.http.put(self.url(path)).bearer_auth(token)
+    }
+
+    pub fn delete(&self, token: &str, path: &str) -> RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(token)
+    }
+
+    pub async fn create(&self, token: &str, body: Value) -> (StatusCode, Value) {
+        json(
+            self.post(token, "/v1/uploads")
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn put_chunk(
+        &self,
+        token: &str,
+        upload: &str,
+        index: usize,
+        data: &[u8],
+    ) -> StatusCode {
+        self.put(token, &format!("/v1/uploads/{upload}/chunks/{index}"))
+            .header("x-wharf-blake3", blake3::hash(data).to_hex().to_string())
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    pub async fn complete(&self, token: &str, upload: &str) -> (StatusCode, Value) {
+        json(
+            self.post(token, &format!("/v1/uploads/{upload}/complete"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn status(&self, token: &str, upload: &str) -> (StatusCode, Value) {
+        json(
+            self.get(token, &format!("/v1/uploads/{upload}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn download(&self, token: &str, file: &str) -> Vec<u8> {
+        let r = self
+            .get(token, &format!("/v1/files/{file}/content"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.bytes().await.unwrap().to_vec()
+    }
+
+    pub async fn usage(&self, token: &str) -> Value {
+        json(self.get(token, "/v1/usage").send().await.unwrap())
+            .await
+            .1
+    }
+
+    /// Uploads `data` in chunks (sent concurrently, in reverse order) and completes it.
+    pub async fn upload(&self, token: &str, name: &str, data: &[u8]) -> Value {
+        let (st, up) = self
+            .create(
+                token,
+                serde_json::json!({
+                    "name": name,
+                    "size": data.len(),
+                    "blake3": blake3::hash(data).to_hex().to_string(),
+                }),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{up}");
+        let id = up["upload_id"].as_str().unwrap().to_string();
+        let cs = up["chunk_size"].as_u64().unwrap() as usize;
+        let chunks: Vec<&[u8]> = if data.is_empty() {
+            vec![data]
+        } else {
+            data.chunks(cs).collect()
+        };
+        let puts = chunks
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, c)| self.put_chunk(token, &id, i, c));
+        for st in futures::future::join_all(puts).await {
+            assert_eq!(st, StatusCode::NO_CONTENT);
+        }
+        let (st, file) = self.complete(token, &id).await;
+        assert_eq!(st, StatusCode::OK, "{file}");
+        file
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What is left of a killed node: enough to start it again.
+pub struct NodeDir {
+    data_dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl NodeDir {
+    pub fn restart(self) -> Node {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Node::start_with(&self.data_dir, &env)
+    }
+}
+
+pub async fn json(r: Response) -> (StatusCode, Value) {
+    let st = r.status();
+    let text = r.text().await.unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({st}): {text}"))
+    };
+    (st, v)
+}
+
+/// Asserts an error answer: status and stable code.
+pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(got.0.as_u16(), status, "body: {}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "body: {}", got.1);
+    assert!(got.1["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+}
+
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; n];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
