@@ -7,8 +7,9 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::Stream;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
@@ -39,17 +40,24 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> io::Result<()>;
 }
 
-/// Objects as files under a root directory (one host, or a directory all nodes share).
+/// Objects as directories under a root (one host, or a directory all nodes share): an object is
+/// its parts, as the nodes staged them, plus a manifest that orders them.
 pub struct LocalStore {
     root: PathBuf,
 }
 
 const READ_BUF: usize = 256 * 1024;
+const MANIFEST: &str = "manifest.json";
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    /// `(file name, length)` in object order.
+    parts: Vec<(String, u64)>,
+}
 
 impl LocalStore {
     pub fn open(root: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(root.join(".multipart"))?;
-        std::fs::create_dir_all(root.join(".tmp"))?;
         Ok(Self {
             root: root.to_path_buf(),
         })
@@ -136,7 +144,7 @@ impl ObjectStore for LocalStore {
         let dest = self.object_path(key)?;
         if !tokio::fs::try_exists(&dir).await? {
             // Completed before (the node died before recording it): the object is there.
-            return match tokio::fs::try_exists(&dest).await? {
+            return match tokio::fs::try_exists(dest.join(MANIFEST)).await? {
                 true => Ok(()),
                 false => Err(io::Error::new(
                     io::ErrorKind::NotFound,
@@ -144,23 +152,23 @@ impl ObjectStore for LocalStore {
                 )),
             };
         }
-        let tmp = self
-            .root
-            .join(".tmp")
-            .join(format!("{multipart_id}.assembling"));
-        {
-            let mut out = tokio::fs::File::create(&tmp).await?;
-            for (part, _) in parts {
-                let mut f = tokio::fs::File::open(dir.join(format!("{part:05}"))).await?;
-                tokio::io::copy(&mut f, &mut out).await?;
-            }
-            out.sync_all().await?;
+        let mut manifest = Manifest { parts: Vec::new() };
+        for (part, _) in parts {
+            let name = format!("{part:05}");
+            let len = tokio::fs::metadata(dir.join(&name)).await?.len();
+            manifest.parts.push((name, len));
         }
+        let bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
+        let mut f = tokio::fs::File::create(dir.join(MANIFEST)).await?;
+        f.write_all(&bytes).await?;
+        f.sync_all().await?;
+        sync_dir(&dir).await?;
+        // The parts become the object where they lie: completing costs no copy of the data.
         let parent = dest.parent().expect("keys have a parent");
         tokio::fs::create_dir_all(parent).await?;
-        tokio::fs::rename(&tmp, &dest).await?;
+        tokio::fs::rename(&dir, &dest).await?;
         sync_dir(parent).await?;
-        tokio::fs::remove_dir_all(&dir).await?;
+        sync_dir(dir.parent().expect("has parent")).await?;
         Ok(())
     }
 
@@ -172,16 +180,35 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get(&self, key: &str, offset: u64, len: u64) -> io::Result<ByteStream> {
-        let mut f = tokio::fs::File::open(self.object_path(key)?).await?;
-        f.seek(io::SeekFrom::Start(offset)).await?;
-        let reader = f.take(len);
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            reader, READ_BUF,
-        )))
+        let dir = self.object_path(key)?;
+        let manifest: Manifest =
+            serde_json::from_slice(&tokio::fs::read(dir.join(MANIFEST)).await?)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        // The (part, offset in part, length) pieces that cover [offset, offset + len).
+        let mut pieces = Vec::new();
+        let (mut start, end) = (0u64, offset.saturating_add(len));
+        for (name, part_len) in manifest.parts {
+            let (lo, hi) = (offset.max(start), end.min(start + part_len));
+            if lo < hi {
+                pieces.push((dir.join(name), lo - start, hi - lo));
+            }
+            start += part_len;
+        }
+        let stream = futures::stream::iter(pieces)
+            .then(|(path, from, n)| async move {
+                let mut f = tokio::fs::File::open(&path).await?;
+                f.seek(io::SeekFrom::Start(from)).await?;
+                Ok::<_, io::Error>(tokio_util::io::ReaderStream::with_capacity(
+                    f.take(n),
+                    READ_BUF,
+                ))
+            })
+            .try_flatten();
+        Ok(Box::pin(stream))
     }
 
     async fn delete(&self, key: &str) -> io::Result<()> {
-        match tokio::fs::remove_file(self.object_path(key)?).await {
+        match tokio::fs::remove_dir_all(self.object_path(key)?).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -190,8 +217,6 @@ impl ObjectStore for LocalStore {
 
 #[cfg(test)]
 mod tests {
-    use futures::TryStreamExt;
-
     use super::*;
 
     #[tokio::test]
@@ -222,6 +247,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got.concat(), b"wide");
+        for (offset, len, want) in [(0, 16, &b"hello wide world"[..]), (4, 9, b"o wide wo")] {
+            let got: Vec<Bytes> = store
+                .get("uploads/x", offset, len)
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            assert_eq!(got.concat(), want);
+        }
         store.delete("uploads/x").await.unwrap();
         store.delete("uploads/x").await.unwrap();
         assert!(store.get("uploads/x", 0, 1).await.is_err());
