@@ -98,3 +98,8 @@ pub struct Usage {
 pub struct SetQuota {
     pub quota: u64,
 }
+
+/// The node-to-node gRPC protocol (`proto/cluster.proto`).
+pub mod cluster {
+    tonic::include_proto!("wharf.cluster.v1");
+}

@@ -23,13 +23,26 @@ pub struct Request(pub Command);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response(pub Result<Outcome, ModelError>);
 
+/// What the cluster knows of a node: where peers dial it, and its HTTP API.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WharfNode {
+    pub peer_addr: String,
+    pub http_addr: String,
+}
+
+impl std::fmt::Display for WharfNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer {} http {}", self.peer_addr, self.http_addr)
+    }
+}
+
 openraft::declare_raft_types!(
     /// wharf's openraft type configuration.
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = NodeId,
-        Node = openraft::BasicNode,
+        Node = WharfNode,
         SnapshotData = std::io::Cursor<Vec<u8>>,
 );
 

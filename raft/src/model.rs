@@ -230,6 +230,8 @@ pub struct State {
     pub files: BTreeMap<String, File>,
     /// Keyed by object key.
     pub garbage: BTreeMap<String, Garbage>,
+    /// The highest node id ever handed out.
+    pub last_node_id: u64,
 }
 
 pub fn key(owner: &str, id: &str) -> String {
@@ -303,6 +305,16 @@ pub enum Command {
     ObjectDeleted {
         object_key: String,
     },
+    /// A new node id for a joining node: never one used before, and at least `min` (the
+    /// proposer passes one above every id in the membership).
+    AllocateNodeId {
+        min: u64,
+    },
+    /// `node` has been unreachable longer than the staging grace time: the chunks only it holds
+    /// count as missing again, so that clients re-send them elsewhere.
+    NodeLost {
+        node: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +325,9 @@ pub enum Outcome {
     User(User),
     MultipartId(String),
     Expired(Vec<String>),
+    NodeId(u64),
+    /// Chunks that became missing again.
+    ChunksLost(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -400,7 +415,11 @@ pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
             if size > max {
                 return Err(ModelError::FileTooLarge { size, max });
             }
-            if state.uploads.contains_key(&key(&owner, &upload_id)) {
+            if let Some(up) = state.uploads.get(&key(&owner, &upload_id)) {
+                // The same proposal applied twice (a forward retried after a lost reply).
+                if up.name == name && up.size == size && up.created_at == now {
+                    return Ok(Outcome::Upload(up.clone()));
+                }
                 return Err(ModelError::Invalid("upload id already used".into()));
             }
             let user = state.users.entry(owner.clone()).or_insert_with(|| User {
@@ -712,6 +731,28 @@ pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
         Command::ObjectDeleted { object_key } => {
             state.garbage.remove(&object_key);
             Ok(Outcome::Done)
+        }
+
+        Command::AllocateNodeId { min } => {
+            let id = min.max(state.last_node_id + 1);
+            state.last_node_id = id;
+            Ok(Outcome::NodeId(id))
+        }
+
+        Command::NodeLost { node } => {
+            let mut lost = 0;
+            for up in state.uploads.values_mut() {
+                if up.state != UploadState::Uploading {
+                    continue;
+                }
+                for c in &mut up.chunks {
+                    if matches!(c, Chunk::Staged { node: n, .. } if *n == node) {
+                        *c = Chunk::Missing;
+                        lost += 1;
+                    }
+                }
+            }
+            Ok(Outcome::ChunksLost(lost))
         }
     }
 }

@@ -24,7 +24,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::model::{self, State};
-use crate::{NodeId, Request, Response, TypeConfig};
+use crate::{NodeId, Request, Response, TypeConfig, WharfNode};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -201,7 +201,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Applied {
     pub last_applied: Option<LogId<NodeId>>,
-    pub last_membership: StoredMembership<NodeId, openraft::BasicNode>,
+    pub last_membership: StoredMembership<NodeId, WharfNode>,
     pub state: State,
 }
 
@@ -210,7 +210,7 @@ pub type SharedState = Arc<RwLock<Applied>>;
 
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    meta: SnapshotMeta<NodeId, WharfNode>,
     data: Vec<u8>,
 }
 
@@ -295,7 +295,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         &mut self,
     ) -> StorageResult<(
         Option<LogId<NodeId>>,
-        StoredMembership<NodeId, openraft::BasicNode>,
+        StoredMembership<NodeId, WharfNode>,
     )> {
         let a = self.applied.read().expect("lock poisoned");
         Ok((a.last_applied, a.last_membership.clone()))
@@ -339,7 +339,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        meta: &SnapshotMeta<NodeId, WharfNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();

@@ -26,6 +26,10 @@ enum Op {
         upload: usize,
         chunk: u32,
         content: u8,
+        node: u64,
+    },
+    NodeLost {
+        node: u64,
     },
     Offload {
         upload: usize,
@@ -55,8 +59,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0..USERS.len(), 0u64..400, proptest::option::of(0u8..3))
             .prop_map(|(user, size, idem)| Op::Create { user, size, idem }),
-        5 => (any::<usize>(), 0u32..6, 0u8..2)
-            .prop_map(|(upload, chunk, content)| Op::Stage { upload, chunk, content }),
+        5 => (any::<usize>(), 0u32..6, 0u8..2, 1u64..3)
+            .prop_map(|(upload, chunk, content, node)| Op::Stage { upload, chunk, content, node }),
+        1 => (1u64..3).prop_map(|node| Op::NodeLost { node }),
         4 => (any::<usize>(), 0u32..6).prop_map(|(upload, chunk)| Op::Offload { upload, chunk }),
         3 => (any::<usize>(), 0u8..3).prop_map(|(upload, hash)| Op::Complete { upload, hash }),
         1 => (any::<usize>(), any::<bool>())
@@ -84,7 +89,8 @@ struct RefUpload {
     owner: String,
     size: u64,
     live: bool,
-    chunks: Vec<Option<(u8, bool)>>,
+    /// Per chunk: (content, offloaded, node).
+    chunks: Vec<Option<(u8, bool, u64)>>,
     expires_at: u64,
     stored_as: Option<String>,
 }
@@ -235,6 +241,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 upload,
                 chunk,
                 content,
+                node,
             } => {
                 let Some((owner, id)) = pick(&upload_ids, upload) else {
                     continue;
@@ -246,7 +253,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         owner: owner.clone(),
                         upload_id: id.clone(),
                         index: chunk,
-                        node: 1,
+                        node,
                         len: chunk_len(up.size, chunk),
                         blake3: format!("h{content}"),
                         cv: format!("cv{chunk}-{content}"),
@@ -258,7 +265,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     && match slot {
                         None => false,
                         Some(None) => true,
-                        Some(Some((c, _))) => *c == content,
+                        Some(Some((c, _, _))) => *c == content,
                     };
                 prop_assert_eq!(res.is_ok(), ok, "stage {:?}", res);
                 if ok {
@@ -266,7 +273,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     up.expires_at = up.expires_at.max(now + TTL);
                     let slot = &mut up.chunks[chunk as usize];
                     if slot.is_none() {
-                        *slot = Some((content, false));
+                        *slot = Some((content, false, node));
                     }
                 }
             }
@@ -306,7 +313,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     },
                 );
                 let up = &r.uploads[&id];
-                let ready = up.live && up.chunks.iter().all(|c| matches!(c, Some((_, true))));
+                let ready = up.live && up.chunks.iter().all(|c| matches!(c, Some((_, true, _))));
                 if ready {
                     prop_assert!(matches!(res, Ok(Outcome::File(_))), "complete {:?}", res);
                     let size = up.size;
@@ -412,6 +419,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     },
                 );
                 prop_assert_eq!(again, Err(ModelError::NotFound));
+            }
+            Op::NodeLost { node } => {
+                let res = apply(&mut s, Command::NodeLost { node });
+                let mut lost = 0;
+                for up in r.uploads.values_mut().filter(|u| u.live) {
+                    for c in &mut up.chunks {
+                        if matches!(c, Some((_, false, n)) if *n == node) {
+                            *c = None;
+                            lost += 1;
+                        }
+                    }
+                }
+                prop_assert_eq!(res, Ok(Outcome::ChunksLost(lost)));
             }
             Op::SetQuota { user, quota } => {
                 let u = USERS[user].to_string();

@@ -1,0 +1,397 @@
+//! `Metadata`: a node's handle on the replicated metadata. Writes go to the leader (forwarded
+//! over gRPC when this node is not it); reads that decide are linearizable (read index from
+//! the leader, then wait for this node to apply up to it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use wharf_proto::cluster::{
+    AddNodeRequest, Empty, ForwardRequest, NodeIdRequest, NodeStatus,
+};
+use wharf_raft::{Applied, Command, NodeId, Outcome, Raft, Request, Response, SharedState, WharfNode};
+
+use crate::network::{GrpcNetwork, Peers};
+use crate::Error;
+
+/// How long a write or a decisive read keeps trying while a leader is elected or reached.
+const PATIENCE: Duration = Duration::from_secs(15);
+const RETRY: Duration = Duration::from_millis(100);
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct RaftOptions {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_every: u64,
+}
+
+#[derive(Clone)]
+pub struct Metadata {
+    pub raft: Raft,
+    pub node_id: NodeId,
+    pub peers: Peers,
+    state: SharedState,
+}
+
+impl Metadata {
+    /// Opens the log in `dir` and starts Raft (not yet part of any cluster if the log is new).
+    pub async fn open(
+        node_id: NodeId,
+        dir: &Path,
+        opts: &RaftOptions,
+        peers: Peers,
+    ) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir)?;
+        let (log, sm) = wharf_raft::open(dir)
+            .map_err(|e| Error::Unavailable(format!("opening the metadata store: {e}")))?;
+        let state = sm.shared();
+        let config = openraft::Config {
+            cluster_name: "wharf".into(),
+            heartbeat_interval: opts.heartbeat_ms,
+            election_timeout_min: opts.election_timeout_min_ms,
+            election_timeout_max: opts.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
+            max_in_snapshot_log_to_keep: opts.snapshot_every.min(1000),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Unavailable(format!("raft configuration: {e}")))?;
+        let network = GrpcNetwork {
+            peers: peers.clone(),
+        };
+        let raft = Raft::new(node_id, Arc::new(config), network, log, sm)
+            .await
+            .map_err(|e| Error::Unavailable(format!("starting raft: {e}")))?;
+        Ok(Self {
+            raft,
+            node_id,
+            peers,
+            state,
+        })
+    }
+
+    pub async fn is_initialized(&self) -> Result<bool, Error> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
+    /// Makes this node a one-node cluster (first start of a new cluster only).
+    pub async fn initialize(&self, me: WharfNode) -> Result<(), Error> {
+        self.raft
+            .initialize(BTreeMap::from([(self.node_id, me)]))
+            .await
+            .map_err(|e| Error::Unavailable(format!("initialising the cluster: {e}")))
+    }
+
+    /// Waits for a leader and for this node to apply what is committed.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .map_err(|e| Error::Unavailable(format!("waiting for a leader: {e}")))?;
+        drop(self.linearizable().await?);
+        Ok(())
+    }
+
+    /// The applied state as this node has it (may lag the leader).
+    pub fn local(&self) -> RwLockReadGuard<'_, Applied> {
+        self.state.read().expect("state lock poisoned")
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    fn leader_addr(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node.peer_addr))
+    }
+
+    /// Resolves after the next change of the Raft metrics (an applied entry, for example).
+    pub async fn changed(&self, within: Duration) {
+        let mut rx = self.raft.metrics();
+        let _ = tokio::time::timeout(within, rx.changed()).await;
+    }
+
+    /// Proposes a command on the leader and returns what the state machine answered, once it
+    /// is committed (flushed on a quorum) and applied.
+    pub async fn propose(&self, cmd: Command) -> Result<Outcome, Error> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let err = match self.raft.client_write(Request(cmd.clone())).await {
+                Ok(resp) => return resp.data.0.map_err(Error::Model),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    match f.leader_node {
+                        Some(node) => match self.forward(&node.peer_addr, &cmd).await {
+                            Ok(Response(r)) => return r.map_err(Error::Model),
+                            Err(e) => e,
+                        },
+                        None => Error::Unavailable("no leader is elected yet".into()),
+                    }
+                }
+                Err(e) => return Err(Error::Unavailable(format!("metadata unavailable: {e}"))),
+            };
+            if Instant::now() > deadline {
+                return Err(err);
+            }
+            tracing::debug!(error = %err, "write not accepted yet; retrying");
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn forward(&self, addr: &str, cmd: &Command) -> Result<Response, Error> {
+        let req = ForwardRequest {
+            command_json: serde_json::to_vec(&Request(cmd.clone()))
+                .map_err(|e| Error::Unavailable(e.to_string()))?,
+        };
+        let reply = self
+            .peers
+            .cluster_client(addr)?
+            .forward(req)
+            .await
+            .map_err(Error::from_status)?;
+        serde_json::from_slice(&reply.into_inner().response_json)
+            .map_err(|e| Error::Unavailable(format!("bad forward reply: {e}")))
+    }
+
+    /// The applied state once it includes every write committed before this call: the leader
+    /// confirms its leadership and names a read index, this node waits until it applied it.
+    pub async fn linearizable(&self) -> Result<RwLockReadGuard<'_, Applied>, Error> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let err = match self.raft.ensure_linearizable().await {
+                Ok(_) => return Ok(self.local()),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    match f.leader_node {
+                        Some(node) => match self.read_index(&node.peer_addr).await {
+                            Ok(index) => {
+                                self.raft
+                                    .wait(Some(PATIENCE))
+                                    .applied_index_at_least(Some(index), "read index")
+                                    .await
+                                    .map_err(|e| Error::Unavailable(e.to_string()))?;
+                                return Ok(self.local());
+                            }
+                            Err(e) => e,
+                        },
+                        None => Error::Unavailable("no leader is elected yet".into()),
+                    }
+                }
+                Err(RaftError::APIError(e)) => Error::Unavailable(e.to_string()),
+                Err(e) => return Err(Error::Unavailable(format!("metadata unavailable: {e}"))),
+            };
+            if Instant::now() > deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn read_index(&self, addr: &str) -> Result<u64, Error> {
+        let mut req = tonic::Request::new(Empty {});
+        req.set_timeout(Duration::from_secs(5));
+        let reply = self
+            .peers
+            .cluster_client(addr)?
+            .read_index(req)
+            .await
+            .map_err(Error::from_status)?;
+        Ok(reply.into_inner().index)
+    }
+
+    /// This node's own view, as the Status RPC reports it.
+    pub fn node_status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let me = m
+            .membership_config
+            .membership()
+            .get_node(&self.node_id)
+            .cloned()
+            .unwrap_or_default();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        NodeStatus {
+            id: self.node_id,
+            role: role.into(),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            leader: m.current_leader.unwrap_or(0),
+            http_addr: me.http_addr,
+            peer_addr: me.peer_addr,
+            state_digest: String::new(),
+        }
+    }
+
+    /// Every member's status (asked over gRPC, a second at most each).
+    pub async fn cluster_status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let asks = membership.nodes().map(|(id, node)| {
+            let (id, node) = (*id, node.clone());
+            let voter = voters.contains(&id);
+            async move {
+                let status = if id == self.node_id {
+                    Some(self.node_status())
+                } else {
+                    self.ask_status(&node.peer_addr).await
+                };
+                NodeReport {
+                    id,
+                    voter,
+                    reachable: status.is_some(),
+                    role: status
+                        .as_ref()
+                        .map(|s| s.role.clone())
+                        .unwrap_or_else(|| "unreachable".into()),
+                    term: status.as_ref().map(|s| s.term),
+                    last_log_index: status.as_ref().map(|s| s.last_log_index),
+                    applied_index: status.as_ref().map(|s| s.applied_index),
+                    http_addr: node.http_addr,
+                    peer_addr: node.peer_addr,
+                }
+            }
+        });
+        ClusterStatus {
+            leader: m.current_leader,
+            term: m.current_term,
+            nodes: futures::future::join_all(asks).await,
+        }
+    }
+
+    async fn ask_status(&self, addr: &str) -> Option<NodeStatus> {
+        let mut req = tonic::Request::new(Empty {});
+        req.set_timeout(STATUS_TIMEOUT);
+        let mut client = self.peers.cluster_client(addr).ok()?;
+        let r = tokio::time::timeout(STATUS_TIMEOUT, client.status(req)).await;
+        r.ok()?.ok().map(|r| r.into_inner())
+    }
+
+    /// Adds a node as a learner (which waits for it to catch up), then as a voter unless asked
+    /// not to. Runs on the leader; other nodes pass it on.
+    pub async fn add_node(&self, id: NodeId, node: WharfNode, learner: bool) -> Result<(), Error> {
+        if let Some(addr) = self.leader_elsewhere().await? {
+            let req = AddNodeRequest {
+                node_id: id,
+                peer_addr: node.peer_addr,
+                http_addr: node.http_addr,
+                learner,
+            };
+            self.peers
+                .cluster_client(&addr)?
+                .add_node(req)
+                .await
+                .map_err(Error::from_status)?;
+            return Ok(());
+        }
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(|e| Error::Membership(format!("adding node {id} as a learner: {e}")))?;
+        if !learner {
+            self.promote(id).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn promote(&self, id: NodeId) -> Result<(), Error> {
+        if let Some(addr) = self.leader_elsewhere().await? {
+            self.peers
+                .cluster_client(&addr)?
+                .promote(NodeIdRequest { node_id: id })
+                .await
+                .map_err(Error::from_status)?;
+            return Ok(());
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| Error::Membership(format!("promoting node {id}: {e}")))?;
+        Ok(())
+    }
+
+    pub async fn remove(&self, id: NodeId) -> Result<(), Error> {
+        if let Some(addr) = self.leader_elsewhere().await? {
+            self.peers
+                .cluster_client(&addr)?
+                .remove(NodeIdRequest { node_id: id })
+                .await
+                .map_err(Error::from_status)?;
+            return Ok(());
+        }
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let membership = membership.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(Error::Membership(format!("node {id} is not a member")));
+        }
+        let change = if membership.voter_ids().any(|v| v == id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| Error::Membership(format!("removing node {id}: {e}")))?;
+        Ok(())
+    }
+
+    /// `None` when this node leads; the leader's address otherwise (waiting for an election).
+    async fn leader_elsewhere(&self) -> Result<Option<String>, Error> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if self.is_leader() {
+                return Ok(None);
+            }
+            if let Some((_, addr)) = self.leader_addr() {
+                return Ok(Some(addr));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Unavailable("no leader is elected".into()));
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// The smallest node id above every id the membership has ever shown this node.
+    pub fn next_node_id_floor(&self) -> u64 {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().nodes().map(|(id, _)| *id).max().unwrap_or(0) + 1
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ClusterStatus {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub nodes: Vec<NodeReport>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeReport {
+    pub id: NodeId,
+    /// `leader`, `follower`, `learner`, `candidate`, or `unreachable`.
+    pub role: String,
+    pub voter: bool,
+    pub reachable: bool,
+    pub http_addr: String,
+    pub peer_addr: String,
+    pub term: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+}
