@@ -70,7 +70,12 @@ pub fn now_secs() -> u64 {
 
 /// Asks the node at `addr` to admit this one. TLS checks the node against the CA certificate
 /// that the token carries; the node checks the token.
-pub async fn join(addr: &str, token: &str, peer_addr: &str, http_addr: &str) -> Result<JoinReply, Error> {
+pub async fn join(
+    addr: &str,
+    token: &str,
+    peer_addr: &str,
+    http_addr: &str,
+) -> Result<JoinReply, Error> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(tls::token_ca_pem(token)?))
         .domain_name(tls::SERVER_NAME);

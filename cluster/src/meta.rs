@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
-use wharf_proto::cluster::{
-    AddNodeRequest, Empty, ForwardRequest, NodeIdRequest, NodeStatus,
+use wharf_proto::cluster::{AddNodeRequest, Empty, ForwardRequest, NodeIdRequest, NodeStatus};
+use wharf_raft::{
+    Applied, Command, NodeId, Outcome, Raft, Request, Response, SharedState, WharfNode,
 };
-use wharf_raft::{Applied, Command, NodeId, Outcome, Raft, Request, Response, SharedState, WharfNode};
 
 use crate::network::{GrpcNetwork, Peers};
 use crate::Error;
@@ -234,6 +234,8 @@ impl Metadata {
             http_addr: me.http_addr,
             peer_addr: me.peer_addr,
             state_digest: String::new(),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
         }
     }
 
@@ -262,6 +264,8 @@ impl Metadata {
                     term: status.as_ref().map(|s| s.term),
                     last_log_index: status.as_ref().map(|s| s.last_log_index),
                     applied_index: status.as_ref().map(|s| s.applied_index),
+                    snapshot_index: status.as_ref().map(|s| s.snapshot_index),
+                    purged_index: status.as_ref().map(|s| s.purged_index),
                     http_addr: node.http_addr,
                     peer_addr: node.peer_addr,
                 }
@@ -394,4 +398,8 @@ pub struct NodeReport {
     pub term: Option<u64>,
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// The last log index in this node's latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// The last log index this node has purged (entries before a snapshot).
+    pub purged_index: Option<u64>,
 }

@@ -44,7 +44,10 @@ pub struct RaftSvc {
 
 #[tonic::async_trait]
 impl RaftService for RaftSvc {
-    async fn append_entries(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
         require_peer(&req)?;
         let rpc = decode(&req.into_inner().json)?;
         reply(&self.meta.raft.append_entries(rpc).await)
@@ -87,7 +90,9 @@ impl ClusterService for ClusterSvc {
             .verify_join_token(&req.token, now_secs())
             .map_err(|e| e.to_status())?;
         if req.peer_addr.is_empty() || req.http_addr.is_empty() {
-            return Err(Status::invalid_argument("peer_addr and http_addr are required"));
+            return Err(Status::invalid_argument(
+                "peer_addr and http_addr are required",
+            ));
         }
         let floor = self.meta.next_node_id_floor();
         let node_id = match self
@@ -99,10 +104,7 @@ impl ClusterService for ClusterSvc {
             Outcome::NodeId(id) => id,
             other => return Err(Status::internal(format!("unexpected {other:?}"))),
         };
-        let (cert_pem, key_pem) = self
-            .identity
-            .issue_node_cert()
-            .map_err(|e| e.to_status())?;
+        let (cert_pem, key_pem) = self.identity.issue_node_cert().map_err(|e| e.to_status())?;
         tracing::info!(node_id, peer = %req.peer_addr, "admitted a joining node");
         Ok(Response::new(JoinReply {
             node_id,

@@ -159,7 +159,9 @@ impl Identity {
     pub fn verify_join_token(&self, token: &str, now_secs: u64) -> Result<(), Error> {
         let (exp, mac_hex, _) = split_token(token)?;
         if mac(&self.join_key, exp) != mac_hex {
-            return Err(Error::JoinRefused("the join token is not valid for this cluster".into()));
+            return Err(Error::JoinRefused(
+                "the join token is not valid for this cluster".into(),
+            ));
         }
         if exp < now_secs {
             return Err(Error::JoinRefused("the join token has expired".into()));
@@ -236,9 +238,13 @@ mod tests {
         let id = Identity::new_cluster().unwrap();
         let t = id.join_token(1000, 60);
         id.verify_join_token(&t, 1000).unwrap();
-        assert!(matches!(id.verify_join_token(&t, 2000), Err(Error::JoinRefused(m)) if m.contains("expired")));
+        assert!(
+            matches!(id.verify_join_token(&t, 2000), Err(Error::JoinRefused(m)) if m.contains("expired"))
+        );
         let other = Identity::new_cluster().unwrap();
-        assert!(matches!(other.verify_join_token(&t, 1000), Err(Error::JoinRefused(m)) if m.contains("not valid")));
+        assert!(
+            matches!(other.verify_join_token(&t, 1000), Err(Error::JoinRefused(m)) if m.contains("not valid"))
+        );
         assert!(id.verify_join_token("wharf1.x", 1000).is_err());
         assert_eq!(pem_body(&token_ca_pem(&t).unwrap()), pem_body(&id.ca_pem));
     }

@@ -44,23 +44,9 @@ impl Keys {
 
     /// The configured secret, or the one in the data dir (made on first use).
     pub fn load_or_create(configured: &str, data_dir: &Path) -> anyhow::Result<Self> {
-        if !configured.is_empty() {
-            return Ok(Self::new(configured.as_bytes()));
-        }
-        let path = data_dir.join(SECRET_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(s) => Ok(Self::new(s.trim().as_bytes())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir)
-                    .with_context(|| format!("creating {}", data_dir.display()))?;
-                let mut bytes = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut bytes);
-                let secret = hex::encode(bytes);
-                write_private(&path, &secret)?;
-                Ok(Self::new(secret.as_bytes()))
-            }
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        Ok(Self::new(
+            load_or_create_secret(configured, data_dir)?.as_bytes(),
+        ))
     }
 
     pub fn issue(&self, user: &str, tier: Tier, ttl: Duration) -> anyhow::Result<String> {
@@ -102,6 +88,32 @@ impl Keys {
     }
 }
 
+/// The HS256 secret: `auth.jwt_secret` if set, else `<data_dir>/jwt_secret`, made on first use.
+pub fn load_or_create_secret(configured: &str, data_dir: &Path) -> anyhow::Result<String> {
+    if !configured.is_empty() {
+        return Ok(configured.to_string());
+    }
+    let path = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(s.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let secret = hex::encode(bytes);
+            store_secret(data_dir, &secret)?;
+            Ok(secret)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Stores the cluster's secret (a joining node receives it from the cluster).
+pub fn store_secret(data_dir: &Path, secret: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    write_private(&data_dir.join(SECRET_FILE), secret)
+}
+
 /// User ids become parts of metadata keys (`owner/id`), so they are kept to a safe alphabet.
 pub fn validate_user_id(user: &str) -> Result<(), Error> {
     let ok = !user.is_empty()
@@ -124,7 +136,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
+    opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     opts.mode(0o600);
     let mut f = opts

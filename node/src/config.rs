@@ -15,6 +15,7 @@ const GIB: u64 = 1 << 30;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub node: NodeConfig,
+    pub cluster: ClusterConfig,
     pub store: StoreConfig,
     pub auth: AuthConfig,
     pub upload: UploadConfig,
@@ -37,6 +38,36 @@ impl Default for NodeConfig {
             id: 1,
             data_dir: PathBuf::from("./wharf-data"),
             http_addr: "127.0.0.1:7070".parse().expect("valid address"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Where this node serves gRPC to its peers (mutual TLS).
+    pub peer_addr: SocketAddr,
+    /// What peers dial to reach this node; empty means the bound `peer_addr`.
+    pub advertise_addr: String,
+    /// A member's peer address to join through on first start (with `token`).
+    pub join: String,
+    /// The join token (`wharf cluster token`).
+    pub token: String,
+    /// Join as a learner and stay one until `wharf cluster promote`.
+    pub learner: bool,
+    /// A chunk staged only on a node unreachable for this long counts as missing again.
+    pub staging_grace_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            peer_addr: "127.0.0.1:7080".parse().expect("valid address"),
+            advertise_addr: String::new(),
+            join: String::new(),
+            token: String::new(),
+            learner: false,
+            staging_grace_secs: 300,
         }
     }
 }
@@ -186,6 +217,12 @@ impl Config {
         }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
             bail!("raft.election_timeout_max_ms must be above raft.election_timeout_min_ms");
+        }
+        if self.cluster.join.is_empty() != self.cluster.token.is_empty() {
+            bail!("cluster.join and cluster.token go together (--join ADDR --token TOKEN)");
+        }
+        if self.cluster.staging_grace_secs == 0 {
+            bail!("cluster.staging_grace_secs must be positive");
         }
         if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
             bail!("auth.jwt_secret must be at least 32 characters");

@@ -106,6 +106,18 @@ impl From<ModelError> for Error {
     }
 }
 
+impl From<wharf_cluster::Error> for Error {
+    fn from(e: wharf_cluster::Error) -> Self {
+        use wharf_cluster::Error as C;
+        match e {
+            C::Model(m) => m.into(),
+            C::Unavailable(m) => Error::Unavailable(m),
+            C::Membership(m) => Error::conflict("membership", m),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();

@@ -49,6 +49,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/files/{id}/content", get(download))
         .route("/v1/usage", get(usage))
         .route("/v1/admin/users/{user}/quota", put(set_quota))
+        .route("/v1/cluster/status", get(cluster_status))
+        .route("/v1/cluster/nodes/{id}/promote", post(promote_node))
+        .route("/v1/cluster/nodes/{id}", axum::routing::delete(remove_node))
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async {
             Error::BadRequest {
@@ -255,11 +258,32 @@ fn content_digest_sha256(headers: &HeaderMap) -> Result<Option<[u8; 32]>> {
 
 async fn put_chunk(
     State(s): State<AppState>,
-    Caller(c): Caller,
+    caller: std::result::Result<Caller, Error>,
     Path((id, index)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> Result<StatusCode> {
+) -> Response {
+    match receive_chunk(s, caller, id, index, headers, body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            // The body may be unread: the connection cannot carry another request.
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
+}
+
+async fn receive_chunk(
+    s: AppState,
+    caller: std::result::Result<Caller, Error>,
+    id: String,
+    index: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<()> {
+    let Caller(c) = caller?;
     let id = parse_id(&id)?;
     let index: u32 = index.parse().map_err(|_| {
         Error::bad_request(
@@ -297,8 +321,7 @@ async fn put_chunk(
             sha256,
             body: Box::pin(body),
         })
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+        .await
 }
 
 fn file_record(f: &File) -> FileRecord {
@@ -327,6 +350,8 @@ async fn complete_upload(
 struct ListQuery {
     limit: Option<String>,
     cursor: Option<String>,
+    /// `stale` lets any node answer from what it has applied; the default is linearizable.
+    consistency: Option<String>,
 }
 
 async fn list_files(
@@ -348,7 +373,16 @@ async fn list_files(
             "cursor must be a next_cursor from a listing",
         )
     })?;
-    let applied = s.meta.linearizable().await?;
+    let applied = match q.consistency.as_deref() {
+        None | Some("linearizable") => s.meta.linearizable().await?,
+        Some("stale") => s.meta.local(),
+        Some(_) => {
+            return Err(Error::bad_request(
+                "invalid_request",
+                "consistency is linearizable or stale",
+            ))
+        }
+    };
     // One more than asked tells whether another page follows.
     let mut page = applied
         .state
@@ -514,15 +548,52 @@ async fn usage(State(s): State<AppState>, Caller(c): Caller) -> Result<Json<Usag
     Ok(Json(body))
 }
 
+fn require_admin(c: &Claims) -> Result<()> {
+    if c.tier != Tier::Admin {
+        return Err(Error::Forbidden("an admin token is required".into()));
+    }
+    Ok(())
+}
+
+async fn cluster_status(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+) -> Result<Json<wharf_cluster::ClusterStatus>> {
+    require_admin(&c)?;
+    Ok(Json(s.meta.cluster_status().await))
+}
+
+fn parse_node_id(id: &str) -> Result<u64> {
+    id.parse().ok().filter(|n| *n > 0).ok_or(Error::NotFound)
+}
+
+async fn promote_node(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    require_admin(&c)?;
+    s.meta.promote(parse_node_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_node(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    require_admin(&c)?;
+    s.meta.remove(parse_node_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn set_quota(
     State(s): State<AppState>,
     Caller(c): Caller,
     Path(user): Path<String>,
     ApiJson(req): ApiJson<SetQuota>,
 ) -> Result<Json<Usage>> {
-    if c.tier != Tier::Admin {
-        return Err(Error::Forbidden("an admin token is required".into()));
-    }
+    require_admin(&c)?;
     auth::validate_user_id(&user)?;
     match s
         .quota

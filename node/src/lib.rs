@@ -12,15 +12,88 @@ pub mod quota;
 pub mod uploads;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
+use wharf_cluster::{Identity, Metadata, Peers, RaftOptions};
+use wharf_raft::WharfNode;
 
 use crate::config::{Config, StoreKind};
 use crate::objstore::{LocalStore, ObjectStore};
 
-/// Runs a node until `shutdown` resolves, then stops the front end, the actors and Raft.
+const NODE_ID_FILE: &str = "node_id";
+/// Present when the node entered its cluster by joining (its content: the address joined).
+const JOINED_FILE: &str = "joined";
+
+/// Makes a new cluster's identity in `data_dir` (CA, node certificate, join key, JWT secret).
+pub fn init_cluster(data_dir: &Path, node_id: u64, jwt_secret: &str) -> anyhow::Result<Identity> {
+    if Identity::exists(data_dir) {
+        bail!("{} already belongs to a cluster", data_dir.display());
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    auth::load_or_create_secret(jwt_secret, data_dir)?;
+    std::fs::write(data_dir.join(NODE_ID_FILE), node_id.to_string())?;
+    let identity = Identity::new_cluster()?;
+    identity.save(data_dir)?;
+    Ok(identity)
+}
+
+/// Joins the cluster through `addr`: gets a node id, a certificate and the cluster's secrets.
+async fn join_cluster(
+    data_dir: &Path,
+    addr: &str,
+    token: &str,
+    me: &WharfNode,
+) -> anyhow::Result<(Identity, u64)> {
+    let reply = wharf_cluster::join(addr, token, &me.peer_addr, &me.http_addr)
+        .await
+        .with_context(|| format!("joining the cluster through {addr}"))?;
+    let identity = Identity {
+        ca_pem: reply.ca_pem,
+        ca_key_pem: reply.ca_key_pem,
+        cert_pem: reply.cert_pem,
+        key_pem: reply.key_pem,
+        join_key: reply
+            .join_key
+            .as_slice()
+            .try_into()
+            .context("the cluster sent a malformed join key")?,
+    };
+    auth::store_secret(data_dir, &reply.jwt_secret)?;
+    std::fs::write(data_dir.join(NODE_ID_FILE), reply.node_id.to_string())?;
+    std::fs::write(data_dir.join(JOINED_FILE), addr)?;
+    // Saved last: a complete identity is what says "this data dir belongs to a cluster".
+    identity.save(data_dir)?;
+    tracing::info!(node_id = reply.node_id, "joined the cluster through {addr}");
+    Ok((identity, reply.node_id))
+}
+
+fn read_node_id(data_dir: &Path) -> anyhow::Result<u64> {
+    let path = data_dir.join(NODE_ID_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{} holds no node id", path.display()))
+}
+
+/// Prints a join token for the cluster whose identity is in `data_dir`.
+pub fn join_token(data_dir: &Path, ttl: Duration) -> anyhow::Result<String> {
+    if !Identity::exists(data_dir) {
+        bail!(
+            "{} holds no cluster: run `wharf cluster init` or start the node once",
+            data_dir.display()
+        );
+    }
+    let identity = Identity::load(data_dir)?;
+    Ok(identity.join_token(wharf_cluster::now_secs(), ttl.as_secs()))
+}
+
+/// Runs a node until `shutdown` resolves, then stops the front ends, the actors and Raft.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -30,7 +103,77 @@ pub async fn run(
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let keys = auth::Keys::load_or_create(&config.auth.jwt_secret, data_dir)?;
+
+    // Bind first: with port 0, the bound ports are what this node advertises.
+    let http_listener = tokio::net::TcpListener::bind(config.node.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP to {}", config.node.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    let peer_listener = tokio::net::TcpListener::bind(config.cluster.peer_addr)
+        .await
+        .with_context(|| format!("binding gRPC to {}", config.cluster.peer_addr))?;
+    let peer_addr = peer_listener.local_addr()?;
+    let me = WharfNode {
+        peer_addr: match config.cluster.advertise_addr.as_str() {
+            "" => peer_addr.to_string(),
+            a => a.to_string(),
+        },
+        http_addr: http_addr.to_string(),
+    };
+
+    let join = &config.cluster.join;
+    let (identity, node_id) = if Identity::exists(data_dir) {
+        (Identity::load(data_dir)?, read_node_id(data_dir)?)
+    } else if !join.is_empty() {
+        join_cluster(data_dir, join, &config.cluster.token, &me).await?
+    } else {
+        let id = init_cluster(data_dir, config.node.id, &config.auth.jwt_secret)?;
+        tracing::info!(
+            "made a new cluster (CA and join key in {})",
+            data_dir.join("tls").display()
+        );
+        (id, config.node.id)
+    };
+    let secret = auth::load_or_create_secret(&config.auth.jwt_secret, data_dir)?;
+    let keys = auth::Keys::new(secret.as_bytes());
+
+    let peers = Peers::new(identity.client_tls());
+    let rc = &config.raft;
+    let raft_opts = RaftOptions {
+        heartbeat_ms: rc.heartbeat_ms,
+        election_timeout_min_ms: rc.election_timeout_min_ms,
+        election_timeout_max_ms: rc.election_timeout_max_ms,
+        snapshot_every: rc.snapshot_every,
+    };
+    let meta = Metadata::open(node_id, &data_dir.join("raft"), &raft_opts, peers.clone()).await?;
+    let stop = CancellationToken::new();
+    // Peers must reach this node before it is added, and while it catches up.
+    let grpc = tokio::spawn(wharf_cluster::server::serve(
+        peer_listener,
+        meta.clone(),
+        identity.clone(),
+        secret,
+        stop.clone().cancelled_owned(),
+    ));
+
+    if !meta.is_initialized().await? {
+        let joined_through = std::fs::read_to_string(data_dir.join(JOINED_FILE)).ok();
+        match joined_through {
+            Some(addr) => {
+                let addr = if join.is_empty() { addr } else { join.clone() };
+                tracing::info!(node_id, "asking the cluster to add this node");
+                wharf_cluster::add_self(&peers, &addr, node_id, &me, config.cluster.learner)
+                    .await
+                    .with_context(|| format!("asking {addr} to add node {node_id}"))?;
+            }
+            None => {
+                meta.initialize(me.clone()).await?;
+                tracing::info!(node_id, "initialised a new single-node cluster");
+            }
+        }
+    }
+    meta.wait_ready(Duration::from_secs(60)).await?;
+
     let store: Arc<dyn ObjectStore> = match config.store.kind {
         StoreKind::Local => {
             let root = config.objects_dir();
@@ -42,9 +185,6 @@ pub async fn run(
     };
     let staging = data_dir.join("staging");
     std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-
-    let meta = meta::Metadata::open(&config).await?;
-    let stop = CancellationToken::new();
     let quota = quota::QuotaHandle::spawn(meta.clone(), config.clone(), stop.clone());
     let ctx = Arc::new(uploads::Ctx {
         meta: meta.clone(),
@@ -52,6 +192,7 @@ pub async fn run(
         quota: quota.clone(),
         staging,
         config: config.upload.clone(),
+        staging_grace: Duration::from_secs(config.cluster.staging_grace_secs),
     });
     let uploads = uploads::UploadsHandle::spawn(ctx, stop.clone());
     let app = http::router(http::AppState {
@@ -62,16 +203,15 @@ pub async fn run(
         store,
     });
 
-    let listener = tokio::net::TcpListener::bind(config.node.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP to {}", config.node.http_addr))?;
-    let addr = listener.local_addr()?;
-    // Tests and scripts read this line to learn the bound port.
-    tracing::info!(%addr, data_dir = %data_dir.display(), "wharf node listening");
-    println!("wharf node {} listening on http://{addr}", config.node.id);
+    tracing::info!(node_id, %http_addr, peer = %me.peer_addr, data_dir = %data_dir.display(), "wharf node listening");
+    // Tests and scripts read this line to learn the bound addresses.
+    println!(
+        "wharf node {node_id} listening on http://{http_addr} (peer {})",
+        me.peer_addr
+    );
 
     let server_stop = stop.clone();
-    axum::serve(listener, app)
+    axum::serve(http_listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {
                 _ = shutdown => {}
@@ -82,6 +222,7 @@ pub async fn run(
         .context("HTTP server")?;
     tracing::info!("shutting down");
     stop.cancel();
+    let _ = grpc.await;
     meta.raft.shutdown().await.ok();
     Ok(())
 }

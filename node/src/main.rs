@@ -33,6 +33,93 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Form and inspect a cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Make a new cluster's CA, node certificate and secrets in the data dir; print a join token.
+    Init {
+        #[command(flatten)]
+        common: Common,
+        /// How long the printed join token is valid.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Print a new join token (run where a member's data dir is).
+    Token {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Nodes, roles, leader, term, log and applied index, reachability.
+    Status {
+        #[command(flatten)]
+        api: Api,
+        /// Print the JSON of GET /v1/cluster/status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a node from the cluster (its id is never reused).
+    Remove {
+        #[command(flatten)]
+        api: Api,
+        node_id: u64,
+    },
+    /// Make a learner a voter.
+    Promote {
+        #[command(flatten)]
+        api: Api,
+        node_id: u64,
+    },
+}
+
+/// How the operator commands reach the cluster: any node's HTTP API with an admin token.
+#[derive(Args)]
+struct Api {
+    #[command(flatten)]
+    common: Common,
+    /// A node's HTTP address.
+    #[arg(long, env = "WHARF_ADDR", default_value = "http://127.0.0.1:7070")]
+    node: String,
+    /// An admin token; without one, a short-lived one is signed with the data dir's secret.
+    #[arg(long, env = "WHARF_ADMIN_TOKEN")]
+    token: Option<String>,
+}
+
+impl Api {
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let config = self.common.load()?;
+        let keys = Keys::load_or_create(&config.auth.jwt_secret, &config.node.data_dir)
+            .context("loading the token secret (or pass --token)")?;
+        keys.issue("wharf-operator", Tier::Admin, Duration::from_secs(300))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.node.trim_end_matches('/'), path)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req
+            .bearer_auth(self.token()?)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.node))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            anyhow::bail!("{status}: {body}");
+        }
+        Ok(resp)
+    }
 }
 
 #[derive(Subcommand)]
@@ -44,6 +131,24 @@ enum NodeCommand {
         /// Address of the HTTP API.
         #[arg(long, env = "WHARF_NODE_HTTP_ADDR")]
         http_addr: Option<SocketAddr>,
+        /// Address of the gRPC endpoint for peers.
+        #[arg(long, env = "WHARF_CLUSTER_PEER_ADDR")]
+        peer_addr: Option<SocketAddr>,
+        /// What peers dial to reach this node (defaults to the bound peer address).
+        #[arg(long, env = "WHARF_CLUSTER_ADVERTISE_ADDR")]
+        advertise_addr: Option<String>,
+        /// Join the cluster through this member's peer address (first start only).
+        #[arg(long, env = "WHARF_CLUSTER_JOIN", requires = "token")]
+        join: Option<String>,
+        /// Join token, from `wharf cluster token` on a member.
+        #[arg(long, env = "WHARF_CLUSTER_TOKEN")]
+        token: Option<String>,
+        /// Join as a learner (promote later with `wharf cluster promote`).
+        #[arg(long)]
+        learner: bool,
+        /// Print a join token for other nodes once this one is up.
+        #[arg(long)]
+        init: bool,
     },
 }
 
@@ -105,7 +210,17 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Node {
-            command: NodeCommand::Start { common, http_addr },
+            command:
+                NodeCommand::Start {
+                    common,
+                    http_addr,
+                    peer_addr,
+                    advertise_addr,
+                    join,
+                    token,
+                    learner,
+                    init,
+                },
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -118,8 +233,38 @@ fn main() -> anyhow::Result<()> {
             if let Some(a) = http_addr {
                 config.node.http_addr = a;
             }
+            if let Some(a) = peer_addr {
+                config.cluster.peer_addr = a;
+            }
+            if let Some(a) = advertise_addr {
+                config.cluster.advertise_addr = a;
+            }
+            if let Some(j) = join {
+                config.cluster.join = j;
+            }
+            if let Some(t) = token {
+                config.cluster.token = t;
+            }
+            config.cluster.learner |= learner;
+            if init && !config.cluster.join.is_empty() {
+                anyhow::bail!("--init makes a new cluster; --join enters an existing one");
+            }
+            let data_dir = config.node.data_dir.clone();
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(wharf_node::run(config, shutdown_signal()))
+            rt.block_on(async move {
+                let node = tokio::spawn(wharf_node::run(config, shutdown_signal()));
+                if init {
+                    // Once the node made or opened its cluster, say how others join it.
+                    for _ in 0..600 {
+                        if let Ok(t) = wharf_node::join_token(&data_dir, Duration::from_secs(86400)) {
+                            eprintln!("join other nodes with: wharf node start --join <this node's peer address> --token {t}");
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                node.await?
+            })
         }
         Command::Token {
             command:
@@ -137,6 +282,87 @@ fn main() -> anyhow::Result<()> {
             println!("{}", keys.issue(&user, tier.into(), ttl)?);
             Ok(())
         }
+        Command::Cluster { command } => cluster_command(command),
+    }
+}
+
+fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Init { common, ttl } => {
+            let config = common.load()?;
+            config.validate()?;
+            wharf_node::init_cluster(
+                &config.node.data_dir,
+                config.node.id,
+                &config.auth.jwt_secret,
+            )?;
+            println!("{}", wharf_node::join_token(&config.node.data_dir, ttl)?);
+            Ok(())
+        }
+        ClusterCommand::Token { common, ttl } => {
+            let config = common.load()?;
+            println!("{}", wharf_node::join_token(&config.node.data_dir, ttl)?);
+            Ok(())
+        }
+        ClusterCommand::Status { api, json } => block_on(async {
+            let resp = api
+                .send(reqwest::Client::new().get(api.url("/v1/cluster/status")))
+                .await?;
+            let status: wharf_cluster::ClusterStatus = resp.json().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+            Ok(())
+        }),
+        ClusterCommand::Remove { api, node_id } => block_on(async {
+            let url = api.url(&format!("/v1/cluster/nodes/{node_id}"));
+            api.send(reqwest::Client::new().delete(url)).await?;
+            println!("node {node_id} removed");
+            Ok(())
+        }),
+        ClusterCommand::Promote { api, node_id } => block_on(async {
+            let url = api.url(&format!("/v1/cluster/nodes/{node_id}/promote"));
+            api.send(reqwest::Client::new().post(url)).await?;
+            println!("node {node_id} is a voter");
+            Ok(())
+        }),
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+fn print_status(s: &wharf_cluster::ClusterStatus) {
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    println!(
+        "leader: {}   term: {}",
+        s.leader
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "none".into()),
+        s.term
+    );
+    println!(
+        "{:<4} {:<12} {:<6} {:<22} {:<22} {:>5} {:>9} {:>9}",
+        "ID", "ROLE", "VOTER", "HTTP", "PEER", "TERM", "LAST LOG", "APPLIED"
+    );
+    for n in &s.nodes {
+        println!(
+            "{:<4} {:<12} {:<6} {:<22} {:<22} {:>5} {:>9} {:>9}",
+            n.id,
+            n.role,
+            if n.voter { "yes" } else { "no" },
+            n.http_addr,
+            n.peer_addr,
+            opt(n.term),
+            opt(n.last_log_index),
+            opt(n.applied_index)
+        );
     }
 }
 

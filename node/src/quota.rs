@@ -120,7 +120,7 @@ impl QuotaActor {
     ) {
         let meta = self.meta.clone();
         tokio::spawn(async move {
-            let res = meta.propose(cmd).await.and_then(map);
+            let res = meta.propose(cmd).await.map_err(Error::from).and_then(map);
             let _ = reply.send(res);
         });
     }

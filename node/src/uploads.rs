@@ -88,6 +88,8 @@ pub struct Ctx {
     pub quota: QuotaHandle,
     pub staging: PathBuf,
     pub config: UploadConfig,
+    /// See `cluster.staging_grace_secs`.
+    pub staging_grace: Duration,
 }
 
 #[derive(Clone)]
@@ -349,6 +351,10 @@ async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
         sha256,
         mut body,
     } = put;
+    // This node may not have applied the upload's creation yet: then ask the leader.
+    if ctx.meta.local().state.upload(&owner, &upload_id).is_none() {
+        drop(ctx.meta.linearizable().await?);
+    }
     let (expected_len, offset, already) = {
         let applied = ctx.meta.local();
         let up = applied
@@ -464,7 +470,8 @@ async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
             cv,
             now: now_ms(),
         })
-        .await;
+        .await
+        .map_err(Error::from);
     match res {
         Ok(_) => Ok(()),
         // Refused for certain: this copy is not needed. (If the outcome is unknown, keep it:
@@ -509,7 +516,7 @@ async fn offload(ctx: &Ctx, owner: &str, upload_id: &str, index: u32) -> Result<
                 upload_id: upload_id.to_string(),
                 multipart_id: mine.clone(),
             };
-            match ctx.meta.propose(cmd).await? {
+            match ctx.meta.propose(cmd).await.map_err(Error::from)? {
                 Outcome::MultipartId(id) => {
                     if id != mine {
                         // Another offload recorded its multipart upload first.
@@ -533,7 +540,8 @@ async fn offload(ctx: &Ctx, owner: &str, upload_id: &str, index: u32) -> Result<
             index,
             etag,
         })
-        .await;
+        .await
+        .map_err(Error::from);
     match res {
         Ok(_) | Err(Error::Conflict { .. }) => {
             let _ = tokio::fs::remove_file(&path).await;
@@ -655,6 +663,9 @@ async fn abort(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<Upload> {
 /// staging of uploads that ended and re-queues staged chunks whose offload was lost.
 async fn sweeper(ctx: Arc<Ctx>, done: mpsc::UnboundedSender<Done>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(ctx.config.sweep_interval_secs));
+    // When this node, as leader, first looked at each peer: a peer never heard from since is
+    // given the grace time from then.
+    let mut leader_since: HashMap<u64, Instant> = HashMap::new();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -674,11 +685,54 @@ async fn sweeper(ctx: Arc<Ctx>, done: mpsc::UnboundedSender<Done>, stop: Cancell
                 _ => {}
             }
             collect_garbage(&ctx).await;
+            declare_lost_nodes(&ctx, &mut leader_since).await;
+        } else {
+            leader_since.clear();
         }
         if let Err(e) = sweep_staging(&ctx).await {
             tracing::warn!(error = %e, "sweeping staging failed");
         }
         let _ = done.send(Done::Rescan);
+    }
+}
+
+/// Chunks staged only on a node that has not answered for the grace time count as missing
+/// again, so that clients re-send them to a live node.
+async fn declare_lost_nodes(ctx: &Ctx, leader_since: &mut HashMap<u64, Instant>) {
+    let holders: HashSet<u64> = ctx
+        .meta
+        .local()
+        .state
+        .uploads
+        .values()
+        .filter(|u| u.state == UploadState::Uploading)
+        .flat_map(|u| u.chunks.iter())
+        .filter_map(|c| match c {
+            Chunk::Staged { node, .. } => Some(*node),
+            _ => None,
+        })
+        .collect();
+    for node in holders {
+        if node == ctx.meta.node_id {
+            continue;
+        }
+        let first_look = *leader_since.entry(node).or_insert_with(Instant::now);
+        let silent_for = ctx
+            .meta
+            .peers
+            .since_contact(node)
+            .unwrap_or_else(|| first_look.elapsed())
+            .min(first_look.elapsed());
+        if silent_for < ctx.staging_grace {
+            continue;
+        }
+        match ctx.meta.propose(Command::NodeLost { node }).await {
+            Ok(Outcome::ChunksLost(n)) if n > 0 => {
+                tracing::warn!(node, chunks = n, "node unreachable past the staging grace time: its staged chunks are missing again");
+            }
+            Err(e) => tracing::warn!(node, error = %e, "declaring a node's chunks lost failed"),
+            _ => {}
+        }
     }
 }
 
@@ -695,6 +749,7 @@ async fn collect_garbage(ctx: &Ctx) {
                     object_key: g.object_key.clone(),
                 })
                 .await
+                .map_err(Error::from)
         }
         .await;
         if let Err(e) = res {

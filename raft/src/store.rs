@@ -293,10 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(
         &mut self,
-    ) -> StorageResult<(
-        Option<LogId<NodeId>>,
-        StoredMembership<NodeId, WharfNode>,
-    )> {
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, WharfNode>)> {
         let a = self.applied.read().expect("lock poisoned");
         Ok((a.last_applied, a.last_membership.clone()))
     }

@@ -18,6 +18,8 @@ pub const MIB: usize = 1 << 20;
 pub struct Node {
     child: Child,
     pub base: String,
+    pub peer_addr: String,
+    pub node_id: u64,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
     pub http: Client,
@@ -29,16 +31,41 @@ impl Node {
     }
 
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Node {
+        Self::spawn(data_dir, env, &[])
+    }
+
+    /// Starts a node with extra command-line arguments (`--join …`).
+    pub fn spawn(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Node {
+        Self::spawn_at(data_dir, env, args, "127.0.0.1:0", "127.0.0.1:0")
+    }
+
+    /// Starts a node on given addresses (a restarted node keeps the addresses it advertised).
+    pub fn spawn_at(
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        http_addr: &str,
+        peer_addr: &str,
+    ) -> Node {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-        cmd.args(["node", "start", "--http-addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("WHARF_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "node",
+            "start",
+            "--http-addr",
+            http_addr,
+            "--peer-addr",
+            peer_addr,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("WHARF_LOG", "warn,openraft=error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        cmd.args(args);
         for (k, v) in &env {
             cmd.env(k, v);
         }
@@ -48,16 +75,23 @@ impl Node {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the listening line");
-        let base = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .filter(|s| s.starts_with("http://"))
+        // "wharf node N listening on http://ADDR (peer ADDR)"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let base = words
+            .iter()
+            .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("node did not start: {line:?}"))
             .to_string();
+        let peer_addr = words
+            .last()
+            .map(|w| w.trim_end_matches(')').to_string())
+            .unwrap_or_default();
+        let node_id = words.get(2).and_then(|w| w.parse().ok()).unwrap_or(0);
         Node {
             child,
             base,
+            peer_addr,
+            node_id,
             data_dir: data_dir.to_path_buf(),
             env,
             http: Client::builder()
@@ -74,6 +108,8 @@ impl Node {
         NodeDir {
             data_dir: self.data_dir.clone(),
             env: std::mem::take(&mut self.env),
+            http_addr: self.base.trim_start_matches("http://").to_string(),
+            peer_addr: self.peer_addr.clone(),
         }
     }
 
@@ -212,10 +248,26 @@ impl Drop for Node {
     }
 }
 
+/// Runs the `wharf` CLI and returns its stdout; panics with its stderr if it fails.
+pub fn wharf_cli(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(args)
+        .output()
+        .expect("run wharf");
+    assert!(
+        out.status.success(),
+        "wharf {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// What is left of a killed node: enough to start it again.
 pub struct NodeDir {
     data_dir: PathBuf,
     env: Vec<(String, String)>,
+    http_addr: String,
+    peer_addr: String,
 }
 
 impl NodeDir {
@@ -225,7 +277,7 @@ impl NodeDir {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Node::start_with(&self.data_dir, &env)
+        Node::spawn_at(&self.data_dir, &env, &[], &self.http_addr, &self.peer_addr)
     }
 }
 

@@ -1,0 +1,442 @@
+//! Real multi-process clusters: formed with the CLI, spread uploads, leader loss, catch-up by
+//! snapshot, membership changes, and refusals of intruders.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use wharf_raft::model::Tier;
+
+/// Nodes sharing one local object store directory (one host), with fast timers.
+struct Cluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<Option<Node>>,
+}
+
+const ENV: &[(&str, &str)] = &[
+    ("WHARF_RAFT_HEARTBEAT_MS", "100"),
+    ("WHARF_RAFT_ELECTION_TIMEOUT_MIN_MS", "400"),
+    ("WHARF_RAFT_ELECTION_TIMEOUT_MAX_MS", "800"),
+    ("WHARF_RAFT_SNAPSHOT_EVERY", "30"),
+    ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
+];
+
+impl Cluster {
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{i}"))
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push((
+            "WHARF_STORE_PATH".into(),
+            self.dir.path().join("objects").display().to_string(),
+        ));
+        env
+    }
+
+    fn spawn(&self, i: usize, args: &[&str]) -> Node {
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Node::spawn(&self.data_dir(i), &env, args)
+    }
+
+    /// Node 0 starts a cluster; the others join it with a token from the CLI.
+    fn start(n: usize) -> Cluster {
+        let mut c = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            nodes: Vec::new(),
+        };
+        let first = c.spawn(0, &[]);
+        let token = c.token();
+        let seed = first.peer_addr.clone();
+        c.nodes.push(Some(first));
+        for i in 1..n {
+            let node = c.spawn(i, &["--join", &seed, "--token", &token]);
+            c.nodes.push(Some(node));
+        }
+        c
+    }
+
+    fn token(&self) -> String {
+        let d = self.data_dir(0).display().to_string();
+        wharf_cli(&["cluster", "token", "--data-dir", &d])
+            .trim()
+            .to_string()
+    }
+
+    fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+    }
+
+    fn status_cli(&self, via: usize) -> Value {
+        let d = self.data_dir(via).display().to_string();
+        let out = wharf_cli(&[
+            "cluster",
+            "status",
+            "--json",
+            "--node",
+            &self.node(via).base,
+            "--data-dir",
+            &d,
+        ]);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// Waits until a node reports a leader among the running nodes; returns its index.
+    fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for (i, _) in self.live() {
+                let s = self.status_cli(i);
+                if let Some(l) = s["leader"].as_u64() {
+                    if let Some((j, _)) = self.live().find(|(_, n)| n.node_id == l) {
+                        return j;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader elected");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn chunks_of(data: &[u8], size: usize) -> Vec<&[u8]> {
+    data.chunks(size).collect()
+}
+
+async fn create(node: &Node, t: &str, name: &str, data: &[u8]) -> (String, usize) {
+    let (st, up) = node
+        .create(
+            t,
+            json!({"name": name, "size": data.len(),
+                   "blake3": blake3::hash(data).to_hex().to_string()}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{up}");
+    (
+        up["upload_id"].as_str().unwrap().to_string(),
+        up["chunk_size"].as_u64().unwrap() as usize,
+    )
+}
+
+/// Retries a chunk PUT while the cluster elects a new leader.
+async fn put_until_ok(node: &Node, t: &str, id: &str, i: usize, data: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = node.put_chunk(t, id, i, data).await;
+        if st == StatusCode::NO_CONTENT {
+            return;
+        }
+        assert!(Instant::now() < deadline, "chunk {i} never accepted: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_share_uploads_survive_leader_loss_and_catch_up_by_snapshot() {
+    let mut c = Cluster::start(3);
+    let s = c.status_cli(1);
+    let nodes = s["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{s}");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["reachable"] == true && n["voter"] == true),
+        "{s}"
+    );
+    assert_eq!(
+        nodes.iter().filter(|n| n["role"] == "leader").count(),
+        1,
+        "{s}"
+    );
+    let ids: Vec<u64> = nodes.iter().map(|n| n["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+
+    // Chunks spread over all three nodes; completion through any of them.
+    let t = c.node(0).token("alice", Tier::Basic);
+    let data = random_bytes(2 * 8 * MIB + 777, 5);
+    let (id, cs) = create(c.node(0), &t, "spread.bin", &data).await;
+    for (i, chunk) in chunks_of(&data, cs).iter().enumerate() {
+        assert_eq!(
+            c.node(i).put_chunk(&t, &id, i, chunk).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let (_, status) = c.node(2).status(&t, &id).await;
+    assert_eq!(status["received"], json!([0, 1, 2]));
+    let (st, file) = c.node(1).complete(&t, &id).await;
+    assert_eq!(st, StatusCode::OK, "{file}");
+    let fid = file["id"].as_str().unwrap().to_string();
+    for (_, n) in c.live() {
+        assert!(
+            n.download(&t, &fid).await == data,
+            "download through node {} differs",
+            n.node_id
+        );
+    }
+
+    // SIGKILL the leader in the middle of an upload; finish it through the survivors.
+    let data2 = random_bytes(3 * 8 * MIB, 6);
+    let (id2, cs) = create(c.node(0), &t, "during-failover.bin", &data2).await;
+    let parts = chunks_of(&data2, cs);
+    let leader = c.leader();
+    let follower = (leader + 1) % 3;
+    assert_eq!(
+        c.node(follower).put_chunk(&t, &id2, 0, parts[0]).await,
+        StatusCode::NO_CONTENT
+    );
+    let before_kill = c.status_cli(leader);
+    let dead_last_log = before_kill["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"].as_u64() == Some(c.node(leader).node_id))
+        .unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap();
+    let dead = c.nodes[leader].take().unwrap().kill9();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    put_until_ok(c.node(survivors[0]), &t, &id2, 1, parts[1]).await;
+    put_until_ok(c.node(survivors[1]), &t, &id2, 2, parts[2]).await;
+    let (st, file2) = c.node(survivors[1]).complete(&t, &id2).await;
+    assert_eq!(st, StatusCode::OK, "{file2}");
+    let fid2 = file2["id"].as_str().unwrap().to_string();
+    assert!(c.node(survivors[0]).download(&t, &fid2).await == data2);
+
+    // More writes while the node is down, enough for the log to be purged past it.
+    let mut small = Vec::new();
+    for i in 0..15u64 {
+        let f = c
+            .node(survivors[i as usize % 2])
+            .upload(&t, &format!("s{i}"), &random_bytes(1000, i))
+            .await;
+        small.push(f["id"].as_str().unwrap().to_string());
+    }
+    let new_leader = c.leader();
+    let s = c.status_cli(new_leader);
+    let leader_report = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "leader")
+        .unwrap()
+        .clone();
+    assert!(
+        leader_report["purged_index"].as_u64().unwrap() > dead_last_log,
+        "the leader kept the log the dead node needs, so no snapshot would be sent: {s}"
+    );
+
+    // The dead node comes back and catches up (by snapshot: the entries it lacks are gone).
+    c.nodes[leader] = Some(dead.restart());
+    let back = c.node(leader).node_id;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c.status_cli(new_leader);
+        let nodes = s["nodes"].as_array().unwrap();
+        let leader_applied =
+            nodes.iter().find(|n| n["role"] == "leader").unwrap()["applied_index"].as_u64();
+        let me = nodes
+            .iter()
+            .find(|n| n["id"].as_u64() == Some(back))
+            .unwrap();
+        if me["reachable"] == true && me["applied_index"].as_u64() >= leader_applied {
+            assert!(
+                me["snapshot_index"].as_u64().unwrap() > dead_last_log,
+                "{s}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {back} never caught up: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let back_node = c.node(leader);
+    assert!(back_node.download(&t, &fid2).await == data2);
+    let (_, list) = json(
+        back_node
+            .get(&t, "/v1/files?limit=100&consistency=stale")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        list["files"].as_array().unwrap().len(),
+        2 + small.len(),
+        "{list}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intruders_are_refused_a_bad_join_token_and_a_client_without_certificate() {
+    let c = Cluster::start(1);
+    let good = c.token();
+    let seed = c.node(0).peer_addr.clone();
+
+    // A token with a forged MAC, and one made for another cluster.
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    parts[2] = "0".repeat(32);
+    let forged = parts.join(".");
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = other_dir.path().display().to_string();
+    let foreign = wharf_cli(&["cluster", "init", "--data-dir", &other])
+        .trim()
+        .to_string();
+    for (token, why) in [(&forged, "not valid"), (&foreign, "")] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args([
+                "node",
+                "start",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--peer-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--join", &seed, "--token", token])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "joined with a bad token");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("joining the cluster"), "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(
+            !dir.path().join("tls").exists(),
+            "a refused node kept an identity"
+        );
+    }
+    // An expired token.
+    let d0 = c.data_dir(0).display().to_string();
+    let short = wharf_cli(&["cluster", "token", "--data-dir", &d0, "--ttl", "1s"])
+        .trim()
+        .to_string();
+    std::thread::sleep(Duration::from_secs(2));
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "node",
+            "start",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--peer-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--join", &seed, "--token", &short])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired"));
+
+    // gRPC without a client certificate: TLS connects (the CA is known) but every call but
+    // Join is refused.
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    use wharf_proto::cluster::cluster_service_client::ClusterServiceClient;
+    use wharf_proto::cluster::raft_service_client::RaftServiceClient;
+    let ca = std::fs::read_to_string(c.data_dir(0).join("tls/ca.pem")).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca))
+        .domain_name("wharf-node");
+    let channel = Endpoint::from_shared(format!("https://{seed}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let err = ClusterServiceClient::new(channel.clone())
+        .status(wharf_proto::cluster::Empty {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    let err = RaftServiceClient::new(channel)
+        .vote(wharf_proto::cluster::RaftRequest {
+            json: b"{}".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+
+    // A certificate from another cluster's CA does not get past the TLS handshake.
+    let foreign_cert = std::fs::read_to_string(other_dir.path().join("tls/node.pem")).unwrap();
+    let foreign_key = std::fs::read_to_string(other_dir.path().join("tls/node.key")).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca))
+        .identity(Identity::from_pem(foreign_cert, foreign_key))
+        .domain_name("wharf-node");
+    let refused = async {
+        let channel = Endpoint::from_shared(format!("https://{seed}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        ClusterServiceClient::new(channel)
+            .status(wharf_proto::cluster::Empty {})
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    assert!(refused.is_err(), "a foreign certificate was accepted");
+    assert!(Path::new(&c.data_dir(0)).exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_a_node_keeps_the_cluster_writable() {
+    let mut c = Cluster::start(3);
+    let d0 = c.data_dir(0).display().to_string();
+    let out = wharf_cli(&[
+        "cluster",
+        "remove",
+        "3",
+        "--node",
+        &c.node(1).base,
+        "--data-dir",
+        &d0,
+    ]);
+    assert!(out.contains("removed"), "{out}");
+    let s = c.status_cli(0);
+    let ids: Vec<u64> = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2], "{s}");
+    drop(c.nodes[2].take());
+    let t = c.node(0).token("bo", Tier::Basic);
+    for (i, n) in [c.node(0), c.node(1)].iter().enumerate() {
+        let data = random_bytes(5000, i as u64);
+        let f = n.upload(&t, &format!("after-remove-{i}"), &data).await;
+        assert!(n.download(&t, f["id"].as_str().unwrap()).await == data);
+    }
+    // Non-admins cannot change membership.
+    let r = c
+        .node(0)
+        .delete(&t, "/v1/cluster/nodes/2")
+        .send()
+        .await
+        .unwrap();
+    assert_error(&json(r).await, 403, "forbidden");
+}
