@@ -211,6 +211,10 @@ pub async fn run(
     );
 
     let server_stop = stop.clone();
+    use axum::serve::ListenerExt;
+    let http_listener = http_listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(http_listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {
