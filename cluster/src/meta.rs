@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use wharf_proto::cluster::{AddNodeRequest, Empty, ForwardRequest, NodeIdRequest, NodeStatus};
 use wharf_raft::{
@@ -303,10 +303,8 @@ impl Metadata {
                 .map_err(Error::from_status)?;
             return Ok(());
         }
-        self.raft
-            .add_learner(id, node, true)
-            .await
-            .map_err(|e| Error::Membership(format!("adding node {id} as a learner: {e}")))?;
+        let what = format!("adding node {id} as a learner");
+        membership_change(&what, || self.raft.add_learner(id, node.clone(), true)).await?;
         if !learner {
             self.promote(id).await?;
         }
@@ -322,10 +320,11 @@ impl Metadata {
                 .map_err(Error::from_status)?;
             return Ok(());
         }
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| Error::Membership(format!("promoting node {id}: {e}")))?;
+        membership_change(&format!("promoting node {id}"), || {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        })
+        .await?;
         Ok(())
     }
 
@@ -348,10 +347,10 @@ impl Metadata {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        self.raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| Error::Membership(format!("removing node {id}: {e}")))?;
+        membership_change(&format!("removing node {id}"), || {
+            self.raft.change_membership(change.clone(), false)
+        })
+        .await?;
         Ok(())
     }
 
@@ -376,6 +375,25 @@ impl Metadata {
     pub fn next_node_id_floor(&self) -> u64 {
         let m = self.raft.metrics().borrow().membership_config.clone();
         m.membership().nodes().map(|(id, _)| *id).max().unwrap_or(0) + 1
+    }
+}
+
+/// Runs a membership change, waiting while another one (a concurrent join) is in progress.
+async fn membership_change<T, Fut>(what: &str, change: impl Fn() -> Fut) -> Result<T, Error>
+where
+    Fut: std::future::Future<
+        Output = Result<T, RaftError<NodeId, ClientWriteError<NodeId, WharfNode>>>,
+    >,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match change().await {
+            Ok(v) => return Ok(v),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            ))) if Instant::now() < deadline => tokio::time::sleep(RETRY).await,
+            Err(e) => return Err(Error::Membership(format!("{what}: {e}"))),
+        }
     }
 }
 
