@@ -15,6 +15,7 @@ use wharf_raft::model::Tier;
 struct Cluster {
     dir: tempfile::TempDir,
     nodes: Vec<Option<Node>>,
+    extra_env: Vec<(String, String)>,
 }
 
 const ENV: &[(&str, &str)] = &[
@@ -39,6 +40,7 @@ impl Cluster {
             "WHARF_STORE_PATH".into(),
             self.dir.path().join("objects").display().to_string(),
         ));
+        env.extend(self.extra_env.iter().cloned());
         env
     }
 
@@ -48,20 +50,34 @@ impl Cluster {
         Node::spawn(&self.data_dir(i), &env, args)
     }
 
-    /// Node 0 starts a cluster; the others join it with a token from the CLI.
+    /// Node 0 starts a cluster; the others join it at the same time, with a token from the CLI.
     fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    fn start_with(n: usize, env: &[(&str, &str)]) -> Cluster {
         let mut c = Cluster {
             dir: tempfile::tempdir().unwrap(),
             nodes: Vec::new(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let first = c.spawn(0, &[]);
         let token = c.token();
         let seed = first.peer_addr.clone();
         c.nodes.push(Some(first));
-        for i in 1..n {
-            let node = c.spawn(i, &["--join", &seed, "--token", &token]);
-            c.nodes.push(Some(node));
-        }
+        let joined: Vec<Node> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..n)
+                .map(|i| {
+                    let (c, seed, token) = (&c, &seed, &token);
+                    s.spawn(move || c.spawn(i, &["--join", seed, "--token", token]))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        c.nodes.extend(joined.into_iter().map(Some));
         c
     }
 
@@ -164,8 +180,9 @@ async fn three_nodes_share_uploads_survive_leader_loss_and_catch_up_by_snapshot(
         1,
         "{s}"
     );
-    let ids: Vec<u64> = nodes.iter().map(|n| n["id"].as_u64().unwrap()).collect();
-    assert_eq!(ids, vec![1, 2, 3]);
+    let mut ids: Vec<u64> = nodes.iter().map(|n| n["id"].as_u64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2, 3], "node ids are allocated once each");
 
     // Chunks spread over all three nodes; completion through any of them.
     let t = c.node(0).token("alice", Tier::Basic);
@@ -439,4 +456,60 @@ async fn removing_a_node_keeps_the_cluster_writable() {
         .await
         .unwrap();
     assert_error(&json(r).await, 403, "forbidden");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunks_staged_on_a_node_down_past_the_grace_time_are_missing_again() {
+    let mut c = Cluster::start_with(3, &[("WHARF_CLUSTER_STAGING_GRACE_SECS", "2")]);
+    // The object store refuses new multipart uploads for a while, so chunks stay staged.
+    let mp = c.dir.path().join("objects/.multipart");
+    let parked = c.dir.path().join("objects/.multipart.parked");
+    std::fs::rename(&mp, &parked).unwrap();
+    std::fs::write(&mp, b"not a directory").unwrap();
+
+    let t = c.node(0).token("gina", Tier::Basic);
+    let data = random_bytes(8 * MIB + 4321, 9);
+    let (id, cs) = create(c.node(0), &t, "grace.bin", &data).await;
+    let parts = chunks_of(&data, cs);
+    let holder = c.leader().max(1) % 3; // any node; the cluster keeps a quorum without it
+    let holder = if holder == 0 { 1 } else { holder };
+    assert_eq!(
+        c.node(holder).put_chunk(&t, &id, 0, parts[0]).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.node(0).put_chunk(&t, &id, 1, parts[1]).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.node(0).status(&t, &id).await.1["received"], json!([0, 1]));
+    let _dead = c.nodes[holder].take().unwrap().kill9();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, s) = c.node(0).status(&t, &id).await;
+        if s["missing"] == json!([0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chunk 0 never reported missing: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (st, body) = c.node(0).complete(&t, &id).await;
+    assert_error(&(st, body), 409, "missing_chunks");
+
+    // The store recovers; the client re-sends the lost chunk to a live node and completes.
+    std::fs::remove_file(&mp).unwrap();
+    std::fs::rename(&parked, &mp).unwrap();
+    let live = (0..3).find(|i| *i != holder && *i != 0).unwrap();
+    put_until_ok(c.node(live), &t, &id, 0, parts[0]).await;
+    let (st, file) = c.node(0).complete(&t, &id).await;
+    assert_eq!(st, StatusCode::OK, "{file}");
+    assert!(
+        c.node(live)
+            .download(&t, file["id"].as_str().unwrap())
+            .await
+            == data
+    );
 }
