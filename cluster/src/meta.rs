@@ -127,14 +127,30 @@ impl Metadata {
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, Error> {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let err = match self.raft.client_write(Request(cmd.clone())).await {
+            // Without a quorum a write never commits: answer "unavailable" rather than hang.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(RETRY);
+            let written = tokio::time::timeout(left, self.raft.client_write(Request(cmd.clone())));
+            let Ok(written) = written.await else {
+                return Err(Error::Unavailable(
+                    "the write was not committed in time (no quorum?); it may still commit".into(),
+                ));
+            };
+            let err = match written {
                 Ok(resp) => return resp.data.0.map_err(Error::Model),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     match f.leader_node {
-                        Some(node) => match self.forward(&node.peer_addr, &cmd).await {
-                            Ok(Response(r)) => return r.map_err(Error::Model),
-                            Err(e) => e,
-                        },
+                        Some(node) => {
+                            let forwarded = self.forward(&node.peer_addr, &cmd);
+                            match tokio::time::timeout(left, forwarded).await {
+                                Ok(Ok(Response(r))) => return r.map_err(Error::Model),
+                                Ok(Err(e)) => e,
+                                Err(_) => Error::Unavailable(
+                                    "the leader did not commit the write in time".into(),
+                                ),
+                            }
+                        }
                         None => Error::Unavailable("no leader is elected yet".into()),
                     }
                 }

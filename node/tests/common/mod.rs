@@ -62,9 +62,30 @@ impl Node {
             "--data-dir",
         ])
         .arg(data_dir)
-        .env("WHARF_LOG", "warn,openraft=error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .env(
+            "WHARF_LOG",
+            std::env::var("WHARF_TEST_LOG").unwrap_or_else(|_| "warn,openraft=error".into()),
+        )
+        .stdout(Stdio::piped());
+        // WHARF_TEST_LOG_DIR keeps each node's log in a file of its own.
+        match std::env::var("WHARF_TEST_LOG_DIR") {
+            Ok(dir) => {
+                let name = format!(
+                    "{}-{}.log",
+                    data_dir.file_name().unwrap().to_string_lossy(),
+                    std::process::id()
+                );
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(Path::new(&dir).join(name))
+                    .unwrap();
+                cmd.stderr(f);
+            }
+            Err(_) => {
+                cmd.stderr(Stdio::inherit());
+            }
+        }
         cmd.args(args);
         for (k, v) in &env {
             cmd.env(k, v);
