@@ -77,14 +77,44 @@ impl Default for ClusterConfig {
 pub enum StoreKind {
     #[default]
     Local,
+    S3,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     pub kind: StoreKind,
     /// Root of the local object store; empty means `<data_dir>/objects`.
     pub path: String,
+    /// S3: endpoint URL for S3-compatible servers; empty means AWS.
+    pub endpoint: String,
+    /// S3: region; empty means the AWS chain's (`AWS_REGION`, profile).
+    pub region: String,
+    pub bucket: String,
+    /// S3: `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key`.
+    pub force_path_style: bool,
+    /// S3: prepended to every object key.
+    pub prefix: String,
+    /// S3: one attempt of one request gives up after this long.
+    pub request_timeout_secs: u64,
+    /// Lifetime of presigned download URLs.
+    pub presign_ttl_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Local,
+            path: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            force_path_style: false,
+            prefix: String::new(),
+            request_timeout_secs: 60,
+            presign_ttl_secs: 300,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -107,6 +137,9 @@ pub struct UploadConfig {
     pub offload_concurrency: usize,
     /// How long `complete` waits for staged chunks to reach the object store.
     pub complete_wait_secs: u64,
+    /// Bytes of chunks a node keeps staged at most (while the object store lags or is away);
+    /// beyond it chunk uploads answer 503 with Retry-After.
+    pub max_staging_bytes: u64,
 }
 
 impl Default for UploadConfig {
@@ -117,6 +150,7 @@ impl Default for UploadConfig {
             sweep_interval_secs: 30,
             offload_concurrency: 4,
             complete_wait_secs: 120,
+            max_staging_bytes: 16 * GIB,
         }
     }
 }
@@ -204,6 +238,15 @@ impl Config {
         }
         if self.upload.min_chunk_size < 5 * MIB || self.upload.min_chunk_size > 4 * GIB {
             bail!("upload.min_chunk_size must be between 5 MiB and 4 GiB (S3 part limits)");
+        }
+        if self.store.kind == StoreKind::S3 && self.store.bucket.is_empty() {
+            bail!("store.kind = \"s3\" needs store.bucket (WHARF_STORE_BUCKET)");
+        }
+        if self.store.request_timeout_secs == 0 || self.store.presign_ttl_secs == 0 {
+            bail!("store.request_timeout_secs and store.presign_ttl_secs must be positive");
+        }
+        if self.store.presign_ttl_secs > 7 * 24 * 3600 {
+            bail!("store.presign_ttl_secs is at most 7 days (S3's limit)");
         }
         if self.upload.offload_concurrency == 0 {
             bail!("upload.offload_concurrency must be at least 1");

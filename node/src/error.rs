@@ -31,6 +31,8 @@ pub enum Error {
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    NotSupported(String),
     #[error("object store: {0}")]
     Store(#[from] std::io::Error),
     #[error("internal error: {0}")]
@@ -78,6 +80,7 @@ impl Error {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Error::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not_supported"),
             Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

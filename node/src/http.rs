@@ -34,6 +34,7 @@ pub struct AppState {
     pub quota: QuotaHandle,
     pub uploads: UploadsHandle,
     pub store: Arc<dyn ObjectStore>,
+    pub presign_ttl_secs: u64,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/files", get(list_files))
         .route("/v1/files/{id}", get(get_file).delete(delete_file))
         .route("/v1/files/{id}/content", get(download))
+        .route("/v1/files/{id}/download-url", get(download_url))
         .route("/v1/usage", get(usage))
         .route("/v1/admin/users/{user}/quota", put(set_quota))
         .route("/v1/cluster/status", get(cluster_status))
@@ -518,6 +520,36 @@ async fn download(
         );
     }
     Ok(resp)
+}
+
+async fn download_url(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    let f = {
+        let applied = s.meta.linearizable().await?;
+        applied
+            .state
+            .file(&c.sub, &id)
+            .cloned()
+            .ok_or(Error::NotFound)?
+    };
+    let ttl = std::time::Duration::from_secs(s.presign_ttl_secs);
+    let url = s
+        .store
+        .presign_get(&f.object_key, ttl, &content_disposition(&f.name))
+        .await?
+        .ok_or_else(|| {
+            Error::NotSupported(
+                "the local object store cannot presign URLs; use /content or S3".into(),
+            )
+        })?;
+    Ok(Json(serde_json::json!({
+        "url": url,
+        "expires_at": rfc3339(now_ms() + ttl.as_millis() as u64),
+    })))
 }
 
 fn usage_body(u: Option<&model::User>, user: &str, default_quota: u64) -> Usage {

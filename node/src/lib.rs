@@ -9,6 +9,7 @@ pub mod http;
 pub mod meta;
 pub mod objstore;
 pub mod quota;
+pub mod s3;
 pub mod uploads;
 
 use std::future::Future;
@@ -182,6 +183,7 @@ pub async fn run(
                     .with_context(|| format!("opening the object store at {}", root.display()))?,
             )
         }
+        StoreKind::S3 => Arc::new(s3::S3Store::connect(&config.store).await?),
     };
     let staging = data_dir.join("staging");
     std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
@@ -190,9 +192,10 @@ pub async fn run(
         meta: meta.clone(),
         store: store.clone(),
         quota: quota.clone(),
-        staging,
         config: config.upload.clone(),
         staging_grace: Duration::from_secs(config.cluster.staging_grace_secs),
+        staged_bytes: uploads::dir_bytes(&staging).into(),
+        staging,
     });
     let uploads = uploads::UploadsHandle::spawn(ctx, stop.clone());
     let app = http::router(http::AppState {
@@ -201,6 +204,7 @@ pub async fn run(
         quota,
         uploads,
         store,
+        presign_ttl_secs: config.store.presign_ttl_secs,
     });
 
     tracing::info!(node_id, %http_addr, peer = %me.peer_addr, data_dir = %data_dir.display(), "wharf node listening");

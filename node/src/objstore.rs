@@ -38,6 +38,16 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn get(&self, key: &str, offset: u64, len: u64) -> io::Result<ByteStream>;
     /// Deletes the object; a missing object is Ok.
     async fn delete(&self, key: &str) -> io::Result<()>;
+    /// Stores the file at `path` as the whole object (a one-chunk file) and returns its ETag.
+    async fn put_object(&self, key: &str, path: &Path) -> io::Result<String>;
+    /// A URL that downloads the object without other credentials until `ttl` passes, if the
+    /// store can make one.
+    async fn presign_get(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+        content_disposition: &str,
+    ) -> io::Result<Option<String>>;
 }
 
 /// Objects as directories under a root (one host, or a directory all nodes share): an object is
@@ -212,6 +222,23 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    async fn put_object(&self, key: &str, path: &Path) -> io::Result<String> {
+        let mp = self.create_multipart(key).await?;
+        let etag = self.upload_part(key, &mp, 1, path).await?;
+        self.complete_multipart(key, &mp, &[(1, etag.clone())])
+            .await?;
+        Ok(etag)
+    }
+
+    async fn presign_get(
+        &self,
+        _key: &str,
+        _ttl: std::time::Duration,
+        _content_disposition: &str,
+    ) -> io::Result<Option<String>> {
+        Ok(None)
     }
 }
 

@@ -90,6 +90,42 @@ pub struct Ctx {
     pub config: UploadConfig,
     /// See `cluster.staging_grace_secs`.
     pub staging_grace: Duration,
+    /// Bytes in staging now (chunks received, not yet in the object store).
+    pub staged_bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Ctx {
+    fn unstage(&self, len: u64) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .staged_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(len))
+            });
+    }
+
+    fn chunk_len_hint(&self, owner: &str, upload_id: &str, index: u32) -> u64 {
+        self.meta
+            .local()
+            .state
+            .upload(owner, upload_id)
+            .map(|u| u.chunk_len(index))
+            .unwrap_or(0)
+    }
+}
+
+/// Bytes of the files under `dir` (the staging directory), for the staging limit.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
 }
 
 #[derive(Clone)]
@@ -385,6 +421,12 @@ async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
             return Err(length_mismatch(index, len, expected_len));
         }
     }
+    let staged = ctx.staged_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    if already.is_none() && staged + expected_len > ctx.config.max_staging_bytes {
+        return Err(Error::Unavailable(format!(
+            "staging is full ({staged} bytes wait for the object store); retry later"
+        )));
+    }
 
     let dir = ctx.staging.join(&upload_id);
     tokio::fs::create_dir_all(&dir).await?;
@@ -458,6 +500,8 @@ async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
     let path = staged_path(&ctx.staging, &upload_id, index);
     tokio::fs::rename(&tmp, &path).await?;
     sync_dir(&dir).await?;
+    ctx.staged_bytes
+        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
     let res = ctx
         .meta
         .propose(Command::ChunkStaged {
@@ -477,7 +521,9 @@ async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
         // Refused for certain: this copy is not needed. (If the outcome is unknown, keep it:
         // the command may still commit, and the rescan then offloads it.)
         Err(e) if !matches!(e, Error::Unavailable(_)) => {
-            let _ = tokio::fs::remove_file(&path).await;
+            if tokio::fs::remove_file(&path).await.is_ok() {
+                ctx.unstage(len);
+            }
             Err(e)
         }
         Err(e) => Err(e),
@@ -495,7 +541,7 @@ fn length_mismatch(index: u32, got: u64, expected: u64) -> Error {
 /// staged copy.
 async fn offload(ctx: &Ctx, owner: &str, upload_id: &str, index: u32) -> Result<()> {
     let path = staged_path(&ctx.staging, upload_id, index);
-    let (key, multipart_id) = {
+    let (key, multipart_id, whole) = {
         let applied = ctx.meta.local();
         let Some(up) = applied.state.upload(owner, upload_id) else {
             return Ok(());
@@ -505,33 +551,21 @@ async fn offload(ctx: &Ctx, owner: &str, upload_id: &str, index: u32) -> Result<
         if up.state != UploadState::Uploading || !staged_here {
             return Ok(());
         }
-        (up.object_key.clone(), up.multipart_id.clone())
+        (
+            up.object_key.clone(),
+            up.multipart_id.clone(),
+            up.chunk_count() == 1,
+        )
     };
-    let multipart_id = match multipart_id {
-        Some(id) => id,
-        None => {
-            let mine = ctx.store.create_multipart(&key).await?;
-            let cmd = Command::MultipartCreated {
-                owner: owner.to_string(),
-                upload_id: upload_id.to_string(),
-                multipart_id: mine.clone(),
-            };
-            match ctx.meta.propose(cmd).await.map_err(Error::from)? {
-                Outcome::MultipartId(id) => {
-                    if id != mine {
-                        // Another offload recorded its multipart upload first.
-                        ctx.store.abort_multipart(&key, &mine).await?;
-                    }
-                    id
-                }
-                other => return Err(Error::Internal(format!("unexpected {other:?}"))),
-            }
-        }
+    let etag = if whole {
+        // A one-chunk file is the whole object: one PutObject, no multipart upload.
+        ctx.store.put_object(&key, &path).await?
+    } else {
+        let multipart_id = ensure_multipart(ctx, owner, upload_id, &key, multipart_id).await?;
+        ctx.store
+            .upload_part(&key, &multipart_id, index + 1, &path)
+            .await?
     };
-    let etag = ctx
-        .store
-        .upload_part(&key, &multipart_id, index + 1, &path)
-        .await?;
     let res = ctx
         .meta
         .propose(Command::ChunkOffloaded {
@@ -544,11 +578,45 @@ async fn offload(ctx: &Ctx, owner: &str, upload_id: &str, index: u32) -> Result<
         .map_err(Error::from);
     match res {
         Ok(_) | Err(Error::Conflict { .. }) => {
-            let _ = tokio::fs::remove_file(&path).await;
+            if tokio::fs::remove_file(&path).await.is_ok() {
+                ctx.unstage(ctx.chunk_len_hint(owner, upload_id, index));
+            }
             Ok(())
         }
         Err(e) => Err(e),
     }
+}
+
+/// The upload's multipart upload in the object store: the one recorded in Raft, or a new one
+/// (if another node recorded one first, that one wins and ours is dropped).
+async fn ensure_multipart(
+    ctx: &Ctx,
+    owner: &str,
+    upload_id: &str,
+    key: &str,
+    recorded: Option<String>,
+) -> Result<String> {
+    Ok(match recorded {
+        Some(id) => id,
+        None => {
+            let mine = ctx.store.create_multipart(key).await?;
+            let cmd = Command::MultipartCreated {
+                owner: owner.to_string(),
+                upload_id: upload_id.to_string(),
+                multipart_id: mine.clone(),
+            };
+            match ctx.meta.propose(cmd).await.map_err(Error::from)? {
+                Outcome::MultipartId(id) => {
+                    if id != mine {
+                        // Another offload recorded its multipart upload first.
+                        ctx.store.abort_multipart(key, &mine).await?;
+                    }
+                    id
+                }
+                other => return Err(Error::Internal(format!("unexpected {other:?}"))),
+            }
+        }
+    })
 }
 
 /// Completes an upload: waits until every chunk is in the object store, checks the whole-file
@@ -618,13 +686,16 @@ async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<File> {
             )));
         }
     }
-    let multipart_id = up
-        .multipart_id
-        .as_deref()
-        .ok_or_else(|| Error::Internal("offloaded upload has no multipart id".into()))?;
-    ctx.store
-        .complete_multipart(&up.object_key, multipart_id, &parts)
-        .await?;
+    // A one-chunk file went in whole with PutObject when it was offloaded.
+    if parts.len() > 1 {
+        let multipart_id = up
+            .multipart_id
+            .as_deref()
+            .ok_or_else(|| Error::Internal("offloaded upload has no multipart id".into()))?;
+        ctx.store
+            .complete_multipart(&up.object_key, multipart_id, &parts)
+            .await?;
+    }
     let out = ctx
         .quota
         .propose(Command::CompleteUpload {
@@ -691,6 +762,12 @@ async fn sweeper(ctx: Arc<Ctx>, done: mpsc::UnboundedSender<Done>, stop: Cancell
         }
         if let Err(e) = sweep_staging(&ctx).await {
             tracing::warn!(error = %e, "sweeping staging failed");
+        }
+        // Recount from the disk: the running count is only kept between sweeps.
+        let staging = ctx.staging.clone();
+        if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_bytes(&staging)).await {
+            ctx.staged_bytes
+                .store(bytes, std::sync::atomic::Ordering::Relaxed);
         }
         let _ = done.send(Done::Rescan);
     }

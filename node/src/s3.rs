@@ -1,0 +1,303 @@
+//! The S3 object store (aws-sdk-s3), for AWS S3 and S3-compatible servers.
+//!
+//! Parts are sent with `Content-MD5` (computed from the staged file), so S3 checks every part's
+//! bytes; the SDK's own flexible checksums are turned off because servers disagree about them.
+//! A one-chunk file is one `PutObject`. Nothing here relies on `ListMultipartUploads`.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use base64::Engine;
+use md5::{Digest, Md5};
+use tokio::io::AsyncReadExt;
+
+use crate::config::StoreConfig;
+use crate::objstore::{ByteStream as Bytes, ObjectStore};
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+fn s3_err<E: std::error::Error + Send + Sync + 'static>(what: &str, e: E) -> io::Error {
+    io::Error::other(format!("S3 {what}: {}", DisplayErrorContext(e)))
+}
+
+impl S3Store {
+    /// Builds the client (credentials from the standard AWS chain) and checks the bucket.
+    pub async fn connect(cfg: &StoreConfig) -> anyhow::Result<Self> {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if !cfg.region.is_empty() {
+            loader = loader.region(Region::new(cfg.region.clone()));
+        }
+        let shared = loader.load().await;
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(cfg.request_timeout_secs))
+            .build();
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(cfg.force_path_style)
+            .timeout_config(timeouts)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if !cfg.endpoint.is_empty() {
+            b = b.endpoint_url(&cfg.endpoint);
+        }
+        let client = Client::from_conf(b.build());
+        let endpoint = if cfg.endpoint.is_empty() {
+            "AWS"
+        } else {
+            cfg.endpoint.as_str()
+        };
+        client
+            .head_bucket()
+            .bucket(&cfg.bucket)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+            .with_context(|| {
+                format!(
+                    "cannot use S3 bucket {:?} at {endpoint} (check store.endpoint, store.bucket, \
+                     store.region and the AWS credentials)",
+                    cfg.bucket
+                )
+            })?;
+        Ok(Self {
+            client,
+            bucket: cfg.bucket.clone(),
+            prefix: cfg.prefix.clone(),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+/// Base64 MD5 of a file, read in 1 MiB pieces.
+async fn content_md5(path: &Path) -> io::Result<(String, u64)> {
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut md5 = Md5::new();
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((
+        base64::engine::general_purpose::STANDARD.encode(md5.finalize()),
+        len,
+    ))
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn create_multipart(&self, key: &str) -> io::Result<String> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+            .map_err(|e| s3_err("CreateMultipartUpload", e))?;
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| io::Error::other("S3 returned no upload id"))
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        multipart_id: &str,
+        part: u32,
+        path: &Path,
+    ) -> io::Result<String> {
+        let (md5, len) = content_md5(path).await?;
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| s3_err("reading a staged chunk", e))?;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .upload_id(multipart_id)
+            .part_number(part as i32)
+            .content_length(len as i64)
+            .content_md5(md5)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| s3_err("UploadPart", e))?;
+        out.e_tag()
+            .map(str::to_owned)
+            .ok_or_else(|| io::Error::other("S3 returned no ETag"))
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        multipart_id: &str,
+        parts: &[(u32, String)],
+    ) -> io::Result<()> {
+        let upload = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|(n, etag)| {
+                        CompletedPart::builder()
+                            .part_number(*n as i32)
+                            .e_tag(etag)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        let res = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .upload_id(multipart_id)
+            .multipart_upload(upload)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            // Completed before (the node died before recording it): the object is there.
+            Err(e) if e.code() == Some("NoSuchUpload") && self.exists(key).await? => Ok(()),
+            // A 200 whose body the SDK cannot read (moto names the root element
+            // CompleteMultipartUploadResponse): believe it only if the object is there.
+            Err(SdkError::ServiceError(se))
+                if se.err().code().is_none()
+                    && se.raw().status().is_success()
+                    && self.exists(key).await? =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(s3_err("CompleteMultipartUpload", e)),
+        }
+    }
+
+    async fn abort_multipart(&self, key: &str, multipart_id: &str) -> io::Result<()> {
+        let res = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .upload_id(multipart_id)
+            .send()
+            .await;
+        match res {
+            Err(e) if e.code() != Some("NoSuchUpload") => Err(s3_err("AbortMultipartUpload", e)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn put_object(&self, key: &str, path: &Path) -> io::Result<String> {
+        let (md5, len) = content_md5(path).await?;
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| s3_err("reading a staged chunk", e))?;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .content_length(len as i64)
+            .content_md5(md5)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| s3_err("PutObject", e))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn get(&self, key: &str, offset: u64, len: u64) -> io::Result<Bytes> {
+        if len == 0 {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .range(format!("bytes={}-{}", offset, offset + len - 1))
+            .send()
+            .await
+            .map_err(|e| s3_err("GetObject", e))?;
+        let reader = out.body.into_async_read();
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            256 * 1024,
+        )))
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+            .map_err(|e| s3_err("DeleteObject", e))?;
+        Ok(())
+    }
+
+    async fn presign_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+        filename: &str,
+    ) -> io::Result<Option<String>> {
+        let config = PresigningConfig::expires_in(ttl).map_err(io::Error::other)?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .response_content_disposition(filename)
+            .presigned(config)
+            .await
+            .map_err(|e| s3_err("presigning GetObject", e))?;
+        Ok(Some(req.uri().to_string()))
+    }
+}
+
+impl S3Store {
+    async fn exists(&self, key: &str) -> io::Result<bool> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) => Err(s3_err("HeadObject", e)),
+        }
+    }
+}
