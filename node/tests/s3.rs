@@ -1,0 +1,403 @@
+//! The S3 object store against a real S3-compatible server (moto), checked with an independent
+//! client (boto3).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+use wharf_raft::model::Tier;
+
+/// A moto server of this test's own (killed on drop), or the one `scripts/test` started.
+struct S3 {
+    endpoint: String,
+    process: Option<Child>,
+    bucket: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl S3 {
+    /// A fresh bucket on the shared test server (`WHARF_TEST_S3_ENDPOINT`), or on a moto
+    /// started here. Without either, the test fails: S3 tests never skip.
+    fn shared() -> S3 {
+        match std::env::var("WHARF_TEST_S3_ENDPOINT") {
+            Ok(endpoint) => Self::with_bucket(endpoint, None),
+            Err(_) => Self::own(),
+        }
+    }
+
+    /// A moto process for this test alone (needed to pause it).
+    fn own() -> S3 {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is needed to run moto");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start: run scripts/test, which installs moto[server]"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self::with_bucket(endpoint, Some(child))
+    }
+
+    fn with_bucket(endpoint: String, process: Option<Child>) -> S3 {
+        let bucket = format!("wharf-{}", uuid::Uuid::now_v7().simple());
+        let s3 = S3 {
+            endpoint,
+            process,
+            bucket,
+        };
+        s3.boto(&format!("s3.create_bucket(Bucket={:?})", s3.bucket));
+        s3
+    }
+
+    /// Runs Python with `s3` bound to a boto3 client: the independent reader.
+    fn boto(&self, code: &str) -> String {
+        let script = format!(
+            "import boto3, sys, json\n\
+             s3 = boto3.client('s3', endpoint_url={:?}, aws_access_key_id='test', \
+             aws_secret_access_key='test', region_name='us-east-1')\n{code}\n",
+            self.endpoint
+        );
+        let out = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "boto3 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn object_bytes(&self, key: &str, path: &std::path::Path) -> Vec<u8> {
+        self.boto(&format!(
+            "s3.download_file({:?}, {:?}, {:?})",
+            self.bucket,
+            key,
+            path.display().to_string()
+        ));
+        std::fs::read(path).unwrap()
+    }
+
+    fn multipart_uploads(&self) -> usize {
+        self.boto(&format!(
+            "print(len(s3.list_multipart_uploads(Bucket={:?}).get('Uploads', [])))",
+            self.bucket
+        ))
+        .trim()
+        .parse()
+        .unwrap()
+    }
+
+    fn object_keys(&self) -> Vec<String> {
+        let out = self.boto(&format!(
+            "print(json.dumps([o['Key'] for o in s3.list_objects_v2(Bucket={:?}).get('Contents', [])]))",
+            self.bucket
+        ));
+        serde_json::from_str(out.trim()).unwrap()
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            ("WHARF_STORE_KIND", "s3"),
+            ("WHARF_STORE_ENDPOINT", self.endpoint.as_str()),
+            ("WHARF_STORE_BUCKET", self.bucket.as_str()),
+            ("WHARF_STORE_FORCE_PATH_STYLE", "true"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.process.as_ref().expect("own moto").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        if let Some(p) = self.process.as_mut() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+fn start_node(dir: &std::path::Path, s3: &S3, extra: &[(&str, &str)], args: &[&str]) -> Node {
+    let mut env = s3.env();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Node::spawn(dir, &env, args)
+}
+
+async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunks_from_three_nodes_become_one_s3_object() {
+    let s3 = S3::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let n0 = start_node(&dir.path().join("n0"), &s3, &[], &[]);
+    let token = wharf_cli(&[
+        "cluster",
+        "token",
+        "--data-dir",
+        &dir.path().join("n0").display().to_string(),
+    ]);
+    let join = ["--join", n0.peer_addr.as_str(), "--token", token.trim()];
+    let n1 = start_node(&dir.path().join("n1"), &s3, &[], &join);
+    let n2 = start_node(&dir.path().join("n2"), &s3, &[], &join);
+    let nodes = [&n0, &n1, &n2];
+
+    let t = n0.token("alice", Tier::Basic);
+    let data = random_bytes(2 * 8 * MIB + 99_999, 11);
+    let (st, up) = n0
+        .create(&t, json!({"name": "s3.bin", "size": data.len()}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let id = up["upload_id"].as_str().unwrap();
+    for (i, chunk) in data.chunks(8 * MIB).enumerate() {
+        assert_eq!(
+            nodes[i].put_chunk(&t, id, i, chunk).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let (st, file) = n1.complete(&t, id).await;
+    assert_eq!(st, StatusCode::OK, "{file}");
+    let fid = file["id"].as_str().unwrap();
+
+    // One object, read back with boto3, equal to the source; no multipart upload left.
+    assert_eq!(s3.object_keys(), vec![format!("uploads/{id}")]);
+    let copy = s3.object_bytes(&format!("uploads/{id}"), &dir.path().join("copy.bin"));
+    assert!(copy == data, "the S3 object differs from the source");
+    assert_eq!(s3.multipart_uploads(), 0);
+
+    // Download through a node, with Range passed through, and through a presigned URL.
+    assert!(n2.download(&t, fid).await == data);
+    let r = n2
+        .get(&t, &format!("/v1/files/{fid}/content"))
+        .header("Range", "bytes=8388600-8388700")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes().await.unwrap(), &data[8_388_600..=8_388_700]);
+    let (st, link) = json(
+        n0.get(&t, &format!("/v1/files/{fid}/download-url"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{link}");
+    let url = link["url"].as_str().unwrap();
+    let out = dir.path().join("presigned.bin");
+    let curl = Command::new("curl")
+        .args(["-sf", url, "-o"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(curl.success(), "curl of the presigned URL failed");
+    assert!(std::fs::read(&out).unwrap() == data);
+    // Another user gets no URL for it.
+    let other = n0.token("mallory", Tier::Basic);
+    let r = n0
+        .get(&other, &format!("/v1/files/{fid}/download-url"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(&json(r).await, 404, "not_found");
+
+    // A one-chunk file is a single PutObject.
+    let small = n2.upload(&t, "small", b"tiny file").await;
+    assert!(n0.download(&t, small["id"].as_str().unwrap()).await == b"tiny file");
+    assert_eq!(s3.multipart_uploads(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn abort_and_expiry_leave_no_multipart_upload_behind() {
+    let s3 = S3::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path(), &s3, &[("WHARF_UPLOAD_EXPIRY_SECS", "3")], &[]);
+    let t = node.token("bob", Tier::Basic);
+    let data = random_bytes(3 * 8 * MIB, 3);
+    let mut ids = Vec::new();
+    for name in ["aborted", "expired"] {
+        let (_, up) = node
+            .create(&t, json!({"name": name, "size": data.len()}))
+            .await;
+        let id = up["upload_id"].as_str().unwrap().to_string();
+        assert_eq!(
+            node.put_chunk(&t, &id, 0, &data[..8 * MIB]).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            node.put_chunk(&t, &id, 1, &data[8 * MIB..16 * MIB]).await,
+            StatusCode::NO_CONTENT
+        );
+        ids.push(id);
+    }
+    // Both uploads have parts in S3 once their chunks are offloaded.
+    wait_until("two multipart uploads in S3", 20, || {
+        s3.multipart_uploads() == 2
+    })
+    .await;
+
+    let r = node
+        .delete(&t, &format!("/v1/uploads/{}", ids[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    wait_until("the aborted upload's multipart upload to go", 20, || {
+        s3.multipart_uploads() == 1
+    })
+    .await;
+    wait_until("the expired upload's multipart upload to go", 30, || {
+        s3.multipart_uploads() == 0
+    })
+    .await;
+    assert_eq!(node.status(&t, &ids[1]).await.1["state"], "expired");
+    assert!(s3.object_keys().is_empty());
+    assert_eq!(node.usage(&t).await["reserved"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_outage_during_an_upload_is_survived() {
+    // A moto of our own: the test freezes it (SIGSTOP), as a network black hole would.
+    let s3 = S3::own();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(
+        dir.path(),
+        &s3,
+        &[
+            ("WHARF_STORE_REQUEST_TIMEOUT_SECS", "2"),
+            ("WHARF_UPLOAD_MAX_STAGING_BYTES", &(12 * MIB).to_string()),
+        ],
+        &[],
+    );
+    let t = node.token("carl", Tier::Basic);
+    let data = random_bytes(3 * 8 * MIB - 5, 21);
+    let (_, up) = node
+        .create(
+            &t,
+            json!({"name": "outage.bin", "size": data.len(),
+                            "blake3": blake3::hash(&data).to_hex().to_string()}),
+        )
+        .await;
+    let id = up["upload_id"].as_str().unwrap().to_string();
+    let chunks: Vec<&[u8]> = data.chunks(8 * MIB).collect();
+    assert_eq!(
+        node.put_chunk(&t, &id, 0, chunks[0]).await,
+        StatusCode::NO_CONTENT
+    );
+    wait_until("chunk 0 in S3", 20, || s3.multipart_uploads() == 1).await;
+
+    s3.signal("-STOP");
+    // Chunks are still staged and acknowledged while S3 is away...
+    assert_eq!(
+        node.put_chunk(&t, &id, 1, chunks[1]).await,
+        StatusCode::NO_CONTENT
+    );
+    // ...until the staging limit: then 503 with Retry-After, and nothing recorded.
+    let r = node
+        .put(&t, &format!("/v1/uploads/{id}/chunks/2"))
+        .body(chunks[2].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    assert_error(&json(r).await, 503, "unavailable");
+    assert_eq!(node.status(&t, &id).await.1["received"], json!([0, 1]));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    s3.signal("-CONT");
+    // Offload resumes; the client's retry of chunk 2 gets in once staging drains.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node.put_chunk(&t, &id, 2, chunks[2]).await != StatusCode::NO_CONTENT {
+        assert!(
+            Instant::now() < deadline,
+            "chunk 2 never accepted after S3 came back"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (st, file) = node.complete(&t, &id).await;
+    assert_eq!(st, StatusCode::OK, "{file}");
+    assert!(node.download(&t, file["id"].as_str().unwrap()).await == data);
+    let copy = s3.object_bytes(&format!("uploads/{id}"), &dir.path().join("copy.bin"));
+    assert!(copy == data, "the S3 object differs after the outage");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_bucket_is_a_clear_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "node",
+            "start",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--peer-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("WHARF_STORE_KIND", "s3")
+        .env(
+            "WHARF_STORE_ENDPOINT",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("WHARF_STORE_BUCKET", "no-such-bucket")
+        .env("WHARF_STORE_FORCE_PATH_STYLE", "true")
+        .env("WHARF_STORE_REQUEST_TIMEOUT_SECS", "2")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot use S3 bucket \"no-such-bucket\""),
+        "{err}"
+    );
+}
