@@ -21,6 +21,7 @@ pub struct Config {
     pub upload: UploadConfig,
     pub raft: RaftConfig,
     pub tiers: TiersConfig,
+    pub scan: ScanConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +69,45 @@ impl Default for ClusterConfig {
             token: String::new(),
             learner: false,
             staging_grace_secs: 300,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanConfig {
+    /// `required` (downloads wait for a clean scan), `optional` (unscanned files are served
+    /// with a header saying so) or `off`; empty: `required` when a clamd answers, else
+    /// `optional` with a warning.
+    pub policy: String,
+    /// `tcp://host:port` or `unix:/path`; empty: Debian's default socket
+    /// `unix:/var/run/clamav/clamd.ctl`.
+    pub clamd: String,
+    /// Scans this node runs at once.
+    pub concurrency: usize,
+    /// How long a scan lease lasts; a crashed scanner's blob is taken over after it.
+    pub lease_secs: u64,
+    /// How often the scanner looks for blobs waiting for a scan.
+    pub poll_ms: u64,
+    /// Must not exceed clamd's StreamMaxLength; larger objects end in the `error` state.
+    pub stream_max_bytes: u64,
+    /// `move` (under `quarantine/`) or `delete` infected objects.
+    pub quarantine: String,
+    /// A scan that gets no answer from clamd for this long fails (and is retried).
+    pub timeout_secs: u64,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        Self {
+            policy: String::new(),
+            clamd: String::new(),
+            concurrency: 2,
+            lease_secs: 300,
+            poll_ms: 1000,
+            stream_max_bytes: 25 * MIB,
+            quarantine: "move".into(),
+            timeout_secs: 60,
         }
     }
 }
@@ -247,6 +287,21 @@ impl Config {
         }
         if self.store.presign_ttl_secs > 7 * 24 * 3600 {
             bail!("store.presign_ttl_secs is at most 7 days (S3's limit)");
+        }
+        if !["", "required", "optional", "off"].contains(&self.scan.policy.as_str()) {
+            bail!("scan.policy is required, optional or off");
+        }
+        if !["move", "delete"].contains(&self.scan.quarantine.as_str()) {
+            bail!("scan.quarantine is move or delete");
+        }
+        if !(self.scan.clamd.is_empty()
+            || self.scan.clamd.starts_with("tcp://")
+            || self.scan.clamd.starts_with("unix:"))
+        {
+            bail!("scan.clamd is tcp://HOST:PORT or unix:/PATH");
+        }
+        if self.scan.lease_secs == 0 || self.scan.poll_ms == 0 || self.scan.timeout_secs == 0 {
+            bail!("scan.lease_secs, scan.poll_ms and scan.timeout_secs must be positive");
         }
         if self.upload.offload_concurrency == 0 {
             bail!("upload.offload_concurrency must be at least 1");

@@ -33,6 +33,8 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     NotSupported(String),
+    #[error("{0}")]
+    Infected(String),
     #[error("object store: {0}")]
     Store(#[from] std::io::Error),
     #[error("internal error: {0}")]
@@ -81,6 +83,7 @@ impl Error {
             }
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not_supported"),
+            Error::Infected(_) => (StatusCode::FORBIDDEN, "infected"),
             Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -105,6 +108,7 @@ impl From<ModelError> for Error {
             ModelError::IdempotencyConflict => Error::conflict("idempotency_conflict", message),
             ModelError::QuotaBelowUsage { .. } => Error::conflict("quota_below_usage", message),
             ModelError::Invalid(_) => Error::bad_request("invalid_request", message),
+            ModelError::LeaseHeld { .. } => Error::conflict("scan_leased", message),
         }
     }
 }

@@ -35,6 +35,7 @@ pub struct AppState {
     pub uploads: UploadsHandle,
     pub store: Arc<dyn ObjectStore>,
     pub presign_ttl_secs: u64,
+    pub scan_policy: crate::scanner::Policy,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/files/{id}/download-url", get(download_url))
         .route("/v1/usage", get(usage))
         .route("/v1/admin/users/{user}/quota", put(set_quota))
+        .route("/v1/admin/rescan", post(rescan))
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/nodes/{id}/promote", post(promote_node))
         .route("/v1/cluster/nodes/{id}", axum::routing::delete(remove_node))
@@ -326,7 +328,16 @@ async fn receive_chunk(
         .await
 }
 
-fn file_record(f: &File) -> FileRecord {
+fn blob_scan(state: &model::State, f: &File) -> model::ScanState {
+    state
+        .blobs
+        .get(&model::key(&f.owner, &f.blake3))
+        .map(|b| b.scan.clone())
+        .unwrap_or(model::ScanState::Unscanned)
+}
+
+fn file_record(state: &model::State, f: &File) -> FileRecord {
+    let scan = blob_scan(state, f);
     FileRecord {
         id: f.id.clone(),
         name: f.name.clone(),
@@ -334,7 +345,37 @@ fn file_record(f: &File) -> FileRecord {
         blake3: f.blake3.clone(),
         mime: f.mime.clone(),
         created_at: rfc3339(f.created_at),
-        scan: "unscanned".into(),
+        scan: scan.as_str().into(),
+        signature: match &scan {
+            model::ScanState::Infected { signature, .. } => Some(signature.clone()),
+            model::ScanState::Error { message, .. } => Some(message.clone()),
+            _ => None,
+        },
+        scan_node: match &scan {
+            model::ScanState::Scanning { holder, .. } => Some(*holder),
+            _ => None,
+        },
+    }
+}
+
+/// Whether a file may be served now, under the scan policy: infected files never are; under
+/// `required`, only clean ones.
+fn may_serve(policy: crate::scanner::Policy, scan: &model::ScanState) -> Result<()> {
+    use crate::scanner::Policy;
+    match scan {
+        model::ScanState::Infected { signature, .. } => Err(Error::Infected(format!(
+            "the file is infected ({signature}) and quarantined"
+        ))),
+        model::ScanState::Clean { .. } => Ok(()),
+        _ if policy != Policy::Required => Ok(()),
+        model::ScanState::Error { message, .. } => Err(Error::conflict(
+            "scan_failed",
+            format!("the file could not be scanned ({message}); an admin can rescan it"),
+        )),
+        _ => Err(Error::conflict(
+            "scan_pending",
+            "the file is waiting for its virus scan; retry shortly",
+        )),
     }
 }
 
@@ -345,7 +386,7 @@ async fn complete_upload(
 ) -> Result<Json<FileRecord>> {
     let id = parse_id(&id)?;
     let f = s.uploads.complete(c.sub, id).await?;
-    Ok(Json(file_record(&f)))
+    Ok(Json(file_record(&s.meta.local().state, &f)))
 }
 
 #[derive(Deserialize)]
@@ -396,7 +437,10 @@ async fn list_files(
         None
     };
     Ok(Json(FileList {
-        files: page.into_iter().map(file_record).collect(),
+        files: page
+            .into_iter()
+            .map(|f| file_record(&applied.state, f))
+            .collect(),
         next_cursor,
     }))
 }
@@ -409,7 +453,7 @@ async fn get_file(
     let id = parse_id(&id)?;
     let applied = s.meta.linearizable().await?;
     let f = applied.state.file(&c.sub, &id).ok_or(Error::NotFound)?;
-    Ok(Json(file_record(f)))
+    Ok(Json(file_record(&applied.state, f)))
 }
 
 async fn delete_file(
@@ -478,14 +522,17 @@ async fn download(
     headers: HeaderMap,
 ) -> Result<Response> {
     let id = parse_id(&id)?;
-    let f = {
+    let (f, scan) = {
         let applied = s.meta.linearizable().await?;
-        applied
+        let f = applied
             .state
             .file(&c.sub, &id)
             .cloned()
-            .ok_or(Error::NotFound)?
+            .ok_or(Error::NotFound)?;
+        let scan = blob_scan(&applied.state, &f);
+        (f, scan)
     };
+    may_serve(s.scan_policy, &scan)?;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(v) => parse_range(v, f.size)?,
         None => None,
@@ -512,7 +559,7 @@ async fn download(
         header::CONTENT_DISPOSITION,
         hv(content_disposition(&f.name))?,
     );
-    h.insert("x-wharf-scan", HeaderValue::from_static("unscanned"));
+    h.insert("x-wharf-scan", HeaderValue::from_static(scan.as_str()));
     if status == StatusCode::PARTIAL_CONTENT {
         h.insert(
             header::CONTENT_RANGE,
@@ -530,11 +577,13 @@ async fn download_url(
     let id = parse_id(&id)?;
     let f = {
         let applied = s.meta.linearizable().await?;
-        applied
+        let f = applied
             .state
             .file(&c.sub, &id)
             .cloned()
-            .ok_or(Error::NotFound)?
+            .ok_or(Error::NotFound)?;
+        may_serve(s.scan_policy, &blob_scan(&applied.state, &f))?;
+        f
     };
     let ttl = std::time::Duration::from_secs(s.presign_ttl_secs);
     let url = s
@@ -585,6 +634,38 @@ fn require_admin(c: &Claims) -> Result<()> {
         return Err(Error::Forbidden("an admin token is required".into()));
     }
     Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RescanRequest {
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    file: Option<String>,
+}
+
+/// Queues blobs for another scan (new signatures): one file, or all clean/error/unscanned.
+async fn rescan(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    ApiJson(req): ApiJson<RescanRequest>,
+) -> Result<Json<serde_json::Value>> {
+    require_admin(&c)?;
+    let file = match (req.all, req.file) {
+        (true, None) => None,
+        (false, Some(f)) => Some(parse_id(&f)?),
+        _ => {
+            return Err(Error::bad_request(
+                "invalid_request",
+                "give either \"all\": true or \"file\": ID",
+            ))
+        }
+    };
+    match s.quota.propose(Command::Rescan { file }).await? {
+        Outcome::Requeued(n) => Ok(Json(serde_json::json!({ "requeued": n }))),
+        other => Err(Error::Internal(format!("unexpected {other:?}"))),
+    }
 }
 
 async fn cluster_status(

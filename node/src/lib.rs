@@ -2,6 +2,7 @@
 //! store and auth; see docs/ARCHITECTURE.md for the map.
 
 pub mod auth;
+pub mod clamd;
 pub mod config;
 pub mod error;
 pub mod hash;
@@ -10,6 +11,7 @@ pub mod meta;
 pub mod objstore;
 pub mod quota;
 pub mod s3;
+pub mod scanner;
 pub mod uploads;
 
 use std::future::Future;
@@ -92,6 +94,57 @@ pub fn join_token(data_dir: &Path, ttl: Duration) -> anyhow::Result<String> {
     }
     let identity = Identity::load(data_dir)?;
     Ok(identity.join_token(wharf_cluster::now_secs(), ttl.as_secs()))
+}
+
+/// Decides the scan policy and starts the scan-dispatch actor when there is a scanner.
+async fn start_scanner(
+    config: &Config,
+    meta: &Metadata,
+    store: &Arc<dyn ObjectStore>,
+    stop: &CancellationToken,
+) -> (scanner::Policy, Option<scanner::ScanHandle>) {
+    use scanner::Policy;
+    let configured = !config.scan.clamd.is_empty();
+    let address = if configured {
+        config.scan.clamd.as_str()
+    } else {
+        clamd::DEFAULT_SOCKET
+    };
+    let clamd = clamd::Clamd::parse(address).expect("validated");
+    let answers = match clamd.version().await {
+        Ok(v) => {
+            tracing::info!(clamd = address, version = %v, "scanner found");
+            true
+        }
+        Err(e) => {
+            if configured {
+                tracing::warn!(clamd = address, error = %e, "clamd does not answer yet; scans wait for it");
+            }
+            false
+        }
+    };
+    let policy = match config.scan.policy.as_str() {
+        "required" => Policy::Required,
+        "optional" => Policy::Optional,
+        "off" => Policy::Off,
+        _ if configured || answers => Policy::Required,
+        _ => {
+            tracing::warn!(
+                "no clamd at {address}: files are served unscanned (scan.policy = optional)"
+            );
+            Policy::Optional
+        }
+    };
+    if policy == Policy::Off || !(configured || answers) {
+        return (policy, None);
+    }
+    let ctx = Arc::new(scanner::ScanCtx {
+        meta: meta.clone(),
+        store: store.clone(),
+        clamd,
+        config: config.scan.clone(),
+    });
+    (policy, Some(scanner::ScanHandle::spawn(ctx, stop.clone())))
 }
 
 /// Runs a node until `shutdown` resolves, then stops the front ends, the actors and Raft.
@@ -185,6 +238,7 @@ pub async fn run(
         }
         StoreKind::S3 => Arc::new(s3::S3Store::connect(&config.store).await?),
     };
+    let (policy, scanner) = start_scanner(&config, &meta, &store, &stop).await;
     let staging = data_dir.join("staging");
     std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
     let quota = quota::QuotaHandle::spawn(meta.clone(), config.clone(), stop.clone());
@@ -196,6 +250,7 @@ pub async fn run(
         staging_grace: Duration::from_secs(config.cluster.staging_grace_secs),
         staged_bytes: uploads::dir_bytes(&staging).into(),
         staging,
+        scanner,
     });
     let uploads = uploads::UploadsHandle::spawn(ctx, stop.clone());
     let app = http::router(http::AppState {
@@ -205,6 +260,7 @@ pub async fn run(
         uploads,
         store,
         presign_ttl_secs: config.store.presign_ttl_secs,
+        scan_policy: policy,
     });
 
     tracing::info!(node_id, %http_addr, peer = %me.peer_addr, data_dir = %data_dir.display(), "wharf node listening");

@@ -38,6 +38,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn get(&self, key: &str, offset: u64, len: u64) -> io::Result<ByteStream>;
     /// Deletes the object; a missing object is Ok.
     async fn delete(&self, key: &str) -> io::Result<()>;
+    /// Moves an object to another key (quarantine). Moving a missing object that is already at
+    /// `to` is Ok.
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Stores the file at `path` as the whole object (a one-chunk file) and returns its ETag.
     async fn put_object(&self, key: &str, path: &Path) -> io::Result<String>;
     /// A URL that downloads the object without other credentials until `ttl` passes, if the
@@ -222,6 +225,17 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let (src, dst) = (self.object_path(from)?, self.object_path(to)?);
+        if !tokio::fs::try_exists(&src).await? && tokio::fs::try_exists(&dst).await? {
+            return Ok(());
+        }
+        let parent = dst.parent().expect("keys have a parent");
+        tokio::fs::create_dir_all(parent).await?;
+        tokio::fs::rename(&src, &dst).await?;
+        sync_dir(parent).await
     }
 
     async fn put_object(&self, key: &str, path: &Path) -> io::Result<String> {

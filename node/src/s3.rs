@@ -215,6 +215,24 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        // CopyObject handles objects up to 5 GiB; beyond that S3 needs a multipart copy.
+        let res = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.key(to))
+            .copy_source(format!("{}/{}", self.bucket, self.key(from)))
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("NoSuchKey") && self.exists(to).await? => return Ok(()),
+            Err(e) => return Err(s3_err("CopyObject", e)),
+        }
+        self.delete(from).await
+    }
+
     async fn put_object(&self, key: &str, path: &Path) -> io::Result<String> {
         let (md5, len) = content_md5(path).await?;
         let body = ByteStream::from_path(path)

@@ -92,6 +92,8 @@ pub struct Ctx {
     pub staging_grace: Duration,
     /// Bytes in staging now (chunks received, not yet in the object store).
     pub staged_bytes: std::sync::atomic::AtomicU64,
+    /// New blobs wait for this scanner; without one they are stored unscanned.
+    pub scanner: Option<crate::scanner::ScanHandle>,
 }
 
 impl Ctx {
@@ -703,9 +705,13 @@ async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<File> {
             upload_id: upload_id.to_string(),
             file_id: uuid::Uuid::now_v7().to_string(),
             blake3: whole,
+            scan: ctx.scanner.is_some(),
             now: now_ms(),
         })
         .await?;
+    if let Some(s) = &ctx.scanner {
+        s.kick();
+    }
     let _ = tokio::fs::remove_dir_all(ctx.staging.join(upload_id)).await;
     match out {
         Outcome::File(f) => Ok(f),

@@ -70,8 +70,14 @@ pub struct FileRecord {
     pub mime: Option<String>,
     /// RFC 3339.
     pub created_at: String,
-    /// `unscanned` until scanning exists; then `pending`, `clean`, `infected` or `error`.
+    /// `pending`, `clean`, `infected`, `unscanned` or `error`.
     pub scan: String,
+    /// With `infected`: the signature; with `error`: what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// While a scanner holds the blob: the node scanning it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_node: Option<u64>,
 }
 
 /// `GET /v1/files`

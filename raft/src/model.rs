@@ -178,11 +178,67 @@ fn indexes(chunks: &[Chunk], pred: impl Fn(&Chunk) -> bool) -> Vec<u32> {
         .collect()
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum ScanState {
-    /// No scanner has looked at the blob (scanning comes with its own issue).
+    /// Scanning is off (`scan.policy = off`, or no scanner): served as unscanned.
     Unscanned,
+    /// Waiting for a scanner.
+    Pending,
+    /// Leased by node `holder` until `until`; another node may take it after that.
+    Scanning {
+        holder: u64,
+        until: Millis,
+    },
+    Clean {
+        at: Millis,
+    },
+    Infected {
+        signature: String,
+        at: Millis,
+    },
+    /// The scanner could not scan it (too large for the scanner, unreadable).
+    Error {
+        message: String,
+        at: Millis,
+    },
+}
+
+impl ScanState {
+    /// The name clients see: pending, clean, infected, unscanned or error.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ScanState::Unscanned => "unscanned",
+            ScanState::Pending | ScanState::Scanning { .. } => "pending",
+            ScanState::Clean { .. } => "clean",
+            ScanState::Infected { .. } => "infected",
+            ScanState::Error { .. } => "error",
+        }
+    }
+
+    /// Whether a scanner may take it at `now`.
+    pub fn leasable(&self, now: Millis) -> bool {
+        match self {
+            ScanState::Pending => true,
+            ScanState::Scanning { until, .. } => *until <= now,
+            _ => false,
+        }
+    }
+}
+
+/// What a scan found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum ScanVerdict {
+    Clean,
+    Infected {
+        signature: String,
+    },
+    Error {
+        message: String,
+    },
+    /// The holder gives the blob back unscanned (its scanner became unreachable).
+    Released,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +249,9 @@ pub struct Blob {
     pub size: u64,
     pub refcount: u64,
     pub scan: ScanState,
+    /// An infected blob's object has been moved out of reach (or deleted).
+    #[serde(default)]
+    pub quarantined: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,6 +341,8 @@ pub enum Command {
         upload_id: String,
         file_id: String,
         blake3: String,
+        /// Whether the new blob waits for a scan (`scan.policy` is not off).
+        scan: bool,
         now: Millis,
     },
     AbortUpload {
@@ -315,6 +376,29 @@ pub enum Command {
     NodeLost {
         node: u64,
     },
+    /// A scanner takes a blob (keyed `owner/blake3`) until `until`.
+    LeaseScan {
+        blob: String,
+        holder: u64,
+        now: Millis,
+        until: Millis,
+    },
+    /// The lease holder's verdict. An infected blob's files are no longer counted as usage.
+    ScanFinished {
+        blob: String,
+        holder: u64,
+        verdict: ScanVerdict,
+        now: Millis,
+    },
+    /// The infected blob's object was moved to `object_key` (or deleted, then empty).
+    BlobQuarantined {
+        blob: String,
+        object_key: String,
+    },
+    /// Scan again (new signatures): one file (by id), or every clean, errored or unscanned blob.
+    Rescan {
+        file: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +412,9 @@ pub enum Outcome {
     NodeId(u64),
     /// Chunks that became missing again.
     ChunksLost(u64),
+    Blob(Blob),
+    /// Blobs queued for a scan again.
+    Requeued(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -358,6 +445,8 @@ pub enum ModelError {
     QuotaBelowUsage { quota: u64, committed: u64 },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    #[error("the scan lease is held by node {holder}")]
+    LeaseHeld { holder: u64 },
 }
 
 pub type ApplyResult = Result<Outcome, ModelError>;
@@ -564,6 +653,7 @@ pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
             upload_id,
             file_id,
             blake3,
+            scan,
             now,
         } => {
             let k = key(&owner, &upload_id);
@@ -613,9 +703,15 @@ pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
                 upload_id,
                 created_at: now,
             };
+            let infected = state
+                .blobs
+                .get(&key(&owner, &blake3))
+                .is_some_and(|b| matches!(b.scan, ScanState::Infected { .. }));
             let user = state.users.get_mut(&owner).ok_or(ModelError::NotFound)?;
             user.reserved -= size;
-            user.used += size;
+            if !infected {
+                user.used += size;
+            }
             user.active_uploads -= 1;
             match state.blobs.get_mut(&key(&owner, &blake3)) {
                 Some(blob) => {
@@ -645,7 +741,12 @@ pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
                             object_key,
                             size,
                             refcount: 1,
-                            scan: ScanState::Unscanned,
+                            scan: if scan {
+                                ScanState::Pending
+                            } else {
+                                ScanState::Unscanned
+                            },
+                            quarantined: false,
                         },
                     );
                     state.files.insert(key(&owner, &file_id), file.clone());
@@ -688,14 +789,24 @@ pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
                 .files
                 .remove(&key(&owner, &file_id))
                 .ok_or(ModelError::NotFound)?;
-            if let Some(user) = state.users.get_mut(&owner) {
-                user.used -= file.size;
-            }
             let bk = key(&owner, &file.blake3);
+            let infected = state
+                .blobs
+                .get(&bk)
+                .is_some_and(|b| matches!(b.scan, ScanState::Infected { .. }));
+            if let Some(user) = state.users.get_mut(&owner) {
+                if !infected {
+                    user.used -= file.size;
+                }
+            }
             if let Some(blob) = state.blobs.get_mut(&bk) {
                 blob.refcount -= 1;
                 if blob.refcount == 0 {
                     let blob = state.blobs.remove(&bk).expect("present");
+                    if blob.object_key.is_empty() {
+                        // A quarantined blob whose object was already deleted.
+                        return Ok(Outcome::File(file));
+                    }
                     state.garbage.insert(
                         blob.object_key.clone(),
                         Garbage {
@@ -737,6 +848,108 @@ pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
             let id = min.max(state.last_node_id + 1);
             state.last_node_id = id;
             Ok(Outcome::NodeId(id))
+        }
+
+        Command::LeaseScan {
+            blob,
+            holder,
+            now,
+            until,
+        } => {
+            let b = state.blobs.get_mut(&blob).ok_or(ModelError::NotFound)?;
+            if !b.scan.leasable(now) {
+                return match &b.scan {
+                    ScanState::Scanning { holder, .. } => {
+                        Err(ModelError::LeaseHeld { holder: *holder })
+                    }
+                    other => Err(ModelError::Invalid(format!(
+                        "blob is {}, not waiting for a scan",
+                        other.as_str()
+                    ))),
+                };
+            }
+            b.scan = ScanState::Scanning { holder, until };
+            Ok(Outcome::Blob(b.clone()))
+        }
+
+        Command::ScanFinished {
+            blob,
+            holder,
+            verdict,
+            now,
+        } => {
+            let b = state.blobs.get_mut(&blob).ok_or(ModelError::NotFound)?;
+            match b.scan {
+                ScanState::Scanning { holder: h, .. } if h == holder => {}
+                ScanState::Scanning { holder: h, .. } => {
+                    return Err(ModelError::LeaseHeld { holder: h })
+                }
+                _ => return Err(ModelError::Invalid("no scan lease on this blob".into())),
+            }
+            b.scan = match verdict {
+                ScanVerdict::Released => ScanState::Pending,
+                ScanVerdict::Clean => ScanState::Clean { at: now },
+                ScanVerdict::Error { message } => ScanState::Error { message, at: now },
+                ScanVerdict::Infected { signature } => ScanState::Infected { signature, at: now },
+            };
+            let b = b.clone();
+            if matches!(b.scan, ScanState::Infected { .. }) {
+                // Quarantined files no longer count against their owner.
+                let size: u64 = state
+                    .files
+                    .values()
+                    .filter(|f| f.owner == b.owner && f.blake3 == b.blake3)
+                    .map(|f| f.size)
+                    .sum();
+                if let Some(user) = state.users.get_mut(&b.owner) {
+                    user.used -= size;
+                }
+            }
+            Ok(Outcome::Blob(b))
+        }
+
+        Command::BlobQuarantined { blob, object_key } => {
+            let b = state.blobs.get_mut(&blob).ok_or(ModelError::NotFound)?;
+            if !matches!(b.scan, ScanState::Infected { .. }) {
+                return Err(ModelError::Invalid(
+                    "only infected blobs are quarantined".into(),
+                ));
+            }
+            b.quarantined = true;
+            b.object_key = object_key.clone();
+            for f in state.files.values_mut() {
+                if f.owner == b.owner && f.blake3 == b.blake3 {
+                    f.object_key = object_key.clone();
+                }
+            }
+            Ok(Outcome::Done)
+        }
+
+        Command::Rescan { file } => {
+            let targets: Vec<String> = match file {
+                Some(file_id) => {
+                    let f = state
+                        .files
+                        .values()
+                        .find(|f| f.id == file_id)
+                        .ok_or(ModelError::NotFound)?;
+                    vec![key(&f.owner, &f.blake3)]
+                }
+                None => state.blobs.keys().cloned().collect(),
+            };
+            let mut n = 0;
+            for k in targets {
+                if let Some(b) = state.blobs.get_mut(&k) {
+                    if matches!(
+                        b.scan,
+                        ScanState::Clean { .. } | ScanState::Error { .. } | ScanState::Unscanned
+                    ) {
+                        b.scan = ScanState::Pending;
+                        n += 1;
+                    }
+                }
+            }
+            Ok(Outcome::Requeued(n))
         }
 
         Command::NodeLost { node } => {

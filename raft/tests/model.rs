@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use wharf_raft::model::{Chunk, Command, ModelError, Outcome, State, Tier, TierLimits};
+use wharf_raft::model::{
+    Chunk, Command, ModelError, Outcome, ScanVerdict, State, Tier, TierLimits,
+};
 
 const USERS: [&str; 3] = ["ann", "bob", "cy"];
 const CHUNK: u64 = 64;
@@ -30,6 +32,11 @@ enum Op {
     },
     NodeLost {
         node: u64,
+    },
+    /// Lease the blob of a file and finish its scan with this verdict (0 clean, 1 infected).
+    Scan {
+        file: usize,
+        infected: bool,
     },
     Offload {
         upload: usize,
@@ -62,6 +69,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (any::<usize>(), 0u32..6, 0u8..2, 1u64..3)
             .prop_map(|(upload, chunk, content, node)| Op::Stage { upload, chunk, content, node }),
         1 => (1u64..3).prop_map(|node| Op::NodeLost { node }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(file, infected)| Op::Scan { file, infected }),
         4 => (any::<usize>(), 0u32..6).prop_map(|(upload, chunk)| Op::Offload { upload, chunk }),
         3 => (any::<usize>(), 0u8..3).prop_map(|(upload, hash)| Op::Complete { upload, hash }),
         1 => (any::<usize>(), any::<bool>())
@@ -83,6 +91,8 @@ struct Reference {
     idem: BTreeMap<(String, u8), String>,
     /// file id -> (owner, size, hash)
     files: BTreeMap<String, (String, u64, String)>,
+    /// (owner, hash) of infected blobs: their files are not counted as used.
+    infected: std::collections::BTreeSet<(String, String)>,
 }
 
 struct RefUpload {
@@ -140,13 +150,23 @@ fn check_invariants(s: &State, r: &Reference) -> Result<(), TestCaseError> {
             id
         );
         prop_assert_eq!(u.active_uploads as usize, r.live_uploads(id));
-        let live_files: u64 = s
+        let counted: u64 = s
             .files
             .values()
             .filter(|f| &f.owner == id)
+            .filter(|f| {
+                !matches!(
+                    s.blobs[&format!("{}/{}", f.owner, f.blake3)].scan,
+                    wharf_raft::model::ScanState::Infected { .. }
+                )
+            })
             .map(|f| f.size)
             .sum();
-        prop_assert_eq!(u.used, live_files);
+        prop_assert_eq!(
+            u.used,
+            counted,
+            "used counts every live, uninfected file once"
+        );
     }
     for (k, b) in &s.blobs {
         let refs = s
@@ -309,6 +329,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         upload_id: id.clone(),
                         file_id: file_id.clone(),
                         blake3: format!("w{hash}"),
+                        scan: true,
                         now,
                     },
                 );
@@ -319,7 +340,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let size = up.size;
                     r.end(&id);
                     r.uploads.get_mut(&id).unwrap().stored_as = Some(file_id.clone());
-                    *r.used.entry(owner.clone()).or_default() += size;
+                    if !r.infected.contains(&(owner.clone(), format!("w{hash}"))) {
+                        *r.used.entry(owner.clone()).or_default() += size;
+                    }
                     r.files.insert(file_id, (owner, size, format!("w{hash}")));
                 } else if !up.live {
                     // Completing again answers with the file it made (while that file lives),
@@ -397,7 +420,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let fid = r.files.keys().nth(file % r.files.len()).unwrap().clone();
-                let (owner, size, _) = r.files[&fid].clone();
+                let (owner, size, hash) = r.files[&fid].clone();
                 let res = apply(
                     &mut s,
                     Command::DeleteFile {
@@ -408,7 +431,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 );
                 prop_assert!(res.is_ok(), "delete {:?}", res);
                 r.files.remove(&fid);
-                *r.used.get_mut(&owner).unwrap() -= size;
+                if !r.infected.contains(&(owner.clone(), hash.clone())) {
+                    *r.used.get_mut(&owner).unwrap() -= size;
+                }
+                if !r.files.values().any(|(o, _, h)| *o == owner && *h == hash) {
+                    // The blob is gone with its last file; new content starts clean.
+                    r.infected.remove(&(owner.clone(), hash));
+                }
                 // Deleting twice is "not found", and changes nothing.
                 let again = apply(
                     &mut s,
@@ -419,6 +448,90 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     },
                 );
                 prop_assert_eq!(again, Err(ModelError::NotFound));
+            }
+            Op::Scan { file, infected } => {
+                if r.files.is_empty() {
+                    continue;
+                }
+                let fid = r.files.keys().nth(file % r.files.len()).unwrap().clone();
+                let (owner, _, hash) = r.files[&fid].clone();
+                let blob = format!("{owner}/{hash}");
+                let was_infected = r.infected.contains(&(owner.clone(), hash.clone()));
+                let leased = apply(
+                    &mut s,
+                    Command::LeaseScan {
+                        blob: blob.clone(),
+                        holder: 1,
+                        now,
+                        until: now + 10,
+                    },
+                );
+                // Fresh blobs wait for a scan; a scanned one must be re-queued first.
+                if leased.is_err() {
+                    let res = apply(
+                        &mut s,
+                        Command::Rescan {
+                            file: Some(fid.clone()),
+                        },
+                    );
+                    prop_assert!(res.is_ok());
+                    let again = apply(
+                        &mut s,
+                        Command::LeaseScan {
+                            blob: blob.clone(),
+                            holder: 1,
+                            now,
+                            until: now + 10,
+                        },
+                    );
+                    prop_assert_eq!(
+                        again.is_ok(),
+                        !was_infected,
+                        "lease after rescan {:?}",
+                        again
+                    );
+                    if was_infected {
+                        continue;
+                    }
+                }
+                // Another node cannot report on a lease it does not hold.
+                let stolen = apply(
+                    &mut s,
+                    Command::ScanFinished {
+                        blob: blob.clone(),
+                        holder: 2,
+                        verdict: ScanVerdict::Clean,
+                        now,
+                    },
+                );
+                prop_assert_eq!(stolen, Err(ModelError::LeaseHeld { holder: 1 }));
+                let verdict = if infected {
+                    ScanVerdict::Infected {
+                        signature: "Eicar".into(),
+                    }
+                } else {
+                    ScanVerdict::Clean
+                };
+                let res = apply(
+                    &mut s,
+                    Command::ScanFinished {
+                        blob,
+                        holder: 1,
+                        verdict,
+                        now,
+                    },
+                );
+                prop_assert!(res.is_ok(), "{:?}", res);
+                if infected {
+                    let size: u64 = r
+                        .files
+                        .values()
+                        .filter(|(o, _, h)| *o == owner && *h == hash)
+                        .map(|(_, s, _)| s)
+                        .sum();
+                    *r.used.get_mut(&owner).unwrap() -= size;
+                    r.infected.insert((owner, hash));
+                }
             }
             Op::NodeLost { node } => {
                 let res = apply(&mut s, Command::NodeLost { node });

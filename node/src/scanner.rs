@@ -1,0 +1,233 @@
+//! The scan-dispatch actor: takes blobs waiting for a scan under a lease recorded in Raft,
+//! streams them from the object store to clamd, records the verdict; on the leader it also
+//! quarantines infected objects. A scanner that dies holding a lease loses it when it expires,
+//! and another node's scanner takes the blob.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use wharf_raft::model::{Command, ScanState, ScanVerdict};
+use wharf_raft::Outcome;
+
+use crate::clamd::{Clamd, Finding};
+use crate::config::ScanConfig;
+use crate::meta::{now_ms, Metadata};
+use crate::objstore::ObjectStore;
+
+/// Whether downloads wait for scans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    Required,
+    Optional,
+    Off,
+}
+
+pub struct ScanCtx {
+    pub meta: Metadata,
+    pub store: Arc<dyn ObjectStore>,
+    pub clamd: Clamd,
+    pub config: ScanConfig,
+}
+
+/// Wakes the scanner (a new blob is waiting); cheap to clone.
+#[derive(Clone)]
+pub struct ScanHandle {
+    tx: mpsc::Sender<()>,
+}
+
+impl ScanHandle {
+    pub fn spawn(ctx: Arc<ScanCtx>, stop: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(run(ctx, rx, stop));
+        Self { tx }
+    }
+
+    /// A missed wake-up is harmless: the scanner polls anyway.
+    pub fn kick(&self) {
+        let _ = self.tx.try_send(());
+    }
+}
+
+struct Candidate {
+    blob: String,
+    object_key: String,
+    size: u64,
+}
+
+async fn run(ctx: Arc<ScanCtx>, mut rx: mpsc::Receiver<()>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(ctx.config.poll_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running: JoinSet<String> = JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut clamd_up = true;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+            Some(_) = rx.recv() => {}
+            Some(done) = running.join_next() => {
+                if let Ok(blob) = done {
+                    in_flight.remove(&blob);
+                }
+            }
+        }
+        if ctx.meta.is_leader() {
+            quarantine(&ctx).await;
+        }
+        let free = ctx.config.concurrency.saturating_sub(in_flight.len());
+        if free == 0 || !waiting(&ctx, &in_flight) {
+            continue;
+        }
+        // Lease nothing while clamd is away: blobs stay pending, nothing is marked clean.
+        match ctx.clamd.ping().await {
+            Ok(()) if !clamd_up => {
+                tracing::info!("clamd answers again; scanning resumes");
+                clamd_up = true;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if clamd_up {
+                    tracing::warn!(error = %e, "clamd does not answer; scans wait");
+                }
+                clamd_up = false;
+                continue;
+            }
+        }
+        for c in candidates(&ctx, &in_flight, free) {
+            let now = now_ms();
+            let lease = Command::LeaseScan {
+                blob: c.blob.clone(),
+                holder: ctx.meta.node_id,
+                now,
+                until: now + ctx.config.lease_secs * 1000,
+            };
+            // Refused means another node took it first.
+            if let Ok(Outcome::Blob(_)) = ctx.meta.propose(lease).await {
+                in_flight.insert(c.blob.clone());
+                let ctx = ctx.clone();
+                running.spawn(async move {
+                    scan_one(&ctx, &c).await;
+                    c.blob
+                });
+            }
+        }
+    }
+    running.shutdown().await;
+}
+
+fn waiting(ctx: &ScanCtx, in_flight: &HashSet<String>) -> bool {
+    let now = now_ms();
+    ctx.meta
+        .local()
+        .state
+        .blobs
+        .iter()
+        .any(|(k, b)| b.scan.leasable(now) && !in_flight.contains(k))
+}
+
+fn candidates(ctx: &ScanCtx, in_flight: &HashSet<String>, n: usize) -> Vec<Candidate> {
+    let now = now_ms();
+    ctx.meta
+        .local()
+        .state
+        .blobs
+        .iter()
+        .filter(|(k, b)| b.scan.leasable(now) && !in_flight.contains(*k))
+        .take(n)
+        .map(|(k, b)| Candidate {
+            blob: k.clone(),
+            object_key: b.object_key.clone(),
+            size: b.size,
+        })
+        .collect()
+}
+
+async fn scan_one(ctx: &ScanCtx, c: &Candidate) {
+    let started = std::time::Instant::now();
+    let verdict = if c.size > ctx.config.stream_max_bytes {
+        ScanVerdict::Error {
+            message: format!(
+                "{} bytes is more than scan.stream_max_bytes ({})",
+                c.size, ctx.config.stream_max_bytes
+            ),
+        }
+    } else {
+        let idle = Duration::from_secs(ctx.config.timeout_secs);
+        let scanned = async {
+            let body = ctx.store.get(&c.object_key, 0, c.size).await?;
+            ctx.clamd.scan(body, idle).await
+        }
+        .await;
+        match scanned {
+            Ok(Finding::Clean) => ScanVerdict::Clean,
+            Ok(Finding::Infected(signature)) => ScanVerdict::Infected { signature },
+            Ok(Finding::Error(message)) => ScanVerdict::Error { message },
+            Err(e) => {
+                // clamd or the store failed: give the blob back for a later scan.
+                tracing::warn!(blob = %c.blob, error = %e, "scan failed; will retry");
+                ScanVerdict::Released
+            }
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    match &verdict {
+        ScanVerdict::Infected { signature } => {
+            tracing::warn!(blob = %c.blob, %signature, "infected: quarantining")
+        }
+        ScanVerdict::Clean => tracing::info!(
+            blob = %c.blob,
+            mb_per_s = c.size as f64 / secs.max(1e-9) / 1e6,
+            "scanned clean"
+        ),
+        _ => {}
+    }
+    let done = Command::ScanFinished {
+        blob: c.blob.clone(),
+        holder: ctx.meta.node_id,
+        verdict,
+        now: now_ms(),
+    };
+    if let Err(e) = ctx.meta.propose(done).await {
+        tracing::warn!(blob = %c.blob, error = %e, "recording a scan failed (lease lost?)");
+    }
+}
+
+/// Moves (or deletes) the objects of infected blobs, then records it.
+async fn quarantine(ctx: &ScanCtx) {
+    let infected: Vec<(String, String)> = ctx
+        .meta
+        .local()
+        .state
+        .blobs
+        .iter()
+        .filter(|(_, b)| matches!(b.scan, ScanState::Infected { .. }) && !b.quarantined)
+        .map(|(k, b)| (k.clone(), b.object_key.clone()))
+        .collect();
+    for (blob, key) in infected {
+        let moved = if ctx.config.quarantine == "delete" {
+            ctx.store.delete(&key).await.map(|_| String::new())
+        } else {
+            let to = format!("quarantine/{key}");
+            ctx.store.rename(&key, &to).await.map(|_| to)
+        };
+        let res = match moved {
+            Ok(object_key) => ctx
+                .meta
+                .propose(Command::BlobQuarantined {
+                    blob: blob.clone(),
+                    object_key,
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = res {
+            tracing::warn!(%blob, error = %e, "quarantine failed; will retry");
+        }
+    }
+}
