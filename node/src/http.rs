@@ -456,6 +456,23 @@ async fn get_file(
     Ok(Json(file_record(&applied.state, f)))
 }
 
+/// The caller's file `id` (a linearizable read), once the scan policy lets it be served.
+async fn servable_file(s: &AppState, c: &Claims, id: &str) -> Result<(File, model::ScanState)> {
+    let id = parse_id(id)?;
+    let (f, scan) = {
+        let applied = s.meta.linearizable().await?;
+        let f = applied
+            .state
+            .file(&c.sub, &id)
+            .cloned()
+            .ok_or(Error::NotFound)?;
+        let scan = blob_scan(&applied.state, &f);
+        (f, scan)
+    };
+    may_serve(s.scan_policy, &scan)?;
+    Ok((f, scan))
+}
+
 async fn delete_file(
     State(s): State<AppState>,
     Caller(c): Caller,
@@ -521,18 +538,7 @@ async fn download(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let id = parse_id(&id)?;
-    let (f, scan) = {
-        let applied = s.meta.linearizable().await?;
-        let f = applied
-            .state
-            .file(&c.sub, &id)
-            .cloned()
-            .ok_or(Error::NotFound)?;
-        let scan = blob_scan(&applied.state, &f);
-        (f, scan)
-    };
-    may_serve(s.scan_policy, &scan)?;
+    let (f, scan) = servable_file(&s, &c, &id).await?;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(v) => parse_range(v, f.size)?,
         None => None,
@@ -574,17 +580,7 @@ async fn download_url(
     Caller(c): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
-    let id = parse_id(&id)?;
-    let f = {
-        let applied = s.meta.linearizable().await?;
-        let f = applied
-            .state
-            .file(&c.sub, &id)
-            .cloned()
-            .ok_or(Error::NotFound)?;
-        may_serve(s.scan_policy, &blob_scan(&applied.state, &f))?;
-        f
-    };
+    let (f, _) = servable_file(&s, &c, &id).await?;
     let ttl = std::time::Duration::from_secs(s.presign_ttl_secs);
     let url = s
         .store

@@ -90,6 +90,15 @@ impl S3Store {
     }
 }
 
+/// A staged file as a request body: its base64 MD5 (for `Content-MD5`), length, and stream.
+async fn staged_body(path: &Path) -> io::Result<(String, u64, ByteStream)> {
+    let (md5, len) = content_md5(path).await?;
+    let body = ByteStream::from_path(path)
+        .await
+        .map_err(|e| s3_err("reading a staged chunk", e))?;
+    Ok((md5, len, body))
+}
+
 /// Base64 MD5 of a file, read in 1 MiB pieces.
 async fn content_md5(path: &Path) -> io::Result<(String, u64)> {
     let mut f = tokio::fs::File::open(path).await?;
@@ -133,10 +142,7 @@ impl ObjectStore for S3Store {
         part: u32,
         path: &Path,
     ) -> io::Result<String> {
-        let (md5, len) = content_md5(path).await?;
-        let body = ByteStream::from_path(path)
-            .await
-            .map_err(|e| s3_err("reading a staged chunk", e))?;
+        let (md5, len, body) = staged_body(path).await?;
         let out = self
             .client
             .upload_part()
@@ -234,10 +240,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_object(&self, key: &str, path: &Path) -> io::Result<String> {
-        let (md5, len) = content_md5(path).await?;
-        let body = ByteStream::from_path(path)
-            .await
-            .map_err(|e| s3_err("reading a staged chunk", e))?;
+        let (md5, len, body) = staged_body(path).await?;
         let out = self
             .client
             .put_object()

@@ -18,14 +18,6 @@ struct S3 {
     bucket: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl S3 {
     /// A fresh bucket on the shared test server (`WHARF_TEST_S3_ENDPOINT`), or on a moto
     /// started here. Without either, the test fails: S3 tests never skip.
@@ -159,10 +151,7 @@ impl Drop for S3 {
 }
 
 fn start_node(dir: &std::path::Path, s3: &S3, extra: &[(&str, &str)], args: &[&str]) -> Node {
-    let mut env = s3.env();
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Node::spawn(dir, &env, args)
+    spawn_with(dir, &s3.env(), extra, args)
 }
 
 async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,14 +21,6 @@ struct Clamd {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Clamd {
@@ -130,10 +122,7 @@ fn scan_env(clamd: &str) -> Vec<(String, String)> {
 }
 
 fn start(dir: &Path, env: &[(String, String)], extra: &[(&str, &str)], args: &[&str]) -> Node {
-    let mut env = env.to_vec();
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Node::spawn(dir, &env, args)
+    spawn_with(dir, env, extra, args)
 }
 
 async fn file(node: &Node, t: &str, id: &str) -> Value {
@@ -340,7 +329,6 @@ async fn a_lease_held_by_a_killed_node_is_taken_over_after_it_expires() {
     }
 
     // A dies holding the lease; the real clamd comes back; B or C takes over once it expires.
-    let _a_dir: PathBuf = dir.path().join("a");
     let _dead = a.kill9();
     clamd.signal("-CONT");
     let f = wait_scan(&c, &t, &id, "clean", 40).await;

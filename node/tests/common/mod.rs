@@ -269,6 +269,27 @@ impl Drop for Node {
     }
 }
 
+/// A TCP port free on loopback right now (for servers the tests start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `spawn` with owned environment pairs plus borrowed extras.
+pub fn spawn_with(
+    dir: &Path,
+    env: &[(String, String)],
+    extra: &[(&str, &str)],
+    args: &[&str],
+) -> Node {
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    all.extend_from_slice(extra);
+    Node::spawn(dir, &all, args)
+}
+
 /// Runs the `wharf` CLI and returns its stdout; panics with its stderr if it fails.
 pub fn wharf_cli(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
