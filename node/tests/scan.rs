@@ -287,7 +287,7 @@ async fn tarpit() -> u16 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_held_by_a_killed_node_is_taken_over_after_it_expires() {
-    let mut clamd = Clamd::start();
+    let clamd = Clamd::start();
     let pit = tarpit().await;
     let dir = tempfile::tempdir().unwrap();
     let objects = dir.path().join("objects").display().to_string();
