@@ -425,6 +425,15 @@ async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
     }
     let staged = ctx.staged_bytes.load(std::sync::atomic::Ordering::Relaxed);
     if already.is_none() && staged + expected_len > ctx.config.max_staging_bytes {
+        // Read the (bounded) body first: a client still sending would otherwise see a broken
+        // pipe instead of this retryable answer.
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.next().await {
+            seen += frame.len() as u64;
+            if seen > expected_len {
+                break;
+            }
+        }
         return Err(Error::Unavailable(format!(
             "staging is full ({staged} bytes wait for the object store); retry later"
         )));

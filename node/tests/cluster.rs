@@ -154,11 +154,14 @@ async fn create(node: &Node, t: &str, name: &str, data: &[u8]) -> (String, usize
 async fn put_until_ok(node: &Node, t: &str, id: &str, i: usize, data: &[u8]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let st = node.put_chunk(t, id, i, data).await;
-        if st == StatusCode::NO_CONTENT {
+        let st = node.try_put_chunk(t, id, i, data).await;
+        if matches!(st, Ok(StatusCode::NO_CONTENT)) {
             return;
         }
-        assert!(Instant::now() < deadline, "chunk {i} never accepted: {st}");
+        assert!(
+            Instant::now() < deadline,
+            "chunk {i} never accepted: {st:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -183,13 +183,27 @@ impl Node {
         index: usize,
         data: &[u8],
     ) -> StatusCode {
-        self.put(token, &format!("/v1/uploads/{upload}/chunks/{index}"))
+        self.try_put_chunk(token, upload, index, data)
+            .await
+            .unwrap()
+    }
+
+    /// A chunk PUT whose connection may be cut (a node that refuses early closes it while the
+    /// body is still being sent): what a retrying client sees.
+    pub async fn try_put_chunk(
+        &self,
+        token: &str,
+        upload: &str,
+        index: usize,
+        data: &[u8],
+    ) -> Result<StatusCode, reqwest::Error> {
+        Ok(self
+            .put(token, &format!("/v1/uploads/{upload}/chunks/{index}"))
             .header("x-wharf-blake3", blake3::hash(data).to_hex().to_string())
             .body(data.to_vec())
             .send()
-            .await
-            .unwrap()
-            .status()
+            .await?
+            .status())
     }
 
     pub async fn complete(&self, token: &str, upload: &str) -> (StatusCode, Value) {
