@@ -21,11 +21,11 @@ use wharf_raft::Outcome;
 
 use crate::auth::{self, Claims, Keys};
 use crate::error::{Error, Result};
-use crate::hash::parse_hex32;
 use crate::meta::{now_ms, rfc3339, Metadata};
 use crate::objstore::ObjectStore;
 use crate::quota::QuotaHandle;
 use crate::uploads::{ChunkPut, UploadsHandle};
+use wharf_proto::hash::parse_hex32;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -3,9 +3,9 @@
 
 pub mod auth;
 pub mod clamd;
+pub mod client_cli;
 pub mod config;
 pub mod error;
-pub mod hash;
 pub mod http;
 pub mod meta;
 pub mod objstore;

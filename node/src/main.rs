@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wharf_node::auth::Keys;
+use wharf_node::client_cli::{self, ClientArgs};
 use wharf_node::config::Config;
 use wharf_raft::model::Tier;
 
@@ -42,6 +43,49 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Upload files (resumable: run it again after an interruption).
+    Put {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Chunks in flight.
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+        /// Print the whole file record instead of its id.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a file (ranges in parallel, BLAKE3 verified).
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        file_id: String,
+        /// Where to write it (default: the file's name, in this directory).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+    },
+    /// List your files.
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a file.
+    Rm {
+        #[command(flatten)]
+        client: ClientArgs,
+        file_id: String,
+    },
+    /// An upload's state: received and missing chunks.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+        upload_id: String,
     },
 }
 
@@ -303,6 +347,21 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cluster { command } => cluster_command(command),
+        Command::Put {
+            client,
+            files,
+            parallel,
+            json,
+        } => block_on(client_cli::put(&client, &files, parallel, json)),
+        Command::Get {
+            client,
+            file_id,
+            output,
+            parallel,
+        } => block_on(client_cli::get(&client, &file_id, output, parallel)),
+        Command::Ls { client, json } => block_on(client_cli::ls(&client, json)),
+        Command::Rm { client, file_id } => block_on(client_cli::rm(&client, &file_id)),
+        Command::Status { client, upload_id } => block_on(client_cli::status(&client, &upload_id)),
         Command::Admin {
             command: AdminCommand::Rescan { api, all, file },
         } => block_on(async {
@@ -370,10 +429,7 @@ fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f)
+    tokio::runtime::Runtime::new()?.block_on(f)
 }
 
 fn print_status(s: &wharf_cluster::ClusterStatus) {

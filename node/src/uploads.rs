@@ -20,10 +20,10 @@ use wharf_raft::Outcome;
 
 use crate::config::UploadConfig;
 use crate::error::{Error, Result};
-use crate::hash::{self, ChunkHasher};
 use crate::meta::{now_ms, Metadata};
 use crate::objstore::{sync_dir, ByteStream, ObjectStore};
 use crate::quota::QuotaHandle;
+use wharf_proto::hash::{self, ChunkHasher};
 
 const MAILBOX: usize = 256;
 const WRITE_BUF: usize = 1 << 20;

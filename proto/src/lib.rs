@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod hash;
+
 /// Every error answer: `{"error":{"code":"…","message":"…"}}`; `code` is stable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -1,4 +1,5 @@
-//! Whole-file BLAKE3 from per-chunk subtree hashes, so completion never re-reads the file.
+//! Whole-file BLAKE3 from per-chunk subtree hashes: the node completes an upload, and a client
+//! checks it, without reading the file again.
 //!
 //! Chunk sizes are powers of two of at least 1 KiB (BLAKE3's chunk), so every full chunk is a
 //! complete subtree of the file's BLAKE3 tree and the left subtree of any node holds the largest

@@ -1,0 +1,475 @@
+//! wharf-client: the Rust SDK.
+//!
+//! [`Client::upload`] sends a file's chunks, N at a time, spread over the given nodes, with
+//! retries (exponential backoff with jitter) and failover to the next node; given the id of an
+//! upload begun before, it asks which chunks are missing and sends only those. It reads the file
+//! chunk by chunk (memory is about N chunks, whatever the file's size) and hashes as it reads:
+//! every chunk carries its BLAKE3, and the file's BLAKE3, combined from the chunks' subtree
+//! hashes, must equal what the node reports. [`Client::download`] fetches ranges in parallel and
+//! verifies the whole file's BLAKE3 before the file takes its name.
+//!
+//! Transport: HTTP today; QUIC joins it behind the same calls.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use rand::Rng;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use wharf_proto::hash::ChunkHasher;
+use wharf_proto::{CreateUpload, ErrorBody, FileList, FileRecord, UploadCreated, UploadStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The node refused the request; `code` is wharf's stable error code.
+    #[error("{status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("no node answered: {0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("BLAKE3 mismatch: expected {expected}, got {actual}")]
+    Checksum { expected: String, actual: String },
+    #[error("bad node address {0:?} (want http://host:port)")]
+    BadNode(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Worth another try (elsewhere): transport failures, 5xx, and a chunk in progress.
+    fn retryable(&self) -> bool {
+        match self {
+            Error::Unreachable(_) => true,
+            Error::Api { status, code, .. } => {
+                *status >= 500 || code == "chunk_in_progress" || code == "upload_completing"
+            }
+            _ => false,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Reports progress: bytes done so far (of the bytes this call moves).
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Client {
+    nodes: Vec<String>,
+    token: String,
+    http: reqwest::Client,
+    /// Chunks (or ranges) in flight.
+    pub parallel: usize,
+    /// Attempts per request before giving up.
+    pub attempts: u32,
+}
+
+/// What [`Client::upload`] did.
+#[derive(Clone, Debug)]
+pub struct Uploaded {
+    pub file: FileRecord,
+    pub upload_id: String,
+    /// Chunks this call sent (a resumed upload sends only the missing ones).
+    pub chunks_sent: u32,
+    pub chunks_total: u32,
+}
+
+const DOWNLOAD_PIECE: u64 = 8 << 20;
+
+impl Client {
+    /// `nodes` are HTTP base URLs (`http://host:port`); requests spread over them and fail over.
+    pub fn new(nodes: Vec<String>, token: String) -> Result<Self> {
+        if nodes.is_empty() {
+            return Err(Error::BadNode(String::new()));
+        }
+        for n in &nodes {
+            if !(n.starts_with("http://") || n.starts_with("https://")) {
+                return Err(Error::BadNode(n.clone()));
+            }
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        Ok(Self {
+            nodes: nodes
+                .into_iter()
+                .map(|n| n.trim_end_matches('/').to_string())
+                .collect(),
+            token,
+            http,
+            parallel: 8,
+            attempts: 8,
+        })
+    }
+
+    fn request(&self, node: usize, method: Method, path: &str) -> RequestBuilder {
+        let base = &self.nodes[node % self.nodes.len()];
+        self.http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&self.token)
+    }
+
+    /// Runs `attempt(node)` until it succeeds, a non-retryable error comes, or attempts run out;
+    /// each retry goes to the next node after an exponential backoff with jitter.
+    async fn retry<T, F, Fut>(&self, first_node: usize, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut n = 0u32;
+        loop {
+            match attempt(first_node + n as usize).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.retryable() && n + 1 < self.attempts => {
+                    let base = 100u64 << n.min(7);
+                    let jitter = rand::thread_rng().gen_range(0..=base);
+                    tokio::time::sleep(Duration::from_millis(base / 2 + jitter)).await;
+                    n += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T> {
+        let resp = send(req).await?;
+        resp.json()
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))
+    }
+
+    pub async fn create(&self, req: &CreateUpload) -> Result<UploadCreated> {
+        self.retry(0, |n| {
+            self.call(self.request(n, Method::POST, "/v1/uploads").json(req))
+        })
+        .await
+    }
+
+    pub async fn status(&self, upload_id: &str) -> Result<UploadStatus> {
+        let path = format!("/v1/uploads/{upload_id}");
+        self.retry(0, |n| self.call(self.request(n, Method::GET, &path)))
+            .await
+    }
+
+    pub async fn file(&self, file_id: &str) -> Result<FileRecord> {
+        let path = format!("/v1/files/{file_id}");
+        self.retry(0, |n| self.call(self.request(n, Method::GET, &path)))
+            .await
+    }
+
+    /// Every file of the caller, page by page.
+    pub async fn list(&self) -> Result<Vec<FileRecord>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/files?limit=1000&cursor={c}"),
+                None => "/v1/files?limit=1000".to_string(),
+            };
+            let page: FileList = self
+                .retry(0, |n| self.call(self.request(n, Method::GET, &path)))
+                .await?;
+            out.extend(page.files);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    pub async fn delete(&self, file_id: &str) -> Result<()> {
+        let path = format!("/v1/files/{file_id}");
+        self.retry(0, |n| {
+            let req = self.request(n, Method::DELETE, &path);
+            async move { send(req).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    pub async fn abort(&self, upload_id: &str) -> Result<()> {
+        let path = format!("/v1/uploads/{upload_id}");
+        self.retry(0, |n| {
+            let req = self.request(n, Method::DELETE, &path);
+            async move { send(req).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// Uploads the file at `path`. With `resume`, continues that upload if it is still going
+    /// (sending only the chunks the cluster lacks); `on_created` learns a new upload's id
+    /// before any chunk moves, so that an interrupted upload can be resumed.
+    pub async fn upload(
+        &self,
+        path: &Path,
+        resume: Option<&str>,
+        on_created: impl FnOnce(&str),
+        progress: Option<Progress>,
+    ) -> Result<Uploaded> {
+        let size = tokio::fs::metadata(path).await?.len();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        let resumed = match resume {
+            Some(id) => match self.status(id).await {
+                Ok(s) if s.state == "uploading" && s.size == size => Some(s),
+                Ok(_) | Err(Error::Api { status: 404, .. }) => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        let (upload_id, chunk_size, count, missing) = match resumed {
+            Some(s) => (s.upload_id, s.chunk_size, s.chunk_count, s.missing),
+            None => {
+                let created = self
+                    .create(&CreateUpload {
+                        name,
+                        size,
+                        blake3: None,
+                        mime: None,
+                        idempotency_key: None,
+                    })
+                    .await?;
+                on_created(&created.upload_id);
+                let all = (0..created.chunk_count).collect();
+                (
+                    created.upload_id,
+                    created.chunk_size,
+                    created.chunk_count,
+                    all,
+                )
+            }
+        };
+
+        let sent = AtomicU64::new(0);
+        let done_bytes = AtomicU64::new(0);
+        let missing: std::collections::HashSet<u32> = missing.into_iter().collect();
+        // Every chunk is read and hashed once; only the missing ones are sent.
+        let hashes: Vec<(u32, String, String)> = stream::iter(0..count)
+            .map(|index| {
+                let (sent, done_bytes, progress) = (&sent, &done_bytes, progress.clone());
+                let send_it = missing.contains(&index);
+                let upload_id = upload_id.as_str();
+                async move {
+                    let data = read_chunk(path, index, chunk_size, size).await?;
+                    let mut h = ChunkHasher::new(u64::from(index) * chunk_size);
+                    h.update(&data);
+                    let (plain, cv) = h.finish();
+                    if send_it {
+                        self.put_chunk(upload_id, index, &data, &plain).await?;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let d = done_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if let Some(p) = &progress {
+                            p(d + data.len() as u64);
+                        }
+                    }
+                    Ok::<_, Error>((index, plain, cv))
+                }
+            })
+            .buffered(self.parallel.max(1))
+            .try_collect()
+            .await?;
+
+        // A chunk acknowledged by a node that then stayed away past the cluster's grace time
+        // is missing again: send it again (to another node) and complete once more.
+        let mut rounds = 0;
+        let file = loop {
+            match self.complete(&upload_id).await {
+                Ok(f) => break f,
+                Err(e) if e.code() == Some("missing_chunks") && rounds < 5 => {
+                    rounds += 1;
+                    let again = self.status(&upload_id).await?.missing;
+                    for index in again {
+                        let data = read_chunk(path, index, chunk_size, size).await?;
+                        let plain = &hashes[index as usize].1;
+                        self.put_chunk(&upload_id, index, &data, plain).await?;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let refs: Vec<(&str, &str)> = hashes
+            .iter()
+            .map(|(_, a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let mine = wharf_proto::hash::whole_file(&refs).map_err(|e| Error::Checksum {
+            expected: file.blake3.clone(),
+            actual: e,
+        })?;
+        if mine != file.blake3 {
+            return Err(Error::Checksum {
+                expected: mine,
+                actual: file.blake3,
+            });
+        }
+        Ok(Uploaded {
+            file,
+            upload_id,
+            chunks_sent: sent.load(Ordering::Relaxed) as u32,
+            chunks_total: count,
+        })
+    }
+
+    async fn put_chunk(
+        &self,
+        upload_id: &str,
+        index: u32,
+        data: &[u8],
+        blake3: &str,
+    ) -> Result<()> {
+        let path = format!("/v1/uploads/{upload_id}/chunks/{index}");
+        // Chunks spread over the nodes; a retry moves to the next one.
+        self.retry(index as usize, |n| {
+            let req = self
+                .request(n, Method::PUT, &path)
+                .header("x-wharf-blake3", blake3)
+                .body(data.to_vec());
+            async move { send(req).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    async fn complete(&self, upload_id: &str) -> Result<FileRecord> {
+        let path = format!("/v1/uploads/{upload_id}/complete");
+        self.retry(0, |n| self.call(self.request(n, Method::POST, &path)))
+            .await
+    }
+
+    /// Downloads a file to `dest`: ranges in parallel into `dest.part`, the whole file's BLAKE3
+    /// checked, then renamed into place.
+    pub async fn download(
+        &self,
+        file_id: &str,
+        dest: &Path,
+        progress: Option<Progress>,
+    ) -> Result<FileRecord> {
+        let file = self.file(file_id).await?;
+        let part = part_path(dest);
+        let out = tokio::fs::File::create(&part).await?;
+        out.set_len(file.size).await?;
+        drop(out);
+        let pieces = file.size.div_ceil(DOWNLOAD_PIECE);
+        let done = AtomicU64::new(0);
+        stream::iter(0..pieces)
+            .map(|i| {
+                let (part, done, progress) = (&part, &done, progress.clone());
+                async move {
+                    let start = i * DOWNLOAD_PIECE;
+                    let end = (start + DOWNLOAD_PIECE).min(file.size) - 1;
+                    let bytes = self.range(file_id, start, end, i as usize).await?;
+                    let mut f = tokio::fs::OpenOptions::new().write(true).open(part).await?;
+                    f.seek(std::io::SeekFrom::Start(start)).await?;
+                    f.write_all(&bytes).await?;
+                    let d = done.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    if let Some(p) = &progress {
+                        p(d + bytes.len() as u64);
+                    }
+                    Ok::<_, Error>(())
+                }
+            })
+            .buffer_unordered(self.parallel.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        let part2 = part.clone();
+        let actual = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            let mut h = blake3::Hasher::new();
+            h.update_reader(std::fs::File::open(part2)?)?;
+            Ok(h.finalize().to_hex().to_string())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        if actual != file.blake3 {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(Error::Checksum {
+                expected: file.blake3,
+                actual,
+            });
+        }
+        tokio::fs::File::open(&part).await?.sync_all().await?;
+        tokio::fs::rename(&part, dest).await?;
+        Ok(file)
+    }
+
+    async fn range(&self, file_id: &str, start: u64, end: u64, node: usize) -> Result<Vec<u8>> {
+        let path = format!("/v1/files/{file_id}/content");
+        self.retry(node, |n| {
+            let req = self
+                .request(n, Method::GET, &path)
+                .header("Range", format!("bytes={start}-{end}"));
+            async move {
+                let resp = send(req).await?;
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::Unreachable(e.to_string()))?;
+                if bytes.len() as u64 != end - start + 1 {
+                    return Err(Error::Unreachable("short range read".into()));
+                }
+                Ok(bytes.to_vec())
+            }
+        })
+        .await
+    }
+}
+
+fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+async fn read_chunk(path: &Path, index: u32, chunk_size: u64, size: u64) -> Result<Vec<u8>> {
+    let start = u64::from(index) * chunk_size;
+    let len = size.saturating_sub(start).min(chunk_size) as usize;
+    let mut f = tokio::fs::File::open(path).await?;
+    f.seek(std::io::SeekFrom::Start(start)).await?;
+    let mut data = vec![0u8; len];
+    f.read_exact(&mut data).await?;
+    Ok(data)
+}
+
+/// Sends a request; a non-2xx answer becomes [`Error::Api`] with wharf's error code.
+async fn send(req: RequestBuilder) -> Result<reqwest::Response> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Error::Unreachable(e.to_string()))?;
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    Err(match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => Error::Api {
+            status: status.as_u16(),
+            code: b.error.code,
+            message: b.error.message,
+        },
+        Err(_) => Error::Api {
+            status: status.as_u16(),
+            code: if status == StatusCode::NOT_FOUND {
+                "not_found".into()
+            } else {
+                "http_error".into()
+            },
+            message: text,
+        },
+    })
+}

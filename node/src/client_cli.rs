@@ -1,0 +1,257 @@
+//! The client commands of `wharf`: put, get, ls, rm, status. Built on wharf-client.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+use wharf_client::{Client, Progress};
+
+/// Where the commands send requests, and as whom.
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// A node's address (`http://host:port`); repeat it to spread chunks over several nodes.
+    /// Default: WHARF_ADDR (comma-separated), then the client config file, then
+    /// http://127.0.0.1:7070.
+    #[arg(long = "node", value_name = "URL")]
+    pub nodes: Vec<String>,
+    /// Bearer token; default: WHARF_TOKEN, then the client config file.
+    #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `~/.config/wharf/client.toml` (or `WHARF_CLIENT_CONFIG`): `nodes = [...]`, `token = "..."`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    nodes: Vec<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+fn file_config() -> anyhow::Result<FileConfig> {
+    let path = match std::env::var_os("WHARF_CLIENT_CONFIG") {
+        Some(p) => PathBuf::from(p),
+        None => match std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| home().map(|h| h.join(".config")))
+        {
+            Some(d) => d.join("wharf/client.toml"),
+            None => return Ok(FileConfig::default()),
+        },
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("parsing {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+impl ClientArgs {
+    pub fn client(&self, parallel: usize) -> anyhow::Result<Client> {
+        let file = file_config()?;
+        let mut nodes = self.nodes.clone();
+        if nodes.is_empty() {
+            if let Ok(v) = std::env::var("WHARF_ADDR") {
+                nodes = v
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+            }
+        }
+        if nodes.is_empty() {
+            nodes = file.nodes;
+        }
+        if nodes.is_empty() {
+            nodes = vec!["http://127.0.0.1:7070".into()];
+        }
+        if let Some(q) = nodes.iter().find(|n| n.starts_with("quic://")) {
+            bail!("{q}: the QUIC transport is not available yet; use an http:// node");
+        }
+        let token = self.token.clone().or(file.token).context(
+            "no token: pass --token, set WHARF_TOKEN, or put token in the client config",
+        )?;
+        let mut c = Client::new(nodes, token)?;
+        c.parallel = parallel.max(1);
+        Ok(c)
+    }
+}
+
+/// Resume state: which upload a file (by path, size and mtime) belongs to.
+struct ResumeState {
+    path: PathBuf,
+    map: BTreeMap<String, String>,
+}
+
+impl ResumeState {
+    fn load() -> Self {
+        let dir = std::env::var_os("WHARF_STATE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("wharf")))
+            .or_else(|| home().map(|h| h.join(".local/state/wharf")))
+            .unwrap_or_else(|| PathBuf::from(".wharf-state"));
+        let path = dir.join("uploads.json");
+        let map = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self { path, map }
+    }
+
+    fn key(file: &Path) -> anyhow::Result<String> {
+        let meta =
+            std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let canon = std::fs::canonicalize(file)?;
+        Ok(format!("{}|{}|{}", canon.display(), meta.len(), mtime))
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        if let Some(d) = self.path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.map)?)?;
+        std::fs::rename(&tmp, &self.path)?;
+        Ok(())
+    }
+}
+
+fn bar(total: u64, label: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:20!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(label.to_string());
+    pb
+}
+
+fn progress(pb: &ProgressBar) -> Progress {
+    let pb = pb.clone();
+    Arc::new(move |done| pb.set_position(done))
+}
+
+pub async fn put(
+    args: &ClientArgs,
+    files: &[PathBuf],
+    parallel: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = args.client(parallel)?;
+    let mut state = ResumeState::load();
+    for file in files {
+        let key = ResumeState::key(file)?;
+        let resume = state.map.get(&key).cloned();
+        let size = std::fs::metadata(file)?.len();
+        let pb = bar(size, &file.display().to_string());
+        // The upload's id is kept before any chunk moves, so that a killed run resumes it.
+        let remember = |id: &str| {
+            state.map.insert(key.clone(), id.to_string());
+            if let Err(e) = state.save() {
+                eprintln!("warning: cannot keep resume state: {e}");
+            }
+        };
+        let upload = client.upload(file, resume.as_deref(), remember, Some(progress(&pb)));
+        // Ctrl-C pauses: what the cluster acknowledged stays, and the next run resumes it.
+        let outcome = tokio::select! {
+            r = upload => r,
+            _ = tokio::signal::ctrl_c() => {
+                pb.abandon();
+                eprintln!("paused; run the same command again to resume");
+                std::process::exit(130);
+            }
+        };
+        let done = outcome.with_context(|| format!("uploading {}", file.display()))?;
+        pb.finish_and_clear();
+        state.map.remove(&key);
+        state.save()?;
+        eprintln!(
+            "{}: {} bytes, sent {} of {} chunks",
+            file.display(),
+            done.file.size,
+            done.chunks_sent,
+            done.chunks_total
+        );
+        if json {
+            println!("{}", serde_json::to_string_pretty(&done.file)?);
+        } else {
+            println!("{}", done.file.id);
+        }
+    }
+    Ok(())
+}
+
+pub async fn get(
+    args: &ClientArgs,
+    id: &str,
+    out: Option<PathBuf>,
+    parallel: usize,
+) -> anyhow::Result<()> {
+    let client = args.client(parallel)?;
+    let record = client.file(id).await?;
+    // The stored name is a name, never a path: keep only its last component.
+    let dest = match out {
+        Some(p) => p,
+        None => PathBuf::from(
+            Path::new(&record.name)
+                .file_name()
+                .context("the file has no usable name; pass -o")?,
+        ),
+    };
+    let pb = bar(record.size, &record.name);
+    client.download(id, &dest, Some(progress(&pb))).await?;
+    pb.finish_and_clear();
+    eprintln!(
+        "{} ({} bytes, BLAKE3 verified)",
+        dest.display(),
+        record.size
+    );
+    Ok(())
+}
+
+pub async fn ls(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
+    let files = args.client(1)?.list().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&files)?);
+        return Ok(());
+    }
+    println!("{:<36}  {:>12}  {:<9}  NAME", "ID", "SIZE", "SCAN");
+    for f in files {
+        println!("{:<36}  {:>12}  {:<9}  {}", f.id, f.size, f.scan, f.name);
+    }
+    Ok(())
+}
+
+pub async fn rm(args: &ClientArgs, id: &str) -> anyhow::Result<()> {
+    args.client(1)?.delete(id).await?;
+    eprintln!("deleted {id}");
+    Ok(())
+}
+
+pub async fn status(args: &ClientArgs, id: &str) -> anyhow::Result<()> {
+    let s = args.client(1)?.status(id).await?;
+    println!("{}", serde_json::to_string_pretty(&s)?);
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The client commands (`wharf put/get/ls/rm/status`) and the SDK behind them, against real
+//! nodes: resume after a killed client, failover when a node dies.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use wharf_raft::model::Tier;
+
+fn wharf(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "wharf failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn put_get_ls_rm_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("node"));
+    let token = node.token("pia", Tier::Basic);
+    let state = dir.path().join("state").display().to_string();
+    let env = [
+        ("WHARF_TOKEN", token.as_str()),
+        ("WHARF_ADDR", node.base.as_str()),
+        ("WHARF_STATE_DIR", state.as_str()),
+    ];
+    let src = dir.path().join("photo.raw");
+    let data = random_bytes(17 * MIB + 3, 8);
+    std::fs::write(&src, &data).unwrap();
+
+    let out = ok(&wharf(&["put", src.to_str().unwrap()], &env));
+    let id = out.lines().last().unwrap().trim().to_string();
+    let json_out = ok(&wharf(&["put", "--json", src.to_str().unwrap()], &env));
+    let record: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(record["size"], data.len() as u64);
+    assert_eq!(record["blake3"], blake3::hash(&data).to_hex().to_string());
+
+    let listing = ok(&wharf(&["ls"], &env));
+    assert!(
+        listing.contains(&id) && listing.contains("photo.raw"),
+        "{listing}"
+    );
+    let copy = dir.path().join("copy.raw");
+    ok(&wharf(&["get", &id, "-o", copy.to_str().unwrap()], &env));
+    assert!(std::fs::read(&copy).unwrap() == data);
+    ok(&wharf(&["rm", &id], &env));
+    assert!(!ok(&wharf(&["ls"], &env)).contains(&id));
+
+    // Errors are clear and exit non-zero.
+    let missing = wharf(&["get", &id, "-o", "x"], &env);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404 not_found"));
+    let no_token = wharf(
+        &["ls"],
+        &[("WHARF_ADDR", node.base.as_str()), ("WHARF_TOKEN", "")],
+    );
+    assert!(!no_token.status.success());
+}
+
+/// Waits until the upload recorded in the resume state has at least `n` chunks received.
+async fn wait_received(node: &Node, token: &str, state: &Path, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(bytes) = std::fs::read(state.join("uploads.json")) {
+            let map: std::collections::BTreeMap<String, String> =
+                serde_json::from_slice(&bytes).unwrap_or_default();
+            if let Some(id) = map.values().next() {
+                let (_, s) = node.status(token, id).await;
+                if s["received"].as_array().map(|a| a.len()).unwrap_or(0) >= n {
+                    return id.clone();
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client never got {n} chunks in"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sent_chunks(stderr: &[u8]) -> (u32, u32) {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .find(|l| l.contains("sent "))
+        .unwrap_or_else(|| panic!("no summary in {text}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "sent").unwrap();
+    (
+        words[at + 1].parse().unwrap(),
+        words[at + 3].parse().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_client_resumes_without_resending_acknowledged_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("node"));
+    let token = node.token("quin", Tier::Basic);
+    let state = dir.path().join("state");
+    let state_s = state.display().to_string();
+    let env = [
+        ("WHARF_TOKEN", token.as_str()),
+        ("WHARF_ADDR", node.base.as_str()),
+        ("WHARF_STATE_DIR", state_s.as_str()),
+    ];
+    let src = dir.path().join("big.bin");
+    let data = random_bytes(12 * 8 * MIB, 9);
+    std::fs::write(&src, &data).unwrap();
+
+    let mut first = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    first.args(["put", "--parallel", "1", src.to_str().unwrap()]);
+    for (k, v) in env {
+        first.env(k, v);
+    }
+    let mut child = first
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = wait_received(&node, &token, &state, 3).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (_, s) = node.status(&token, &id).await;
+    let received = s["received"].as_array().unwrap().len() as u32;
+    assert!(received < 12, "the client finished before it was killed");
+
+    let out = wharf(&["put", "--parallel", "4", src.to_str().unwrap()], &env);
+    ok(&out);
+    let (sent, total) = sent_chunks(&out.stderr);
+    assert_eq!(total, 12);
+    assert_eq!(
+        sent,
+        total - received,
+        "acknowledged chunks were sent again"
+    );
+    let (_, s) = node.status(&token, &id).await;
+    assert_eq!(s["state"], "stored");
+    let fid = s["file_id"].as_str().unwrap();
+    assert!(node.download(&token, fid).await == data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_fails_over_when_a_node_dies_mid_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects").display().to_string();
+    // Short grace and completion waits, so that chunks left on the dead node count as missing
+    // soon and the client sends them again.
+    let env = [
+        ("WHARF_STORE_PATH", objects.as_str()),
+        ("WHARF_CLUSTER_STAGING_GRACE_SECS", "2"),
+        ("WHARF_UPLOAD_COMPLETE_WAIT_SECS", "3"),
+        ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
+    ];
+    let a = Node::start_with(&dir.path().join("a"), &env);
+    let token = wharf_cli(&[
+        "cluster",
+        "token",
+        "--data-dir",
+        &dir.path().join("a").display().to_string(),
+    ]);
+    let join = ["--join", a.peer_addr.as_str(), "--token", token.trim()];
+    let b = Node::spawn(&dir.path().join("b"), &env, &join);
+    let c = Node::spawn(&dir.path().join("c"), &env, &join);
+
+    let t = a.token("ray", Tier::Basic);
+    let state = dir.path().join("state");
+    let state_s = state.display().to_string();
+    let src = dir.path().join("f.bin");
+    let data = random_bytes(10 * 8 * MIB, 10);
+    std::fs::write(&src, &data).unwrap();
+    let mut put = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    put.args([
+        "put",
+        "--parallel",
+        "2",
+        "--node",
+        &b.base,
+        "--node",
+        &c.base,
+        "--node",
+        &a.base,
+    ])
+    .arg(&src)
+    .env("WHARF_TOKEN", &t)
+    .env("WHARF_STATE_DIR", &state_s)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let child = put.spawn().unwrap();
+    wait_received(&a, &t, &state, 2).await;
+    // Node b dies with the client's chunks in flight; the rest go to c and a.
+    let _dead = b.kill9();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = ok(&out);
+    let fid = stdout.lines().last().unwrap().trim();
+    assert!(c.download(&t, fid).await == data);
+}
