@@ -1,6 +1,7 @@
 //! wharf-node: the `wharf` binary's library. Config, actors, the HTTP front end, the object
 //! store and auth; see docs/ARCHITECTURE.md for the map.
 
+pub mod actor;
 pub mod auth;
 pub mod clamd;
 pub mod client_cli;

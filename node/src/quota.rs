@@ -53,13 +53,7 @@ impl QuotaHandle {
     }
 
     async fn call<T>(&self, msg: impl FnOnce(oneshot::Sender<Result<T>>) -> Msg) -> Result<T> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(msg(reply))
-            .await
-            .map_err(|_| Error::Unavailable("node is shutting down".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("node is shutting down".into()))?
+        crate::actor::call(&self.tx, msg).await
     }
 
     pub async fn create(&self, user: String, tier: Tier, req: CreateUpload) -> Result<Upload> {

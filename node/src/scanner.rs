@@ -79,7 +79,7 @@ async fn run(ctx: Arc<ScanCtx>, mut rx: mpsc::Receiver<()>, stop: CancellationTo
             quarantine(&ctx).await;
         }
         let free = ctx.config.concurrency.saturating_sub(in_flight.len());
-        if free == 0 || !waiting(&ctx, &in_flight) {
+        if free == 0 || candidates(&ctx, &in_flight, 1).is_empty() {
             continue;
         }
         // Lease nothing while clamd is away: blobs stay pending, nothing is marked clean.
@@ -117,16 +117,6 @@ async fn run(ctx: Arc<ScanCtx>, mut rx: mpsc::Receiver<()>, stop: CancellationTo
         }
     }
     running.shutdown().await;
-}
-
-fn waiting(ctx: &ScanCtx, in_flight: &HashSet<String>) -> bool {
-    let now = now_ms();
-    ctx.meta
-        .local()
-        .state
-        .blobs
-        .iter()
-        .any(|(k, b)| b.scan.leasable(now) && !in_flight.contains(k))
 }
 
 fn candidates(ctx: &ScanCtx, in_flight: &HashSet<String>, n: usize) -> Vec<Candidate> {

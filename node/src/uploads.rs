@@ -157,13 +157,7 @@ impl UploadsHandle {
     }
 
     async fn call<T>(&self, msg: impl FnOnce(oneshot::Sender<Result<T>>) -> Msg) -> Result<T> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(msg(reply))
-            .await
-            .map_err(|_| Error::Unavailable("node is shutting down".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("node is shutting down".into()))?
+        crate::actor::call(&self.tx, msg).await
     }
 
     /// Resolves once the chunk is fsynced in staging and `ChunkStaged` is committed.
