@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // tonic-prost-build runs the protoc that PROTOC names.
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto/cluster.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/cluster.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto/quic.proto");
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/cluster.proto", "proto/quic.proto"], &["proto"])?;
     Ok(())
 }

@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub id: u64,
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
+    /// The client QUIC endpoint (UDP).
+    pub quic_addr: SocketAddr,
 }
 
 impl Default for NodeConfig {
@@ -39,6 +41,7 @@ impl Default for NodeConfig {
             id: 1,
             data_dir: PathBuf::from("./wharf-data"),
             http_addr: "127.0.0.1:7070".parse().expect("valid address"),
+            quic_addr: "127.0.0.1:7071".parse().expect("valid address"),
         }
     }
 }

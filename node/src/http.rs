@@ -143,27 +143,13 @@ async fn create_upload(
     headers: HeaderMap,
     ApiJson(mut req): ApiJson<CreateUpload>,
 ) -> Result<impl IntoResponse> {
-    validate_name(&req.name)?;
-    if let Some(h) = &req.blake3 {
-        if parse_hex32(h).is_none() {
-            return Err(Error::bad_request(
-                "invalid_checksum",
-                "blake3 must be 64 hexadecimal characters",
-            ));
-        }
-    }
     if req.idempotency_key.is_none() {
         req.idempotency_key = headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
     }
-    if let Some(k) = &req.idempotency_key {
-        validate_token_field("idempotency_key", k, 255)?;
-    }
-    if let Some(m) = &req.mime {
-        validate_token_field("mime", m, 255)?;
-    }
+    validate_create(&req)?;
     let up = s.quota.create(c.sub, c.tier, req).await?;
     let body = UploadCreated {
         upload_id: up.id.clone(),
@@ -178,15 +164,35 @@ async fn create_upload(
     ))
 }
 
+/// Checks a create request's fields (whatever transport brought it).
+pub(crate) fn validate_create(req: &CreateUpload) -> Result<()> {
+    validate_name(&req.name)?;
+    if let Some(h) = &req.blake3 {
+        if parse_hex32(h).is_none() {
+            return Err(Error::bad_request(
+                "invalid_checksum",
+                "blake3 must be 64 hexadecimal characters",
+            ));
+        }
+    }
+    if let Some(k) = &req.idempotency_key {
+        validate_token_field("idempotency_key", k, 255)?;
+    }
+    if let Some(m) = &req.mime {
+        validate_token_field("mime", m, 255)?;
+    }
+    Ok(())
+}
+
 /// Ids in paths are server-made UUIDs; anything else cannot name a record (and never reaches a
 /// file system path).
-fn parse_id(id: &str) -> Result<String> {
+pub(crate) fn parse_id(id: &str) -> Result<String> {
     uuid::Uuid::parse_str(id)
         .map(|u| u.to_string())
         .map_err(|_| Error::NotFound)
 }
 
-fn upload_status_body(up: &Upload) -> UploadStatus {
+pub(crate) fn upload_status_body(up: &Upload) -> UploadStatus {
     let (received, missing) = match up.state {
         model::UploadState::Uploading => (up.received(), up.missing()),
         _ => (Vec::new(), Vec::new()),
@@ -336,7 +342,7 @@ fn blob_scan(state: &model::State, f: &File) -> model::ScanState {
         .unwrap_or(model::ScanState::Unscanned)
 }
 
-fn file_record(state: &model::State, f: &File) -> FileRecord {
+pub(crate) fn file_record(state: &model::State, f: &File) -> FileRecord {
     let scan = blob_scan(state, f);
     FileRecord {
         id: f.id.clone(),

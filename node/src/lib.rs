@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod meta;
 pub mod objstore;
+pub mod quic;
 pub mod quota;
 pub mod s3;
 pub mod scanner;
@@ -254,7 +255,7 @@ pub async fn run(
         scanner,
     });
     let uploads = uploads::UploadsHandle::spawn(ctx, stop.clone());
-    let app = http::router(http::AppState {
+    let app_state = http::AppState {
         keys,
         meta: meta.clone(),
         quota,
@@ -262,12 +263,16 @@ pub async fn run(
         store,
         presign_ttl_secs: config.store.presign_ttl_secs,
         scan_policy: policy,
-    });
+    };
+    let quic = quic::bind(config.node.quic_addr, &identity)?;
+    let quic_addr = quic.local_addr()?;
+    tokio::spawn(quic::serve(quic.clone(), app_state.clone()));
+    let app = http::router(app_state);
 
     tracing::info!(node_id, %http_addr, peer = %me.peer_addr, data_dir = %data_dir.display(), "wharf node listening");
     // Tests and scripts read this line to learn the bound addresses.
     println!(
-        "wharf node {node_id} listening on http://{http_addr} (peer {})",
+        "wharf node {node_id} listening on http://{http_addr} quic://{quic_addr} (peer {})",
         me.peer_addr
     );
 
@@ -287,6 +292,7 @@ pub async fn run(
         .context("HTTP server")?;
     tracing::info!("shutting down");
     stop.cancel();
+    quic.close(0u32.into(), b"shutting down");
     let _ = grpc.await;
     meta.raft.shutdown().await.ok();
     Ok(())

@@ -195,6 +195,9 @@ enum NodeCommand {
         /// Address of the HTTP API.
         #[arg(long, env = "WHARF_NODE_HTTP_ADDR")]
         http_addr: Option<SocketAddr>,
+        /// Address (UDP) of the client QUIC endpoint.
+        #[arg(long, env = "WHARF_NODE_QUIC_ADDR")]
+        quic_addr: Option<SocketAddr>,
         /// Address of the gRPC endpoint for peers.
         #[arg(long, env = "WHARF_CLUSTER_PEER_ADDR")]
         peer_addr: Option<SocketAddr>,
@@ -278,6 +281,7 @@ fn main() -> anyhow::Result<()> {
                 NodeCommand::Start {
                     common,
                     http_addr,
+                    quic_addr,
                     peer_addr,
                     advertise_addr,
                     join,
@@ -296,6 +300,9 @@ fn main() -> anyhow::Result<()> {
             let mut config = common.load()?;
             if let Some(a) = http_addr {
                 config.node.http_addr = a;
+            }
+            if let Some(a) = quic_addr {
+                config.node.quic_addr = a;
             }
             if let Some(a) = peer_addr {
                 config.cluster.peer_addr = a;

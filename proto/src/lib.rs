@@ -111,3 +111,13 @@ pub struct SetQuota {
 pub mod cluster {
     tonic::include_proto!("wharf.cluster.v1");
 }
+
+/// The client QUIC protocol (`proto/quic.proto`).
+pub mod quic {
+    tonic::include_proto!("wharf.quic.v1");
+
+    /// The ALPN protocol id of wharf's QUIC endpoint.
+    pub const ALPN: &[u8] = b"wharf/1";
+    /// Control frames are small; a larger length prefix is a malformed frame.
+    pub const MAX_FRAME: usize = 64 * 1024;
+}

@@ -19,6 +19,8 @@ pub struct Node {
     child: Child,
     pub base: String,
     pub peer_addr: String,
+    /// The client QUIC endpoint, `host:port`.
+    pub quic_addr: String,
     pub node_id: u64,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
@@ -59,6 +61,8 @@ impl Node {
             http_addr,
             "--peer-addr",
             peer_addr,
+            "--quic-addr",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(data_dir)
@@ -103,15 +107,26 @@ impl Node {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("node did not start: {line:?}"))
             .to_string();
-        let peer_addr = words
-            .last()
-            .map(|w| w.trim_end_matches(')').to_string())
-            .unwrap_or_default();
+        let after = |tag: &str| {
+            words
+                .iter()
+                .position(|w| *w == tag)
+                .and_then(|i| words.get(i + 1))
+                .map(|w| w.trim_end_matches(')').to_string())
+                .unwrap_or_default()
+        };
+        let peer_addr = after("(peer");
+        let quic_addr = words
+            .iter()
+            .find_map(|w| w.strip_prefix("quic://"))
+            .unwrap_or_default()
+            .to_string();
         let node_id = words.get(2).and_then(|w| w.parse().ok()).unwrap_or(0);
         Node {
             child,
             base,
             peer_addr,
+            quic_addr,
             node_id,
             data_dir: data_dir.to_path_buf(),
             env,

@@ -1,0 +1,237 @@
+//! The client QUIC endpoint (quinn, ALPN `wharf/1`): the same operations and semantics as the
+//! HTTP API, one bidirectional stream per request and one per chunk. The server certificate is
+//! the node's, from the cluster CA, so clients pin the CA (`tls/ca.pem`).
+//!
+//! A malformed or oversized frame resets that stream with [`MALFORMED`]; the connection and the
+//! node go on serving.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use prost::Message;
+use quinn::{RecvStream, SendStream, VarInt};
+use wharf_cluster::Identity;
+use wharf_proto::quic::{request::Op, Hello, Reply, Request, ALPN, MAX_FRAME};
+use wharf_proto::CreateUpload;
+
+use crate::auth::Claims;
+use crate::error::{Error, Result};
+use crate::http::{file_record, upload_status_body, AppState};
+use crate::meta::rfc3339;
+use crate::uploads::ChunkPut;
+
+/// Stream error code: the frame could not be read or decoded.
+pub const MALFORMED: VarInt = VarInt::from_u32(0x10);
+/// Connection close code: the Hello's token was refused.
+pub const UNAUTHORIZED: VarInt = VarInt::from_u32(0x11);
+
+fn server_config(identity: &Identity) -> anyhow::Result<quinn::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("node certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).context("node key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    // Windows sized for high bandwidth-delay products: a chunk (8 MiB) per stream in flight,
+    // several streams per connection.
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .stream_receive_window(VarInt::from_u32(16 << 20))
+        .receive_window(VarInt::from_u32(128 << 20))
+        .send_window(128 << 20)
+        .max_concurrent_bidi_streams(VarInt::from_u32(64))
+        .keep_alive_interval(Some(Duration::from_secs(10)));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Binds the endpoint; serving starts with [`serve`].
+pub fn bind(addr: SocketAddr, identity: &Identity) -> anyhow::Result<quinn::Endpoint> {
+    quinn::Endpoint::server(server_config(identity)?, addr)
+        .with_context(|| format!("binding QUIC to {addr}"))
+}
+
+pub async fn serve(endpoint: quinn::Endpoint, app: AppState) {
+    while let Some(incoming) = endpoint.accept().await {
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Ok(conn) = incoming.await {
+                connection(conn, app).await;
+            }
+        });
+    }
+}
+
+async fn connection(conn: quinn::Connection, app: AppState) {
+    let Ok((mut send, mut recv)) = conn.accept_bi().await else {
+        return;
+    };
+    let claims = match read_frame::<Hello>(&mut recv).await {
+        Ok(hello) => app
+            .keys
+            .verify_header(Some(&format!("Bearer {}", hello.token))),
+        Err(_) => {
+            let _ = send.reset(MALFORMED);
+            conn.close(MALFORMED, b"malformed hello");
+            return;
+        }
+    };
+    let claims = match claims {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = write_reply(&mut send, Err(e)).await;
+            // Give the reply a moment to leave before the connection goes.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            conn.close(UNAUTHORIZED, b"unauthorized");
+            return;
+        }
+    };
+    let _ = write_reply(&mut send, Ok(serde_json::json!({ "user": claims.sub }))).await;
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let (app, claims) = (app.clone(), claims.clone());
+        tokio::spawn(stream(send, recv, claims, app));
+    }
+}
+
+async fn stream(mut send: SendStream, mut recv: RecvStream, c: Claims, app: AppState) {
+    let req = match read_frame::<Request>(&mut recv).await {
+        Ok(Request { op: Some(op) }) => op,
+        _ => {
+            let _ = send.reset(MALFORMED);
+            let _ = recv.stop(MALFORMED);
+            return;
+        }
+    };
+    let res = handle(req, recv, &c, &app).await;
+    let _ = write_reply(&mut send, res).await;
+}
+
+async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<serde_json::Value> {
+    let json =
+        |v: serde_json::Result<serde_json::Value>| v.map_err(|e| Error::Internal(e.to_string()));
+    match op {
+        Op::Create(cr) => {
+            let opt = |s: String| (!s.is_empty()).then_some(s);
+            let req = CreateUpload {
+                name: cr.name,
+                size: cr.size,
+                blake3: opt(cr.blake3),
+                mime: opt(cr.mime),
+                idempotency_key: opt(cr.idempotency_key),
+            };
+            crate::http::validate_create(&req)?;
+            let up = app.quota.create(c.sub.clone(), c.tier, req).await?;
+            Ok(serde_json::json!({
+                "upload_id": up.id,
+                "chunk_size": up.chunk_size,
+                "chunk_count": up.chunk_count(),
+                "expires_at": rfc3339(up.expires_at),
+            }))
+        }
+        Op::Status(u) => {
+            let id = crate::http::parse_id(&u.upload_id)?;
+            let applied = app.meta.linearizable().await?;
+            let up = applied.state.upload(&c.sub, &id).ok_or(Error::NotFound)?;
+            json(serde_json::to_value(upload_status_body(up)))
+        }
+        Op::Complete(u) => {
+            let id = crate::http::parse_id(&u.upload_id)?;
+            let f = app.uploads.complete(c.sub.clone(), id).await?;
+            json(serde_json::to_value(file_record(
+                &app.meta.local().state,
+                &f,
+            )))
+        }
+        Op::Abort(u) => {
+            let id = crate::http::parse_id(&u.upload_id)?;
+            app.uploads.abort(c.sub.clone(), id).await?;
+            Ok(serde_json::Value::Null)
+        }
+        Op::Chunk(h) => {
+            let id = crate::http::parse_id(&h.upload_id)?;
+            let blake3 = match h.blake3.len() {
+                0 => None,
+                32 => Some(<[u8; 32]>::try_from(h.blake3.as_slice()).expect("32 bytes")),
+                _ => {
+                    return Err(Error::bad_request(
+                        "invalid_checksum",
+                        "blake3 must be 32 bytes",
+                    ))
+                }
+            };
+            let body = futures::stream::unfold(recv, |mut r| async move {
+                match r.read_chunk(256 * 1024, true).await {
+                    Ok(Some(c)) => Some((Ok::<Bytes, io::Error>(c.bytes), r)),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(io::Error::other(e)), r)),
+                }
+            });
+            app.uploads
+                .put_chunk(ChunkPut {
+                    owner: c.sub.clone(),
+                    upload_id: id,
+                    index: h.index,
+                    content_length: Some(h.length),
+                    blake3,
+                    sha256: None,
+                    body: Box::pin(body),
+                })
+                .await?;
+            Ok(serde_json::Value::Null)
+        }
+    }
+}
+
+/// Reads one length-prefixed message.
+pub async fn read_frame<M: Message + Default>(recv: &mut RecvStream) -> io::Result<M> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await.map_err(io::Error::other)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    recv.read_exact(&mut buf).await.map_err(io::Error::other)?;
+    M::decode(buf.as_slice()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Writes one length-prefixed message.
+pub async fn write_frame<M: Message>(send: &mut SendStream, m: &M) -> io::Result<()> {
+    let body = m.encode_to_vec();
+    send.write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .map_err(io::Error::other)?;
+    send.write_all(&body).await.map_err(io::Error::other)
+}
+
+async fn write_reply(send: &mut SendStream, res: Result<serde_json::Value>) -> io::Result<()> {
+    let reply = match res {
+        Ok(v) => Reply {
+            code: String::new(),
+            message: String::new(),
+            json: serde_json::to_vec(&v).unwrap_or_default(),
+        },
+        Err(e) => Reply {
+            code: e.status_and_code().1.to_string(),
+            message: e.to_string(),
+            json: Vec::new(),
+        },
+    };
+    write_frame(send, &reply).await?;
+    send.finish().map_err(io::Error::other)
+}
