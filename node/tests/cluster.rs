@@ -321,22 +321,7 @@ async fn intruders_are_refused_a_bad_join_token_and_a_client_without_certificate
         .to_string();
     for (token, why) in [(&forged, "not valid"), (&foreign, "")] {
         let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args([
-                "node",
-                "start",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--peer-addr",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--join", &seed, "--token", token])
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "joined with a bad token");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = start_must_fail(dir.path(), &[], &["--join", &seed, "--token", token]);
         assert!(err.contains("joining the cluster"), "{err}");
         assert!(err.contains(why), "{err}");
         assert!(
@@ -351,22 +336,8 @@ async fn intruders_are_refused_a_bad_join_token_and_a_client_without_certificate
         .to_string();
     std::thread::sleep(Duration::from_secs(2));
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args([
-            "node",
-            "start",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--peer-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--join", &seed, "--token", &short])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("expired"));
+    let err = start_must_fail(dir.path(), &[], &["--join", &seed, "--token", &short]);
+    assert!(err.contains("expired"), "{err}");
 
     // gRPC without a client certificate: TLS connects (the CA is known) but every call but
     // Join is refused.

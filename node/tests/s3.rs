@@ -363,31 +363,17 @@ async fn an_s3_outage_during_an_upload_is_survived() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_bucket_is_a_clear_error_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args([
-            "node",
-            "start",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--peer-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("WHARF_STORE_KIND", "s3")
-        .env(
-            "WHARF_STORE_ENDPOINT",
-            format!("http://127.0.0.1:{}", free_port()),
-        )
-        .env("WHARF_STORE_BUCKET", "no-such-bucket")
-        .env("WHARF_STORE_FORCE_PATH_STYLE", "true")
-        .env("WHARF_STORE_REQUEST_TIMEOUT_SECS", "2")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let env = [
+        ("WHARF_STORE_KIND", "s3"),
+        ("WHARF_STORE_ENDPOINT", endpoint.as_str()),
+        ("WHARF_STORE_BUCKET", "no-such-bucket"),
+        ("WHARF_STORE_FORCE_PATH_STYLE", "true"),
+        ("WHARF_STORE_REQUEST_TIMEOUT_SECS", "2"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let err = start_must_fail(dir.path(), &env, &[]);
     assert!(
         err.contains("cannot use S3 bucket \"no-such-bucket\""),
         "{err}"

@@ -319,6 +319,23 @@ pub fn spawn_with(
     Node::spawn(dir, &all, args)
 }
 
+/// Runs `wharf node start` (every port 0) to the end and returns its stderr, asserting that it
+/// failed: for starts that must be refused.
+pub fn start_must_fail(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["node", "start", "--http-addr", "127.0.0.1:0"])
+        .args(["--peer-addr", "127.0.0.1:0", "--quic-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run wharf");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the node started: {err}");
+    err
+}
+
 /// Runs the `wharf` CLI and returns its stdout; panics with its stderr if it fails.
 pub fn wharf_cli(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
