@@ -8,7 +8,12 @@
 //! hashes, must equal what the node reports. [`Client::download`] fetches ranges in parallel and
 //! verifies the whole file's BLAKE3 before the file takes its name.
 //!
-//! Transport: HTTP today; QUIC joins it behind the same calls.
+//! Transports: a node is `http://host:port` (the REST API) or `quic://host:port` (wharf's QUIC
+//! protocol, ALPN `wharf/1`); its scheme picks the transport, behind the same calls, and one
+//! client may mix both.
+
+mod quic;
+pub use quic::Trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,8 +43,10 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("BLAKE3 mismatch: expected {expected}, got {actual}")]
     Checksum { expected: String, actual: String },
-    #[error("bad node address {0:?} (want http://host:port)")]
+    #[error("bad node address {0:?} (want http://host:port or quic://host:port)")]
     BadNode(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -67,11 +74,35 @@ impl Error {
 /// Reports progress: bytes done so far (of the bytes this call moves).
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// A node and the transport its scheme picked.
+enum Node {
+    Http(String),
+    Quic(quic::QuicNode),
+}
+
+/// One operation, as either transport spells it.
+enum Call<'a> {
+    Create(&'a CreateUpload),
+    Status(&'a str),
+    Complete(&'a str),
+    Abort(&'a str),
+    Chunk {
+        upload_id: &'a str,
+        index: u32,
+        data: &'a [u8],
+        blake3: &'a str,
+    },
+    File(&'a str),
+    Delete(&'a str),
+    List(Option<&'a str>),
+}
+
 #[derive(Clone)]
 pub struct Client {
-    nodes: Vec<String>,
+    nodes: Arc<Vec<Node>>,
     token: String,
     http: reqwest::Client,
+    quic: Option<Arc<quic::Transport>>,
     /// Chunks (or ranges) in flight.
     pub parallel: usize,
     /// Attempts per request before giving up.
@@ -86,43 +117,179 @@ pub struct Uploaded {
     /// Chunks this call sent (a resumed upload sends only the missing ones).
     pub chunks_sent: u32,
     pub chunks_total: u32,
+    /// How long each chunk this call sent took, from its first byte to its acknowledgement
+    /// (retries included), in the order they were acknowledged.
+    pub chunk_latencies: Vec<Duration>,
 }
 
 const DOWNLOAD_PIECE: u64 = 8 << 20;
 
 impl Client {
-    /// `nodes` are HTTP base URLs (`http://host:port`); requests spread over them and fail over.
+    /// `nodes` are `http://host:port` base URLs; requests spread over them and fail over.
     pub fn new(nodes: Vec<String>, token: String) -> Result<Self> {
+        Self::with_trust(nodes, token, Trust::Unset)
+    }
+
+    /// Like [`Client::new`], and `quic://host:port` nodes too, trusted as `trust` says.
+    pub fn with_trust(nodes: Vec<String>, token: String, trust: Trust) -> Result<Self> {
         if nodes.is_empty() {
             return Err(Error::BadNode(String::new()));
         }
+        let mut parsed = Vec::new();
         for n in &nodes {
-            if !(n.starts_with("http://") || n.starts_with("https://")) {
-                return Err(Error::BadNode(n.clone()));
+            let n = n.trim_end_matches('/');
+            if n.starts_with("http://") || n.starts_with("https://") {
+                parsed.push(Node::Http(n.to_string()));
+            } else if let Some(addr) = n.strip_prefix("quic://") {
+                if addr.is_empty() || addr.contains('/') || !addr.contains(':') {
+                    return Err(Error::BadNode(n.to_string()));
+                }
+                parsed.push(Node::Quic(quic::QuicNode::new(addr)));
+            } else {
+                return Err(Error::BadNode(n.to_string()));
             }
         }
+        let quic = if parsed.iter().any(|n| matches!(n, Node::Quic(_))) {
+            Some(Arc::new(quic::Transport::new(&trust, token.clone())?))
+        } else {
+            None
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|e| Error::Unreachable(e.to_string()))?;
         Ok(Self {
-            nodes: nodes
-                .into_iter()
-                .map(|n| n.trim_end_matches('/').to_string())
-                .collect(),
+            nodes: Arc::new(parsed),
             token,
             http,
+            quic,
             parallel: 8,
             attempts: 8,
         })
     }
 
-    fn request(&self, node: usize, method: Method, path: &str) -> RequestBuilder {
-        let base = &self.nodes[node % self.nodes.len()];
+    fn node(&self, n: usize) -> &Node {
+        &self.nodes[n % self.nodes.len()]
+    }
+
+    fn quic(&self) -> &quic::Transport {
+        self.quic
+            .as_deref()
+            .expect("a QUIC node implies the transport")
+    }
+
+    fn request(&self, base: &str, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{base}{path}"))
             .bearer_auth(&self.token)
+    }
+
+    /// Runs `call` once on node `n`: the answer's JSON body (empty when it has none).
+    async fn exec(&self, n: usize, call: &Call<'_>) -> Result<Vec<u8>> {
+        match self.node(n) {
+            Node::Http(base) => {
+                let req = match *call {
+                    Call::Create(c) => self.request(base, Method::POST, "/v1/uploads").json(c),
+                    Call::Status(id) => {
+                        self.request(base, Method::GET, &format!("/v1/uploads/{id}"))
+                    }
+                    Call::Complete(id) => {
+                        self.request(base, Method::POST, &format!("/v1/uploads/{id}/complete"))
+                    }
+                    Call::Abort(id) => {
+                        self.request(base, Method::DELETE, &format!("/v1/uploads/{id}"))
+                    }
+                    Call::Chunk {
+                        upload_id,
+                        index,
+                        data,
+                        blake3,
+                    } => self
+                        .request(
+                            base,
+                            Method::PUT,
+                            &format!("/v1/uploads/{upload_id}/chunks/{index}"),
+                        )
+                        .header("x-wharf-blake3", blake3)
+                        .body(data.to_vec()),
+                    Call::File(id) => self.request(base, Method::GET, &format!("/v1/files/{id}")),
+                    Call::Delete(id) => {
+                        self.request(base, Method::DELETE, &format!("/v1/files/{id}"))
+                    }
+                    Call::List(cursor) => {
+                        let path = match cursor {
+                            Some(c) => format!("/v1/files?limit=1000&cursor={c}"),
+                            None => "/v1/files?limit=1000".to_string(),
+                        };
+                        self.request(base, Method::GET, &path)
+                    }
+                };
+                let resp = send(req).await?;
+                let body = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::Unreachable(e.to_string()))?;
+                Ok(body.to_vec())
+            }
+            Node::Quic(q) => {
+                use wharf_proto::quic::{request::Op, Create, FileRef, ListFiles, UploadRef};
+                let upload = |id: &str| UploadRef {
+                    upload_id: id.to_string(),
+                };
+                let file = |id: &str| FileRef {
+                    file_id: id.to_string(),
+                };
+                let mut body = None;
+                let op = match *call {
+                    Call::Create(c) => Op::Create(Create {
+                        name: c.name.clone(),
+                        size: c.size,
+                        blake3: c.blake3.clone().unwrap_or_default(),
+                        idempotency_key: c.idempotency_key.clone().unwrap_or_default(),
+                        mime: c.mime.clone().unwrap_or_default(),
+                    }),
+                    Call::Status(id) => Op::Status(upload(id)),
+                    Call::Complete(id) => Op::Complete(upload(id)),
+                    Call::Abort(id) => Op::Abort(upload(id)),
+                    Call::Chunk {
+                        upload_id,
+                        index,
+                        data,
+                        blake3,
+                    } => {
+                        body = Some(data);
+                        Op::Chunk(wharf_proto::quic::ChunkHeader {
+                            upload_id: upload_id.to_string(),
+                            index,
+                            length: data.len() as u64,
+                            blake3: wharf_proto::hash::parse_hex32(blake3)
+                                .map(|b| b.to_vec())
+                                .unwrap_or_default(),
+                        })
+                    }
+                    Call::File(id) => Op::File(file(id)),
+                    Call::Delete(id) => Op::Delete(file(id)),
+                    Call::List(cursor) => Op::List(ListFiles {
+                        cursor: cursor.unwrap_or_default().to_string(),
+                        limit: 1000,
+                    }),
+                };
+                let req = wharf_proto::quic::Request { op: Some(op) };
+                Ok(self.quic().call(q, req, body).await?.0)
+            }
+        }
+    }
+
+    /// [`Client::exec`] with retries and failover, starting at node `first`.
+    async fn run<T: DeserializeOwned>(&self, first: usize, call: Call<'_>) -> Result<T> {
+        let body = self.retry(first, |n| self.exec(n, &call)).await?;
+        let body = if body.is_empty() {
+            b"null".to_vec()
+        } else {
+            body
+        };
+        serde_json::from_slice(&body).map_err(|e| Error::Unreachable(format!("bad answer: {e}")))
     }
 
     /// Runs `attempt(node)` until it succeeds, a non-retryable error comes, or attempts run out;
@@ -147,30 +314,16 @@ impl Client {
         }
     }
 
-    async fn call<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T> {
-        let resp = send(req).await?;
-        resp.json()
-            .await
-            .map_err(|e| Error::Unreachable(e.to_string()))
-    }
-
     pub async fn create(&self, req: &CreateUpload) -> Result<UploadCreated> {
-        self.retry(0, |n| {
-            self.call(self.request(n, Method::POST, "/v1/uploads").json(req))
-        })
-        .await
+        self.run(0, Call::Create(req)).await
     }
 
     pub async fn status(&self, upload_id: &str) -> Result<UploadStatus> {
-        let path = format!("/v1/uploads/{upload_id}");
-        self.retry(0, |n| self.call(self.request(n, Method::GET, &path)))
-            .await
+        self.run(0, Call::Status(upload_id)).await
     }
 
     pub async fn file(&self, file_id: &str) -> Result<FileRecord> {
-        let path = format!("/v1/files/{file_id}");
-        self.retry(0, |n| self.call(self.request(n, Method::GET, &path)))
-            .await
+        self.run(0, Call::File(file_id)).await
     }
 
     /// Every file of the caller, page by page.
@@ -178,13 +331,7 @@ impl Client {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let path = match &cursor {
-                Some(c) => format!("/v1/files?limit=1000&cursor={c}"),
-                None => "/v1/files?limit=1000".to_string(),
-            };
-            let page: FileList = self
-                .retry(0, |n| self.call(self.request(n, Method::GET, &path)))
-                .await?;
+            let page: FileList = self.run(0, Call::List(cursor.as_deref())).await?;
             out.extend(page.files);
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
@@ -194,21 +341,15 @@ impl Client {
     }
 
     pub async fn delete(&self, file_id: &str) -> Result<()> {
-        let path = format!("/v1/files/{file_id}");
-        self.retry(0, |n| {
-            let req = self.request(n, Method::DELETE, &path);
-            async move { send(req).await.map(|_| ()) }
-        })
-        .await
+        self.run::<serde::de::IgnoredAny>(0, Call::Delete(file_id))
+            .await
+            .map(|_| ())
     }
 
     pub async fn abort(&self, upload_id: &str) -> Result<()> {
-        let path = format!("/v1/uploads/{upload_id}");
-        self.retry(0, |n| {
-            let req = self.request(n, Method::DELETE, &path);
-            async move { send(req).await.map(|_| ()) }
-        })
-        .await
+        self.run::<serde::de::IgnoredAny>(0, Call::Abort(upload_id))
+            .await
+            .map(|_| ())
     }
 
     /// Uploads the file at `path`. With `resume`, continues that upload if it is still going
@@ -259,11 +400,13 @@ impl Client {
 
         let sent = AtomicU64::new(0);
         let done_bytes = AtomicU64::new(0);
+        let latencies = std::sync::Mutex::new(Vec::new());
         let missing: std::collections::HashSet<u32> = missing.into_iter().collect();
         // Every chunk is read and hashed once; only the missing ones are sent.
         let hashes: Vec<(u32, String, String)> = stream::iter(0..count)
             .map(|index| {
                 let (sent, done_bytes, progress) = (&sent, &done_bytes, progress.clone());
+                let latencies = &latencies;
                 let send_it = missing.contains(&index);
                 let upload_id = upload_id.as_str();
                 async move {
@@ -272,7 +415,9 @@ impl Client {
                     h.update(&data);
                     let (plain, cv) = h.finish();
                     if send_it {
+                        let t0 = std::time::Instant::now();
                         self.put_chunk(upload_id, index, &data, &plain).await?;
+                        latencies.lock().expect("latencies").push(t0.elapsed());
                         sent.fetch_add(1, Ordering::Relaxed);
                         let d = done_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                         if let Some(p) = &progress {
@@ -324,6 +469,7 @@ impl Client {
             upload_id,
             chunks_sent: sent.load(Ordering::Relaxed) as u32,
             chunks_total: count,
+            chunk_latencies: latencies.into_inner().expect("latencies"),
         })
     }
 
@@ -334,22 +480,20 @@ impl Client {
         data: &[u8],
         blake3: &str,
     ) -> Result<()> {
-        let path = format!("/v1/uploads/{upload_id}/chunks/{index}");
         // Chunks spread over the nodes; a retry moves to the next one.
-        self.retry(index as usize, |n| {
-            let req = self
-                .request(n, Method::PUT, &path)
-                .header("x-wharf-blake3", blake3)
-                .body(data.to_vec());
-            async move { send(req).await.map(|_| ()) }
-        })
-        .await
+        let call = Call::Chunk {
+            upload_id,
+            index,
+            data,
+            blake3,
+        };
+        self.run::<serde::de::IgnoredAny>(index as usize, call)
+            .await
+            .map(|_| ())
     }
 
     async fn complete(&self, upload_id: &str) -> Result<FileRecord> {
-        let path = format!("/v1/uploads/{upload_id}/complete");
-        self.retry(0, |n| self.call(self.request(n, Method::POST, &path)))
-            .await
+        self.run(0, Call::Complete(upload_id)).await
     }
 
     /// Downloads a file to `dest`: ranges in parallel into `dest.part`, the whole file's BLAKE3
@@ -409,20 +553,32 @@ impl Client {
 
     async fn range(&self, file_id: &str, start: u64, end: u64, node: usize) -> Result<Vec<u8>> {
         let path = format!("/v1/files/{file_id}/content");
-        self.retry(node, |n| {
-            let req = self
-                .request(n, Method::GET, &path)
-                .header("Range", format!("bytes={start}-{end}"));
-            async move {
-                let resp = send(req).await?;
-                let bytes = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::Unreachable(e.to_string()))?;
-                if bytes.len() as u64 != end - start + 1 {
-                    return Err(Error::Unreachable("short range read".into()));
+        let (len, path) = (end - start + 1, path.as_str());
+        self.retry(node, |n| async move {
+            match self.node(n) {
+                Node::Http(base) => {
+                    let req = self
+                        .request(base, Method::GET, path)
+                        .header("Range", format!("bytes={start}-{end}"));
+                    let resp = send(req).await?;
+                    let bytes = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| Error::Unreachable(e.to_string()))?;
+                    if bytes.len() as u64 != len {
+                        return Err(Error::Unreachable("short range read".into()));
+                    }
+                    Ok(bytes.to_vec())
                 }
-                Ok(bytes.to_vec())
+                Node::Quic(q) => {
+                    let op = wharf_proto::quic::request::Op::Read(wharf_proto::quic::Read {
+                        file_id: file_id.to_string(),
+                        offset: start,
+                        length: len,
+                    });
+                    let req = wharf_proto::quic::Request { op: Some(op) };
+                    self.quic().read(q, req, len).await
+                }
             }
         })
         .await

@@ -5,16 +5,17 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
-use wharf_client::{Client, Progress};
+use wharf_client::{Client, Progress, Trust};
 
 /// Where the commands send requests, and as whom.
 #[derive(Args, Clone)]
 pub struct ClientArgs {
-    /// A node's address (`http://host:port`); repeat it to spread chunks over several nodes.
+    /// A node's address, `quic://host:port` or `http://host:port` (the scheme picks the
+    /// transport); repeat it to spread chunks over several nodes.
     /// Default: WHARF_ADDR (comma-separated), then the client config file, then
     /// http://127.0.0.1:7070.
     #[arg(long = "node", value_name = "URL")]
@@ -22,9 +23,17 @@ pub struct ClientArgs {
     /// Bearer token; default: WHARF_TOKEN, then the client config file.
     #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The cluster CA to pin for quic:// nodes (a node's `<data-dir>/tls/ca.pem`); default:
+    /// WHARF_CA, then the client config file.
+    #[arg(long, env = "WHARF_CA", value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate from quic:// nodes (development only).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
-/// `~/.config/wharf/client.toml` (or `WHARF_CLIENT_CONFIG`): `nodes = [...]`, `token = "..."`.
+/// `~/.config/wharf/client.toml` (or `WHARF_CLIENT_CONFIG`): `nodes = [...]`, `token = "..."`,
+/// `ca = "/path/to/ca.pem"`.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -32,6 +41,8 @@ struct FileConfig {
     nodes: Vec<String>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    ca: Option<PathBuf>,
 }
 
 fn home() -> Option<PathBuf> {
@@ -75,13 +86,17 @@ impl ClientArgs {
         if nodes.is_empty() {
             nodes = vec!["http://127.0.0.1:7070".into()];
         }
-        if let Some(q) = nodes.iter().find(|n| n.starts_with("quic://")) {
-            bail!("{q}: the QUIC transport is not available yet; use an http:// node");
-        }
         let token = self.token.clone().or(file.token).context(
             "no token: pass --token, set WHARF_TOKEN, or put token in the client config",
         )?;
-        let mut c = Client::new(nodes, token)?;
+        let trust = match (self.insecure, self.ca.clone().or(file.ca)) {
+            (true, _) => Trust::Insecure,
+            (false, Some(ca)) => Trust::Ca(
+                std::fs::read(&ca).with_context(|| format!("reading CA {}", ca.display()))?,
+            ),
+            (false, None) => Trust::Unset,
+        };
+        let mut c = Client::with_trust(nodes, token, trust)?;
         c.parallel = parallel.max(1);
         Ok(c)
     }

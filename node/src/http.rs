@@ -410,27 +410,47 @@ async fn list_files(
 ) -> Result<Json<FileList>> {
     let limit = match q.limit.as_deref() {
         None => 100,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| Error::bad_request("invalid_request", "limit must be 1 to 1000"))?,
+        Some(l) => l.parse::<usize>().unwrap_or(0),
     };
-    let cursor = q.cursor.as_deref().map(parse_id).transpose().map_err(|_| {
-        Error::bad_request(
-            "invalid_cursor",
-            "cursor must be a next_cursor from a listing",
-        )
-    })?;
-    let applied = match q.consistency.as_deref() {
-        None | Some("linearizable") => s.meta.linearizable().await?,
-        Some("stale") => s.meta.local(),
+    let stale = match q.consistency.as_deref() {
+        None | Some("linearizable") => false,
+        Some("stale") => true,
         Some(_) => {
             return Err(Error::bad_request(
                 "invalid_request",
                 "consistency is linearizable or stale",
             ))
         }
+    };
+    Ok(Json(
+        list_page(&s, &c, q.cursor.as_deref(), limit, stale).await?,
+    ))
+}
+
+/// One page of the caller's files, after `cursor`; `stale` answers from this node's state.
+pub(crate) async fn list_page(
+    s: &AppState,
+    c: &Claims,
+    cursor: Option<&str>,
+    limit: usize,
+    stale: bool,
+) -> Result<FileList> {
+    if !(1..=1000).contains(&limit) {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let cursor = cursor.map(parse_id).transpose().map_err(|_| {
+        Error::bad_request(
+            "invalid_cursor",
+            "cursor must be a next_cursor from a listing",
+        )
+    })?;
+    let applied = if stale {
+        s.meta.local()
+    } else {
+        s.meta.linearizable().await?
     };
     // One more than asked tells whether another page follows.
     let mut page = applied
@@ -442,13 +462,13 @@ async fn list_files(
     } else {
         None
     };
-    Ok(Json(FileList {
+    Ok(FileList {
         files: page
             .into_iter()
             .map(|f| file_record(&applied.state, f))
             .collect(),
         next_cursor,
-    }))
+    })
 }
 
 async fn get_file(
@@ -463,7 +483,11 @@ async fn get_file(
 }
 
 /// The caller's file `id` (a linearizable read), once the scan policy lets it be served.
-async fn servable_file(s: &AppState, c: &Claims, id: &str) -> Result<(File, model::ScanState)> {
+pub(crate) async fn servable_file(
+    s: &AppState,
+    c: &Claims,
+    id: &str,
+) -> Result<(File, model::ScanState)> {
     let id = parse_id(id)?;
     let (f, scan) = {
         let applied = s.meta.linearizable().await?;

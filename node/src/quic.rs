@@ -12,16 +12,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use prost::Message;
+use futures::StreamExt;
 use quinn::{RecvStream, SendStream, VarInt};
 use wharf_cluster::Identity;
-use wharf_proto::quic::{request::Op, Hello, Reply, Request, ALPN, MAX_FRAME};
+use wharf_proto::quic::{read_frame, request::Op, write_frame, Hello, Reply, Request, ALPN};
 use wharf_proto::CreateUpload;
 
 use crate::auth::Claims;
 use crate::error::{Error, Result};
 use crate::http::{file_record, upload_status_body, AppState};
 use crate::meta::rfc3339;
+use crate::objstore::ByteStream;
 use crate::uploads::ChunkPut;
 
 /// Stream error code: the frame could not be read or decoded.
@@ -78,7 +79,7 @@ async fn connection(conn: quinn::Connection, app: AppState) {
     let Ok((mut send, mut recv)) = conn.accept_bi().await else {
         return;
     };
-    let claims = match read_frame::<Hello>(&mut recv).await {
+    let claims = match read_frame::<Hello, _>(&mut recv).await {
         Ok(hello) => app
             .keys
             .verify_header(Some(&format!("Bearer {}", hello.token))),
@@ -106,7 +107,7 @@ async fn connection(conn: quinn::Connection, app: AppState) {
 }
 
 async fn stream(mut send: SendStream, mut recv: RecvStream, c: Claims, app: AppState) {
-    let req = match read_frame::<Request>(&mut recv).await {
+    let req = match read_frame::<Request, _>(&mut recv).await {
         Ok(Request { op: Some(op) }) => op,
         _ => {
             let _ = send.reset(MALFORMED);
@@ -114,14 +115,75 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, c: Claims, app: AppS
             return;
         }
     };
+    if let Op::Read(r) = req {
+        // A ranged read: the reply, then the bytes.
+        let _ = match read(r, &c, &app).await {
+            Ok((head, body)) => send_read(&mut send, head, body).await,
+            Err(e) => write_reply(&mut send, Err(e)).await,
+        };
+        return;
+    }
     let res = handle(req, recv, &c, &app).await;
     let _ = write_reply(&mut send, res).await;
+}
+
+async fn read(
+    r: wharf_proto::quic::Read,
+    c: &Claims,
+    app: &AppState,
+) -> Result<(serde_json::Value, ByteStream)> {
+    let (f, _) = crate::http::servable_file(app, c, &r.file_id).await?;
+    if r.offset > f.size || r.length > f.size - r.offset {
+        return Err(Error::RangeNotSatisfiable { size: f.size });
+    }
+    let body = app.store.get(&f.object_key, r.offset, r.length).await?;
+    let record = file_record(&app.meta.local().state, &f);
+    Ok((
+        serde_json::json!({ "offset": r.offset, "length": r.length, "file": record }),
+        body,
+    ))
+}
+
+async fn send_read(
+    send: &mut SendStream,
+    head: serde_json::Value,
+    mut body: ByteStream,
+) -> io::Result<()> {
+    write_frame(send, &ok_reply(&head)).await?;
+    while let Some(bytes) = body.next().await {
+        send.write_chunk(bytes?).await.map_err(io::Error::other)?;
+    }
+    send.finish().map_err(io::Error::other)
 }
 
 async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<serde_json::Value> {
     let json =
         |v: serde_json::Result<serde_json::Value>| v.map_err(|e| Error::Internal(e.to_string()));
     match op {
+        Op::Read(_) => Err(Error::Internal("reads are served by `read`".into())),
+        Op::File(r) => {
+            let id = crate::http::parse_id(&r.file_id)?;
+            let applied = app.meta.linearizable().await?;
+            let f = applied.state.file(&c.sub, &id).ok_or(Error::NotFound)?;
+            json(serde_json::to_value(file_record(&applied.state, f)))
+        }
+        Op::Delete(r) => {
+            let id = crate::http::parse_id(&r.file_id)?;
+            app.quota
+                .propose(wharf_raft::model::Command::DeleteFile {
+                    owner: c.sub.clone(),
+                    file_id: id,
+                    now: crate::meta::now_ms(),
+                })
+                .await?;
+            Ok(serde_json::Value::Null)
+        }
+        Op::List(l) => {
+            let cursor = (!l.cursor.is_empty()).then_some(l.cursor.as_str());
+            let limit = if l.limit == 0 { 100 } else { l.limit as usize };
+            let page = crate::http::list_page(app, c, cursor, limit, false).await?;
+            json(serde_json::to_value(page))
+        }
         Op::Create(cr) => {
             let opt = |s: String| (!s.is_empty()).then_some(s);
             let req = CreateUpload {
@@ -194,43 +256,27 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
     }
 }
 
-/// Reads one length-prefixed message.
-pub async fn read_frame<M: Message + Default>(recv: &mut RecvStream) -> io::Result<M> {
-    let mut len = [0u8; 4];
-    recv.read_exact(&mut len).await.map_err(io::Error::other)?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame too large",
-        ));
+fn ok_reply(v: &serde_json::Value) -> Reply {
+    Reply {
+        code: String::new(),
+        message: String::new(),
+        json: serde_json::to_vec(v).unwrap_or_default(),
+        status: 200,
     }
-    let mut buf = vec![0u8; len];
-    recv.read_exact(&mut buf).await.map_err(io::Error::other)?;
-    M::decode(buf.as_slice()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-/// Writes one length-prefixed message.
-pub async fn write_frame<M: Message>(send: &mut SendStream, m: &M) -> io::Result<()> {
-    let body = m.encode_to_vec();
-    send.write_all(&(body.len() as u32).to_be_bytes())
-        .await
-        .map_err(io::Error::other)?;
-    send.write_all(&body).await.map_err(io::Error::other)
 }
 
 async fn write_reply(send: &mut SendStream, res: Result<serde_json::Value>) -> io::Result<()> {
     let reply = match res {
-        Ok(v) => Reply {
-            code: String::new(),
-            message: String::new(),
-            json: serde_json::to_vec(&v).unwrap_or_default(),
-        },
-        Err(e) => Reply {
-            code: e.status_and_code().1.to_string(),
-            message: e.to_string(),
-            json: Vec::new(),
-        },
+        Ok(v) => ok_reply(&v),
+        Err(e) => {
+            let (status, code) = e.status_and_code();
+            Reply {
+                code: code.to_string(),
+                message: e.to_string(),
+                json: Vec::new(),
+                status: u32::from(status.as_u16()),
+            }
+        }
     };
     write_frame(send, &reply).await?;
     send.finish().map_err(io::Error::other)

@@ -1,5 +1,5 @@
 //! The client commands (`wharf put/get/ls/rm/status`) and the SDK behind them, against real
-//! nodes: resume after a killed client, failover when a node dies.
+//! nodes, over HTTP and over QUIC: resume after a killed client, failover when a node dies.
 
 mod common;
 
@@ -29,16 +29,46 @@ fn ok(out: &std::process::Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    Http,
+    Quic,
+}
+
+/// The node's address for `transport`, as `--node` and WHARF_ADDR take it.
+fn addr(node: &Node, transport: Transport) -> String {
+    match transport {
+        Transport::Http => node.base.clone(),
+        Transport::Quic => format!("quic://{}", node.quic_addr),
+    }
+}
+
+/// The cluster CA to pin (every node of a cluster has the same).
+fn ca(node: &Node) -> String {
+    node.data_dir.join("tls/ca.pem").display().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn put_get_ls_rm_round_trip() {
+async fn put_get_ls_rm_round_trip_over_http() {
+    round_trip(Transport::Http).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn put_get_ls_rm_round_trip_over_quic() {
+    round_trip(Transport::Quic).await
+}
+
+async fn round_trip(transport: Transport) {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("node"));
     let token = node.token("pia", Tier::Basic);
     let state = dir.path().join("state").display().to_string();
+    let (node_addr, ca) = (addr(&node, transport), ca(&node));
     let env = [
         ("WHARF_TOKEN", token.as_str()),
-        ("WHARF_ADDR", node.base.as_str()),
+        ("WHARF_ADDR", node_addr.as_str()),
         ("WHARF_STATE_DIR", state.as_str()),
+        ("WHARF_CA", ca.as_str()),
     ];
     let src = dir.path().join("photo.raw");
     let data = random_bytes(17 * MIB + 3, 8);
@@ -68,7 +98,7 @@ async fn put_get_ls_rm_round_trip() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("404 not_found"));
     let no_token = wharf(
         &["ls"],
-        &[("WHARF_ADDR", node.base.as_str()), ("WHARF_TOKEN", "")],
+        &[("WHARF_ADDR", node_addr.as_str()), ("WHARF_TOKEN", "")],
     );
     assert!(!no_token.status.success());
 }
@@ -110,16 +140,27 @@ fn sent_chunks(stderr: &[u8]) -> (u32, u32) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_client_resumes_without_resending_acknowledged_chunks() {
+async fn a_killed_client_resumes_without_resending_acknowledged_chunks_over_http() {
+    killed_client_resumes(Transport::Http).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_client_resumes_without_resending_acknowledged_chunks_over_quic() {
+    killed_client_resumes(Transport::Quic).await
+}
+
+async fn killed_client_resumes(transport: Transport) {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("node"));
     let token = node.token("quin", Tier::Basic);
     let state = dir.path().join("state");
     let state_s = state.display().to_string();
+    let (node_addr, ca) = (addr(&node, transport), ca(&node));
     let env = [
         ("WHARF_TOKEN", token.as_str()),
-        ("WHARF_ADDR", node.base.as_str()),
+        ("WHARF_ADDR", node_addr.as_str()),
         ("WHARF_STATE_DIR", state_s.as_str()),
+        ("WHARF_CA", ca.as_str()),
     ];
     let src = dir.path().join("big.bin");
     let data = random_bytes(12 * 8 * MIB, 9);
@@ -158,7 +199,16 @@ async fn a_killed_client_resumes_without_resending_acknowledged_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_client_fails_over_when_a_node_dies_mid_upload() {
+async fn the_client_fails_over_when_a_node_dies_mid_upload_over_http() {
+    fails_over(Transport::Http).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_fails_over_when_a_node_dies_mid_upload_over_quic() {
+    fails_over(Transport::Quic).await
+}
+
+async fn fails_over(transport: Transport) {
     let dir = tempfile::tempdir().unwrap();
     let objects = dir.path().join("objects").display().to_string();
     // Short grace and completion waits, so that chunks left on the dead node count as missing
@@ -192,13 +242,14 @@ async fn the_client_fails_over_when_a_node_dies_mid_upload() {
         "--parallel",
         "2",
         "--node",
-        &b.base,
+        &addr(&b, transport),
         "--node",
-        &c.base,
+        &addr(&c, transport),
         "--node",
-        &a.base,
+        &addr(&a, transport),
     ])
     .arg(&src)
+    .env("WHARF_CA", ca(&a))
     .env("WHARF_TOKEN", &t)
     .env("WHARF_STATE_DIR", &state_s)
     .stdout(Stdio::piped())

@@ -1,16 +1,19 @@
 //! The client QUIC endpoint with a raw quinn client: a multi-chunk upload downloaded
-//! byte-identical, and typed errors (bad token, wrong BLAKE3, malformed frame) while the node
-//! keeps serving.
+//! byte-identical, ranged reads, and typed errors (bad token, wrong BLAKE3, malformed frame)
+//! while the node keeps serving; then the SDK's QUIC transport and its certificate pinning.
 
 mod common;
 
 use std::sync::Arc;
 
 use common::*;
-use prost::Message;
-use quinn::{RecvStream, SendStream};
+use quinn::RecvStream;
 use serde_json::Value;
-use wharf_proto::quic::{request::Op, ChunkHeader, Create, Hello, Reply, Request, UploadRef};
+use wharf_client::{Client, Trust};
+use wharf_proto::quic::{
+    read_frame, request::Op, write_frame, ChunkHeader, Create, FileRef, Hello, Read, Reply,
+    Request, UploadRef,
+};
 use wharf_raft::model::Tier;
 
 async fn connect(node: &Node) -> quinn::Connection {
@@ -38,38 +41,25 @@ async fn connect(node: &Node) -> quinn::Connection {
         .unwrap()
 }
 
-async fn write_frame<M: Message>(send: &mut SendStream, m: &M) {
-    let body = m.encode_to_vec();
-    send.write_all(&(body.len() as u32).to_be_bytes())
-        .await
-        .unwrap();
-    send.write_all(&body).await.unwrap();
-}
-
 async fn read_reply(recv: &mut RecvStream) -> Result<Reply, String> {
-    let mut len = [0u8; 4];
-    recv.read_exact(&mut len).await.map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
-    recv.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-    Ok(Reply::decode(buf.as_slice()).unwrap())
+    read_frame(recv).await.map_err(|e| e.to_string())
 }
 
 async fn hello(conn: &quinn::Connection, token: &str) -> Result<Reply, String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    write_frame(
-        &mut send,
-        &Hello {
-            token: token.into(),
-        },
-    )
-    .await;
+    let hello = Hello {
+        token: token.into(),
+    };
+    write_frame(&mut send, &hello).await.unwrap();
     send.finish().unwrap();
     read_reply(&mut recv).await
 }
 
 async fn call(conn: &quinn::Connection, op: Op, body: Option<&[u8]>) -> Result<Reply, String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    write_frame(&mut send, &Request { op: Some(op) }).await;
+    write_frame(&mut send, &Request { op: Some(op) })
+        .await
+        .unwrap();
     if let Some(b) = body {
         send.write_all(b).await.map_err(|e| e.to_string())?;
     }
@@ -184,4 +174,102 @@ async fn a_quic_upload_downloads_byte_identical_and_errors_are_typed() {
         .await
         .unwrap();
     assert_eq!(r.code, "not_found");
+
+    // Ranged reads: the bytes follow the reply; past the end is refused; another user's file
+    // is unknown.
+    let fid = file["id"].as_str().unwrap().to_string();
+    let read = |file_id: &str, offset: u64, length: u64| {
+        Op::Read(Read {
+            file_id: file_id.into(),
+            offset,
+            length,
+        })
+    };
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let req = Request {
+        op: Some(read(&fid, 8 * MIB as u64 - 10, 100)),
+    };
+    write_frame(&mut send, &req).await.unwrap();
+    send.finish().unwrap();
+    ok_json(read_reply(&mut recv).await);
+    let bytes = recv.read_to_end(1 << 20).await.unwrap();
+    assert!(bytes[..] == data[8 * MIB - 10..8 * MIB + 90]);
+    let past = call(&conn, read(&fid, data.len() as u64 - 1, 2), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (past.code.as_str(), past.status),
+        ("range_not_satisfiable", 416)
+    );
+    let theirs = call(&other, read(&fid, 0, 1), None).await.unwrap();
+    assert_eq!(theirs.code, "not_found");
+    let gone = call(&other, Op::Delete(FileRef { file_id: fid }), None)
+        .await
+        .unwrap();
+    assert_eq!(gone.code, "not_found");
+}
+
+fn quic_client(node: &Node, token: &str, trust: Trust) -> Client {
+    Client::with_trust(
+        vec![format!("quic://{}", node.quic_addr)],
+        token.into(),
+        trust,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_uploads_and_downloads_over_quic_with_the_pinned_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("node"));
+    let token = node.token("sid", Tier::Basic);
+    let ca = std::fs::read(node.data_dir.join("tls/ca.pem")).unwrap();
+    let client = quic_client(&node, &token, Trust::Ca(ca));
+
+    let src = dir.path().join("src.bin");
+    let data = random_bytes(5 * 8 * MIB + 777, 13);
+    std::fs::write(&src, &data).unwrap();
+    let up = client.upload(&src, None, |_| {}, None).await.unwrap();
+    assert_eq!((up.chunks_sent, up.chunks_total), (6, 6));
+    assert_eq!(up.file.blake3, blake3::hash(&data).to_hex().to_string());
+    // The node agrees over HTTP, and the listing over QUIC has it.
+    assert!(node.download(&token, &up.file.id).await == data);
+    let listed = client.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, up.file.id);
+
+    let dest = dir.path().join("copy.bin");
+    let got = client.download(&up.file.id, &dest, None).await.unwrap();
+    assert_eq!(got.id, up.file.id);
+    assert!(std::fs::read(&dest).unwrap() == data);
+
+    client.delete(&up.file.id).await.unwrap();
+    let err = client.file(&up.file.id).await.unwrap_err();
+    assert_eq!(err.code(), Some("not_found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_refuses_a_node_whose_certificate_is_not_from_the_pinned_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("node"));
+    let stranger = Node::start(&dir.path().join("stranger"));
+    let token = node.token("sid", Tier::Basic);
+    let ca = std::fs::read(stranger.data_dir.join("tls/ca.pem")).unwrap();
+    let mut client = quic_client(&node, &token, Trust::Ca(ca));
+    client.attempts = 1;
+    let err = client.list().await.unwrap_err();
+    assert!(matches!(err, wharf_client::Error::Unreachable(_)), "{err}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // No trust at all is refused up front with a clear message; --insecure connects.
+    let no_trust = Client::with_trust(
+        vec![format!("quic://{}", node.quic_addr)],
+        token.clone(),
+        Trust::Unset,
+    );
+    assert!(matches!(no_trust, Err(wharf_client::Error::Tls(_))));
+    let insecure = quic_client(&node, &token, Trust::Insecure);
+    assert!(insecure.list().await.unwrap().is_empty());
+    // A bad token is a typed error, not a transport failure.
+    let bad = quic_client(&node, "nope", Trust::Insecure);
+    assert_eq!(bad.list().await.unwrap_err().code(), Some("invalid_token"));
 }

@@ -120,4 +120,38 @@ pub mod quic {
     pub const ALPN: &[u8] = b"wharf/1";
     /// Control frames are small; a larger length prefix is a malformed frame.
     pub const MAX_FRAME: usize = 64 * 1024;
+
+    use std::io;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    /// Reads one frame: a 4-byte big-endian length, then the message.
+    pub async fn read_frame<M, R>(r: &mut R) -> io::Result<M>
+    where
+        M: prost::Message + Default,
+        R: AsyncRead + Unpin,
+    {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).await?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "frame too large",
+            ));
+        }
+        let mut buf = vec![0u8; len];
+        r.read_exact(&mut buf).await?;
+        M::decode(buf.as_slice()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Writes one frame (see [`read_frame`]).
+    pub async fn write_frame<M, W>(w: &mut W, m: &M) -> io::Result<()>
+    where
+        M: prost::Message,
+        W: AsyncWrite + Unpin,
+    {
+        let body = m.encode_to_vec();
+        w.write_all(&(body.len() as u32).to_be_bytes()).await?;
+        w.write_all(&body).await
+    }
 }

@@ -1,0 +1,302 @@
+//! The QUIC transport: one connection per node (made on first use, made again when it dies), a
+//! Hello with the JWT on its first stream, then one bidirectional stream per request or chunk.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::{RecvStream, VarInt};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Mutex, OnceCell};
+use wharf_proto::quic::{read_frame, write_frame, Hello, Reply, Request, ALPN};
+
+use crate::{Error, Result};
+
+/// The name every node's certificate carries (the cluster CA signs it).
+const SERVER_NAME: &str = "wharf-node";
+/// A request or chunk that takes longer than this is abandoned (and retried elsewhere).
+const OP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How the client trusts a node's certificate.
+#[derive(Clone, Debug, Default)]
+pub enum Trust {
+    /// No QUIC trust configured: `quic://` nodes are refused.
+    #[default]
+    Unset,
+    /// Pin the cluster's CA (`<data-dir>/tls/ca.pem`), PEM.
+    Ca(Vec<u8>),
+    /// Accept any certificate (development only: no protection against a man in the middle).
+    Insecure,
+}
+
+/// The QUIC side of a client: one endpoint, shared by every node's connection.
+pub(crate) struct Transport {
+    config: quinn::ClientConfig,
+    endpoint: OnceCell<quinn::Endpoint>,
+    token: String,
+}
+
+/// A node that failed to connect, or whose connection died, is skipped for this long: UDP has
+/// no "connection refused", so every try would otherwise wait for a handshake timeout.
+const DOWN_FOR: Duration = Duration::from_secs(3);
+
+/// One `quic://host:port` node.
+pub(crate) struct QuicNode {
+    pub(crate) addr: String,
+    link: Mutex<Link>,
+}
+
+#[derive(Default)]
+struct Link {
+    conn: Option<quinn::Connection>,
+    down_until: Option<Instant>,
+}
+
+impl QuicNode {
+    pub(crate) fn new(addr: &str) -> Self {
+        Self {
+            addr: addr.to_string(),
+            link: Mutex::new(Link::default()),
+        }
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> Error {
+        Error::Unreachable(format!("quic://{}: {e}", self.addr))
+    }
+
+    async fn mark_down(&self) {
+        let mut link = self.link.lock().await;
+        link.conn = None;
+        link.down_until = Some(Instant::now() + DOWN_FOR);
+    }
+}
+
+impl Transport {
+    pub(crate) fn new(trust: &Trust, token: String) -> Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let mut tls = match trust {
+            Trust::Unset => {
+                return Err(Error::Tls(
+                    "quic:// nodes need the cluster CA to pin (--ca <data-dir>/tls/ca.pem or \
+                     WHARF_CA) or --insecure"
+                        .into(),
+                ))
+            }
+            Trust::Ca(pem) => {
+                use rustls::pki_types::pem::PemObject;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| Error::Tls(format!("CA file: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| Error::Tls(format!("CA file: {e}")))?;
+                }
+                if roots.is_empty() {
+                    return Err(Error::Tls("CA file holds no certificate".into()));
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            Trust::Insecure => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+                .with_no_client_auth(),
+        };
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        // Windows sized for high bandwidth-delay products, as on the node.
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .stream_receive_window(VarInt::from_u32(16 << 20))
+            .receive_window(VarInt::from_u32(128 << 20))
+            .send_window(128 << 20)
+            // A node gone silent (killed, paused, cut off) is noticed within 10 s.
+            .keep_alive_interval(Some(Duration::from_secs(2)))
+            .max_idle_timeout(Some(VarInt::from_u32(10_000).into()));
+        config.transport_config(Arc::new(transport));
+        Ok(Self {
+            config,
+            endpoint: OnceCell::new(),
+            token,
+        })
+    }
+
+    async fn endpoint(&self) -> Result<&quinn::Endpoint> {
+        self.endpoint
+            .get_or_try_init(|| async {
+                let bind: SocketAddr = "0.0.0.0:0".parse().expect("address");
+                quinn::Endpoint::client(bind).map_err(Error::Io)
+            })
+            .await
+    }
+
+    /// The node's live connection, made (with its Hello) if there is none.
+    async fn connection(&self, node: &QuicNode) -> Result<quinn::Connection> {
+        let mut link = node.link.lock().await;
+        if let Some(c) = link.conn.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        link.conn = None;
+        if link.down_until.is_some_and(|t| Instant::now() < t) {
+            return Err(node.unreachable("down (retrying shortly)"));
+        }
+        match self.connect(node).await {
+            Ok(conn) => {
+                link.conn = Some(conn.clone());
+                link.down_until = None;
+                Ok(conn)
+            }
+            Err(e) => {
+                if matches!(e, Error::Unreachable(_)) {
+                    link.down_until = Some(Instant::now() + DOWN_FOR);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(&self, node: &QuicNode) -> Result<quinn::Connection> {
+        let addr = tokio::net::lookup_host(&node.addr)
+            .await
+            .map_err(|e| node.unreachable(e))?
+            .next()
+            .ok_or_else(|| node.unreachable("no address"))?;
+        let endpoint = self.endpoint().await?;
+        let connecting = endpoint
+            .connect_with(self.config.clone(), addr, SERVER_NAME)
+            .map_err(|e| node.unreachable(e))?;
+        let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
+            .await
+            .map_err(|_| node.unreachable("handshake timed out"))?
+            .map_err(|e| node.unreachable(e))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| node.unreachable(e))?;
+        let hello = Hello {
+            token: self.token.clone(),
+        };
+        write_frame(&mut send, &hello)
+            .await
+            .map_err(|e| node.unreachable(e))?;
+        let _ = send.finish();
+        let reply: Reply = read_frame(&mut recv)
+            .await
+            .map_err(|e| node.unreachable(e))?;
+        check(reply)?;
+        Ok(conn)
+    }
+
+    /// One request on its own stream (with `body` after it, for a chunk): the reply's JSON on
+    /// success, and the stream for whatever follows it.
+    pub(crate) async fn call(
+        &self,
+        node: &QuicNode,
+        req: Request,
+        body: Option<&[u8]>,
+    ) -> Result<(Vec<u8>, RecvStream)> {
+        let conn = self.connection(node).await?;
+        let exchange = async {
+            let lost = |e: String| node.unreachable(e);
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
+            write_frame(&mut send, &req)
+                .await
+                .map_err(|e| lost(e.to_string()))?;
+            if let Some(b) = body {
+                send.write_all(b).await.map_err(|e| lost(e.to_string()))?;
+            }
+            let _ = send.finish();
+            let reply: Reply = read_frame(&mut recv)
+                .await
+                .map_err(|e| lost(e.to_string()))?;
+            Ok::<_, Error>((check(reply)?, recv))
+        };
+        let res = tokio::time::timeout(OP_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Err(node.unreachable("timed out")));
+        if matches!(res, Err(Error::Unreachable(_))) && conn.close_reason().is_some() {
+            node.mark_down().await;
+        }
+        res
+    }
+
+    /// A ranged read: exactly `len` bytes after the reply.
+    pub(crate) async fn read(&self, node: &QuicNode, req: Request, len: u64) -> Result<Vec<u8>> {
+        let (_, recv) = self.call(node, req, None).await?;
+        let mut data = Vec::with_capacity(len as usize);
+        let mut body = recv.take(len);
+        tokio::time::timeout(OP_TIMEOUT, body.read_to_end(&mut data))
+            .await
+            .map_err(|_| node.unreachable("read timed out"))?
+            .map_err(|e| node.unreachable(e))?;
+        if data.len() as u64 != len {
+            return Err(node.unreachable("short range read"));
+        }
+        Ok(data)
+    }
+}
+
+/// A reply's JSON, or its typed error.
+fn check(reply: Reply) -> Result<Vec<u8>> {
+    if reply.code.is_empty() {
+        return Ok(reply.json);
+    }
+    Err(Error::Api {
+        status: u16::try_from(reply.status).unwrap_or(500),
+        code: reply.code,
+        message: reply.message,
+    })
+}
+
+/// `--insecure`: any certificate is accepted; the handshake's signatures are still checked.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
