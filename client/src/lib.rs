@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::Rng;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -89,7 +90,7 @@ enum Call<'a> {
     Chunk {
         upload_id: &'a str,
         index: u32,
-        data: &'a [u8],
+        data: &'a Bytes,
         blake3: &'a str,
     },
     File(&'a str),
@@ -212,7 +213,7 @@ impl Client {
                             &format!("/v1/uploads/{upload_id}/chunks/{index}"),
                         )
                         .header("x-wharf-blake3", blake3)
-                        .body(data.to_vec()),
+                        .body(data.clone()),
                     Call::File(id) => self.request(base, Method::GET, &format!("/v1/files/{id}")),
                     Call::Delete(id) => {
                         self.request(base, Method::DELETE, &format!("/v1/files/{id}"))
@@ -258,7 +259,7 @@ impl Client {
                         data,
                         blake3,
                     } => {
-                        body = Some(data);
+                        body = Some(data.clone());
                         Op::Chunk(wharf_proto::quic::ChunkHeader {
                             upload_id: upload_id.to_string(),
                             index,
@@ -477,7 +478,7 @@ impl Client {
         &self,
         upload_id: &str,
         index: u32,
-        data: &[u8],
+        data: &Bytes,
         blake3: &str,
     ) -> Result<()> {
         // Chunks spread over the nodes; a retry moves to the next one.
@@ -591,14 +592,18 @@ fn part_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
-async fn read_chunk(path: &Path, index: u32, chunk_size: u64, size: u64) -> Result<Vec<u8>> {
+async fn read_chunk(path: &Path, index: u32, chunk_size: u64, size: u64) -> Result<Bytes> {
     let start = u64::from(index) * chunk_size;
     let len = size.saturating_sub(start).min(chunk_size) as usize;
     let mut f = tokio::fs::File::open(path).await?;
     f.seek(std::io::SeekFrom::Start(start)).await?;
-    let mut data = vec![0u8; len];
-    f.read_exact(&mut data).await?;
-    Ok(data)
+    let mut data = bytes::BytesMut::with_capacity(len);
+    while data.len() < len {
+        if f.read_buf(&mut data).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+    Ok(data.freeze())
 }
 
 /// Sends a request; a non-2xx answer becomes [`Error::Api`] with wharf's error code.

@@ -130,7 +130,10 @@ impl Transport {
         self.endpoint
             .get_or_try_init(|| async {
                 let bind: SocketAddr = "0.0.0.0:0".parse().expect("address");
-                quinn::Endpoint::client(bind).map_err(Error::Io)
+                let socket = wharf_proto::quic::udp_socket(bind)?;
+                let runtime = Arc::new(quinn::TokioRuntime);
+                quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+                    .map_err(Error::Io)
             })
             .await
     }
@@ -197,7 +200,7 @@ impl Transport {
         &self,
         node: &QuicNode,
         req: Request,
-        body: Option<&[u8]>,
+        body: Option<bytes::Bytes>,
     ) -> Result<(Vec<u8>, RecvStream)> {
         let conn = self.connection(node).await?;
         let exchange = async {
@@ -206,8 +209,9 @@ impl Transport {
             write_frame(&mut send, &req)
                 .await
                 .map_err(|e| lost(e.to_string()))?;
-            if let Some(b) = body {
-                send.write_all(b).await.map_err(|e| lost(e.to_string()))?;
+            if let Some(b) = body.clone() {
+                // Handed over without a copy.
+                send.write_chunk(b).await.map_err(|e| lost(e.to_string()))?;
             }
             let _ = send.finish();
             let reply: Reply = read_frame(&mut recv)

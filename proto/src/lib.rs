@@ -124,6 +124,22 @@ pub mod quic {
     use std::io;
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+    /// Socket buffers for QUIC's UDP socket: at high rates the kernel's default (about 200 KiB)
+    /// overflows and drops datagrams, which congestion control takes for loss.
+    pub const SOCKET_BUFFER: usize = 8 << 20;
+
+    /// A UDP socket for a QUIC endpoint, bound to `addr`, with [`SOCKET_BUFFER`]-sized buffers
+    /// (or as large as the kernel allows: `net.core.rmem_max` / `wmem_max`).
+    pub fn udp_socket(addr: std::net::SocketAddr) -> io::Result<std::net::UdpSocket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        // Best effort: a smaller buffer still works, only slower.
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        socket.bind(&addr.into())?;
+        Ok(socket.into())
+    }
+
     /// Reads one frame: a 4-byte big-endian length, then the message.
     pub async fn read_frame<M, R>(r: &mut R) -> io::Result<M>
     where
