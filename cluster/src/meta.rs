@@ -240,16 +240,22 @@ impl Metadata {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         };
+        // The index and the digest from the same read of the applied state.
+        let (applied_index, state_digest) = {
+            let applied = self.local();
+            let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+            (index, applied.state.digest())
+        };
         NodeStatus {
             id: self.node_id,
             role: role.into(),
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            applied_index,
             leader: m.current_leader.unwrap_or(0),
             http_addr: me.http_addr,
             peer_addr: me.peer_addr,
-            state_digest: String::new(),
+            state_digest,
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
         }
@@ -282,6 +288,7 @@ impl Metadata {
                     applied_index: status.as_ref().map(|s| s.applied_index),
                     snapshot_index: status.as_ref().map(|s| s.snapshot_index),
                     purged_index: status.as_ref().map(|s| s.purged_index),
+                    state_digest: status.as_ref().map(|s| s.state_digest.clone()),
                     http_addr: node.http_addr,
                     peer_addr: node.peer_addr,
                 }
@@ -436,4 +443,6 @@ pub struct NodeReport {
     pub snapshot_index: Option<u64>,
     /// The last log index this node has purged (entries before a snapshot).
     pub purged_index: Option<u64>,
+    /// BLAKE3 of the state machine at `applied_index`: equal on nodes that applied the same log.
+    pub state_digest: Option<String>,
 }

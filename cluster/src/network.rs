@@ -33,6 +33,8 @@ pub const MAX_MESSAGE: usize = 64 << 20;
 #[derive(Clone)]
 pub struct Peers {
     tls: ClientTlsConfig,
+    /// Peer addresses dialled through another address (NAT, a fault-injection proxy).
+    routes: Arc<HashMap<String, String>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     contacts: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
@@ -41,9 +43,16 @@ impl Peers {
     pub fn new(tls: ClientTlsConfig) -> Self {
         Self {
             tls,
+            routes: Arc::default(),
             channels: Arc::default(),
             contacts: Arc::default(),
         }
+    }
+
+    /// Dials each `advertised` address of `routes` at its `dial` address instead.
+    pub fn with_routes(mut self, routes: HashMap<String, String>) -> Self {
+        self.routes = Arc::new(routes);
+        self
     }
 
     pub fn channel(&self, addr: &str) -> Result<Channel, Error> {
@@ -51,7 +60,8 @@ impl Peers {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = endpoint(addr, self.tls.clone())?.connect_lazy();
+        let dial = self.routes.get(addr).map_or(addr, String::as_str);
+        let channel = endpoint(dial, self.tls.clone())?.connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

@@ -61,6 +61,28 @@ pub struct ClusterConfig {
     pub learner: bool,
     /// A chunk staged only on a node unreachable for this long counts as missing again.
     pub staging_grace_secs: u64,
+    /// Peers dialled through another address: `advertised=dial,…` (NAT, or the chaos
+    /// harness's fault-injection proxies). Empty: dial what peers advertise.
+    pub peer_routes: String,
+}
+
+impl ClusterConfig {
+    /// `peer_routes` as a map from advertised address to dialled address.
+    pub fn routes(&self) -> anyhow::Result<std::collections::HashMap<String, String>> {
+        let mut routes = std::collections::HashMap::new();
+        for pair in self
+            .peer_routes
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let Some((from, to)) = pair.split_once('=') else {
+                bail!("cluster.peer_routes: {pair:?} is not advertised=dial");
+            };
+            routes.insert(from.trim().to_string(), to.trim().to_string());
+        }
+        Ok(routes)
+    }
 }
 
 impl Default for ClusterConfig {
@@ -72,6 +94,7 @@ impl Default for ClusterConfig {
             token: String::new(),
             learner: false,
             staging_grace_secs: 300,
+            peer_routes: String::new(),
         }
     }
 }
@@ -279,8 +302,18 @@ impl Config {
         if self.node.id == 0 {
             bail!("node.id must be at least 1");
         }
-        if self.upload.min_chunk_size < 5 * MIB || self.upload.min_chunk_size > 4 * GIB {
-            bail!("upload.min_chunk_size must be between 5 MiB and 4 GiB (S3 part limits)");
+        self.cluster.routes()?;
+        // S3 parts must be at least 5 MiB; the local store takes smaller chunks.
+        let floor = if self.store.kind == StoreKind::S3 {
+            5 * MIB
+        } else {
+            64 * 1024
+        };
+        if self.upload.min_chunk_size < floor || self.upload.min_chunk_size > 4 * GIB {
+            bail!(
+                "upload.min_chunk_size must be between {} KiB and 4 GiB (5 MiB with S3: its part limits)",
+                floor / 1024
+            );
         }
         if self.store.kind == StoreKind::S3 && self.store.bucket.is_empty() {
             bail!("store.kind = \"s3\" needs store.bucket (WHARF_STORE_BUCKET)");

@@ -14,7 +14,7 @@ use base64::Engine;
 use futures::TryStreamExt;
 use serde::Deserialize;
 use wharf_proto::{
-    CreateUpload, FileList, FileRecord, SetQuota, UploadCreated, UploadStatus, Usage,
+    CreateUpload, FileList, FileRecord, SetQuota, UpdateFile, UploadCreated, UploadStatus, Usage,
 };
 use wharf_raft::model::{self, Command, File, Tier, Upload};
 use wharf_raft::Outcome;
@@ -47,7 +47,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/uploads/{id}/chunks/{index}", put(put_chunk))
         .route("/v1/uploads/{id}/complete", post(complete_upload))
         .route("/v1/files", get(list_files))
-        .route("/v1/files/{id}", get(get_file).delete(delete_file))
+        .route(
+            "/v1/files/{id}",
+            get(get_file).delete(delete_file).patch(update_file),
+        )
         .route("/v1/files/{id}/content", get(download))
         .route("/v1/files/{id}/download-url", get(download_url))
         .route("/v1/usage", get(usage))
@@ -477,7 +480,12 @@ async fn get_file(
     Path(id): Path<String>,
 ) -> Result<Json<FileRecord>> {
     let id = parse_id(&id)?;
-    let applied = s.meta.linearizable().await?;
+    let applied = if crate::planted::active(crate::planted::Bug::StaleReads) {
+        // Planted bug: a decisive read answered from whatever this node has applied.
+        s.meta.local()
+    } else {
+        s.meta.linearizable().await?
+    };
     let f = applied.state.file(&c.sub, &id).ok_or(Error::NotFound)?;
     Ok(Json(file_record(&applied.state, f)))
 }
@@ -724,6 +732,29 @@ async fn remove_node(
     require_admin(&c)?;
     s.meta.remove(parse_node_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Renames a file (the name is checked like a new upload's); answers the updated record.
+async fn update_file(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateFile>,
+) -> Result<Json<FileRecord>> {
+    let id = parse_id(&id)?;
+    validate_name(&req.name)?;
+    match s
+        .quota
+        .propose(Command::RenameFile {
+            owner: c.sub,
+            file_id: id,
+            name: req.name,
+        })
+        .await?
+    {
+        Outcome::File(f) => Ok(Json(file_record(&s.meta.local().state, &f))),
+        other => Err(Error::Internal(format!("unexpected {other:?}"))),
+    }
 }
 
 async fn set_quota(

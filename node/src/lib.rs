@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod meta;
 pub mod objstore;
+pub mod planted;
 pub mod quic;
 pub mod quota;
 pub mod s3;
@@ -193,7 +194,7 @@ pub async fn run(
     let secret = auth::load_or_create_secret(&config.auth.jwt_secret, data_dir)?;
     let keys = auth::Keys::new(secret.as_bytes());
 
-    let peers = Peers::new(identity.client_tls());
+    let peers = Peers::new(identity.client_tls()).with_routes(config.cluster.routes()?);
     let rc = &config.raft;
     let raft_opts = RaftOptions {
         heartbeat_ms: rc.heartbeat_ms,

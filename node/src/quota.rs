@@ -120,8 +120,13 @@ impl QuotaActor {
     }
 
     fn prepare_create(&self, user: String, tier: Tier, req: CreateUpload) -> Result<Command> {
-        let limits = self.config.tiers.limits(tier);
+        let mut limits = self.config.tiers.limits(tier);
         self.refuse_early(&user, &req, &limits)?;
+        if crate::planted::active(crate::planted::Bug::SkipQuotaReservation) {
+            // Planted bug: only the local pre-check above guards the quota; the state
+            // machine's check, which sees racing creates, is told there is no limit.
+            limits.quota = u64::MAX;
+        }
         Ok(Command::CreateUpload {
             upload_id: uuid::Uuid::now_v7().to_string(),
             owner: user,

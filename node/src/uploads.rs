@@ -507,20 +507,26 @@ async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
     sync_dir(&dir).await?;
     ctx.staged_bytes
         .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
-    let res = ctx
-        .meta
-        .propose(Command::ChunkStaged {
-            owner,
-            upload_id,
-            index,
-            node: ctx.meta.node_id,
-            len,
-            blake3: plain,
-            cv,
-            now: now_ms(),
-        })
-        .await
-        .map_err(Error::from);
+    let staged = Command::ChunkStaged {
+        owner,
+        upload_id,
+        index,
+        node: ctx.meta.node_id,
+        len,
+        blake3: plain,
+        cv,
+        now: now_ms(),
+    };
+    if crate::planted::active(crate::planted::Bug::AckBeforeCommit) {
+        // Planted bug: the chunk is acknowledged now and recorded later, if ever.
+        let meta = ctx.meta.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let _ = meta.propose(staged).await;
+        });
+        return Ok(());
+    }
+    let res = ctx.meta.propose(staged).await.map_err(Error::from);
     match res {
         Ok(_) => Ok(()),
         // Refused for certain: this copy is not needed. (If the outcome is unknown, keep it:

@@ -100,6 +100,13 @@ pub struct Usage {
     pub quota: u64,
 }
 
+/// `PATCH /v1/files/{id}`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFile {
+    pub name: String,
+}
+
 /// `PUT /v1/admin/users/{user}/quota`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -359,6 +359,12 @@ pub enum Command {
         file_id: String,
         now: Millis,
     },
+    /// A file's new name (validated by the proposer, like a new upload's).
+    RenameFile {
+        owner: String,
+        file_id: String,
+        name: String,
+    },
     SetQuota {
         user: String,
         quota: u64,
@@ -780,6 +786,18 @@ pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
             Ok(Outcome::Expired(ids))
         }
 
+        Command::RenameFile {
+            owner,
+            file_id,
+            name,
+        } => {
+            let file = state
+                .files
+                .get_mut(&key(&owner, &file_id))
+                .ok_or(ModelError::NotFound)?;
+            file.name = name;
+            Ok(Outcome::File(file.clone()))
+        }
         Command::DeleteFile {
             owner,
             file_id,
@@ -1011,6 +1029,13 @@ fn end_upload(state: &mut State, k: &str, to: UploadState, now: Millis) -> Uploa
 }
 
 impl State {
+    /// BLAKE3 of the whole state's canonical JSON (every map is ordered): two nodes that
+    /// applied the same log have the same digest.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(self).expect("the state serializes");
+        blake3::hash(&json).to_hex().to_string()
+    }
+
     pub fn upload(&self, owner: &str, upload_id: &str) -> Option<&Upload> {
         self.uploads.get(&key(owner, upload_id))
     }
