@@ -553,7 +553,9 @@ fn length_mismatch(index: u32, got: u64, expected: u64) -> Error {
 async fn offload(ctx: &Ctx, owner: &str, upload_id: &str, index: u32) -> Result<()> {
     let path = staged_path(&ctx.staging, upload_id, index);
     let (key, multipart_id, whole) = {
-        let applied = ctx.meta.local();
+        // Linearizable: on a follower, the ChunkStaged just committed through the leader may
+        // not be applied here yet, and the chunk would wait for the next sweep.
+        let applied = ctx.meta.linearizable().await?;
         let Some(up) = applied.state.upload(owner, upload_id) else {
             return Ok(());
         };

@@ -1,0 +1,132 @@
+//! The fault proxy: one TCP forwarder per directed link (node to node, and client to node),
+//! whose fault can change at any moment.
+//!
+//! - blocked: open connections are cut, new ones are accepted and then hang silently until the
+//!   block lifts (as packets that vanish would make them), then are closed;
+//! - delay: every piece of data waits `delay ± jitter` before it is passed on, in order;
+//! - drop: each piece of data, with probability `drop`, kills its connection instead.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What a link does to its traffic now.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Fault {
+    pub blocked: bool,
+    pub delay_ms: u64,
+    pub jitter_ms: u64,
+    pub drop: f64,
+}
+
+/// One directed link: traffic towards node `to` (from one node, or from the clients).
+pub struct Link {
+    pub to: usize,
+    pub listen: SocketAddr,
+    fault: watch::Sender<Fault>,
+}
+
+impl Link {
+    /// Binds `127.0.0.1:0` and forwards every connection to `upstream`.
+    pub async fn start(to: usize, upstream: SocketAddr, seed: u64) -> anyhow::Result<Link> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listen = listener.local_addr()?;
+        let (tx, rx) = watch::channel(Fault::default());
+        tokio::spawn(accept(listener, upstream, rx, seed));
+        Ok(Link {
+            to,
+            listen,
+            fault: tx,
+        })
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    rx: watch::Receiver<Fault>,
+    seed: u64,
+) {
+    let mut n = 0u64;
+    while let Ok((inbound, _)) = listener.accept().await {
+        n += 1;
+        let _ = inbound.set_nodelay(true);
+        let rng = StdRng::seed_from_u64(seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        tokio::spawn(connection(inbound, upstream, rx.clone(), rng));
+    }
+}
+
+async fn wait_until(rx: &mut watch::Receiver<Fault>, f: impl Fn(&Fault) -> bool) {
+    let _ = rx.wait_for(|v| f(v)).await;
+}
+
+async fn connection(
+    inbound: TcpStream,
+    upstream: SocketAddr,
+    mut rx: watch::Receiver<Fault>,
+    rng: StdRng,
+) {
+    if rx.borrow().blocked {
+        // Hang silently until the block lifts, then close.
+        wait_until(&mut rx, |f| !f.blocked).await;
+        return;
+    }
+    let Ok(Ok(outbound)) =
+        tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(upstream)).await
+    else {
+        return;
+    };
+    let _ = outbound.set_nodelay(true);
+    let (ir, iw) = inbound.into_split();
+    let (or, ow) = outbound.into_split();
+    let mut blocked = rx.clone();
+    tokio::select! {
+        _ = pump(ir, ow, rx.clone(), rng.clone()) => {}
+        _ = pump(or, iw, rx, rng) => {}
+        // A block cuts open connections.
+        _ = wait_until(&mut blocked, |f| f.blocked) => {}
+    }
+}
+
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    rx: watch::Receiver<Fault>,
+    mut rng: StdRng,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        let fault = *rx.borrow();
+        if fault.drop > 0.0 && rng.gen_bool(fault.drop.min(1.0)) {
+            return;
+        }
+        if fault.delay_ms > 0 {
+            let jitter = if fault.jitter_ms > 0 {
+                rng.gen_range(0..=2 * fault.jitter_ms) as i64 - fault.jitter_ms as i64
+            } else {
+                0
+            };
+            let ms = (fault.delay_ms as i64 + jitter).max(0) as u64;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
