@@ -220,7 +220,25 @@ pub enum Linear {
 /// real time (an op that returned before another was called comes first), in which every read
 /// returns the latest write (or `init`)?
 pub fn linearizable(init: &str, ops: &[RegOp]) -> Linear {
-    let mut ops = ops.to_vec();
+    // Values are unique, so a write of unknown outcome that nobody read may be taken never to
+    // have happened (always a valid choice); one that was read happened before the earliest
+    // return of a read that saw it. Either way the search no longer has to place it freely,
+    // which is what makes it exponential.
+    let mut first_seen: HashMap<&str, u64> = HashMap::new();
+    for o in ops.iter().filter(|o| !o.write) {
+        let e = first_seen.entry(o.value.as_str()).or_insert(u64::MAX);
+        *e = (*e).min(o.ret);
+    }
+    let mut ops: Vec<RegOp> = ops
+        .iter()
+        .filter_map(|o| {
+            let mut o = o.clone();
+            if o.write && o.ret == u64::MAX {
+                o.ret = *first_seen.get(o.value.as_str())?;
+            }
+            Some(o)
+        })
+        .collect();
     ops.sort_by_key(|o| o.call);
     let mut values: HashMap<String, u32> = HashMap::new();
     let mut intern = |s: &str| {

@@ -61,6 +61,9 @@ enum Cmd {
     PlantedBugs,
     /// Print a run's history (history.jsonl) as Jepsen EDN.
     Edn { history: PathBuf },
+    /// Check a recorded history again with the checkers that need only the history (quota,
+    /// uniqueness, linearizability).
+    Check { history: PathBuf },
     /// Print the fault schedule a seed gives, without running anything.
     Schedule {
         #[arg(long, default_value_t = 3)]
@@ -135,6 +138,20 @@ fn main() -> anyhow::Result<()> {
         Cmd::Edn { history } => {
             print!("{}", history::to_edn(&history::read_jsonl(&history)?));
             Ok(())
+        }
+        Cmd::Check { history } => {
+            let events = history::read_jsonl(&history)?;
+            let ops = checker::pair(&events);
+            let mut out = BTreeMap::new();
+            out.insert("quota", checker::quota(&ops));
+            out.insert("uniqueness", checker::uniqueness(&ops));
+            out.insert("linearizability", checker::linearizability(&ops));
+            let valid = out.values().all(|v| v.valid);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "valid": valid, "checkers": out }))?
+            );
+            std::process::exit(if valid { 0 } else { 1 });
         }
         Cmd::Schedule {
             nodes,

@@ -95,7 +95,8 @@ pub struct Planned {
 }
 
 /// Faults one after another from 3 s into the run until 5 s before its end, each lasting 2 to
-/// 8 s, with 1 to 4 s of calm between.
+/// 6 s, with 1 to 3 s of calm between. Nemeses take turns in a shuffled order (shuffled again
+/// each round), so a run long enough for that many faults sees every one.
 pub fn schedule(seed: u64, duration: Duration, nemeses: &[String], nodes: usize) -> Vec<Planned> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973);
     let mut out = Vec::new();
@@ -104,9 +105,14 @@ pub fn schedule(seed: u64, duration: Duration, nemeses: &[String], nodes: usize)
     }
     let end = duration.as_millis() as u64;
     let mut t = 3_000u64;
+    let mut turn: Vec<&str> = Vec::new();
     while t + 2_000 + 5_000 <= end {
-        let len = rng.gen_range(2_000..=8_000).min(end - 5_000 - t);
-        let name = nemeses.choose(&mut rng).expect("some nemesis").as_str();
+        let len = rng.gen_range(2_000..=6_000).min(end - 5_000 - t);
+        if turn.is_empty() {
+            turn = nemeses.iter().map(String::as_str).collect();
+            turn.shuffle(&mut rng);
+        }
+        let name = turn.pop().expect("a nemesis");
         let node = rng.gen_range(0..nodes);
         let kind = match name {
             "kill" => Kind::Kill { node },
@@ -145,7 +151,7 @@ pub fn schedule(seed: u64, duration: Duration, nemeses: &[String], nodes: usize)
             heal_ms: t + len,
             kind,
         });
-        t += len + rng.gen_range(1_000..=4_000);
+        t += len + rng.gen_range(1_000..=3_000);
     }
     out
 }
@@ -333,6 +339,11 @@ mod tests {
         assert_ne!(a, c);
         let plan = schedule(7, Duration::from_secs(120), &all, 5);
         assert!(plan.len() > 5);
+        // A 75 s run has a turn for every nemesis.
+        let short = schedule(1, Duration::from_secs(75), &all, 3);
+        for n in ALL {
+            assert!(short.iter().any(|p| p.kind.name() == n), "{n} missing");
+        }
         assert!(plan.windows(2).all(|w| w[0].heal_ms < w[1].at_ms));
         assert!(plan.last().unwrap().heal_ms <= 115_000);
     }

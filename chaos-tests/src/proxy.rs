@@ -130,3 +130,80 @@ async fn pump(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// An echo server, and a link in front of it.
+    async fn echo_link() -> Link {
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = server.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        Link::start(1, upstream, 7).await.unwrap()
+    }
+
+    async fn round_trip(link: &Link, within: Duration) -> Option<Duration> {
+        let t0 = Instant::now();
+        let attempt = async {
+            let mut s = TcpStream::connect(link.listen).await.ok()?;
+            s.write_all(b"ping").await.ok()?;
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.ok()?;
+            (&buf == b"ping").then_some(())
+        };
+        tokio::time::timeout(within, attempt).await.ok()??;
+        Some(t0.elapsed())
+    }
+
+    #[tokio::test]
+    async fn a_link_passes_blocks_delays_and_heals() {
+        let link = echo_link().await;
+        assert!(round_trip(&link, Duration::from_secs(2)).await.is_some());
+
+        // Blocked: an open connection is cut, a new one hangs.
+        let mut open = TcpStream::connect(link.listen).await.unwrap();
+        open.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        open.read_exact(&mut b).await.unwrap();
+        link.set(Fault {
+            blocked: true,
+            ..Fault::default()
+        });
+        let n = tokio::time::timeout(Duration::from_secs(2), open.read(&mut b)).await;
+        assert!(
+            matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+            "the open connection survived a block"
+        );
+        assert!(round_trip(&link, Duration::from_millis(500))
+            .await
+            .is_none());
+
+        // Delayed: each direction waits its delay.
+        link.set(Fault {
+            delay_ms: 150,
+            ..Fault::default()
+        });
+        let took = round_trip(&link, Duration::from_secs(5)).await.unwrap();
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+
+        // Dropping everything: connections die at their first data.
+        link.set(Fault {
+            drop: 1.0,
+            ..Fault::default()
+        });
+        assert!(round_trip(&link, Duration::from_secs(1)).await.is_none());
+
+        link.set(Fault::default());
+        let took = round_trip(&link, Duration::from_secs(2)).await.unwrap();
+        assert!(took < Duration::from_millis(300), "{took:?}");
+    }
+}
