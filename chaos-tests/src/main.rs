@@ -166,9 +166,17 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Run(args) => {
             let rt = tokio::runtime::Runtime::new()?;
-            let valid = rt.block_on(run(args))?;
+            let res = rt.block_on(run(args));
             rt.shutdown_timeout(Duration::from_secs(2));
-            std::process::exit(if valid { 0 } else { 1 });
+            // 0 valid, 1 invalid, 2 the harness itself failed.
+            std::process::exit(match res {
+                Ok(true) => 0,
+                Ok(false) => 1,
+                Err(e) => {
+                    eprintln!("wharf-chaos: {e:#}");
+                    2
+                }
+            });
         }
     }
 }
