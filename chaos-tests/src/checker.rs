@@ -424,10 +424,12 @@ pub async fn durability(c: &Cluster, ops: &[Op<'_>]) -> Verdict {
         }
     }
     let mut files_checked = 0;
-    for o in ops
-        .iter()
-        .filter(|o| o.invoke.f == "complete" && o.kind() == "ok" && o.invoke.process != "setup")
-    {
+    let completed = |o: &&Op<'_>| {
+        (o.invoke.f == "complete" || o.invoke.f == "sdk-upload")
+            && o.kind() == "ok"
+            && o.invoke.process != "setup"
+    };
+    for o in ops.iter().filter(completed) {
         let v = o.value();
         let (Some(fid), Some(expect)) = (v["file_id"].as_str(), v["expect_blake3"].as_str()) else {
             continue;

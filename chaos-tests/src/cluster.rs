@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::proxy::{Fault, Link};
+use crate::proxy::{Fault, Link, UdpLink};
 
 /// The tier limits and chunk size the workloads count on.
 pub const CHUNK_SIZE: u64 = 256 * 1024;
@@ -44,6 +44,8 @@ pub struct Cluster {
     pub peer_links: Vec<Vec<Option<Link>>>,
     /// The clients' links to each node's HTTP port.
     pub client_links: Vec<Link>,
+    /// The clients' QUIC (UDP) links to each node.
+    pub quic_links: Vec<UdpLink>,
     env: Vec<(String, String)>,
     http: reqwest::Client,
 }
@@ -90,8 +92,10 @@ impl Cluster {
             peer_links.push(row);
         }
         let mut client_links = Vec::new();
+        let mut quic_links = Vec::new();
         for s in &slots {
             client_links.push(Link::start(s.n, s.http, seed ^ 0xc1).await?);
+            quic_links.push(UdpLink::start(s.quic, seed ^ 0xc2 ^ s.n as u64).await?);
         }
         let mut env = vec![
             (
@@ -124,6 +128,7 @@ impl Cluster {
             slots,
             peer_links,
             client_links,
+            quic_links,
             env,
             http,
         };
@@ -393,14 +398,36 @@ impl Cluster {
             .collect()
     }
 
+    /// The clients' QUIC node URLs, through the UDP proxies.
+    pub fn client_quic_urls(&self) -> Vec<String> {
+        self.quic_links
+            .iter()
+            .map(|l| format!("quic://{}", l.listen))
+            .collect()
+    }
+
+    /// The cluster CA (the first node made it; every node has it), for QUIC clients to pin.
+    pub fn ca_pem(&self) -> anyhow::Result<Vec<u8>> {
+        let path = self.slots[0].data_dir.join("tls/ca.pem");
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// The same fault on every client link, TCP and UDP.
+    pub fn set_client_fault(&self, fault: Fault) {
+        for l in &self.client_links {
+            l.set(fault);
+        }
+        for l in &self.quic_links {
+            l.set(fault);
+        }
+    }
+
     /// Every link back to healthy.
     pub fn heal_network(&self) {
         for l in self.peer_links.iter().flatten().flatten() {
             l.set(Fault::default());
         }
-        for l in &self.client_links {
-            l.set(Fault::default());
-        }
+        self.set_client_fault(Fault::default());
     }
 
     pub fn set_peer_fault(&self, from: usize, to: usize, fault: Fault) {

@@ -84,11 +84,11 @@ struct RunArgs {
     nodes: usize,
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Comma-separated: kill, pause, restart, partition, oneway, delay, drop, membership; or
-    /// `all`, or `none`.
+    /// Comma-separated: kill, pause, restart, partition, oneway, delay, drop, membership,
+    /// client-net; or `all`, or `none`.
     #[arg(long, default_value = "all")]
     nemesis: String,
-    /// Comma-separated: upload, quota, register; or `all`.
+    /// Comma-separated: upload, quic-upload, quota, register; or `all`.
     #[arg(long, default_value = "all")]
     workload: String,
     /// Every random choice (faults, their timing and targets, the workload) comes from it;
@@ -268,7 +268,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     for w in &workloads {
         let n = match w.as_str() {
             "upload" => 3,
-            "quota" => 1,
+            "quota" | "quic-upload" => 1,
             _ => workload::REGISTER_CLIENTS,
         };
         for _ in 0..n {
@@ -277,6 +277,15 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             tasks.push(match w.as_str() {
                 "upload" => tokio::spawn(workload::upload_client(c, id, seed, until)),
                 "quota" => tokio::spawn(workload::quota_client(c, id, seed, until)),
+                "quic-upload" => tokio::spawn(workload::quic_upload_client(
+                    c,
+                    id,
+                    seed,
+                    until,
+                    cluster.client_quic_urls(),
+                    cluster.ca_pem()?,
+                    dir.clone(),
+                )),
                 _ => tokio::spawn(workload::register_client(c, id, keys.clone(), seed, until)),
             });
         }

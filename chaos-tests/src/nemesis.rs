@@ -13,7 +13,8 @@ use crate::cluster::Cluster;
 use crate::history::History;
 use crate::proxy::Fault;
 
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
+    "client-net",
     "kill",
     "pause",
     "restart",
@@ -68,6 +69,12 @@ pub enum Kind {
     Membership {
         node: usize,
     },
+    /// Every client link (HTTP over TCP, QUIC over UDP) delayed and lossy.
+    ClientNet {
+        delay_ms: u64,
+        jitter_ms: u64,
+        drop: f64,
+    },
 }
 
 impl Kind {
@@ -81,6 +88,7 @@ impl Kind {
             Kind::Delay { .. } => "delay",
             Kind::Drop { .. } => "drop",
             Kind::Membership { .. } => "membership",
+            Kind::ClientNet { .. } => "client-net",
         }
     }
 }
@@ -143,6 +151,11 @@ pub fn schedule(seed: u64, duration: Duration, nemeses: &[String], nodes: usize)
             },
             "drop" => Kind::Drop {
                 probability: f64::from(rng.gen_range(5..=30u32)) / 100.0,
+            },
+            "client-net" => Kind::ClientNet {
+                delay_ms: rng.gen_range(10..=150),
+                jitter_ms: rng.gen_range(0..=30),
+                drop: f64::from(rng.gen_range(1..=10u32)) / 100.0,
             },
             _ => Kind::Membership { node },
         };
@@ -266,6 +279,19 @@ pub async fn inject(c: &mut Cluster, kind: &Kind) -> anyhow::Result<serde_json::
             c.replace(*node).await?;
             json!({"node": node + 1, "generation": c.slots[*node].generation})
         }
+        Kind::ClientNet {
+            delay_ms,
+            jitter_ms,
+            drop,
+        } => {
+            c.set_client_fault(Fault {
+                blocked: false,
+                delay_ms: *delay_ms,
+                jitter_ms: *jitter_ms,
+                drop: *drop,
+            });
+            json!({"delay_ms": delay_ms, "jitter_ms": jitter_ms, "drop": drop})
+        }
     })
 }
 
@@ -275,7 +301,11 @@ pub fn heal(c: &mut Cluster, kind: &Kind) -> anyhow::Result<()> {
         Kind::Kill { node } => c.restart(*node),
         Kind::Pause { node } => c.resume(*node),
         Kind::Restart { .. } | Kind::Membership { .. } => Ok(()),
-        Kind::Partition(_) | Kind::Oneway { .. } | Kind::Delay { .. } | Kind::Drop { .. } => {
+        Kind::Partition(_)
+        | Kind::Oneway { .. }
+        | Kind::Delay { .. }
+        | Kind::Drop { .. }
+        | Kind::ClientNet { .. } => {
             c.heal_network();
             Ok(())
         }

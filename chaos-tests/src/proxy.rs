@@ -207,3 +207,140 @@ mod tests {
         assert!(took < Duration::from_millis(300), "{took:?}");
     }
 }
+
+/// A UDP link (the clients' QUIC traffic to one node): datagrams from each client address go
+/// out through a socket of their own, so the node's answers find their way back. Blocked or
+/// dropped datagrams vanish; delayed ones are sent later (and may overtake each other).
+pub struct UdpLink {
+    pub listen: SocketAddr,
+    fault: watch::Sender<Fault>,
+}
+
+impl UdpLink {
+    pub async fn start(upstream: SocketAddr, seed: u64) -> anyhow::Result<UdpLink> {
+        let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+        let listen = socket.local_addr()?;
+        let (tx, rx) = watch::channel(Fault::default());
+        tokio::spawn(udp_relay(socket, upstream, rx, seed));
+        Ok(UdpLink { listen, fault: tx })
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+    }
+}
+
+/// Whether a datagram passes, and after how long.
+fn datagram_fate(fault: &Fault, rng: &mut StdRng) -> Option<Duration> {
+    if fault.blocked || (fault.drop > 0.0 && rng.gen_bool(fault.drop.min(1.0))) {
+        return None;
+    }
+    let jitter = if fault.jitter_ms > 0 {
+        rng.gen_range(0..=2 * fault.jitter_ms) as i64 - fault.jitter_ms as i64
+    } else {
+        0
+    };
+    Some(Duration::from_millis(
+        (fault.delay_ms as i64 + jitter).max(0) as u64,
+    ))
+}
+
+async fn send_later(
+    socket: std::sync::Arc<tokio::net::UdpSocket>,
+    to: Option<SocketAddr>,
+    data: Vec<u8>,
+    after: Duration,
+) {
+    if !after.is_zero() {
+        tokio::time::sleep(after).await;
+    }
+    let _ = match to {
+        Some(addr) => socket.send_to(&data, addr).await,
+        None => socket.send(&data).await,
+    };
+}
+
+async fn udp_relay(
+    socket: std::sync::Arc<tokio::net::UdpSocket>,
+    upstream: SocketAddr,
+    rx: watch::Receiver<Fault>,
+    seed: u64,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut sessions: std::collections::HashMap<SocketAddr, std::sync::Arc<tokio::net::UdpSocket>> =
+        std::collections::HashMap::new();
+    let mut buf = vec![0u8; 65_536];
+    while let Ok((n, client)) = socket.recv_from(&mut buf).await {
+        let out = match sessions.get(&client) {
+            Some(s) => s.clone(),
+            None => {
+                let Ok(s) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+                    continue;
+                };
+                if s.connect(upstream).await.is_err() {
+                    continue;
+                }
+                let s = std::sync::Arc::new(s);
+                // The node's answers, back to this client, through the same faults.
+                let (back, listen, mut rx2) = (s.clone(), socket.clone(), rx.clone());
+                let mut rng2 = StdRng::seed_from_u64(rng.gen());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65_536];
+                    while let Ok(n) = back.recv(&mut buf).await {
+                        let fault = *rx2.borrow_and_update();
+                        if let Some(after) = datagram_fate(&fault, &mut rng2) {
+                            let data = buf[..n].to_vec();
+                            tokio::spawn(send_later(listen.clone(), Some(client), data, after));
+                        }
+                    }
+                });
+                sessions.insert(client, s.clone());
+                s
+            }
+        };
+        let fault = *rx.borrow();
+        if let Some(after) = datagram_fate(&fault, &mut rng) {
+            tokio::spawn(send_later(out, None, buf[..n].to_vec(), after));
+        }
+    }
+}
+
+#[cfg(test)]
+mod udp_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_udp_link_relays_both_ways_blocks_and_heals() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let upstream = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = server.recv_from(&mut buf).await {
+                let _ = server.send_to(&buf[..n], from).await;
+            }
+        });
+        let link = UdpLink::start(upstream, 3).await.unwrap();
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(link.listen).await.unwrap();
+        let echo = |msg: &'static [u8]| {
+            let client = &client;
+            async move {
+                client.send(msg).await.unwrap();
+                let mut buf = [0u8; 64];
+                let n = tokio::time::timeout(Duration::from_millis(500), client.recv(&mut buf))
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(buf[..n].to_vec())
+            }
+        };
+        assert_eq!(echo(b"one").await.as_deref(), Some(&b"one"[..]));
+        link.set(Fault {
+            blocked: true,
+            ..Fault::default()
+        });
+        assert_eq!(echo(b"two").await, None);
+        link.set(Fault::default());
+        assert_eq!(echo(b"three").await.as_deref(), Some(&b"three"[..]));
+    }
+}

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::cluster::{token, BASIC_QUOTA, CHUNK_SIZE};
 use crate::history::History;
 
-pub const ALL: [&str; 3] = ["upload", "quota", "register"];
+pub const ALL: [&str; 4] = ["upload", "quic-upload", "quota", "register"];
 
 /// Register keys (files renamed and read) and clients per key.
 pub const REGISTER_KEYS: usize = 2;
@@ -308,6 +308,66 @@ pub async fn upload_client(c: Clients, id: usize, seed: u64, until: Instant) {
                 .await;
         }
     }
+}
+
+/// Whole uploads through the Rust SDK over QUIC (through the UDP proxies): chunks spread over
+/// every node, the SDK's own retries and failover; each upload is one operation.
+pub async fn quic_upload_client(
+    c: Clients,
+    id: usize,
+    seed: u64,
+    until: Instant,
+    quic_urls: Vec<String>,
+    ca: Vec<u8>,
+    dir: std::path::PathBuf,
+) {
+    let p = format!("c{id}");
+    let user = format!("u{id}");
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x7175 ^ ((id as u64) << 32));
+    let client = wharf_client::Client::with_trust(
+        quic_urls,
+        token(&user, "premium"),
+        wharf_client::Trust::Ca(ca),
+    );
+    let Ok(mut client) = client else { return };
+    client.parallel = 4;
+    client.attempts = 6;
+    let path = dir.join(format!("quic-upload-{id}.bin"));
+    while Instant::now() < until {
+        let size = rng.gen_range(1..=6 * CHUNK_SIZE);
+        let content_seed = rng.next_u64();
+        let data = content(content_seed, size);
+        let blake3 = blake3::hash(&data).to_hex().to_string();
+        if std::fs::write(&path, &data).is_err() {
+            return;
+        }
+        let value = json!({ "size": size, "content_seed": content_seed, "expect_blake3": blake3 });
+        let inv = c.history.invoke(&p, "sdk-upload", None, value.clone());
+        let up = tokio::time::timeout(
+            Duration::from_secs(60),
+            client.upload(&path, None, |_| {}, None),
+        )
+        .await;
+        let mut v = value;
+        match up {
+            Ok(Ok(u)) => {
+                merge(
+                    &mut v,
+                    json!({ "file_id": u.file.id, "upload_id": u.upload_id, "blake3": u.file.blake3 }),
+                );
+                c.history.complete(inv, "ok", v, None);
+            }
+            Ok(Err(wharf_client::Error::Api { status, code, .. })) if status < 500 => {
+                c.history.complete(inv, "fail", v, Some(code));
+            }
+            Ok(Err(e)) => {
+                let kind = e.code().unwrap_or("unreachable").to_string();
+                c.history.complete(inv, "info", v, Some(kind));
+            }
+            Err(_) => c.history.complete(inv, "info", v, Some("timeout".into())),
+        }
+    }
+    let _ = std::fs::remove_file(&path);
 }
 
 /// Rounds of creates racing for one fresh user's quota (room for two), then a usage read, then
