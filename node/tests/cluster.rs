@@ -302,6 +302,26 @@ async fn three_nodes_share_uploads_survive_leader_loss_and_catch_up_by_snapshot(
         2 + small.len(),
         "{list}"
     );
+
+    // Every node, the one restored from a snapshot included, ends with the same state: the
+    // same applied index and the same digest of the state machine.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c.status_cli(new_leader);
+        let seen: Vec<(Value, Value)> = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["applied_index"].clone(), n["state_digest"].clone()))
+            .collect();
+        if seen.iter().all(|x| *x == seen[0]) {
+            assert_eq!(seen.len(), 3);
+            assert_eq!(seen[0].1.as_str().unwrap().len(), 64, "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "states never converged: {s}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

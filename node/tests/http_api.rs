@@ -80,6 +80,48 @@ async fn multi_chunk_upload_downloads_byte_identical_with_ranges() {
 }
 
 #[tokio::test]
+async fn a_file_is_renamed_by_its_owner_only_and_with_a_valid_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let t = node.token("alice", Tier::Basic);
+    let file = node.upload(&t, "draft.txt", b"text").await;
+    let path = format!("/v1/files/{}", file["id"].as_str().unwrap());
+    let rename = |token: &str, body: serde_json::Value| {
+        let req = node
+            .http
+            .patch(node.url(&path))
+            .bearer_auth(token)
+            .json(&body);
+        async move { json(req.send().await.unwrap()).await }
+    };
+    let (status, renamed) = rename(&t, serde_json::json!({"name": "final.txt"})).await;
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(renamed["name"], "final.txt");
+    assert_eq!(renamed["blake3"], file["blake3"]);
+    let (_, got) = json(node.get(&t, &path).send().await.unwrap()).await;
+    assert_eq!(got["name"], "final.txt");
+
+    assert_error(
+        &rename(&t, serde_json::json!({"name": "../../etc/passwd"})).await,
+        400,
+        "invalid_name",
+    );
+    assert_error(
+        &rename(&t, serde_json::json!({"name": "x", "size": 3})).await,
+        400,
+        "invalid_request",
+    );
+    let mallory = node.token("mallory", Tier::Basic);
+    assert_error(
+        &rename(&mallory, serde_json::json!({"name": "mine.txt"})).await,
+        404,
+        "not_found",
+    );
+    let (_, got) = json(node.get(&t, &path).send().await.unwrap()).await;
+    assert_eq!(got["name"], "final.txt");
+}
+
+#[tokio::test]
 async fn empty_file_uploads_as_one_empty_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path());
