@@ -9,7 +9,9 @@ use quinn::{RecvStream, VarInt};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Mutex, OnceCell};
-use wharf_proto::quic::{read_frame, write_frame, Hello, Reply, Request, ALPN};
+use wharf_proto::quic::{
+    read_frame, write_frame, Hello, Reply, Request, ALPN, CONNECTION_WINDOW, STREAM_WINDOW,
+};
 
 use crate::{Error, Result};
 
@@ -109,12 +111,11 @@ impl Transport {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| Error::Tls(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        // Windows sized for high bandwidth-delay products, as on the node.
         let mut transport = quinn::TransportConfig::default();
         transport
-            .stream_receive_window(VarInt::from_u32(16 << 20))
-            .receive_window(VarInt::from_u32(128 << 20))
-            .send_window(128 << 20)
+            .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+            .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
+            .send_window(u64::from(CONNECTION_WINDOW))
             // A node gone silent (killed, paused, cut off) is noticed within 10 s.
             .keep_alive_interval(Some(Duration::from_secs(2)))
             .max_idle_timeout(Some(VarInt::from_u32(10_000).into()));

@@ -15,7 +15,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use quinn::{RecvStream, SendStream, VarInt};
 use wharf_cluster::Identity;
-use wharf_proto::quic::{read_frame, request::Op, write_frame, Hello, Reply, Request, ALPN};
+use wharf_proto::quic::{
+    read_frame, request::Op, write_frame, Hello, Reply, Request, ALPN, CONNECTION_WINDOW,
+    STREAM_WINDOW,
+};
 use wharf_proto::CreateUpload;
 
 use crate::auth::Claims;
@@ -48,13 +51,11 @@ fn server_config(identity: &Identity) -> anyhow::Result<quinn::ServerConfig> {
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    // Windows sized for high bandwidth-delay products: a chunk (8 MiB) per stream in flight,
-    // several streams per connection.
     let mut transport = quinn::TransportConfig::default();
     transport
-        .stream_receive_window(VarInt::from_u32(16 << 20))
-        .receive_window(VarInt::from_u32(128 << 20))
-        .send_window(128 << 20)
+        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
+        .send_window(u64::from(CONNECTION_WINDOW))
         .max_concurrent_bidi_streams(VarInt::from_u32(64))
         .keep_alive_interval(Some(Duration::from_secs(10)));
     config.transport_config(Arc::new(transport));

@@ -131,6 +131,11 @@ pub mod quic {
     use std::io;
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+    /// Flow-control windows, on both ends, sized for high bandwidth-delay products: a whole
+    /// chunk (8 MiB) in flight per stream, several streams per connection.
+    pub const STREAM_WINDOW: u32 = 16 << 20;
+    pub const CONNECTION_WINDOW: u32 = 128 << 20;
+
     /// Socket buffers for QUIC's UDP socket: at high rates the kernel's default (about 200 KiB)
     /// overflows and drops datagrams, which congestion control takes for loss.
     pub const SOCKET_BUFFER: usize = 8 << 20;
