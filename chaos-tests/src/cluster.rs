@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+use crate::netns::Netns;
 use crate::proxy::{Fault, Link, UdpLink};
 
 /// The tier limits and chunk size the workloads count on.
@@ -46,6 +47,8 @@ pub struct Cluster {
     pub client_links: Vec<Link>,
     /// The clients' QUIC (UDP) links to each node.
     pub quic_links: Vec<UdpLink>,
+    /// In the network-namespace mode: the namespaces, and no proxies.
+    pub netns: Option<Netns>,
     env: Vec<(String, String)>,
     http: reqwest::Client,
 }
@@ -62,16 +65,34 @@ impl Cluster {
         n: usize,
         seed: u64,
         planted: Option<&str>,
+        use_netns: bool,
     ) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(dir)?;
         let objects = dir.join("objects");
+        let netns = if use_netns {
+            Some(Netns::setup(n, seed)?)
+        } else {
+            None
+        };
         let mut slots = Vec::new();
         for i in 1..=n {
+            let (http, peer, quic) = match &netns {
+                // Each node has an address of its own: fixed ports.
+                Some(ns) => {
+                    let ip = ns.ips[i - 1];
+                    (
+                        SocketAddr::new(ip.into(), 7070),
+                        SocketAddr::new(ip.into(), 7080),
+                        SocketAddr::new(ip.into(), 7071),
+                    )
+                }
+                None => (free_addr()?, free_addr()?, free_addr()?),
+            };
             slots.push(Slot {
                 n: i,
-                http: free_addr()?,
-                peer: free_addr()?,
-                quic: free_addr()?,
+                http,
+                peer,
+                quic,
                 data_dir: dir.join(format!("n{i}")),
                 child: None,
                 run: Run::Dead,
@@ -82,7 +103,7 @@ impl Cluster {
         for i in 0..n {
             let mut row = Vec::new();
             for (j, to) in slots.iter().enumerate() {
-                row.push(if i == j {
+                row.push(if i == j || netns.is_some() {
                     None
                 } else {
                     let s = seed ^ ((i * 64 + j) as u64 + 1);
@@ -93,7 +114,7 @@ impl Cluster {
         }
         let mut client_links = Vec::new();
         let mut quic_links = Vec::new();
-        for s in &slots {
+        for s in slots.iter().filter(|_| netns.is_none()) {
             client_links.push(Link::start(s.n, s.http, seed ^ 0xc1).await?);
             quic_links.push(UdpLink::start(s.quic, seed ^ 0xc2 ^ s.n as u64).await?);
         }
@@ -129,6 +150,7 @@ impl Cluster {
             peer_links,
             client_links,
             quic_links,
+            netns,
             env,
             http,
         };
@@ -156,7 +178,9 @@ impl Cluster {
             .map(|l| format!("{}={}", self.slots[l.to - 1].peer, l.listen))
             .collect();
         let mut env = self.env.clone();
-        env.push(("WHARF_CLUSTER_PEER_ROUTES".into(), routes.join(",")));
+        if !routes.is_empty() {
+            env.push(("WHARF_CLUSTER_PEER_ROUTES".into(), routes.join(",")));
+        }
         env
     }
 
@@ -169,7 +193,15 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(s.data_dir.with_extension("log"))?;
-        let mut cmd = Command::new(&self.wharf);
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the node in its namespace: the pid is the node's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name(i)]).arg(&self.wharf);
+                c
+            }
+            None => Command::new(&self.wharf),
+        };
         cmd.args(["node", "start", "--data-dir"])
             .arg(&s.data_dir)
             .args(["--http-addr", &s.http.to_string()])
@@ -390,8 +422,16 @@ impl Cluster {
         None
     }
 
-    /// The clients' base URLs, one per node, through the client proxies.
+    /// The clients' base URLs, one per node, through the client proxies (or straight to the
+    /// node's address in its namespace).
     pub fn client_urls(&self) -> Vec<String> {
+        if self.netns.is_some() {
+            return self
+                .slots
+                .iter()
+                .map(|s| format!("http://{}", s.http))
+                .collect();
+        }
         self.client_links
             .iter()
             .map(|l| format!("http://{}", l.listen))
@@ -400,6 +440,13 @@ impl Cluster {
 
     /// The clients' QUIC node URLs, through the UDP proxies.
     pub fn client_quic_urls(&self) -> Vec<String> {
+        if self.netns.is_some() {
+            return self
+                .slots
+                .iter()
+                .map(|s| format!("quic://{}", s.quic))
+                .collect();
+        }
         self.quic_links
             .iter()
             .map(|l| format!("quic://{}", l.listen))
@@ -414,6 +461,12 @@ impl Cluster {
 
     /// The same fault on every client link, TCP and UDP.
     pub fn set_client_fault(&self, fault: Fault) {
+        if let Some(ns) = &self.netns {
+            if let Err(e) = ns.set_client(fault) {
+                eprintln!("wharf-chaos: nft: {e:#}");
+            }
+            return;
+        }
         for l in &self.client_links {
             l.set(fault);
         }
@@ -424,6 +477,12 @@ impl Cluster {
 
     /// Every link back to healthy.
     pub fn heal_network(&self) {
+        if let Some(ns) = &self.netns {
+            if let Err(e) = ns.heal() {
+                eprintln!("wharf-chaos: nft: {e:#}");
+            }
+            return;
+        }
         for l in self.peer_links.iter().flatten().flatten() {
             l.set(Fault::default());
         }
@@ -431,6 +490,14 @@ impl Cluster {
     }
 
     pub fn set_peer_fault(&self, from: usize, to: usize, fault: Fault) {
+        if let Some(ns) = &self.netns {
+            if from != to {
+                if let Err(e) = ns.set_peer(from, to, fault) {
+                    eprintln!("wharf-chaos: nft: {e:#}");
+                }
+            }
+            return;
+        }
         if let Some(l) = &self.peer_links[from][to] {
             l.set(fault);
         }
@@ -459,6 +526,9 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
+        if let Some(ns) = &self.netns {
+            ns.teardown();
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod checker;
 mod cluster;
 mod history;
 mod nemesis;
+mod netns;
 mod proxy;
 mod report;
 mod workload;
@@ -104,6 +105,12 @@ struct RunArgs {
     /// The wharf binary; default: `wharf` (or `wharf-planted`) next to this program.
     #[arg(long, env = "WHARF_CHAOS_BIN")]
     wharf: Option<PathBuf>,
+    /// `proxy`: links cut and slowed by user-space proxies (no privileges needed). `netns`
+    /// (root, Linux, nftables): every node in a network namespace of its own, links cut in
+    /// the kernel (no delays there: the `delay` nemesis is left out, and `client-net` only
+    /// drops).
+    #[arg(long, default_value = "proxy", value_parser = ["proxy", "netns"])]
+    net: String,
     /// How long liveness may take after the faults heal.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     liveness_bound: Duration,
@@ -203,7 +210,14 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     if !(1..=9).contains(&args.nodes) {
         bail!("--nodes must be 1 to 9 (3 or 5 make sense)");
     }
-    let nemeses = pick(&args.nemesis, &nemesis::ALL, "nemesis")?;
+    let mut nemeses = pick(&args.nemesis, &nemesis::ALL, "nemesis")?;
+    let use_netns = args.net == "netns";
+    if use_netns && nemeses.iter().any(|n| n == "delay") {
+        eprintln!(
+            "wharf-chaos: --net netns cannot delay (no netem in this kernel); leaving `delay` out"
+        );
+        nemeses.retain(|n| n != "delay");
+    }
     let workloads = pick(&args.workload, &workload::ALL, "workload")?;
     if let Some(bug) = &args.planted_bug {
         if !PLANTED.iter().any(|(n, _, _)| n == bug) {
@@ -247,6 +261,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         args.nodes,
         seed,
         args.planted_bug.as_deref(),
+        use_netns,
     )
     .await
     .context("starting the cluster")?;
@@ -342,9 +357,11 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         "nemesis": nemeses.join(","),
         "workload": workloads.join(","),
         "planted_bug": args.planted_bug,
+        "net": args.net,
         "wharf": wharf.display().to_string(),
         "replay": format!(
-            "wharf-chaos run --nodes {} --duration {}s --nemesis {} --workload {} --seed {seed}{}",
+            "wharf-chaos run --net {} --nodes {} --duration {}s --nemesis {} --workload {} --seed {seed}{}",
+            args.net,
             args.nodes,
             args.duration.as_secs(),
             if nemeses.is_empty() { "none".to_string() } else { nemeses.join(",") },

@@ -188,6 +188,8 @@ pub async fn upload_client(c: Clients, id: usize, seed: u64, until: Instant) {
             .request(node, Method::POST, "/v1/uploads", &user)
             .json(&body);
         let Res::Ok(created) = c.op(&p, "create", node, value.clone(), req).await else {
+            // Not too fast against a cluster that refuses everything.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let upload = created["upload_id"]

@@ -125,6 +125,17 @@ impl Metadata {
     /// Proposes a command on the leader and returns what the state machine answered, once it
     /// is committed (flushed on a quorum) and applied.
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, Error> {
+        // One request id for every try: a try whose outcome was lost may still commit, and
+        // the state machine then answers the next try with its outcome instead of applying
+        // the command twice.
+        let cmd = Command::Once {
+            id: request_id(),
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            cmd: Box::new(cmd),
+        };
         let deadline = Instant::now() + PATIENCE;
         loop {
             // Without a quorum a write never commits: answer "unavailable" rather than hang.
@@ -445,4 +456,10 @@ pub struct NodeReport {
     pub purged_index: Option<u64>,
     /// BLAKE3 of the state machine at `applied_index`: equal on nodes that applied the same log.
     pub state_digest: Option<String>,
+}
+
+/// A random request id (128 bits, hex).
+fn request_id() -> String {
+    use rand::Rng;
+    format!("{:032x}", rand::thread_rng().gen::<u128>())
 }

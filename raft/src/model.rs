@@ -291,7 +291,17 @@ pub struct State {
     pub garbage: BTreeMap<String, Garbage>,
     /// The highest node id ever handed out.
     pub last_node_id: u64,
+    /// Outcomes of recently applied [`Command::Once`] requests, by request id, so that a
+    /// retried proposal is not applied twice.
+    #[serde(default)]
+    pub requests: BTreeMap<String, (Millis, Outcome)>,
+    /// The same ids as `"{at:020}/{id}"` (so oldest first), for forgetting them.
+    #[serde(default)]
+    pub request_times: std::collections::BTreeSet<String>,
 }
+
+/// How long a request id is remembered: much longer than a proposal is ever retried.
+pub const REQUEST_MEMORY_MS: Millis = 10 * 60 * 1000;
 
 pub fn key(owner: &str, id: &str) -> String {
     format!("{owner}/{id}")
@@ -358,6 +368,14 @@ pub enum Command {
         owner: String,
         file_id: String,
         now: Millis,
+    },
+    /// `cmd`, applied at most once under the request id `id`: a proposal retried after its
+    /// outcome was lost (the leader changed, a forward's reply never came) gets the first
+    /// outcome back instead of being applied again. `at` is the proposer's clock.
+    Once {
+        id: String,
+        at: Millis,
+        cmd: Box<Command>,
     },
     /// A file's new name (validated by the proposer, like a new upload's).
     RenameFile {
@@ -475,6 +493,29 @@ pub fn chunk_size_for(size: u64, min: u64) -> u64 {
 /// Applies one command: the whole of the model's behaviour.
 pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
     match cmd {
+        Command::Once { id, at, cmd } => {
+            if let Some((_, outcome)) = state.requests.get(&id) {
+                return Ok(outcome.clone());
+            }
+            // A refused command changed nothing, so applying it again is harmless: only
+            // successes are remembered.
+            let outcome = apply(state, *cmd)?;
+            while let Some(first) = state.request_times.first() {
+                let (t, old) = first.split_once('/').unwrap_or(("0", ""));
+                if t.parse::<Millis>()
+                    .unwrap_or(0)
+                    .saturating_add(REQUEST_MEMORY_MS)
+                    > at
+                {
+                    break;
+                }
+                state.requests.remove(old);
+                state.request_times.pop_first();
+            }
+            state.request_times.insert(format!("{at:020}/{id}"));
+            state.requests.insert(id, (at, outcome.clone()));
+            Ok(outcome)
+        }
         Command::CreateUpload {
             upload_id,
             owner,

@@ -673,3 +673,58 @@ fn staged_chunk_with_different_content_is_a_conflict() {
     let up = s.upload("ann", "u").unwrap();
     assert!(matches!(up.chunks[1], Chunk::Staged { ref blake3, .. } if blake3 == "a"));
 }
+
+#[test]
+fn a_retried_request_is_applied_once_and_forgotten_after_a_while() {
+    let mut s = State::default();
+    let once = |id: &str, at: u64, quota: u64| Command::Once {
+        id: id.into(),
+        at,
+        cmd: Box::new(Command::SetQuota {
+            user: "ann".into(),
+            quota,
+        }),
+    };
+    let quota = |s: &State| s.users["ann"].quota;
+    apply(&mut s, once("r1", 1_000, 10)).unwrap();
+    apply(&mut s, once("r2", 2_000, 20)).unwrap();
+    // r1 again (its first outcome was lost, say): answered, not applied over r2.
+    let again = apply(&mut s, once("r1", 3_000, 10)).unwrap();
+    assert!(matches!(again, Outcome::User(u) if u.quota == 10));
+    assert_eq!(quota(&s), 20);
+    // A refused command is not remembered: trying it again is harmless.
+    let refused = Command::Once {
+        id: "r3".into(),
+        at: 3_000,
+        cmd: Box::new(Command::DeleteFile {
+            owner: "ann".into(),
+            file_id: "nope".into(),
+            now: 3_000,
+        }),
+    };
+    assert_eq!(apply(&mut s, refused), Err(ModelError::NotFound));
+    assert!(!s.requests.contains_key("r3"));
+    // Long after, the ids are gone (the state does not grow without end).
+    let later = wharf_raft::model::REQUEST_MEMORY_MS + 5_000;
+    apply(&mut s, once("r4", later, 30)).unwrap();
+    assert_eq!(s.requests.keys().collect::<Vec<_>>(), ["r4"]);
+    assert_eq!(s.request_times.len(), 1);
+}
+
+#[test]
+fn the_state_with_remembered_requests_serializes_for_snapshots() {
+    let mut s = State::default();
+    let cmd = Command::Once {
+        id: "r1".into(),
+        at: 7,
+        cmd: Box::new(Command::SetQuota {
+            user: "ann".into(),
+            quota: 1,
+        }),
+    };
+    apply(&mut s, cmd).unwrap();
+    let json = serde_json::to_vec(&s).unwrap();
+    let back: State = serde_json::from_slice(&json).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.digest(), s.digest());
+}
