@@ -131,6 +131,12 @@ impl Cluster {
                 "WHARF_TIERS_BASIC_MAX_CONCURRENT_UPLOADS".into(),
                 "32".into(),
             ),
+            // Abandoned uploads stay active until they expire; the upload clients abandon
+            // some on purpose and must not run into the limit in a long run.
+            (
+                "WHARF_TIERS_PREMIUM_MAX_CONCURRENT_UPLOADS".into(),
+                "100000".into(),
+            ),
             ("WHARF_SCAN_POLICY".into(), "off".into()),
             // Faster elections, so that a run of minutes sees many of them.
             ("WHARF_RAFT_HEARTBEAT_MS".into(), "150".into()),
