@@ -220,13 +220,8 @@ async fn fails_over(transport: Transport) {
         ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
     ];
     let a = Node::start_with(&dir.path().join("a"), &env);
-    let token = wharf_cli(&[
-        "cluster",
-        "token",
-        "--data-dir",
-        &dir.path().join("a").display().to_string(),
-    ]);
-    let join = ["--join", a.peer_addr.as_str(), "--token", token.trim()];
+    let join = join_args(&a);
+    let join: Vec<&str> = join.iter().map(String::as_str).collect();
     let b = Node::spawn(&dir.path().join("b"), &env, &join);
     let c = Node::spawn(&dir.path().join("c"), &env, &join);
 

@@ -167,13 +167,8 @@ async fn chunks_from_three_nodes_become_one_s3_object() {
     let s3 = S3::shared();
     let dir = tempfile::tempdir().unwrap();
     let n0 = start_node(&dir.path().join("n0"), &s3, &[], &[]);
-    let token = wharf_cli(&[
-        "cluster",
-        "token",
-        "--data-dir",
-        &dir.path().join("n0").display().to_string(),
-    ]);
-    let join = ["--join", n0.peer_addr.as_str(), "--token", token.trim()];
+    let join = join_args(&n0);
+    let join: Vec<&str> = join.iter().map(String::as_str).collect();
     let n1 = start_node(&dir.path().join("n1"), &s3, &[], &join);
     let n2 = start_node(&dir.path().join("n2"), &s3, &[], &join);
     let nodes = [&n0, &n1, &n2];

@@ -301,13 +301,8 @@ async fn a_lease_held_by_a_killed_node_is_taken_over_after_it_expires() {
     // While the real clamd is frozen, only node A (whose clamd hangs mid-scan) takes leases.
     clamd.signal("-STOP");
     let a = start(&dir.path().join("a"), &stuck, &shared, &[]);
-    let token = wharf_cli(&[
-        "cluster",
-        "token",
-        "--data-dir",
-        &dir.path().join("a").display().to_string(),
-    ]);
-    let join = ["--join", a.peer_addr.as_str(), "--token", token.trim()];
+    let join = join_args(&a);
+    let join: Vec<&str> = join.iter().map(String::as_str).collect();
     let b = start(&dir.path().join("b"), &real, &shared, &join);
     let c = start(&dir.path().join("c"), &real, &shared, &join);
 

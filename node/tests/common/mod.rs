@@ -336,6 +336,23 @@ pub fn start_must_fail(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> 
     err
 }
 
+/// `--join <first's peer address> --token <a join token from first's data dir>`: what a node
+/// needs to join the cluster that `first` made.
+pub fn join_args(first: &Node) -> Vec<String> {
+    let token = wharf_cli(&[
+        "cluster",
+        "token",
+        "--data-dir",
+        &first.data_dir.display().to_string(),
+    ]);
+    vec![
+        "--join".into(),
+        first.peer_addr.clone(),
+        "--token".into(),
+        token.trim().to_string(),
+    ]
+}
+
 /// Runs the `wharf` CLI and returns its stdout; panics with its stderr if it fails.
 pub fn wharf_cli(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
