@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::cluster::{token, Cluster, Run};
+use crate::cluster::{node_number, token, Cluster, Run};
 use crate::history::Event;
 use crate::workload::{QUOTA_CREATE, REGISTER_KEYS};
 
@@ -16,16 +16,23 @@ pub struct Verdict {
     pub valid: bool,
     /// What was checked (counts), for the summary.
     pub checked: Value,
-    /// The first violations (at most 20), each with the history indexes involved.
+    /// How many violations the checker found (all of them, not only those kept below).
+    pub violation_count: usize,
+    /// The first violations (at most `KEPT_VIOLATIONS`), each with the history indexes
+    /// involved.
     pub violations: Vec<Value>,
 }
 
+/// Violations a verdict keeps (verdict.json); the summary shows fewer.
+pub const KEPT_VIOLATIONS: usize = 20;
+
 impl Verdict {
-    fn new(checked: Value, violations: Vec<Value>) -> Self {
+    pub fn new(checked: Value, violations: Vec<Value>) -> Self {
         Verdict {
             valid: violations.is_empty(),
             checked,
-            violations: violations.into_iter().take(20).collect(),
+            violation_count: violations.len(),
+            violations: violations.into_iter().take(KEPT_VIOLATIONS).collect(),
         }
     }
 }
@@ -518,9 +525,17 @@ pub async fn convergence(c: &Cluster, within: Duration) -> Verdict {
                 && seen
                     .iter()
                     .all(|x| *x == seen[0] && !x.0.is_null() && !x.1.is_null());
+            // Each member by its node number (n1..nN, as everywhere in the report) as well as
+            // its Raft id.
+            let number = |n: &Value| {
+                c.slots
+                    .iter()
+                    .position(|s| n["http_addr"].as_str() == Some(&s.http.to_string()))
+                    .map(node_number)
+            };
             last = json!(nodes
                 .iter()
-                .map(|n| json!({"id": n["id"], "applied_index": n["applied_index"], "state_digest": n["state_digest"]}))
+                .map(|n| json!({"node": number(n), "id": n["id"], "applied_index": n["applied_index"], "state_digest": n["state_digest"]}))
                 .collect::<Vec<_>>());
             if same {
                 return Verdict::new(
@@ -587,7 +602,7 @@ pub async fn liveness(c: &Cluster, bound: Duration, dir: &std::path::Path) -> Ve
     let _ = std::fs::remove_file(&path);
     Verdict::new(
         json!({
-            "leader": leader.map(|l| l + 1),
+            "leader": leader.map(node_number),
             "leader_after_ms": leader_after.as_millis() as u64,
             "upload_after_ms": upload_after.map(|d| d.as_millis() as u64),
             "bound_secs": bound.as_secs(),

@@ -18,6 +18,18 @@ pub const CHUNK_SIZE: u64 = 256 * 1024;
 pub const BASIC_QUOTA: u64 = 4 << 20;
 pub const JWT_SECRET: &str = "wharf-chaos-test-secret-not-for-production-use";
 
+/// The number a report gives the node in slot `slot` (0-based in the code): nodes are n1..nN
+/// everywhere a person or a tool reads them (schedule.json, the history, the summary,
+/// verdict.json, the timeline, log and namespace names).
+pub fn node_number(slot: usize) -> usize {
+    slot + 1
+}
+
+/// `n<number>`: the node in slot `slot`, as the timeline and messages name it.
+pub fn node_label(slot: usize) -> String {
+    format!("n{}", node_number(slot))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Run {
     Running,
@@ -26,7 +38,7 @@ pub enum Run {
 }
 
 pub struct Slot {
-    /// 1-based, as the history and report name nodes.
+    /// The node's number (`node_number` of its slot), as the history and report name it.
     pub n: usize,
     pub http: SocketAddr,
     pub peer: SocketAddr,
@@ -356,7 +368,11 @@ impl Cluster {
                     let log = self.slots[i].data_dir.with_extension("log");
                     let tail = std::fs::read_to_string(&log).unwrap_or_default();
                     let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-                    bail!("node n{} exited ({status}): {}", i + 1, tail.join(" | "));
+                    bail!(
+                        "node {} exited ({status}): {}",
+                        node_label(i),
+                        tail.join(" | ")
+                    );
                 }
             }
             if let Ok(r) = self.http.get(&url).send().await {
@@ -365,7 +381,7 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("node n{} not ready after {within:?}", i + 1);
+                bail!("node {} not ready after {within:?}", node_label(i));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

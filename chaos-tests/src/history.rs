@@ -15,13 +15,14 @@ pub struct Event {
     pub index: u64,
     /// Nanoseconds since the run began.
     pub time: u64,
-    /// `c<n>` for client n, `nemesis` for faults.
+    /// `c<n>` for client n, `nemesis` for faults, `setup` for what the harness does before
+    /// the clients start (the register's files).
     pub process: String,
     /// `invoke`, `ok`, `fail` or `info`.
     #[serde(rename = "type")]
     pub kind: String,
     pub f: String,
-    /// The node (1-based slot) the operation went to, if any.
+    /// The node the operation went to, if any, by its number (1 for n1: `cluster::node_number`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<usize>,
     #[serde(default)]
@@ -120,15 +121,26 @@ pub fn read_jsonl(path: &Path) -> anyhow::Result<Vec<Event>> {
         .collect()
 }
 
-/// The history as Jepsen EDN: one map per line, `:process` an integer for clients and
-/// `:nemesis` for faults, `:f` a keyword, `:value` the JSON value in EDN.
+/// A process as EDN: client `c<n>` is the integer n; any other process (`nemesis`, `setup`)
+/// a keyword of its own name.
+fn edn_process(process: &str) -> String {
+    match process.strip_prefix('c') {
+        Some(n) if n.parse::<u64>().is_ok() => n.to_string(),
+        _ => format!(":{}", edn_keyword(process)),
+    }
+}
+
+fn edn_keyword(s: &str) -> String {
+    s.replace(|c: char| !c.is_alphanumeric() && c != '-' && c != '_', "-")
+}
+
+/// The history as Jepsen EDN: one map per line, `:process` an integer for clients, `:nemesis`
+/// for faults and `:setup` for the harness's setup, `:f` a keyword, `:value` the JSON value in
+/// EDN.
 pub fn to_edn(events: &[Event]) -> String {
     let mut out = String::new();
     for e in events {
-        let process = match e.process.strip_prefix('c') {
-            Some(n) if n.parse::<u64>().is_ok() => n.to_string(),
-            _ => ":nemesis".to_string(),
-        };
+        let process = edn_process(&e.process);
         out.push_str(&format!(
             "{{:index {}, :time {}, :type :{}, :process {}, :f :{}, :value {}",
             e.index,
@@ -159,11 +171,7 @@ fn edn(v: &Value) -> String {
         Value::Object(m) => format!(
             "{{{}}}",
             m.iter()
-                .map(|(k, v)| format!(
-                    ":{} {}",
-                    k.replace(|c: char| !c.is_alphanumeric() && c != '-' && c != '_', "-"),
-                    edn(v)
-                ))
+                .map(|(k, v)| format!(":{} {}", edn_keyword(k), edn(v)))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -197,5 +205,36 @@ mod tests {
         assert!(lines[0].contains(":type :invoke, :process 3, :f :write"));
         assert!(lines[1].contains(":value {:key \"a\", :value \"v1\"}"));
         assert!(lines[3].contains(":process :nemesis") && lines[3].contains(":value [\"n1\"]"));
+    }
+
+    #[test]
+    fn setup_events_have_their_own_edn_process_not_the_nemesis() {
+        let h = History::new();
+        let p = h.invoke("setup", "create", Some(1), serde_json::json!({}));
+        h.complete(p, "ok", serde_json::json!({"upload_id": "u"}), None);
+        let p = h.invoke("nemesis", "kill", None, serde_json::json!({"node": 2}));
+        h.complete(p, "info", serde_json::json!({"node": 2}), None);
+        let p = h.invoke("c12", "read", Some(3), serde_json::json!({"key": 0}));
+        h.complete(p, "fail", Value::Null, Some("timeout".into()));
+        let edn = to_edn(&h.events());
+        let process = |line: &str| {
+            let rest = line.split(":process ").nth(1).expect("a :process");
+            rest.split(',').next().expect("a value").to_string()
+        };
+        let got: Vec<String> = edn.lines().map(process).collect();
+        assert_eq!(
+            got,
+            [":setup", ":setup", ":nemesis", ":nemesis", "12", "12"],
+            "{edn}"
+        );
+        // Read back from JSON lines, the setup events keep their process.
+        let events: Vec<Event> = h
+            .events()
+            .iter()
+            .map(|e| serde_json::from_str(&serde_json::to_string(e).unwrap()).unwrap())
+            .collect();
+        assert!(to_edn(&events[..2])
+            .lines()
+            .all(|l| l.contains(":process :setup,") && l.contains(":node 1")));
     }
 }

@@ -65,7 +65,12 @@ enum Cmd {
     /// Check a recorded history again with the checkers that need only the history (quota,
     /// uniqueness, linearizability).
     Check { history: PathBuf },
-    /// Print the fault schedule a seed gives, without running anything.
+    /// Print a run's checkers and succeed only if the run is invalid and CHECKER is one of the
+    /// reasons (what CI asks of a planted bug). RUN: a verdict.json, a run's directory, or an
+    /// `--out` directory holding one run.
+    CaughtBy { checker: String, run: PathBuf },
+    /// Print the fault schedule a seed gives (nodes numbered 1..N, as n1..nN), without running
+    /// anything.
     Schedule {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
@@ -160,6 +165,32 @@ fn main() -> anyhow::Result<()> {
             );
             std::process::exit(if valid { 0 } else { 1 });
         }
+        Cmd::CaughtBy { checker, run } => {
+            let read = || -> anyhow::Result<(PathBuf, serde_json::Value)> {
+                let path = find_verdict(&run)?;
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let verdict = serde_json::from_str(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                Ok((path, verdict))
+            };
+            // 0 caught, 1 not caught, 2 no verdict to read.
+            let (path, verdict) = read().unwrap_or_else(|e| {
+                eprintln!("wharf-chaos: {e:#}");
+                std::process::exit(2);
+            });
+            match report::caught_by(&verdict, &checker) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(())
+                }
+                Err(why) => {
+                    print!("{why}");
+                    println!(" ({})", path.display());
+                    std::process::exit(1);
+                }
+            }
+        }
         Cmd::Schedule {
             nodes,
             duration,
@@ -185,6 +216,28 @@ fn main() -> anyhow::Result<()> {
                 }
             });
         }
+    }
+}
+
+/// The verdict.json of `path`: the file itself, the one in a run's directory, or the one of
+/// the only run in an `--out` directory.
+fn find_verdict(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if path.join("verdict.json").is_file() {
+        return Ok(path.join("verdict.json"));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .flatten()
+        .map(|e| e.path().join("verdict.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!("no verdict.json in {} or a run under it", path.display()),
+        n => bail!("{n} runs under {}; name one", path.display()),
     }
 }
 

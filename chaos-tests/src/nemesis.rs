@@ -6,10 +6,10 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::json;
 
-use crate::cluster::Cluster;
+use crate::cluster::{node_label, node_number, Cluster};
 use crate::history::History;
 use crate::proxy::Fault;
 
@@ -25,37 +25,59 @@ pub const ALL: [&str; 9] = [
     "membership",
 ];
 
-/// A partition's shape; node indexes are 0-based slots.
+fn ser_node<S: Serializer>(slot: &usize, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(node_number(*slot) as u64)
+}
+
+fn ser_nodes<S: Serializer>(slots: &[usize], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(slots.iter().map(|&i| node_number(i)))
+}
+
+/// A partition's shape. Node fields hold 0-based slots; they serialize as node numbers (1-based,
+/// `node_number`).
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "shape", rename_all = "kebab-case")]
 pub enum Shape {
     /// Whoever leads when the fault starts, cut off from everyone.
     IsolateLeader,
     /// Two sides that do not see each other.
-    Halves { minority: Vec<usize> },
+    Halves {
+        #[serde(serialize_with = "ser_nodes")]
+        minority: Vec<usize>,
+    },
     /// Each node sees only its ring neighbours: every node is in some majority, no two
     /// majorities agree (5 nodes or more).
     MajoritiesRing,
     /// Two halves that only `bridge` connects.
-    Bridge { bridge: usize },
+    Bridge {
+        #[serde(serialize_with = "ser_node")]
+        bridge: usize,
+    },
 }
 
+/// A fault. Node fields hold 0-based slots; they serialize as node numbers (1-based,
+/// `node_number`), so schedule.json and the history say n2 where the timeline does.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Kind {
     Kill {
+        #[serde(serialize_with = "ser_node")]
         node: usize,
     },
     Pause {
+        #[serde(serialize_with = "ser_node")]
         node: usize,
     },
     Restart {
+        #[serde(serialize_with = "ser_node")]
         node: usize,
     },
     Partition(Shape),
     /// `from` cannot reach `to`; the other way works.
     Oneway {
+        #[serde(serialize_with = "ser_node")]
         from: usize,
+        #[serde(serialize_with = "ser_node")]
         to: usize,
     },
     Delay {
@@ -67,6 +89,7 @@ pub enum Kind {
     },
     /// Remove `node` from the cluster and have a fresh node join in its place.
     Membership {
+        #[serde(serialize_with = "ser_node")]
         node: usize,
     },
     /// Every client link (HTTP over TCP, QUIC over UDP) delayed and lossy.
@@ -89,6 +112,46 @@ impl Kind {
             Kind::Drop { .. } => "drop",
             Kind::Membership { .. } => "membership",
             Kind::ClientNet { .. } => "client-net",
+        }
+    }
+
+    /// The fault and its targets as the timeline labels it: `kill n2`, `oneway n1→n3`,
+    /// `partition n1 | n2 n3`, `delay 120±30 ms`.
+    pub fn label(&self, nodes: usize) -> String {
+        let list = |slots: &mut dyn Iterator<Item = usize>| {
+            slots.map(node_label).collect::<Vec<_>>().join(" ")
+        };
+        match self {
+            Kind::Kill { node }
+            | Kind::Pause { node }
+            | Kind::Restart { node }
+            | Kind::Membership { node } => format!("{} {}", self.name(), node_label(*node)),
+            Kind::Oneway { from, to } => {
+                format!("oneway {}→{}", node_label(*from), node_label(*to))
+            }
+            Kind::Partition(Shape::IsolateLeader) => "partition isolate-leader".into(),
+            Kind::Partition(Shape::MajoritiesRing) => "partition majorities-ring".into(),
+            Kind::Partition(Shape::Halves { minority }) => format!(
+                "partition {} | {}",
+                list(&mut minority.iter().copied()),
+                list(&mut (0..nodes).filter(|n| !minority.contains(n)))
+            ),
+            Kind::Partition(Shape::Bridge { bridge }) => {
+                format!("partition bridge {}", node_label(*bridge))
+            }
+            Kind::Delay {
+                delay_ms,
+                jitter_ms,
+            } => format!("delay {delay_ms}±{jitter_ms} ms"),
+            Kind::Drop { probability } => format!("drop {:.0}%", probability * 100.0),
+            Kind::ClientNet {
+                delay_ms,
+                jitter_ms,
+                drop,
+            } => format!(
+                "client-net {delay_ms}±{jitter_ms} ms, {:.0}% loss",
+                drop * 100.0
+            ),
         }
     }
 }
@@ -204,15 +267,15 @@ pub async fn inject(c: &mut Cluster, kind: &Kind) -> anyhow::Result<serde_json::
     Ok(match kind {
         Kind::Kill { node } => {
             c.kill(*node)?;
-            json!({"node": node + 1})
+            json!({"node": node_number(*node)})
         }
         Kind::Pause { node } => {
             c.pause(*node)?;
-            json!({"node": node + 1})
+            json!({"node": node_number(*node)})
         }
         Kind::Restart { node } => {
             c.graceful_restart(*node).await?;
-            json!({"node": node + 1})
+            json!({"node": node_number(*node)})
         }
         Kind::Partition(shape) => {
             let leader = match shape {
@@ -232,8 +295,8 @@ pub async fn inject(c: &mut Cluster, kind: &Kind) -> anyhow::Result<serde_json::
             }
             json!({
                 "shape": shape,
-                "leader": leader.map(|l| l + 1),
-                "cut": cut.iter().map(|(a, b)| format!("n{}->n{}", a + 1, b + 1)).collect::<Vec<_>>(),
+                "leader": leader.map(node_number),
+                "cut": cut.iter().map(|(a, b)| format!("{}->{}", node_label(*a), node_label(*b))).collect::<Vec<_>>(),
             })
         }
         Kind::Oneway { from, to } => {
@@ -245,7 +308,7 @@ pub async fn inject(c: &mut Cluster, kind: &Kind) -> anyhow::Result<serde_json::
                     ..Fault::default()
                 },
             );
-            json!({"from": from + 1, "to": to + 1})
+            json!({"from": node_number(*from), "to": node_number(*to)})
         }
         Kind::Delay {
             delay_ms,
@@ -277,7 +340,7 @@ pub async fn inject(c: &mut Cluster, kind: &Kind) -> anyhow::Result<serde_json::
         }
         Kind::Membership { node } => {
             c.replace(*node).await?;
-            json!({"node": node + 1, "generation": c.slots[*node].generation})
+            json!({"node": node_number(*node), "generation": c.slots[*node].generation})
         }
         Kind::ClientNet {
             delay_ms,
@@ -376,6 +439,61 @@ mod tests {
         }
         assert!(plan.windows(2).all(|w| w[0].heal_ms < w[1].at_ms));
         assert!(plan.last().unwrap().heal_ms <= 115_000);
+    }
+
+    #[test]
+    fn a_schedule_numbers_nodes_from_one_as_its_labels_do() {
+        let all: Vec<String> = ALL.iter().map(|s| s.to_string()).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 1..30 {
+            for nodes in [3, 5] {
+                for p in schedule(seed, Duration::from_secs(120), &all, nodes) {
+                    let v = serde_json::to_value(&p).unwrap();
+                    let label = p.kind.label(nodes);
+                    let number = |slot: usize| serde_json::json!(slot + 1);
+                    match &p.kind {
+                        Kind::Kill { node }
+                        | Kind::Pause { node }
+                        | Kind::Restart { node }
+                        | Kind::Membership { node } => {
+                            assert_eq!(v["node"], number(*node), "{v}");
+                            assert_eq!(label, format!("{} n{}", p.kind.name(), node + 1));
+                        }
+                        Kind::Oneway { from, to } => {
+                            assert_eq!((&v["from"], &v["to"]), (&number(*from), &number(*to)));
+                            assert_eq!(label, format!("oneway n{}→n{}", from + 1, to + 1));
+                        }
+                        Kind::Partition(Shape::Halves { minority }) => {
+                            let want: Vec<_> = minority.iter().map(|&m| number(m)).collect();
+                            assert_eq!(v["minority"], serde_json::json!(want), "{v}");
+                            let side = minority.iter().map(|&m| node_label(m));
+                            assert!(label.starts_with(&format!(
+                                "partition {} |",
+                                side.collect::<Vec<_>>().join(" ")
+                            )));
+                        }
+                        Kind::Partition(Shape::Bridge { bridge }) => {
+                            assert_eq!(v["bridge"], number(*bridge), "{v}");
+                            assert_eq!(label, format!("partition bridge n{}", bridge + 1));
+                        }
+                        _ => {}
+                    }
+                    // Every number in it is one of n1..nN.
+                    for k in ["node", "from", "to", "bridge"] {
+                        if let Some(n) = v[k].as_u64() {
+                            assert!((1..=nodes as u64).contains(&n), "{v}");
+                            seen.insert((nodes, n));
+                        }
+                    }
+                    for n in v["minority"].as_array().into_iter().flatten() {
+                        assert!((1..=nodes as u64).contains(&n.as_u64().unwrap()), "{v}");
+                    }
+                }
+            }
+        }
+        // The last node is among the targets (so the numbers are not 0-based ones that happen
+        // to stay below N).
+        assert!(seen.contains(&(3, 3)) && seen.contains(&(5, 5)), "{seen:?}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 
+use crate::cluster::{node_label, node_number};
 use crate::proxy::Fault;
 
 pub struct Netns {
@@ -107,8 +108,8 @@ impl Netns {
         for i in 0..n {
             let (name, a, b) = (
                 ns.name(i),
-                format!("{}{i}a", ns.tag),
-                format!("{}{i}b", ns.tag),
+                format!("{}{}a", ns.tag, node_number(i)),
+                format!("{}{}b", ns.tag, node_number(i)),
             );
             run(&["ip", "netns", "add", &name], None)?;
             run(
@@ -135,9 +136,9 @@ impl Netns {
         Ok(())
     }
 
-    /// Node `i`'s namespace.
+    /// The namespace of the node in slot `i`: `<tag>n1` for n1.
     pub fn name(&self, i: usize) -> String {
-        format!("{}n{i}", self.tag)
+        format!("{}{}", self.tag, node_label(i))
     }
 
     /// The rules of node `j`'s namespace, from the faults on the links into it.
@@ -193,5 +194,25 @@ impl Netns {
             let _ = run(&["ip", "netns", "del", &self.name(i)], None);
         }
         let _ = run(&["ip", "link", "del", &format!("{}br", self.tag)], None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_named_by_node_number() {
+        let ns = Netns {
+            tag: "wc00ab".into(),
+            gateway: Ipv4Addr::new(10, 77, 100, 1),
+            ips: vec![
+                Ipv4Addr::new(10, 77, 100, 11),
+                Ipv4Addr::new(10, 77, 100, 12),
+            ],
+            state: Mutex::default(),
+        };
+        assert_eq!(ns.name(0), "wc00abn1");
+        assert_eq!(ns.name(1), "wc00abn2");
     }
 }
