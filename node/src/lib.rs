@@ -1,21 +1,20 @@
 //! wharf-node: the `wharf` binary's library. Config, actors, the HTTP front end, the object
 //! store and auth; see docs/ARCHITECTURE.md for the map.
+//!
+//! Modules: [`api`] (HTTP and QUIC front ends), [`actors`] (quota, uploads, scanner),
+//! [`store`] (object stores: local, S3), [`cli`] (the `wharf` command), and [`auth`],
+//! [`config`], [`error`], [`meta`], [`planted`]. This file makes or joins a cluster and runs a
+//! node ([`run`]).
 
-pub mod actor;
+pub mod actors;
+pub mod api;
 pub mod auth;
-pub mod clamd;
-pub mod client_cli;
+pub mod cli;
 pub mod config;
 pub mod error;
-pub mod http;
 pub mod meta;
-pub mod objstore;
 pub mod planted;
-pub mod quic;
-pub mod quota;
-pub mod s3;
-pub mod scanner;
-pub mod uploads;
+pub mod store;
 
 use std::future::Future;
 use std::path::Path;
@@ -27,8 +26,12 @@ use tokio_util::sync::CancellationToken;
 use wharf_cluster::{Identity, Metadata, Peers, RaftOptions};
 use wharf_raft::WharfNode;
 
+use crate::actors::scanner::{self, clamd};
+use crate::actors::{quota, uploads};
+use crate::api::{http, quic};
 use crate::config::{Config, StoreKind};
-use crate::objstore::{LocalStore, ObjectStore};
+use crate::store::local::LocalStore;
+use crate::store::{s3, ObjectStore};
 
 const NODE_ID_FILE: &str = "node_id";
 /// Present when the node entered its cluster by joining (its content: the address joined).

@@ -1,9 +1,6 @@
 //! `wharf-planted`: the `wharf` command with the planted bugs compiled in (feature
 //! `planted-bugs`), for `wharf-chaos` to show that its checkers catch them. Never ship it.
 
-#[path = "main.rs"]
-mod wharf_main;
-
 fn main() -> anyhow::Result<()> {
-    wharf_main::main()
+    wharf_node::cli::main()
 }

@@ -3,6 +3,8 @@
 //! quarantines infected objects. A scanner that dies holding a lease loses it when it expires,
 //! and another node's scanner takes the blob.
 
+pub mod clamd;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use wharf_raft::model::{Command, ScanState, ScanVerdict};
 use wharf_raft::Outcome;
 
-use crate::clamd::{Clamd, Finding};
 use crate::config::ScanConfig;
 use crate::meta::{now_ms, Metadata};
-use crate::objstore::ObjectStore;
+use crate::store::ObjectStore;
+use clamd::{Clamd, Finding};
 
 /// Whether downloads wait for scans.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,5 +1,13 @@
 //! The request half of the actor pattern: send a message carrying a oneshot reply sender to an
 //! actor's bounded mailbox, await the reply.
+//!
+//! The actors: [`quota`] (reservations and usage), [`uploads`] (upload sessions: staging,
+//! offload, completion, sweeps) and [`scanner`] (virus scans through clamd). Each is a handle
+//! that sends to its actor's mailbox; the HTTP and QUIC front ends call the handles.
+
+pub mod quota;
+pub mod scanner;
+pub mod uploads;
 
 use tokio::sync::{mpsc, oneshot};
 

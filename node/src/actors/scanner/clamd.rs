@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::objstore::ByteStream;
+use crate::store::ByteStream;
 
 /// clamd's own INSTREAM chunks are limited by StreamMaxLength only; 64 KiB keeps them small.
 const CHUNK: usize = 64 * 1024;

@@ -1,57 +1,15 @@
-//! Object stores: where finished files live. The trait follows S3's multipart model (create,
-//! upload parts, complete or abort) so that every node can add parts to one object.
+//! The local object store: objects as directories under a root (one host, or a directory all
+//! nodes share).
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::pin::Pin;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
-
-#[async_trait]
-pub trait ObjectStore: Send + Sync + 'static {
-    /// Starts a multipart upload for `key` and returns its id.
-    async fn create_multipart(&self, key: &str) -> io::Result<String>;
-    /// Stores the file at `path` as part `part` (1-based) and returns its ETag.
-    async fn upload_part(
-        &self,
-        key: &str,
-        multipart_id: &str,
-        part: u32,
-        path: &Path,
-    ) -> io::Result<String>;
-    /// Makes the object from the parts, in order. Repeating a completion that succeeded is Ok.
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        multipart_id: &str,
-        parts: &[(u32, String)],
-    ) -> io::Result<()>;
-    /// Drops a multipart upload and its parts; unknown ids are Ok.
-    async fn abort_multipart(&self, key: &str, multipart_id: &str) -> io::Result<()>;
-    /// Streams `len` bytes of the object from `offset`.
-    async fn get(&self, key: &str, offset: u64, len: u64) -> io::Result<ByteStream>;
-    /// Deletes the object; a missing object is Ok.
-    async fn delete(&self, key: &str) -> io::Result<()>;
-    /// Moves an object to another key (quarantine). Moving a missing object that is already at
-    /// `to` is Ok.
-    async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
-    /// Stores the file at `path` as the whole object (a one-chunk file) and returns its ETag.
-    async fn put_object(&self, key: &str, path: &Path) -> io::Result<String>;
-    /// A URL that downloads the object without other credentials until `ttl` passes, if the
-    /// store can make one.
-    async fn presign_get(
-        &self,
-        key: &str,
-        ttl: std::time::Duration,
-        content_disposition: &str,
-    ) -> io::Result<Option<String>>;
-}
+use crate::store::{sync_dir, ByteStream, ObjectStore};
 
 /// Objects as directories under a root (one host, or a directory all nodes share): an object is
 /// its parts, as the nodes staged them, plus a manifest that orders them.
@@ -100,13 +58,6 @@ impl LocalStore {
         }
         Ok(self.root.join(".multipart").join(id))
     }
-}
-
-pub(crate) async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
-        .await
-        .map_err(io::Error::other)?
 }
 
 #[async_trait]
@@ -259,6 +210,7 @@ impl ObjectStore for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[tokio::test]
     async fn multipart_assembles_parts_in_order_and_completion_is_repeatable() {

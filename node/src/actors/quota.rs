@@ -53,7 +53,7 @@ impl QuotaHandle {
     }
 
     async fn call<T>(&self, msg: impl FnOnce(oneshot::Sender<Result<T>>) -> Msg) -> Result<T> {
-        crate::actor::call(&self.tx, msg).await
+        crate::actors::call(&self.tx, msg).await
     }
 
     pub async fn create(&self, user: String, tier: Tier, req: CreateUpload) -> Result<Upload> {

@@ -24,7 +24,7 @@ use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 
 use crate::config::StoreConfig;
-use crate::objstore::{ByteStream as Bytes, ObjectStore};
+use crate::store::{ByteStream as Bytes, ObjectStore};
 
 pub struct S3Store {
     client: Client,

@@ -21,12 +21,14 @@ use wharf_proto::quic::{
 };
 use wharf_proto::CreateUpload;
 
+use crate::actors::uploads::ChunkPut;
+use crate::api::http::files::{file_record, list_page, servable_file};
+use crate::api::http::uploads::{upload_status_body, validate_create};
+use crate::api::http::{parse_id, AppState};
 use crate::auth::Claims;
 use crate::error::{Error, Result};
-use crate::http::{file_record, upload_status_body, AppState};
 use crate::meta::rfc3339;
-use crate::objstore::ByteStream;
-use crate::uploads::ChunkPut;
+use crate::store::ByteStream;
 
 /// A chunk's body reaches the upload actor in pieces of this size.
 const BODY_PIECE: usize = 256 * 1024;
@@ -143,7 +145,7 @@ async fn read(
     c: &Claims,
     app: &AppState,
 ) -> Result<(serde_json::Value, ByteStream)> {
-    let (f, _) = crate::http::servable_file(app, c, &r.file_id).await?;
+    let (f, _) = servable_file(app, c, &r.file_id).await?;
     if r.offset > f.size || r.length > f.size - r.offset {
         return Err(Error::RangeNotSatisfiable { size: f.size });
     }
@@ -173,13 +175,13 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
     match op {
         Op::Read(_) => Err(Error::Internal("reads are served by `read`".into())),
         Op::File(r) => {
-            let id = crate::http::parse_id(&r.file_id)?;
+            let id = parse_id(&r.file_id)?;
             let applied = app.meta.linearizable().await?;
             let f = applied.state.file(&c.sub, &id).ok_or(Error::NotFound)?;
             json(serde_json::to_value(file_record(&applied.state, f)))
         }
         Op::Delete(r) => {
-            let id = crate::http::parse_id(&r.file_id)?;
+            let id = parse_id(&r.file_id)?;
             app.quota
                 .propose(wharf_raft::model::Command::DeleteFile {
                     owner: c.sub.clone(),
@@ -192,7 +194,7 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
         Op::List(l) => {
             let cursor = (!l.cursor.is_empty()).then_some(l.cursor.as_str());
             let limit = if l.limit == 0 { 100 } else { l.limit as usize };
-            let page = crate::http::list_page(app, c, cursor, limit, false).await?;
+            let page = list_page(app, c, cursor, limit, false).await?;
             json(serde_json::to_value(page))
         }
         Op::Create(cr) => {
@@ -204,7 +206,7 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                 mime: opt(cr.mime),
                 idempotency_key: opt(cr.idempotency_key),
             };
-            crate::http::validate_create(&req)?;
+            validate_create(&req)?;
             let up = app.quota.create(c.sub.clone(), c.tier, req).await?;
             Ok(serde_json::json!({
                 "upload_id": up.id,
@@ -214,13 +216,13 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
             }))
         }
         Op::Status(u) => {
-            let id = crate::http::parse_id(&u.upload_id)?;
+            let id = parse_id(&u.upload_id)?;
             let applied = app.meta.linearizable().await?;
             let up = applied.state.upload(&c.sub, &id).ok_or(Error::NotFound)?;
             json(serde_json::to_value(upload_status_body(up)))
         }
         Op::Complete(u) => {
-            let id = crate::http::parse_id(&u.upload_id)?;
+            let id = parse_id(&u.upload_id)?;
             let f = app.uploads.complete(c.sub.clone(), id).await?;
             json(serde_json::to_value(file_record(
                 &app.meta.local().state,
@@ -228,12 +230,12 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
             )))
         }
         Op::Abort(u) => {
-            let id = crate::http::parse_id(&u.upload_id)?;
+            let id = parse_id(&u.upload_id)?;
             app.uploads.abort(c.sub.clone(), id).await?;
             Ok(serde_json::Value::Null)
         }
         Op::Chunk(h) => {
-            let id = crate::http::parse_id(&h.upload_id)?;
+            let id = parse_id(&h.upload_id)?;
             let blake3 = match h.blake3.len() {
                 0 => None,
                 32 => Some(<[u8; 32]>::try_from(h.blake3.as_slice()).expect("32 bytes")),

@@ -1,0 +1,375 @@
+//! The upload-session actor: stages chunks durably, offloads them to the object store in the
+//! background, completes and aborts uploads, and sweeps (expiry, garbage, stale staging).
+//!
+//! The actor owns the bookkeeping (chunks in flight, the offload queue, completions running);
+//! the slow work (disk, object store, Raft) runs in tasks it spawns, which report back on an
+//! unbounded channel so that no two bounded channels wait on each other.
+//!
+//! The work itself is in the submodules: `staging` receives a chunk into staging,
+//! `offload` moves staged chunks to the object store, `complete` completes and aborts
+//! uploads, `sweep` is the periodic sweeper.
+
+mod complete;
+mod offload;
+mod staging;
+mod sweep;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use wharf_raft::model::{Chunk, File, Upload, UploadState};
+
+use crate::actors::quota::QuotaHandle;
+use crate::config::UploadConfig;
+use crate::error::{Error, Result};
+use crate::meta::Metadata;
+use crate::store::{ByteStream, ObjectStore};
+use complete::{abort, complete};
+use offload::offload;
+use staging::stage_chunk;
+use sweep::sweeper;
+
+const MAILBOX: usize = 256;
+
+/// One chunk as it arrives: who sends it, which chunk, the checksums to verify, the bytes.
+pub struct ChunkPut {
+    pub owner: String,
+    pub upload_id: String,
+    pub index: u32,
+    /// The declared body length, when the transport knows it up front.
+    pub content_length: Option<u64>,
+    pub blake3: Option<[u8; 32]>,
+    pub sha256: Option<[u8; 32]>,
+    pub body: ByteStream,
+}
+
+enum Msg {
+    Put {
+        put: ChunkPut,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Complete {
+        owner: String,
+        upload_id: String,
+        reply: oneshot::Sender<Result<File>>,
+    },
+    Abort {
+        owner: String,
+        upload_id: String,
+        reply: oneshot::Sender<Result<Upload>>,
+    },
+}
+
+type ChunkKey = (String, u32);
+
+/// What spawned tasks report back to the actor.
+enum Done {
+    Chunk {
+        key: ChunkKey,
+        owner: String,
+        staged: bool,
+    },
+    Offload {
+        key: ChunkKey,
+        owner: String,
+        ok: bool,
+    },
+    RetryOffload {
+        key: ChunkKey,
+        owner: String,
+    },
+    Complete {
+        upload_id: String,
+    },
+    Rescan,
+}
+
+/// What every task needs; cheap to share.
+pub struct Ctx {
+    pub meta: Metadata,
+    pub store: Arc<dyn ObjectStore>,
+    pub quota: QuotaHandle,
+    pub staging: PathBuf,
+    pub config: UploadConfig,
+    /// See `cluster.staging_grace_secs`.
+    pub staging_grace: Duration,
+    /// Bytes in staging now (chunks received, not yet in the object store).
+    pub staged_bytes: std::sync::atomic::AtomicU64,
+    /// New blobs wait for this scanner; without one they are stored unscanned.
+    pub scanner: Option<crate::scanner::ScanHandle>,
+}
+
+impl Ctx {
+    fn unstage(&self, len: u64) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .staged_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(len))
+            });
+    }
+
+    fn chunk_len_hint(&self, owner: &str, upload_id: &str, index: u32) -> u64 {
+        self.meta
+            .local()
+            .state
+            .upload(owner, upload_id)
+            .map(|u| u.chunk_len(index))
+            .unwrap_or(0)
+    }
+}
+
+/// Bytes of the files under `dir` (the staging directory), for the staging limit.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+#[derive(Clone)]
+pub struct UploadsHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl UploadsHandle {
+    pub fn spawn(ctx: Arc<Ctx>, stop: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(MAILBOX);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let actor = UploadsActor {
+            ctx: ctx.clone(),
+            rx,
+            done_tx: done_tx.clone(),
+            done_rx,
+            in_flight: HashSet::new(),
+            queue: VecDeque::new(),
+            queued: HashSet::new(),
+            offloading: 0,
+            attempts: HashMap::new(),
+            completing: HashSet::new(),
+        };
+        tokio::spawn(actor.run(stop.clone()));
+        tokio::spawn(sweeper(ctx, done_tx, stop));
+        Self { tx }
+    }
+
+    async fn call<T>(&self, msg: impl FnOnce(oneshot::Sender<Result<T>>) -> Msg) -> Result<T> {
+        crate::actors::call(&self.tx, msg).await
+    }
+
+    /// Resolves once the chunk is fsynced in staging and `ChunkStaged` is committed.
+    pub async fn put_chunk(&self, put: ChunkPut) -> Result<()> {
+        self.call(|reply| Msg::Put { put, reply }).await
+    }
+
+    pub async fn complete(&self, owner: String, upload_id: String) -> Result<File> {
+        self.call(|reply| Msg::Complete {
+            owner,
+            upload_id,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn abort(&self, owner: String, upload_id: String) -> Result<Upload> {
+        self.call(|reply| Msg::Abort {
+            owner,
+            upload_id,
+            reply,
+        })
+        .await
+    }
+}
+
+struct UploadsActor {
+    ctx: Arc<Ctx>,
+    rx: mpsc::Receiver<Msg>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Chunks being received on this node: a second copy of the same chunk waits its turn.
+    in_flight: HashSet<ChunkKey>,
+    /// Staged chunks waiting for the object store, and the set for de-duplication.
+    queue: VecDeque<(ChunkKey, String)>,
+    queued: HashSet<ChunkKey>,
+    offloading: usize,
+    attempts: HashMap<ChunkKey, u32>,
+    completing: HashSet<String>,
+}
+
+impl UploadsActor {
+    async fn run(mut self, stop: CancellationToken) {
+        self.rescan();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                msg = self.rx.recv() => match msg {
+                    Some(m) => self.handle(m),
+                    None => break,
+                },
+                Some(done) = self.done_rx.recv() => self.finished(done),
+            }
+            self.pump();
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Put { put, reply } => {
+                let key = (put.upload_id.clone(), put.index);
+                if !self.in_flight.insert(key.clone()) {
+                    let _ = reply.send(Err(Error::conflict(
+                        "chunk_in_progress",
+                        format!("chunk {} is being received right now; retry", put.index),
+                    )));
+                    return;
+                }
+                let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
+                tokio::spawn(async move {
+                    let owner = put.owner.clone();
+                    let res = stage_chunk(&ctx, put).await;
+                    let staged = res.is_ok();
+                    let _ = reply.send(res);
+                    let _ = done.send(Done::Chunk { key, owner, staged });
+                });
+            }
+            Msg::Complete {
+                owner,
+                upload_id,
+                reply,
+            } => {
+                if !self.completing.insert(upload_id.clone()) {
+                    let _ = reply.send(Err(Error::conflict(
+                        "upload_completing",
+                        "a completion of this upload is already running; retry",
+                    )));
+                    return;
+                }
+                let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
+                tokio::spawn(async move {
+                    let res = complete(&ctx, &owner, &upload_id).await;
+                    let _ = reply.send(res);
+                    let _ = done.send(Done::Complete { upload_id });
+                });
+            }
+            Msg::Abort {
+                owner,
+                upload_id,
+                reply,
+            } => {
+                let ctx = self.ctx.clone();
+                tokio::spawn(async move {
+                    let res = abort(&ctx, &owner, &upload_id).await;
+                    let _ = reply.send(res);
+                });
+            }
+        }
+    }
+
+    fn finished(&mut self, done: Done) {
+        match done {
+            Done::Chunk { key, owner, staged } => {
+                self.in_flight.remove(&key);
+                if staged {
+                    self.enqueue(key, owner);
+                }
+            }
+            Done::Offload { key, owner, ok } => {
+                self.offloading -= 1;
+                self.queued.remove(&key);
+                if ok {
+                    self.attempts.remove(&key);
+                } else {
+                    // Exponential backoff with jitter, capped at a minute.
+                    let n = self.attempts.entry(key.clone()).or_insert(0);
+                    *n += 1;
+                    let base = 250u64 << (*n).min(8);
+                    let delay = Duration::from_millis(base.min(60_000) / 2 + rand_below(base / 2));
+                    self.queued.insert(key.clone());
+                    let done = self.done_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = done.send(Done::RetryOffload { key, owner });
+                    });
+                }
+            }
+            Done::RetryOffload { key, owner } => {
+                self.queued.remove(&key);
+                self.enqueue(key, owner);
+            }
+            Done::Complete { upload_id } => {
+                self.completing.remove(&upload_id);
+            }
+            Done::Rescan => self.rescan(),
+        }
+    }
+
+    fn enqueue(&mut self, key: ChunkKey, owner: String) {
+        if self.queued.insert(key.clone()) {
+            self.queue.push_back((key, owner));
+        }
+    }
+
+    /// Queues every chunk staged on this node and not yet offloaded (after a restart, or when
+    /// an offload was lost).
+    fn rescan(&mut self) {
+        let me = self.ctx.meta.node_id;
+        let staged: Vec<(ChunkKey, String)> = {
+            let applied = self.ctx.meta.local();
+            applied
+                .state
+                .uploads
+                .values()
+                .filter(|u| u.state == UploadState::Uploading)
+                .flat_map(|u| {
+                    (0u32..).zip(&u.chunks).filter_map(move |(i, c)| match c {
+                        Chunk::Staged { node, .. } if *node == me => {
+                            Some(((u.id.clone(), i), u.owner.clone()))
+                        }
+                        _ => None,
+                    })
+                })
+                .collect()
+        };
+        for (key, owner) in staged {
+            if !self.in_flight.contains(&key) {
+                self.enqueue(key, owner);
+            }
+        }
+    }
+
+    fn pump(&mut self) {
+        while self.offloading < self.ctx.config.offload_concurrency {
+            let Some((key, owner)) = self.queue.pop_front() else {
+                break;
+            };
+            self.offloading += 1;
+            let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
+            tokio::spawn(async move {
+                let res = offload(&ctx, &owner, &key.0, key.1).await;
+                if let Err(e) = &res {
+                    tracing::warn!(upload = %key.0, chunk = key.1, error = %e, "offload failed; will retry");
+                }
+                let _ = done.send(Done::Offload {
+                    key,
+                    owner,
+                    ok: res.is_ok(),
+                });
+            });
+        }
+    }
+}
+
+fn rand_below(n: u64) -> u64 {
+    use rand::Rng;
+    rand::thread_rng().gen_range(0..n.max(1))
+}

@@ -1,0 +1,197 @@
+//! Receiving a chunk: stream it into staging while hashing, verify it, record `ChunkStaged`.
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use sha2::Digest;
+use tokio::io::AsyncWriteExt;
+use wharf_proto::hash::ChunkHasher;
+use wharf_raft::model::{Command, UploadState};
+
+use crate::actors::uploads::{ChunkPut, Ctx};
+use crate::error::{Error, Result};
+use crate::meta::now_ms;
+use crate::store::sync_dir;
+
+const WRITE_BUF: usize = 1 << 20;
+
+pub(super) fn staged_path(staging: &Path, upload_id: &str, index: u32) -> PathBuf {
+    staging.join(upload_id).join(index.to_string())
+}
+
+/// Receives one chunk: stream to a temporary file while hashing, fsync, verify, rename, record
+/// `ChunkStaged` in Raft. Nothing is recorded unless every check passed.
+pub(super) async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
+    let ChunkPut {
+        owner,
+        upload_id,
+        index,
+        content_length,
+        blake3,
+        sha256,
+        mut body,
+    } = put;
+    // This node may not have applied the upload's creation yet: then ask the leader.
+    if ctx.meta.local().state.upload(&owner, &upload_id).is_none() {
+        drop(ctx.meta.linearizable().await?);
+    }
+    let (expected_len, offset, already) = {
+        let applied = ctx.meta.local();
+        let up = applied
+            .state
+            .upload(&owner, &upload_id)
+            .ok_or(Error::NotFound)?;
+        if up.state != UploadState::Uploading {
+            return Err(Error::conflict(
+                "upload_not_active",
+                format!("upload is {}", up.state.as_str()),
+            ));
+        }
+        let count = up.chunk_count();
+        if index >= count {
+            return Err(Error::bad_request(
+                "chunk_index_out_of_range",
+                format!("chunk index {index} is out of range (the upload has {count} chunks)"),
+            ));
+        }
+        (
+            up.chunk_len(index),
+            u64::from(index) * up.chunk_size,
+            up.chunks[index as usize].blake3().map(str::to_owned),
+        )
+    };
+    if let Some(len) = content_length {
+        if len != expected_len {
+            return Err(length_mismatch(index, len, expected_len));
+        }
+    }
+    let staged = ctx.staged_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    if already.is_none() && staged + expected_len > ctx.config.max_staging_bytes {
+        // Read the (bounded) body first: a client still sending would otherwise see a broken
+        // pipe instead of this retryable answer.
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.next().await {
+            seen += frame.len() as u64;
+            if seen > expected_len {
+                break;
+            }
+        }
+        return Err(Error::Unavailable(format!(
+            "staging is full ({staged} bytes wait for the object store); retry later"
+        )));
+    }
+
+    let dir = ctx.staging.join(&upload_id);
+    tokio::fs::create_dir_all(&dir).await?;
+    let tmp = dir.join(format!("{index}.part-{}", uuid::Uuid::now_v7().simple()));
+    let received = async {
+        let mut file =
+            tokio::io::BufWriter::with_capacity(WRITE_BUF, tokio::fs::File::create(&tmp).await?);
+        let mut hasher = ChunkHasher::new(offset);
+        let mut sha = sha256.map(|_| sha2::Sha256::new());
+        let mut written = 0u64;
+        while let Some(frame) = body.next().await {
+            let frame = frame.map_err(|e| {
+                Error::bad_request(
+                    "incomplete_body",
+                    format!("the chunk body ended with an error after {written} bytes: {e}"),
+                )
+            })?;
+            written += frame.len() as u64;
+            if written > expected_len {
+                return Err(length_mismatch(index, written, expected_len));
+            }
+            hasher.update(&frame);
+            if let Some(s) = sha.as_mut() {
+                s.update(&frame);
+            }
+            file.write_all(&frame).await?;
+        }
+        if written != expected_len {
+            return Err(length_mismatch(index, written, expected_len));
+        }
+        file.flush().await?;
+        file.get_mut().sync_all().await?;
+        let (plain, cv) = hasher.finish();
+        if let Some(want) = blake3 {
+            if hex::encode(want) != plain {
+                return Err(Error::ChecksumMismatch(format!(
+                    "chunk {index}: BLAKE3 is {plain}, x-wharf-blake3 says {}",
+                    hex::encode(want)
+                )));
+            }
+        }
+        if let (Some(want), Some(s)) = (sha256, sha) {
+            if s.finalize().as_slice() != want {
+                return Err(Error::ChecksumMismatch(format!(
+                    "chunk {index}: SHA-256 does not match Content-Digest"
+                )));
+            }
+        }
+        Ok((written, plain, cv))
+    }
+    .await;
+    let (len, plain, cv) = match received {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    if let Some(have) = already {
+        // Already received: the same bytes again are a no-op, other bytes a conflict.
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return if have == plain {
+            Ok(())
+        } else {
+            Err(Error::conflict(
+                "chunk_conflict",
+                format!("chunk {index} was already received with different content"),
+            ))
+        };
+    }
+    let path = staged_path(&ctx.staging, &upload_id, index);
+    tokio::fs::rename(&tmp, &path).await?;
+    sync_dir(&dir).await?;
+    ctx.staged_bytes
+        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    let staged = Command::ChunkStaged {
+        owner,
+        upload_id,
+        index,
+        node: ctx.meta.node_id,
+        len,
+        blake3: plain,
+        cv,
+        now: now_ms(),
+    };
+    if crate::planted::active(crate::planted::Bug::AckBeforeCommit) {
+        // Planted bug: the chunk is acknowledged now and recorded later, if ever.
+        let meta = ctx.meta.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let _ = meta.propose(staged).await;
+        });
+        return Ok(());
+    }
+    let res = ctx.meta.propose(staged).await.map_err(Error::from);
+    match res {
+        Ok(_) => Ok(()),
+        // Refused for certain: this copy is not needed. (If the outcome is unknown, keep it:
+        // the command may still commit, and the rescan then offloads it.)
+        Err(e) if !matches!(e, Error::Unavailable(_)) => {
+            if tokio::fs::remove_file(&path).await.is_ok() {
+                ctx.unstage(len);
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn length_mismatch(index: u32, got: u64, expected: u64) -> Error {
+    Error::bad_request(
+        "chunk_length_mismatch",
+        format!("chunk {index} must be exactly {expected} bytes, got {got}"),
+    )
+}

@@ -1,0 +1,145 @@
+//! The sweeper: expiry of idle uploads, garbage collection and lost nodes (on the leader),
+//! staging clean-up and recount (on every node).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wharf_raft::model::{Chunk, Command, UploadState};
+use wharf_raft::Outcome;
+
+use crate::actors::uploads::{dir_bytes, Ctx, Done};
+use crate::error::Error;
+use crate::meta::now_ms;
+
+/// Periodic work: the leader expires idle uploads and collects garbage objects; every node frees
+/// staging of uploads that ended and re-queues staged chunks whose offload was lost.
+pub(super) async fn sweeper(
+    ctx: Arc<Ctx>,
+    done: mpsc::UnboundedSender<Done>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(ctx.config.sweep_interval_secs));
+    // When this node, as leader, first looked at each peer: a peer never heard from since is
+    // given the grace time from then.
+    let mut leader_since: HashMap<u64, Instant> = HashMap::new();
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if ctx.meta.is_leader() {
+            match ctx
+                .quota
+                .propose(Command::ExpireUploads { now: now_ms() })
+                .await
+            {
+                Ok(Outcome::Expired(ids)) if !ids.is_empty() => {
+                    tracing::info!(count = ids.len(), ?ids, "expired idle uploads");
+                }
+                Err(e) => tracing::warn!(error = %e, "expiring uploads failed"),
+                _ => {}
+            }
+            collect_garbage(&ctx).await;
+            declare_lost_nodes(&ctx, &mut leader_since).await;
+        } else {
+            leader_since.clear();
+        }
+        if let Err(e) = sweep_staging(&ctx).await {
+            tracing::warn!(error = %e, "sweeping staging failed");
+        }
+        // Recount from the disk: the running count is only kept between sweeps.
+        let staging = ctx.staging.clone();
+        if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_bytes(&staging)).await {
+            ctx.staged_bytes
+                .store(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+        let _ = done.send(Done::Rescan);
+    }
+}
+
+/// Chunks staged only on a node that has not answered for the grace time count as missing
+/// again, so that clients re-send them to a live node.
+async fn declare_lost_nodes(ctx: &Ctx, leader_since: &mut HashMap<u64, Instant>) {
+    let holders: HashSet<u64> = ctx
+        .meta
+        .local()
+        .state
+        .uploads
+        .values()
+        .filter(|u| u.state == UploadState::Uploading)
+        .flat_map(|u| u.chunks.iter())
+        .filter_map(|c| match c {
+            Chunk::Staged { node, .. } => Some(*node),
+            _ => None,
+        })
+        .collect();
+    for node in holders {
+        if node == ctx.meta.node_id {
+            continue;
+        }
+        let first_look = *leader_since.entry(node).or_insert_with(Instant::now);
+        let silent_for = ctx
+            .meta
+            .peers
+            .since_contact(node)
+            .unwrap_or_else(|| first_look.elapsed())
+            .min(first_look.elapsed());
+        if silent_for < ctx.staging_grace {
+            continue;
+        }
+        match ctx.meta.propose(Command::NodeLost { node }).await {
+            Ok(Outcome::ChunksLost(n)) if n > 0 => {
+                tracing::warn!(node, chunks = n, "node unreachable past the staging grace time: its staged chunks are missing again");
+            }
+            Err(e) => tracing::warn!(node, error = %e, "declaring a node's chunks lost failed"),
+            _ => {}
+        }
+    }
+}
+
+async fn collect_garbage(ctx: &Ctx) {
+    let garbage: Vec<_> = ctx.meta.local().state.garbage.values().cloned().collect();
+    for g in garbage {
+        let res = async {
+            if let Some(mp) = &g.multipart_id {
+                ctx.store.abort_multipart(&g.object_key, mp).await?;
+            }
+            ctx.store.delete(&g.object_key).await?;
+            ctx.meta
+                .propose(Command::ObjectDeleted {
+                    object_key: g.object_key.clone(),
+                })
+                .await
+                .map_err(Error::from)
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::warn!(key = %g.object_key, error = %e, "garbage collection failed; will retry");
+        }
+    }
+}
+
+/// Removes the staging directories of uploads that are no longer uploading.
+async fn sweep_staging(ctx: &Ctx) -> std::io::Result<()> {
+    let active: HashSet<String> = ctx
+        .meta
+        .local()
+        .state
+        .uploads
+        .values()
+        .filter(|u| u.state == UploadState::Uploading)
+        .map(|u| u.id.clone())
+        .collect();
+    let mut dir = tokio::fs::read_dir(&ctx.staging).await?;
+    while let Some(entry) = dir.next_entry().await? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !active.contains(&name) {
+            tokio::fs::remove_dir_all(entry.path()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! Admin routes: queue rescans (`/v1/admin/rescan`) and manage the cluster's members
+//! (`/v1/cluster/…`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use wharf_raft::model::Command;
+use wharf_raft::Outcome;
+
+use crate::api::http::{parse_id, require_admin, ApiJson, AppState, Caller};
+use crate::error::{Error, Result};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RescanRequest {
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    file: Option<String>,
+}
+
+/// Queues blobs for another scan (new signatures): one file, or all clean/error/unscanned.
+pub(super) async fn rescan(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    ApiJson(req): ApiJson<RescanRequest>,
+) -> Result<Json<serde_json::Value>> {
+    require_admin(&c)?;
+    let file = match (req.all, req.file) {
+        (true, None) => None,
+        (false, Some(f)) => Some(parse_id(&f)?),
+        _ => {
+            return Err(Error::bad_request(
+                "invalid_request",
+                "give either \"all\": true or \"file\": ID",
+            ))
+        }
+    };
+    match s.quota.propose(Command::Rescan { file }).await? {
+        Outcome::Requeued(n) => Ok(Json(serde_json::json!({ "requeued": n }))),
+        other => Err(Error::Internal(format!("unexpected {other:?}"))),
+    }
+}
+
+pub(super) async fn cluster_status(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+) -> Result<Json<wharf_cluster::ClusterStatus>> {
+    require_admin(&c)?;
+    Ok(Json(s.meta.cluster_status().await))
+}
+
+fn parse_node_id(id: &str) -> Result<u64> {
+    id.parse().ok().filter(|n| *n > 0).ok_or(Error::NotFound)
+}
+
+pub(super) async fn promote_node(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    require_admin(&c)?;
+    s.meta.promote(parse_node_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn remove_node(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    require_admin(&c)?;
+    s.meta.remove(parse_node_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,355 @@
+//! The `/v1/files` routes: list, get, rename and delete files, download them (ranges) or get a
+//! presigned download URL; and a file's record and whether the scan policy lets it be served.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use wharf_proto::{FileList, FileRecord, UpdateFile};
+use wharf_raft::model::{self, Command, File};
+use wharf_raft::Outcome;
+
+use crate::api::http::{parse_id, validate_name, ApiJson, AppState, Caller};
+use crate::auth::Claims;
+use crate::error::{Error, Result};
+use crate::meta::{now_ms, rfc3339};
+
+fn blob_scan(state: &model::State, f: &File) -> model::ScanState {
+    state
+        .blobs
+        .get(&model::key(&f.owner, &f.blake3))
+        .map(|b| b.scan.clone())
+        .unwrap_or(model::ScanState::Unscanned)
+}
+
+pub(crate) fn file_record(state: &model::State, f: &File) -> FileRecord {
+    let scan = blob_scan(state, f);
+    FileRecord {
+        id: f.id.clone(),
+        name: f.name.clone(),
+        size: f.size,
+        blake3: f.blake3.clone(),
+        mime: f.mime.clone(),
+        created_at: rfc3339(f.created_at),
+        scan: scan.as_str().into(),
+        signature: match &scan {
+            model::ScanState::Infected { signature, .. } => Some(signature.clone()),
+            model::ScanState::Error { message, .. } => Some(message.clone()),
+            _ => None,
+        },
+        scan_node: match &scan {
+            model::ScanState::Scanning { holder, .. } => Some(*holder),
+            _ => None,
+        },
+    }
+}
+
+/// Whether a file may be served now, under the scan policy: infected files never are; under
+/// `required`, only clean ones.
+fn may_serve(policy: crate::actors::scanner::Policy, scan: &model::ScanState) -> Result<()> {
+    use crate::actors::scanner::Policy;
+    match scan {
+        model::ScanState::Infected { signature, .. } => Err(Error::Infected(format!(
+            "the file is infected ({signature}) and quarantined"
+        ))),
+        model::ScanState::Clean { .. } => Ok(()),
+        _ if policy != Policy::Required => Ok(()),
+        model::ScanState::Error { message, .. } => Err(Error::conflict(
+            "scan_failed",
+            format!("the file could not be scanned ({message}); an admin can rescan it"),
+        )),
+        _ => Err(Error::conflict(
+            "scan_pending",
+            "the file is waiting for its virus scan; retry shortly",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    /// `stale` lets any node answer from what it has applied; the default is linearizable.
+    consistency: Option<String>,
+}
+
+pub(super) async fn list_files(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<FileList>> {
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(l) => l.parse::<usize>().unwrap_or(0),
+    };
+    let stale = match q.consistency.as_deref() {
+        None | Some("linearizable") => false,
+        Some("stale") => true,
+        Some(_) => {
+            return Err(Error::bad_request(
+                "invalid_request",
+                "consistency is linearizable or stale",
+            ))
+        }
+    };
+    Ok(Json(
+        list_page(&s, &c, q.cursor.as_deref(), limit, stale).await?,
+    ))
+}
+
+/// One page of the caller's files, after `cursor`; `stale` answers from this node's state.
+pub(crate) async fn list_page(
+    s: &AppState,
+    c: &Claims,
+    cursor: Option<&str>,
+    limit: usize,
+    stale: bool,
+) -> Result<FileList> {
+    if !(1..=1000).contains(&limit) {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let cursor = cursor.map(parse_id).transpose().map_err(|_| {
+        Error::bad_request(
+            "invalid_cursor",
+            "cursor must be a next_cursor from a listing",
+        )
+    })?;
+    let applied = if stale {
+        s.meta.local()
+    } else {
+        s.meta.linearizable().await?
+    };
+    // One more than asked tells whether another page follows.
+    let mut page = applied
+        .state
+        .files_page(&c.sub, cursor.as_deref(), limit + 1);
+    let next_cursor = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|f| f.id.clone())
+    } else {
+        None
+    };
+    Ok(FileList {
+        files: page
+            .into_iter()
+            .map(|f| file_record(&applied.state, f))
+            .collect(),
+        next_cursor,
+    })
+}
+
+pub(super) async fn get_file(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<FileRecord>> {
+    let id = parse_id(&id)?;
+    let applied = if crate::planted::active(crate::planted::Bug::StaleReads) {
+        // Planted bug: a decisive read answered from whatever this node has applied.
+        s.meta.local()
+    } else {
+        s.meta.linearizable().await?
+    };
+    let f = applied.state.file(&c.sub, &id).ok_or(Error::NotFound)?;
+    Ok(Json(file_record(&applied.state, f)))
+}
+
+/// The caller's file `id` (a linearizable read), once the scan policy lets it be served.
+pub(crate) async fn servable_file(
+    s: &AppState,
+    c: &Claims,
+    id: &str,
+) -> Result<(File, model::ScanState)> {
+    let id = parse_id(id)?;
+    let (f, scan) = {
+        let applied = s.meta.linearizable().await?;
+        let f = applied
+            .state
+            .file(&c.sub, &id)
+            .cloned()
+            .ok_or(Error::NotFound)?;
+        let scan = blob_scan(&applied.state, &f);
+        (f, scan)
+    };
+    may_serve(s.scan_policy, &scan)?;
+    Ok((f, scan))
+}
+
+pub(super) async fn delete_file(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let id = parse_id(&id)?;
+    s.quota
+        .propose(Command::DeleteFile {
+            owner: c.sub,
+            file_id: id,
+            now: now_ms(),
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A single `bytes=` range, resolved against `size` to `(start, end_inclusive)`. Malformed or
+/// multi-range headers are ignored (RFC 9110 allows it) and the whole file is sent.
+fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = match (a.parse::<u64>().ok(), b.parse::<u64>().ok()) {
+        (Some(start), None) if b.is_empty() => (start, size.saturating_sub(1)),
+        (Some(start), Some(end)) if start <= end => (start, end.min(size.saturating_sub(1))),
+        (None, Some(suffix)) if a.is_empty() => {
+            if suffix == 0 {
+                return Err(Error::RangeNotSatisfiable { size });
+            }
+            (size.saturating_sub(suffix), size.saturating_sub(1))
+        }
+        _ => return Ok(None),
+    };
+    if range.0 >= size {
+        return Err(Error::RangeNotSatisfiable { size });
+    }
+    Ok(Some(range))
+}
+
+/// `filename*=UTF-8''…` (RFC 6266 / 8187) so any name is safe in the header.
+fn content_disposition(name: &str) -> String {
+    let mut enc = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename*=UTF-8''{enc}")
+}
+
+pub(super) async fn download(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let (f, scan) = servable_file(&s, &c, &id).await?;
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(v) => parse_range(v, f.size)?,
+        None => None,
+    };
+    let (status, start, len) = match range {
+        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        None => (StatusCode::OK, 0, f.size),
+    };
+    let stream = s.store.get(&f.object_key, start, len).await?;
+    let mut resp = Response::new(Body::from_stream(stream));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    let hv = |s: String| HeaderValue::from_str(&s).map_err(|e| Error::Internal(e.to_string()));
+    h.insert(header::CONTENT_LENGTH, hv(len.to_string())?);
+    h.insert(header::ETAG, hv(format!("\"{}\"", f.blake3))?);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        hv(f.mime
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into()))?,
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        hv(content_disposition(&f.name))?,
+    );
+    h.insert("x-wharf-scan", HeaderValue::from_static(scan.as_str()));
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(
+            header::CONTENT_RANGE,
+            hv(format!("bytes {}-{}/{}", start, start + len - 1, f.size))?,
+        );
+    }
+    Ok(resp)
+}
+
+pub(super) async fn download_url(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    let (f, _) = servable_file(&s, &c, &id).await?;
+    let ttl = std::time::Duration::from_secs(s.presign_ttl_secs);
+    let url = s
+        .store
+        .presign_get(&f.object_key, ttl, &content_disposition(&f.name))
+        .await?
+        .ok_or_else(|| {
+            Error::NotSupported(
+                "the local object store cannot presign URLs; use /content or S3".into(),
+            )
+        })?;
+    Ok(Json(serde_json::json!({
+        "url": url,
+        "expires_at": rfc3339(now_ms() + ttl.as_millis() as u64),
+    })))
+}
+
+/// Renames a file (the name is checked like a new upload's); answers the updated record.
+pub(super) async fn update_file(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateFile>,
+) -> Result<Json<FileRecord>> {
+    let id = parse_id(&id)?;
+    validate_name(&req.name)?;
+    match s
+        .quota
+        .propose(Command::RenameFile {
+            owner: c.sub,
+            file_id: id,
+            name: req.name,
+        })
+        .await?
+    {
+        Outcome::File(f) => Ok(Json(file_record(&s.meta.local().state, &f))),
+        other => Err(Error::Internal(format!("unexpected {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_or_are_refused() {
+        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100).unwrap(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100).unwrap(), Some((90, 99)));
+        assert_eq!(parse_range("bytes=50-500", 100).unwrap(), Some((50, 99)));
+        assert_eq!(parse_range("bytes=-500", 100).unwrap(), Some((0, 99)));
+        assert_eq!(parse_range("bytes=5-1", 100).unwrap(), None);
+        assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100).unwrap(), None);
+        assert!(parse_range("bytes=100-", 100).is_err());
+        assert!(parse_range("bytes=0-0", 0).is_err());
+    }
+
+    #[test]
+    fn content_disposition_escapes_everything_unsafe() {
+        assert_eq!(
+            content_disposition("a b\"c.txt"),
+            "attachment; filename*=UTF-8''a%20b%22c.txt"
+        );
+    }
+}

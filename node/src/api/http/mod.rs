@@ -1,0 +1,176 @@
+//! The HTTP front end (axum): parses, authenticates and calls actor handles; nothing else.
+//!
+//! This module holds the router, the shared state and extractors, the health routes and the
+//! checks every route family shares; the handlers are in [`uploads`] (`/v1/uploads`), [`files`]
+//! (`/v1/files`), [`quota`] (`/v1/usage`, an admin's quota changes) and [`admin`] (rescans and
+//! cluster membership).
+
+pub mod admin;
+pub mod files;
+pub mod quota;
+pub mod uploads;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use wharf_raft::model::Tier;
+
+use crate::actors::quota::QuotaHandle;
+use crate::actors::uploads::UploadsHandle;
+use crate::auth::{Claims, Keys};
+use crate::error::{Error, Result};
+use crate::meta::Metadata;
+use crate::store::ObjectStore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub keys: Keys,
+    pub meta: Metadata,
+    pub quota: QuotaHandle,
+    pub uploads: UploadsHandle,
+    pub store: Arc<dyn ObjectStore>,
+    pub presign_ttl_secs: u64,
+    pub scan_policy: crate::actors::scanner::Policy,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/uploads", post(uploads::create_upload))
+        .route(
+            "/v1/uploads/{id}",
+            get(uploads::upload_status).delete(uploads::abort_upload),
+        )
+        .route("/v1/uploads/{id}/chunks/{index}", put(uploads::put_chunk))
+        .route("/v1/uploads/{id}/complete", post(uploads::complete_upload))
+        .route("/v1/files", get(files::list_files))
+        .route(
+            "/v1/files/{id}",
+            get(files::get_file)
+                .delete(files::delete_file)
+                .patch(files::update_file),
+        )
+        .route("/v1/files/{id}/content", get(files::download))
+        .route("/v1/files/{id}/download-url", get(files::download_url))
+        .route("/v1/usage", get(quota::usage))
+        .route("/v1/admin/users/{user}/quota", put(quota::set_quota))
+        .route("/v1/admin/rescan", post(admin::rescan))
+        .route("/v1/cluster/status", get(admin::cluster_status))
+        .route("/v1/cluster/nodes/{id}/promote", post(admin::promote_node))
+        .route(
+            "/v1/cluster/nodes/{id}",
+            axum::routing::delete(admin::remove_node),
+        )
+        .fallback(|| async { Error::NotFound })
+        .method_not_allowed_fallback(|| async {
+            Error::BadRequest {
+                code: "method_not_allowed",
+                message: "this method is not allowed on this path".into(),
+            }
+        })
+        .with_state(state)
+}
+
+/// The authenticated caller.
+pub struct Caller(pub Claims);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or(""));
+        state.keys.verify_header(header).map(Caller)
+    }
+}
+
+/// JSON bodies whose rejections are wharf errors.
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(Error::bad_request(
+                match e {
+                    JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+                    _ => "invalid_request",
+                },
+                e.body_text(),
+            )),
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(s): State<AppState>) -> Result<&'static str> {
+    drop(s.meta.linearizable().await?);
+    Ok("ready")
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() > 255
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\');
+    if bad {
+        return Err(Error::bad_request(
+            "invalid_name",
+            "a file name is 1 to 255 bytes, not . or .., with no / \\ or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Ids in paths are server-made UUIDs; anything else cannot name a record (and never reaches a
+/// file system path).
+pub(crate) fn parse_id(id: &str) -> Result<String> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| Error::NotFound)
+}
+
+fn require_admin(c: &Claims) -> Result<()> {
+    if c.tier != Tier::Admin {
+        return Err(Error::Forbidden("an admin token is required".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_names_not_paths() {
+        assert!(validate_name("report 2026.pdf").is_ok());
+        assert!(validate_name("…ünïcode ✓").is_ok());
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../etc/passwd",
+            "a\\b",
+            "a\nb",
+            &"x".repeat(256),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The `/v1/uploads` routes: create an upload, its status, send a chunk, complete, abort.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use futures::TryStreamExt;
+use wharf_proto::hash::parse_hex32;
+use wharf_proto::{CreateUpload, FileRecord, UploadCreated, UploadStatus};
+use wharf_raft::model::{self, Upload};
+
+use crate::actors::uploads::ChunkPut;
+use crate::api::http::files::file_record;
+use crate::api::http::{parse_id, validate_name, ApiJson, AppState, Caller};
+use crate::error::{Error, Result};
+use crate::meta::rfc3339;
+
+fn validate_token_field(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(Error::bad_request(
+            "invalid_request",
+            format!("{field} must be 1 to {max} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) async fn create_upload(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    headers: HeaderMap,
+    ApiJson(mut req): ApiJson<CreateUpload>,
+) -> Result<impl IntoResponse> {
+    if req.idempotency_key.is_none() {
+        req.idempotency_key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+    }
+    validate_create(&req)?;
+    let up = s.quota.create(c.sub, c.tier, req).await?;
+    let body = UploadCreated {
+        upload_id: up.id.clone(),
+        chunk_size: up.chunk_size,
+        chunk_count: up.chunk_count(),
+        expires_at: rfc3339(up.expires_at),
+    };
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/uploads/{}", up.id))],
+        Json(body),
+    ))
+}
+
+/// Checks a create request's fields (whatever transport brought it).
+pub(crate) fn validate_create(req: &CreateUpload) -> Result<()> {
+    validate_name(&req.name)?;
+    if let Some(h) = &req.blake3 {
+        if parse_hex32(h).is_none() {
+            return Err(Error::bad_request(
+                "invalid_checksum",
+                "blake3 must be 64 hexadecimal characters",
+            ));
+        }
+    }
+    if let Some(k) = &req.idempotency_key {
+        validate_token_field("idempotency_key", k, 255)?;
+    }
+    if let Some(m) = &req.mime {
+        validate_token_field("mime", m, 255)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn upload_status_body(up: &Upload) -> UploadStatus {
+    let (received, missing) = match up.state {
+        model::UploadState::Uploading => (up.received(), up.missing()),
+        _ => (Vec::new(), Vec::new()),
+    };
+    UploadStatus {
+        upload_id: up.id.clone(),
+        name: up.name.clone(),
+        size: up.size,
+        chunk_size: up.chunk_size,
+        chunk_count: up.chunk_count(),
+        state: up.state.as_str().to_string(),
+        received,
+        missing,
+        expires_at: rfc3339(up.expires_at),
+        file_id: up.file_id.clone(),
+    }
+}
+
+pub(super) async fn upload_status(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UploadStatus>> {
+    let id = parse_id(&id)?;
+    let applied = s.meta.linearizable().await?;
+    let up = applied.state.upload(&c.sub, &id).ok_or(Error::NotFound)?;
+    Ok(Json(upload_status_body(up)))
+}
+
+pub(super) async fn abort_upload(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let id = parse_id(&id)?;
+    s.uploads.abort(c.sub, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `Content-Digest: sha-256=:BASE64:` (RFC 9530); other algorithms are ignored.
+fn content_digest_sha256(headers: &HeaderMap) -> Result<Option<[u8; 32]>> {
+    let Some(v) = headers.get("content-digest") else {
+        return Ok(None);
+    };
+    let bad = || {
+        Error::bad_request(
+            "invalid_digest",
+            "Content-Digest must look like sha-256=:BASE64:",
+        )
+    };
+    let v = v.to_str().map_err(|_| bad())?;
+    for item in v.split(',') {
+        let Some((alg, value)) = item.trim().split_once('=') else {
+            return Err(bad());
+        };
+        if !alg.trim().eq_ignore_ascii_case("sha-256") {
+            continue;
+        }
+        let b64 = value
+            .trim()
+            .strip_prefix(':')
+            .and_then(|x| x.strip_suffix(':'))
+            .ok_or_else(bad)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| bad())?;
+        return <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Some)
+            .map_err(|_| bad());
+    }
+    Ok(None)
+}
+
+pub(super) async fn put_chunk(
+    State(s): State<AppState>,
+    caller: std::result::Result<Caller, Error>,
+    Path((id, index)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match receive_chunk(s, caller, id, index, headers, body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            // The body may be unread: the connection cannot carry another request.
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
+}
+
+async fn receive_chunk(
+    s: AppState,
+    caller: std::result::Result<Caller, Error>,
+    id: String,
+    index: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<()> {
+    let Caller(c) = caller?;
+    let id = parse_id(&id)?;
+    let index: u32 = index.parse().map_err(|_| {
+        Error::bad_request(
+            "chunk_index_out_of_range",
+            "the chunk index must be a non-negative integer",
+        )
+    })?;
+    let content_length = match headers.get(header::CONTENT_LENGTH) {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| Error::bad_request("invalid_request", "bad Content-Length"))?,
+        ),
+        None => None,
+    };
+    let blake3 = match headers.get("x-wharf-blake3") {
+        Some(v) => Some(v.to_str().ok().and_then(parse_hex32).ok_or_else(|| {
+            Error::bad_request(
+                "invalid_checksum",
+                "x-wharf-blake3 must be 64 hexadecimal characters",
+            )
+        })?),
+        None => None,
+    };
+    let sha256 = content_digest_sha256(&headers)?;
+    let body = body.into_data_stream().map_err(std::io::Error::other);
+    s.uploads
+        .put_chunk(ChunkPut {
+            owner: c.sub,
+            upload_id: id,
+            index,
+            content_length,
+            blake3,
+            sha256,
+            body: Box::pin(body),
+        })
+        .await
+}
+
+pub(super) async fn complete_upload(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<FileRecord>> {
+    let id = parse_id(&id)?;
+    let f = s.uploads.complete(c.sub, id).await?;
+    Ok(Json(file_record(&s.meta.local().state, &f)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_digest_parses_sha256_and_refuses_garbage() {
+        let mut h = HeaderMap::new();
+        let digest = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        h.insert(
+            "content-digest",
+            HeaderValue::from_str(&format!("sha-512=:AAAA:, sha-256=:{digest}:")).unwrap(),
+        );
+        assert_eq!(content_digest_sha256(&h).unwrap(), Some([7u8; 32]));
+        h.insert("content-digest", HeaderValue::from_static("sha-256=nope"));
+        assert!(content_digest_sha256(&h).is_err());
+    }
+}
