@@ -25,7 +25,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::Rng;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use std::io::{Seek, Write};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use wharf_proto::hash::ChunkHasher;
 use wharf_proto::{CreateUpload, ErrorBody, FileList, FileRecord, UploadCreated, UploadStatus};
 
@@ -108,6 +109,8 @@ pub struct Client {
     pub parallel: usize,
     /// Attempts per request before giving up.
     pub attempts: u32,
+    /// Bytes per ranged read of a download.
+    pub piece_size: u64,
 }
 
 /// What [`Client::upload`] did.
@@ -123,7 +126,8 @@ pub struct Uploaded {
     pub chunk_latencies: Vec<Duration>,
 }
 
-const DOWNLOAD_PIECE: u64 = 8 << 20;
+/// The default [`Client::piece_size`].
+pub const DOWNLOAD_PIECE: u64 = 8 << 20;
 
 impl Client {
     /// `nodes` are `http://host:port` base URLs; requests spread over them and fail over.
@@ -167,6 +171,7 @@ impl Client {
             quic,
             parallel: 8,
             attempts: 8,
+            piece_size: DOWNLOAD_PIECE,
         })
     }
 
@@ -507,24 +512,38 @@ impl Client {
     ) -> Result<FileRecord> {
         let file = self.file(file_id).await?;
         let part = part_path(dest);
-        let out = tokio::fs::File::create(&part).await?;
+        let out = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&part)
+            .await?;
         out.set_len(file.size).await?;
-        drop(out);
-        let pieces = file.size.div_ceil(DOWNLOAD_PIECE);
+        // One handle, written with blocking writes that have finished when they return: a
+        // tokio `File` acknowledges `write_all` while its last write is still in flight (and
+        // dropping it does not wait), so the hash below could read a range's old bytes.
+        let out = Arc::new(std::sync::Mutex::new(out.into_std().await));
+        let piece = self.piece_size.max(1);
+        let pieces = file.size.div_ceil(piece);
         let done = AtomicU64::new(0);
         stream::iter(0..pieces)
             .map(|i| {
-                let (part, done, progress) = (&part, &done, progress.clone());
+                let (out, done, progress) = (out.clone(), &done, progress.clone());
                 async move {
-                    let start = i * DOWNLOAD_PIECE;
-                    let end = (start + DOWNLOAD_PIECE).min(file.size) - 1;
+                    let start = i * piece;
+                    let end = (start + piece).min(file.size) - 1;
                     let bytes = self.range(file_id, start, end, i as usize).await?;
-                    let mut f = tokio::fs::OpenOptions::new().write(true).open(part).await?;
-                    f.seek(std::io::SeekFrom::Start(start)).await?;
-                    f.write_all(&bytes).await?;
-                    let d = done.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    let n = bytes.len() as u64;
+                    blocking(move || {
+                        let mut f = out.lock().expect("download file");
+                        f.seek(std::io::SeekFrom::Start(start))?;
+                        f.write_all(&bytes)
+                    })
+                    .await?;
+                    let d = done.fetch_add(n, Ordering::Relaxed);
                     if let Some(p) = &progress {
-                        p(d + bytes.len() as u64);
+                        p(d + n);
                     }
                     Ok::<_, Error>(())
                 }
@@ -532,14 +551,15 @@ impl Client {
             .buffer_unordered(self.parallel.max(1))
             .try_collect::<Vec<()>>()
             .await?;
-        let part2 = part.clone();
-        let actual = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let actual = blocking(move || -> std::io::Result<String> {
+            let mut f = out.lock().expect("download file");
+            f.sync_all()?;
+            f.seek(std::io::SeekFrom::Start(0))?;
             let mut h = blake3::Hasher::new();
-            h.update_reader(std::fs::File::open(part2)?)?;
+            h.update_reader(&mut *f)?;
             Ok(h.finalize().to_hex().to_string())
         })
-        .await
-        .map_err(std::io::Error::other)??;
+        .await?;
         if actual != file.blake3 {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(Error::Checksum {
@@ -547,7 +567,6 @@ impl Client {
                 actual,
             });
         }
-        tokio::fs::File::open(&part).await?.sync_all().await?;
         tokio::fs::rename(&part, dest).await?;
         Ok(file)
     }
@@ -578,12 +597,21 @@ impl Client {
                         length: len,
                     });
                     let req = wharf_proto::quic::Request { op: Some(op) };
-                    self.quic().read(q, req, len).await
+                    self.quic().read(q, req, start, len).await
                 }
             }
         })
         .await
     }
+}
+
+/// Runs blocking file work off the async threads; it has finished when this returns.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)??)
 }
 
 fn part_path(dest: &Path) -> PathBuf {

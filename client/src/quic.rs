@@ -229,9 +229,25 @@ impl Transport {
         res
     }
 
-    /// A ranged read: exactly `len` bytes after the reply.
-    pub(crate) async fn read(&self, node: &QuicNode, req: Request, len: u64) -> Result<Vec<u8>> {
-        let (_, recv) = self.call(node, req, None).await?;
+    /// A ranged read of `len` bytes at `offset`: exactly those bytes after the reply, which
+    /// must name the same range.
+    pub(crate) async fn read(
+        &self,
+        node: &QuicNode,
+        req: Request,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let (head, recv) = self.call(node, req, None).await?;
+        #[derive(serde::Deserialize)]
+        struct Head {
+            offset: u64,
+            length: u64,
+        }
+        match serde_json::from_slice::<Head>(&head) {
+            Ok(h) if h.offset == offset && h.length == len => {}
+            _ => return Err(node.unreachable("the reply names another range")),
+        }
         let mut data = Vec::with_capacity(len as usize);
         let mut body = recv.take(len);
         tokio::time::timeout(OP_TIMEOUT, body.read_to_end(&mut data))
