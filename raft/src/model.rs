@@ -491,6 +491,11 @@ pub fn chunk_size_for(size: u64, min: u64) -> u64 {
 }
 
 /// Applies one command: the whole of the model's behaviour.
+/// A committed membership names node ids up to `highest`: none of them is handed out again.
+pub fn note_member_ids(state: &mut State, highest: u64) {
+    state.last_node_id = state.last_node_id.max(highest);
+}
+
 pub fn apply(state: &mut State, cmd: Command) -> ApplyResult {
     match cmd {
         Command::Once { id, at, cmd } => {

@@ -317,6 +317,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     r
                 }
                 EntryPayload::Membership(m) => {
+                    // The founding node's id never went through AllocateNodeId: the ids a
+                    // membership names are used, so a joiner can never be handed one of them.
+                    let highest = m.nodes().map(|(id, _)| *id).max().unwrap_or(0);
+                    model::note_member_ids(&mut a.state, highest);
                     a.last_membership = StoredMembership::new(Some(e.log_id), m);
                     Ok(model::Outcome::Done)
                 }
