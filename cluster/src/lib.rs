@@ -68,21 +68,67 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Asks the node at `addr` to admit this one. TLS checks the node against the CA certificate
-/// that the token carries; the node checks the token.
+/// How long a joining node keeps trying a member that does not answer yet (not started, or
+/// still electing a leader), so that nodes started together may start in any order.
+pub const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Asks the node at `addr` to admit this one, retrying for [`JOIN_WAIT`] while it cannot be
+/// reached or has no leader yet; a refused token fails at once. TLS checks the node against the
+/// CA certificate that the token carries; the node checks the token.
 pub async fn join(
     addr: &str,
     token: &str,
     peer_addr: &str,
     http_addr: &str,
 ) -> Result<JoinReply, Error> {
+    let deadline = std::time::Instant::now() + JOIN_WAIT;
+    let mut said = false;
+    loop {
+        match join_once(addr, token, peer_addr, http_addr).await {
+            Err(Attempt::NotUpYet(e)) if std::time::Instant::now() < deadline => {
+                if !said {
+                    tracing::info!(%addr, "waiting for the cluster to answer: {e}");
+                    said = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(Attempt::NotUpYet(e) | Attempt::Failed(e)) => return Err(e),
+            Ok(reply) => return Ok(reply),
+        }
+    }
+}
+
+/// One join attempt's failure: worth waiting out, or final.
+enum Attempt {
+    /// Nothing listens yet, or the member has no leader yet.
+    NotUpYet(Error),
+    Failed(Error),
+}
+
+async fn join_once(
+    addr: &str,
+    token: &str,
+    peer_addr: &str,
+    http_addr: &str,
+) -> Result<JoinReply, Attempt> {
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(tls::token_ca_pem(token)?))
+        .ca_certificate(Certificate::from_pem(
+            tls::token_ca_pem(token).map_err(Attempt::Failed)?,
+        ))
         .domain_name(tls::SERVER_NAME);
-    let channel = network::endpoint(addr, tls)?
+    let channel = network::endpoint(addr, tls)
+        .map_err(Attempt::Failed)?
         .connect()
         .await
-        .map_err(|e| Error::Unavailable(format!("cannot reach {addr}: {e}")))?;
+        .map_err(|e| {
+            let refused = nothing_listens(&e);
+            let e = Error::Unavailable(format!("cannot reach {addr}: {e}"));
+            if refused {
+                Attempt::NotUpYet(e)
+            } else {
+                Attempt::Failed(e)
+            }
+        })?;
     let reply = ClusterServiceClient::new(channel)
         .join(JoinRequest {
             token: token.to_string(),
@@ -90,8 +136,23 @@ pub async fn join(
             http_addr: http_addr.to_string(),
         })
         .await
-        .map_err(Error::from_status)?;
+        .map_err(|s| match s.code() {
+            tonic::Code::Unavailable => Attempt::NotUpYet(Error::from_status(s)),
+            _ => Attempt::Failed(Error::from_status(s)),
+        })?;
     Ok(reply.into_inner())
+}
+
+/// A refused TCP connection: the member is not listening yet. (A TLS failure is final.)
+fn nothing_listens(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Asks the cluster (through the node at `addr`) to add this node, now that it serves Raft.

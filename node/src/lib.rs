@@ -37,6 +37,35 @@ const NODE_ID_FILE: &str = "node_id";
 /// Present when the node entered its cluster by joining (its content: the address joined).
 const JOINED_FILE: &str = "joined";
 
+/// The addresses a running node serves, kept in `<data-dir>/listen.json` so that the operator
+/// commands find the node from its data dir (its ports may be 0, or anything a config chose).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Listening {
+    /// HTTP, `host:port`.
+    pub http: String,
+    /// QUIC (UDP), `host:port`.
+    pub quic: String,
+    /// The peer (gRPC) address other nodes dial.
+    pub peer: String,
+}
+
+impl Listening {
+    const FILE: &'static str = "listen.json";
+
+    /// What the node at `data_dir` last recorded, if anything.
+    pub fn read(data_dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(data_dir.join(Self::FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Replaces the record whole (a reader never sees half of one).
+    fn write(&self, data_dir: &Path) -> std::io::Result<()> {
+        let tmp = data_dir.join(format!("{}.tmp", Self::FILE));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, data_dir.join(Self::FILE))
+    }
+}
+
 /// Makes a new cluster's identity in `data_dir` (CA, node certificate, join key, JWT secret).
 pub fn init_cluster(data_dir: &Path, node_id: u64, jwt_secret: &str) -> anyhow::Result<Identity> {
     if Identity::exists(data_dir) {
@@ -274,6 +303,13 @@ pub async fn run(
     let app = http::router(app_state);
 
     tracing::info!(node_id, %http_addr, peer = %me.peer_addr, data_dir = %data_dir.display(), "wharf node listening");
+    Listening {
+        http: http_addr.to_string(),
+        quic: quic_addr.to_string(),
+        peer: me.peer_addr.clone(),
+    }
+    .write(data_dir)
+    .with_context(|| format!("recording the addresses in {}", data_dir.display()))?;
     // Tests and scripts read this line to learn the bound addresses.
     println!(
         "wharf node {node_id} listening on http://{http_addr} quic://{quic_addr} (peer {})",

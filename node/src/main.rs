@@ -1,5 +1,5 @@
 //! The `wharf` command; it lives in the library, as `wharf_node::cli`.
 
-fn main() -> anyhow::Result<()> {
-    wharf_node::cli::main()
+fn main() -> std::process::ExitCode {
+    wharf_node::cli::run()
 }

@@ -223,8 +223,10 @@ pub async fn get(
     id: &str,
     out: Option<PathBuf>,
     parallel: usize,
+    range_size: u64,
 ) -> anyhow::Result<()> {
-    let client = args.client(parallel)?;
+    let mut client = args.client(parallel)?;
+    client.piece_size = range_size;
     let record = client.file(id).await?;
     // The stored name is a name, never a path: keep only its last component.
     let dest = match out {

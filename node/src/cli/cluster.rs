@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::Subcommand;
+use wharf_cluster::ClusterStatus;
 
 use crate::cli::{block_on, Api, Common};
 
@@ -30,6 +31,12 @@ pub(super) enum ClusterCommand {
         /// Print the JSON of GET /v1/cluster/status.
         #[arg(long)]
         json: bool,
+        /// Wait until there is a leader and at least N voters answer, caught up with it.
+        #[arg(long, value_name = "N")]
+        wait: Option<usize>,
+        /// How long --wait waits before it gives up (exit 1).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// Remove a node from the cluster (its id is never reused).
     Remove {
@@ -63,11 +70,16 @@ pub(super) fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
             println!("{}", crate::join_token(&config.node.data_dir, ttl)?);
             Ok(())
         }
-        ClusterCommand::Status { api, json } => block_on(async {
-            let resp = api
-                .send(reqwest::Client::new().get(api.url("/v1/cluster/status")))
-                .await?;
-            let status: wharf_cluster::ClusterStatus = resp.json().await?;
+        ClusterCommand::Status {
+            api,
+            json,
+            wait,
+            timeout,
+        } => block_on(async {
+            let status = match wait {
+                None => fetch_status(&api).await?,
+                Some(voters) => wait_for(&api, voters, timeout).await?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -90,7 +102,63 @@ pub(super) fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
     }
 }
 
-fn print_status(s: &wharf_cluster::ClusterStatus) {
+async fn fetch_status(api: &Api) -> anyhow::Result<ClusterStatus> {
+    let resp = api
+        .send(reqwest::Client::new().get(api.url("/v1/cluster/status")))
+        .await?;
+    Ok(resp.json().await?)
+}
+
+/// A voter this close to the leader's applied index has caught up (a busy cluster is never
+/// exactly level).
+const CAUGHT_UP_LAG: u64 = 64;
+
+/// Voters that answer, follow the current leader in its term (a node just restarted still
+/// reports its old term and role) and have caught up with it; none without a leader.
+fn caught_up_voters(s: &ClusterStatus) -> usize {
+    let leader = s
+        .leader
+        .and_then(|l| s.nodes.iter().find(|n| n.id == l && n.reachable))
+        .and_then(|n| n.applied_index.map(|a| (n.id, a)));
+    let Some((leader, lead)) = leader else {
+        return 0;
+    };
+    s.nodes
+        .iter()
+        .filter(|n| n.voter && n.reachable && n.term == Some(s.term))
+        .filter(|n| n.id == leader || n.role == "follower")
+        .filter(|n| n.applied_index.is_some_and(|a| a + CAUGHT_UP_LAG >= lead))
+        .count()
+}
+
+/// Polls the status until `voters` voters have caught up with a leader, or `timeout` passes.
+async fn wait_for(api: &Api, voters: usize, timeout: Duration) -> anyhow::Result<ClusterStatus> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = fetch_status(api).await;
+        if let Ok(s) = &last {
+            if caught_up_voters(s) >= voters {
+                return last;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let waited = humantime::format_duration(timeout);
+            return Err(match last {
+                Ok(s) => {
+                    print_status(&s);
+                    anyhow::anyhow!(
+                        "waited {waited} for a leader and {voters} voters caught up with it; {} are",
+                        caught_up_voters(&s)
+                    )
+                }
+                Err(e) => e.context(format!("waited {waited} for {voters} voters")),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_status(s: &ClusterStatus) {
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     println!(
         "leader: {}   term: {}",

@@ -82,6 +82,10 @@ enum Command {
         output: Option<PathBuf>,
         #[arg(long, default_value_t = 8)]
         parallel: usize,
+        /// Bytes per ranged read.
+        #[arg(long, value_name = "BYTES", default_value_t = wharf_client::DOWNLOAD_PIECE,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        range_size: u64,
     },
     /// List your files.
     Ls {
@@ -109,9 +113,10 @@ enum Command {
 struct Api {
     #[command(flatten)]
     common: Common,
-    /// A node's HTTP address.
-    #[arg(long, env = "WHARF_ADDR", default_value = "http://127.0.0.1:7070")]
-    node: String,
+    /// A node's HTTP URL. Default: WHARF_ADDR (its first http:// entry), else the address the
+    /// node recorded in its data dir (--data-dir), else http://127.0.0.1:7070.
+    #[arg(long, value_name = "URL")]
+    node: Option<String>,
     /// An admin token; without one, a short-lived one is signed with the data dir's secret.
     #[arg(long, env = "WHARF_ADMIN_TOKEN")]
     token: Option<String>,
@@ -128,8 +133,34 @@ impl Api {
         keys.issue("wharf-operator", Tier::Admin, Duration::from_secs(300))
     }
 
+    /// The node to talk to: `--node`, else WHARF_ADDR's first `http(s)://` entry, else the
+    /// HTTP address recorded in the data dir, else the default address.
+    fn base(&self) -> String {
+        if let Some(n) = &self.node {
+            return n.trim_end_matches('/').to_string();
+        }
+        let from_env = std::env::var("WHARF_ADDR").ok().and_then(|v| {
+            v.split(',')
+                .map(str::trim)
+                .find(|a| a.starts_with("http://") || a.starts_with("https://"))
+                .map(|a| a.trim_end_matches('/').to_string())
+        });
+        if let Some(a) = from_env {
+            return a;
+        }
+        let recorded = self
+            .common
+            .load()
+            .ok()
+            .and_then(|c| crate::Listening::read(&c.node.data_dir));
+        match recorded {
+            Some(l) => format!("http://{}", l.http),
+            None => "http://127.0.0.1:7070".into(),
+        }
+    }
+
     fn url(&self, path: &str) -> String {
-        format!("{}{}", self.node.trim_end_matches('/'), path)
+        format!("{}{}", self.base(), path)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
@@ -137,7 +168,7 @@ impl Api {
             .bearer_auth(self.token()?)
             .send()
             .await
-            .with_context(|| format!("cannot reach {}", self.node))?;
+            .with_context(|| format!("cannot reach {}", self.base()))?;
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
@@ -167,6 +198,18 @@ impl Common {
     }
 }
 
+/// Runs the command line: errors print as their chain of causes on one line (`Error: a: b`),
+/// never as a backtrace (which `RUST_BACKTRACE` would add to `anyhow`'s `Debug`), and exit 1.
+pub fn run() -> std::process::ExitCode {
+    match main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -184,7 +227,8 @@ pub fn main() -> anyhow::Result<()> {
             file_id,
             output,
             parallel,
-        } => block_on(client::get(&client, &file_id, output, parallel)),
+            range_size,
+        } => block_on(client::get(&client, &file_id, output, parallel, range_size)),
         Command::Ls { client, json } => block_on(client::ls(&client, json)),
         Command::Rm { client, file_id } => block_on(client::rm(&client, &file_id)),
         Command::Status { client, upload_id } => block_on(client::status(&client, &upload_id)),

@@ -53,7 +53,10 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
             learner,
             init,
         } => {
+            use std::io::IsTerminal;
             tracing_subscriber::fmt()
+                // Colour only for a person at a terminal, never into a file or a pipe.
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
                         .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
