@@ -512,6 +512,9 @@ impl Client {
     ) -> Result<FileRecord> {
         let file = self.file(file_id).await?;
         let part = part_path(dest);
+        // A new inode: blocking writes of an earlier, abandoned download of the same file may
+        // still be running on the old one.
+        let _ = tokio::fs::remove_file(&part).await;
         let out = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)

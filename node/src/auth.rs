@@ -95,6 +95,11 @@ pub fn load_or_create_secret(configured: &str, data_dir: &Path) -> anyhow::Resul
     }
     let path = data_dir.join(SECRET_FILE);
     match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() < 32 => anyhow::bail!(
+            "{} holds no usable secret (fewer than 32 characters); restore it from another node \
+             of the cluster or from a backup",
+            path.display()
+        ),
         Ok(s) => Ok(s.trim().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
@@ -131,19 +136,26 @@ pub fn validate_user_id(user: &str) -> Result<(), Error> {
     }
 }
 
+/// Writes a secret whole or not at all: a temp file (mode 0600), fsynced, renamed over `path`,
+/// so a process killed half-way never leaves an empty or partial secret behind.
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     opts.mode(0o600);
     let mut f = opts
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 
@@ -157,6 +169,32 @@ pub fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_secret_file_is_written_whole_and_an_empty_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = load_or_create_secret("", dir.path()).unwrap();
+        assert_eq!(made.len(), 64);
+        assert_eq!(load_or_create_secret("", dir.path()).unwrap(), made);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![SECRET_FILE.to_string()], "a temp file was left");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(SECRET_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // What a kill between create and write used to leave: refused, not used as a key.
+        std::fs::write(dir.path().join(SECRET_FILE), "").unwrap();
+        let err = load_or_create_secret("", dir.path()).unwrap_err();
+        assert!(err.to_string().contains("no usable secret"), "{err}");
+    }
 
     #[test]
     fn issued_token_verifies_and_forged_one_does_not() {

@@ -247,19 +247,34 @@ async fn three_nodes_share_uploads_survive_leader_loss_and_catch_up_by_snapshot(
             .await;
         small.push(f["id"].as_str().unwrap().to_string());
     }
+    // A leader purges only entries that no replication in flight still reads (openraft), and
+    // its retries to the dead node keep one in flight much of the time: under load the purge
+    // after a snapshot can wait for a later write. Keep writing (a bounded number) until it is
+    // done, so that the restarted node can only catch up by snapshot.
     let new_leader = c.leader();
-    let s = c.status_cli(new_leader);
-    let leader_report = s["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["role"] == "leader")
-        .unwrap()
-        .clone();
-    assert!(
-        leader_report["purged_index"].as_u64().unwrap() > dead_last_log,
-        "the leader kept the log the dead node needs, so no snapshot would be sent: {s}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 15..60u64 {
+        let s = c.status_cli(new_leader);
+        let purged = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["role"] == "leader")
+            .and_then(|n| n["purged_index"].as_u64());
+        if purged.is_some_and(|p| p > dead_last_log) {
+            break;
+        }
+        assert!(
+            i < 59 && Instant::now() < deadline,
+            "the leader kept the log the dead node needs, so no snapshot would be sent: {s}"
+        );
+        let f = c
+            .node(survivors[i as usize % 2])
+            .upload(&t, &format!("s{i}"), &random_bytes(1000, i))
+            .await;
+        small.push(f["id"].as_str().unwrap().to_string());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The dead node comes back and catches up (by snapshot: the entries it lacks are gone).
     c.nodes[leader] = Some(dead.restart());

@@ -125,6 +125,9 @@ impl ObjectStore for LocalStore {
         let bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
         let mut f = tokio::fs::File::create(dir.join(MANIFEST)).await?;
         f.write_all(&bytes).await?;
+        // A tokio File reports a failed background write only to a later write or flush, not
+        // to sync_all: without this flush a short manifest could be completed and answered 200.
+        f.flush().await?;
         f.sync_all().await?;
         sync_dir(&dir).await?;
         // The parts become the object where they lie: completing costs no copy of the data.
