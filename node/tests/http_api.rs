@@ -661,3 +661,95 @@ async fn idle_uploads_expire_and_release_their_reservation() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test]
+async fn a_client_that_lost_its_upload_ids_lists_its_open_uploads_and_aborts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(
+        dir.path(),
+        &[("WHARF_TIERS_BASIC_MAX_CONCURRENT_UPLOADS", "3")],
+    );
+    let t = node.token("erin", Tier::Basic);
+    let other = node.token("frank", Tier::Basic);
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (st, up) = node.create(&t, json!({"name": name, "size": 10})).await;
+        assert_eq!(st, StatusCode::CREATED, "{up}");
+        ids.push(up["upload_id"].as_str().unwrap().to_string());
+    }
+    node.create(&other, json!({"name": "theirs", "size": 10}))
+        .await;
+    // One stored, the limit reached by the other two and a third.
+    assert_eq!(
+        node.put_chunk(&t, &ids[0], 0, &[1u8; 10]).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(node.complete(&t, &ids[0]).await.0, StatusCode::OK);
+    let (st, up) = node.create(&t, json!({"name": "d", "size": 10})).await;
+    assert_eq!(st, StatusCode::CREATED, "{up}");
+    ids.push(up["upload_id"].as_str().unwrap().to_string());
+    assert_error(
+        &node.create(&t, json!({"name": "e", "size": 10})).await,
+        429,
+        "too_many_uploads",
+    );
+
+    let list = |q: &'static str| {
+        let (node, t) = (&node, t.clone());
+        async move {
+            json(
+                node.get(&t, &format!("/v1/uploads{q}"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let (st, open) = list("?state=uploading").await;
+    assert_eq!(st, StatusCode::OK, "{open}");
+    let open_ids: Vec<&str> = open["uploads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["upload_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        open_ids,
+        vec![&ids[1], &ids[2], &ids[3]],
+        "oldest first, only open ones"
+    );
+    assert!(open["next_cursor"].is_null(), "{open}");
+    assert_eq!(open["uploads"][0]["missing"], json!([0]));
+    // Every state, a page at a time.
+    let (_, first) = list("?limit=2").await;
+    assert_eq!(first["uploads"].as_array().unwrap().len(), 2, "{first}");
+    assert_eq!(first["uploads"][0]["state"], "stored");
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let (_, rest) = json(
+        node.get(&t, &format!("/v1/uploads?limit=2&cursor={cursor}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(rest["uploads"].as_array().unwrap().len(), 2, "{rest}");
+    assert_eq!(rest["uploads"][1]["upload_id"], ids[3].as_str());
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+    // Bad queries are refused; another user's uploads never show.
+    assert_error(&list("?state=sleeping").await, 400, "invalid_request");
+    assert_error(&list("?limit=0").await, 400, "invalid_request");
+    assert_error(&list("?cursor=nope").await, 400, "invalid_cursor");
+    let (_, theirs) = json(node.get(&other, "/v1/uploads").send().await.unwrap()).await;
+    assert_eq!(theirs["uploads"].as_array().unwrap().len(), 1, "{theirs}");
+
+    // Aborting what the listing found frees a slot.
+    let r = node
+        .delete(&t, &format!("/v1/uploads/{}", ids[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (st, _) = node.create(&t, json!({"name": "e", "size": 10})).await;
+    assert_eq!(st, StatusCode::CREATED);
+}

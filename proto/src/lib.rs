@@ -63,6 +63,15 @@ pub struct UploadStatus {
     pub file_id: Option<String>,
 }
 
+/// `GET /v1/uploads`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadList {
+    pub uploads: Vec<UploadStatus>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
     pub id: String,

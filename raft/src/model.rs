@@ -1090,6 +1090,30 @@ impl State {
         self.files.get(&key(owner, file_id))
     }
 
+    /// A page of `owner`'s uploads in creation order (upload ids are time-ordered), starting
+    /// after `cursor` (an upload id), only those in `only` when given.
+    pub fn uploads_page(
+        &self,
+        owner: &str,
+        only: Option<UploadState>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Vec<&Upload> {
+        use std::ops::Bound;
+        let prefix = format!("{owner}/");
+        let start = match cursor {
+            Some(c) => Bound::Excluded(key(owner, c)),
+            None => Bound::Included(prefix.clone()),
+        };
+        self.uploads
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, u)| u)
+            .filter(|u| only.is_none_or(|s| u.state == s))
+            .take(limit)
+            .collect()
+    }
+
     /// A page of `owner`'s files in creation order, starting after `cursor` (a file id).
     pub fn files_page(&self, owner: &str, cursor: Option<&str>, limit: usize) -> Vec<&File> {
         use std::ops::Bound;

@@ -42,7 +42,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/uploads", post(uploads::create_upload))
+        .route(
+            "/v1/uploads",
+            post(uploads::create_upload).get(uploads::list_uploads),
+        )
         .route(
             "/v1/uploads/{id}",
             get(uploads::upload_status).delete(uploads::abort_upload),

@@ -8,7 +8,7 @@ use axum::Json;
 use base64::Engine;
 use futures::TryStreamExt;
 use wharf_proto::hash::parse_hex32;
-use wharf_proto::{CreateUpload, FileRecord, UploadCreated, UploadStatus};
+use wharf_proto::{CreateUpload, FileRecord, UploadCreated, UploadList, UploadStatus};
 use wharf_raft::model::{self, Upload};
 
 use crate::actors::uploads::ChunkPut;
@@ -102,6 +102,65 @@ pub(super) async fn upload_status(
     let applied = s.meta.linearizable().await?;
     let up = applied.state.upload(&c.sub, &id).ok_or(Error::NotFound)?;
     Ok(Json(upload_status_body(up)))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct UploadsQuery {
+    state: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/uploads?state=uploading&limit=&cursor=`: the caller's uploads, oldest first, so a
+/// client that lost its upload ids can resume or abort them (and get out of
+/// `too_many_uploads`).
+pub(super) async fn list_uploads(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    axum::extract::Query(q): axum::extract::Query<UploadsQuery>,
+) -> Result<Json<UploadList>> {
+    let only = match q.state.as_deref() {
+        None | Some("all") => None,
+        Some("uploading") => Some(model::UploadState::Uploading),
+        Some("stored") => Some(model::UploadState::Stored),
+        Some("aborted") => Some(model::UploadState::Aborted),
+        Some("expired") => Some(model::UploadState::Expired),
+        Some(_) => {
+            return Err(Error::bad_request(
+                "invalid_request",
+                "state is uploading, stored, aborted, expired or all",
+            ))
+        }
+    };
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(l) => l.parse::<usize>().unwrap_or(0),
+    };
+    if !(1..=1000).contains(&limit) {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let cursor = q.cursor.as_deref().map(parse_id).transpose().map_err(|_| {
+        Error::bad_request(
+            "invalid_cursor",
+            "cursor must be a next_cursor from a listing",
+        )
+    })?;
+    let applied = s.meta.linearizable().await?;
+    // One more than asked: whether there is a next page.
+    let mut page = applied
+        .state
+        .uploads_page(&c.sub, only, cursor.as_deref(), limit + 1);
+    let next_cursor = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page[limit - 1].id.clone()
+    });
+    Ok(Json(UploadList {
+        uploads: page.into_iter().map(upload_status_body).collect(),
+        next_cursor,
+    }))
 }
 
 pub(super) async fn abort_upload(
