@@ -11,7 +11,9 @@ use wharf_proto::{FileList, FileRecord, UpdateFile};
 use wharf_raft::model::{self, Command, File};
 use wharf_raft::Outcome;
 
-use crate::api::http::{parse_id, validate_name, ApiJson, AppState, Caller};
+use crate::api::http::{
+    page_bounds, parse_id, query_limit, validate_name, ApiJson, AppState, Caller,
+};
 use crate::auth::Claims;
 use crate::error::{Error, Result};
 use crate::meta::{now_ms, rfc3339};
@@ -80,10 +82,7 @@ pub(super) async fn list_files(
     Caller(c): Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<FileList>> {
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l.parse::<usize>().unwrap_or(0),
-    };
+    let limit = query_limit(q.limit.as_deref());
     let stale = match q.consistency.as_deref() {
         None | Some("linearizable") => false,
         Some("stale") => true,
@@ -107,18 +106,7 @@ pub(crate) async fn list_page(
     limit: usize,
     stale: bool,
 ) -> Result<FileList> {
-    if !(1..=1000).contains(&limit) {
-        return Err(Error::bad_request(
-            "invalid_request",
-            "limit must be 1 to 1000",
-        ));
-    }
-    let cursor = cursor.map(parse_id).transpose().map_err(|_| {
-        Error::bad_request(
-            "invalid_cursor",
-            "cursor must be a next_cursor from a listing",
-        )
-    })?;
+    let cursor = page_bounds(limit, cursor)?;
     let applied = if stale {
         s.meta.local()
     } else {

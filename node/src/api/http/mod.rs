@@ -143,6 +143,27 @@ fn validate_name(name: &str) -> Result<()> {
 
 /// Ids in paths are server-made UUIDs; anything else cannot name a record (and never reaches a
 /// file system path).
+/// A listing's page: `limit` must be 1 to 1000, `cursor` (if any) a `next_cursor` it gave.
+pub(crate) fn page_bounds(limit: usize, cursor: Option<&str>) -> Result<Option<String>> {
+    if !(1..=1000).contains(&limit) {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "limit must be 1 to 1000",
+        ));
+    }
+    cursor.map(parse_id).transpose().map_err(|_| {
+        Error::bad_request(
+            "invalid_cursor",
+            "cursor must be a next_cursor from a listing",
+        )
+    })
+}
+
+/// A `limit` query parameter: 100 when absent; anything but a number is out of range.
+pub(crate) fn query_limit(limit: Option<&str>) -> usize {
+    limit.map_or(100, |l| l.parse().unwrap_or(0))
+}
+
 pub(crate) fn parse_id(id: &str) -> Result<String> {
     uuid::Uuid::parse_str(id)
         .map(|u| u.to_string())

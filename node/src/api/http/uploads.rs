@@ -13,7 +13,9 @@ use wharf_raft::model::{self, Upload};
 
 use crate::actors::uploads::ChunkPut;
 use crate::api::http::files::file_record;
-use crate::api::http::{parse_id, validate_name, ApiJson, AppState, Caller};
+use crate::api::http::{
+    page_bounds, parse_id, query_limit, validate_name, ApiJson, AppState, Caller,
+};
 use crate::error::{Error, Result};
 use crate::meta::rfc3339;
 
@@ -132,22 +134,8 @@ pub(super) async fn list_uploads(
             ))
         }
     };
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l.parse::<usize>().unwrap_or(0),
-    };
-    if !(1..=1000).contains(&limit) {
-        return Err(Error::bad_request(
-            "invalid_request",
-            "limit must be 1 to 1000",
-        ));
-    }
-    let cursor = q.cursor.as_deref().map(parse_id).transpose().map_err(|_| {
-        Error::bad_request(
-            "invalid_cursor",
-            "cursor must be a next_cursor from a listing",
-        )
-    })?;
+    let limit = query_limit(q.limit.as_deref());
+    let cursor = page_bounds(limit, q.cursor.as_deref())?;
     let applied = s.meta.linearizable().await?;
     // One more than asked: whether there is a next page.
     let mut page = applied
