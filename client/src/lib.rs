@@ -28,7 +28,9 @@ use serde::de::DeserializeOwned;
 use std::io::{Seek, Write};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use wharf_proto::hash::ChunkHasher;
-use wharf_proto::{CreateUpload, ErrorBody, FileList, FileRecord, UploadCreated, UploadStatus};
+use wharf_proto::{
+    CreateUpload, ErrorBody, FileList, FileRecord, UploadCreated, UploadList, UploadStatus,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -97,6 +99,8 @@ enum Call<'a> {
     File(&'a str),
     Delete(&'a str),
     List(Option<&'a str>),
+    /// The caller's uploads in `state` (all when `None`), after a cursor.
+    Uploads(Option<&'a str>, Option<&'a str>),
 }
 
 #[derive(Clone)]
@@ -230,6 +234,14 @@ impl Client {
                         };
                         self.request(base, Method::GET, &path)
                     }
+                    Call::Uploads(state, cursor) => {
+                        let mut path =
+                            format!("/v1/uploads?limit=1000&state={}", state.unwrap_or("all"));
+                        if let Some(c) = cursor {
+                            path.push_str(&format!("&cursor={c}"));
+                        }
+                        self.request(base, Method::GET, &path)
+                    }
                 };
                 let resp = send(req).await?;
                 let body = resp
@@ -277,6 +289,11 @@ impl Client {
                     Call::File(id) => Op::File(file(id)),
                     Call::Delete(id) => Op::Delete(file(id)),
                     Call::List(cursor) => Op::List(ListFiles {
+                        cursor: cursor.unwrap_or_default().to_string(),
+                        limit: 1000,
+                    }),
+                    Call::Uploads(state, cursor) => Op::Uploads(wharf_proto::quic::ListUploads {
+                        state: state.unwrap_or_default().to_string(),
                         cursor: cursor.unwrap_or_default().to_string(),
                         limit: 1000,
                     }),
@@ -339,6 +356,21 @@ impl Client {
         loop {
             let page: FileList = self.run(0, Call::List(cursor.as_deref())).await?;
             out.extend(page.files);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Every upload of the caller in `state` (`uploading`, `stored`, `aborted`, `expired`; all
+    /// when `None`), oldest first, page by page.
+    pub async fn uploads(&self, state: Option<&str>) -> Result<Vec<UploadStatus>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page: UploadList = self.run(0, Call::Uploads(state, cursor.as_deref())).await?;
+            out.extend(page.uploads);
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => return Ok(out),

@@ -313,3 +313,72 @@ fn wharf_env(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     wharf(args, &env)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_uploads_are_listed_and_aborted_from_the_command_line_over_http() {
+    lost_uploads_listed_and_aborted(Transport::Http).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_uploads_are_listed_and_aborted_from_the_command_line_over_quic() {
+    lost_uploads_listed_and_aborted(Transport::Quic).await
+}
+
+async fn lost_uploads_listed_and_aborted(transport: Transport) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("node"));
+    let token = node.token("gus", Tier::Basic);
+    let mut ids = Vec::new();
+    for name in ["one.bin", "two.bin"] {
+        let (_, up) = node
+            .create(&token, serde_json::json!({"name": name, "size": 20}))
+            .await;
+        ids.push(up["upload_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        node.put_chunk(&token, &ids[0], 0, &[7u8; 20]).await,
+        reqwest::StatusCode::NO_CONTENT
+    );
+    let (node_addr, ca) = (addr(&node, transport), ca(&node));
+    let env = [
+        ("WHARF_TOKEN", token.as_str()),
+        ("WHARF_ADDR", node_addr.as_str()),
+        ("WHARF_CA", ca.as_str()),
+    ];
+    let table = ok(&wharf(&["uploads"], &env));
+    assert!(
+        table.contains(&ids[0]) && table.contains(&ids[1]),
+        "{table}"
+    );
+    assert!(table.contains("1/1") && table.contains("0/1"), "{table}");
+    ok(&wharf(&["abort", &ids[1]], &env));
+    let table = ok(&wharf(&["uploads"], &env));
+    assert!(
+        table.contains(&ids[0]) && !table.contains(&ids[1]),
+        "{table}"
+    );
+    let all: Value =
+        serde_json::from_str(&ok(&wharf(&["uploads", "--all", "--json"], &env))).unwrap();
+    let states: Vec<(&str, &str)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["upload_id"].as_str().unwrap(),
+                u["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![(ids[0].as_str(), "uploading"), (ids[1].as_str(), "aborted")]
+    );
+    let again = wharf(&["abort", &ids[1]], &env);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("upload_not_active"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}

@@ -23,7 +23,7 @@ use wharf_proto::CreateUpload;
 
 use crate::actors::uploads::ChunkPut;
 use crate::api::http::files::{file_record, list_page, servable_file};
-use crate::api::http::uploads::{upload_status_body, validate_create};
+use crate::api::http::uploads::{upload_status_body, uploads_page, validate_create};
 use crate::api::http::{parse_id, AppState};
 use crate::auth::Claims;
 use crate::error::{Error, Result};
@@ -195,6 +195,19 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
             let cursor = (!l.cursor.is_empty()).then_some(l.cursor.as_str());
             let limit = if l.limit == 0 { 100 } else { l.limit as usize };
             let page = list_page(app, c, cursor, limit, false).await?;
+            json(serde_json::to_value(page))
+        }
+        Op::Uploads(l) => {
+            let opt = |s: &str| (!s.is_empty()).then_some(s.to_string());
+            let limit = if l.limit == 0 { 100 } else { l.limit as usize };
+            let page = uploads_page(
+                app,
+                c,
+                opt(&l.state).as_deref(),
+                opt(&l.cursor).as_deref(),
+                limit,
+            )
+            .await?;
             json(serde_json::to_value(page))
         }
         Op::Create(cr) => {

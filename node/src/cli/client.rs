@@ -272,3 +272,34 @@ pub async fn status(args: &ClientArgs, id: &str) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }
+
+pub async fn uploads(args: &ClientArgs, all: bool, json: bool) -> anyhow::Result<()> {
+    let state = (!all).then_some("uploading");
+    let uploads = args.client(1)?.uploads(state).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&uploads)?);
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<9}  {:>12}  {:>9}  {:<24}  NAME",
+        "UPLOAD", "STATE", "SIZE", "CHUNKS", "EXPIRES"
+    );
+    for u in uploads {
+        let chunks = if u.state == "uploading" {
+            format!("{}/{}", u.received.len(), u.chunk_count)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<36}  {:<9}  {:>12}  {:>9}  {:<24}  {}",
+            u.upload_id, u.state, u.size, chunks, u.expires_at, u.name
+        );
+    }
+    Ok(())
+}
+
+pub async fn abort(args: &ClientArgs, id: &str) -> anyhow::Result<()> {
+    args.client(1)?.abort(id).await?;
+    eprintln!("aborted {id}");
+    Ok(())
+}

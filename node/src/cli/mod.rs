@@ -106,6 +106,22 @@ enum Command {
         client: ClientArgs,
         upload_id: String,
     },
+    /// Your unfinished uploads (every upload with --all), oldest first.
+    Uploads {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Stored, aborted and expired ones too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Abort an unfinished upload: its reserved bytes and its slot are freed.
+    Abort {
+        #[command(flatten)]
+        client: ClientArgs,
+        upload_id: String,
+    },
 }
 
 /// How the operator commands reach the cluster: any node's HTTP API with an admin token.
@@ -232,6 +248,8 @@ pub fn main() -> anyhow::Result<()> {
         Command::Ls { client, json } => block_on(client::ls(&client, json)),
         Command::Rm { client, file_id } => block_on(client::rm(&client, &file_id)),
         Command::Status { client, upload_id } => block_on(client::status(&client, &upload_id)),
+        Command::Uploads { client, all, json } => block_on(client::uploads(&client, all, json)),
+        Command::Abort { client, upload_id } => block_on(client::abort(&client, &upload_id)),
         Command::Admin { command } => admin::admin_command(command),
     }
 }

@@ -121,8 +121,21 @@ pub(super) async fn list_uploads(
     Caller(c): Caller,
     axum::extract::Query(q): axum::extract::Query<UploadsQuery>,
 ) -> Result<Json<UploadList>> {
-    let only = match q.state.as_deref() {
-        None | Some("all") => None,
+    let limit = query_limit(q.limit.as_deref());
+    let page = uploads_page(&s, &c, q.state.as_deref(), q.cursor.as_deref(), limit).await?;
+    Ok(Json(page))
+}
+
+/// One page of the caller's uploads (whatever transport asked), only those in `state` if given.
+pub(crate) async fn uploads_page(
+    s: &AppState,
+    c: &crate::auth::Claims,
+    state: Option<&str>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<UploadList> {
+    let only = match state {
+        None | Some("") | Some("all") => None,
         Some("uploading") => Some(model::UploadState::Uploading),
         Some("stored") => Some(model::UploadState::Stored),
         Some("aborted") => Some(model::UploadState::Aborted),
@@ -134,8 +147,7 @@ pub(super) async fn list_uploads(
             ))
         }
     };
-    let limit = query_limit(q.limit.as_deref());
-    let cursor = page_bounds(limit, q.cursor.as_deref())?;
+    let cursor = page_bounds(limit, cursor)?;
     let applied = s.meta.linearizable().await?;
     // One more than asked: whether there is a next page.
     let mut page = applied
@@ -145,10 +157,10 @@ pub(super) async fn list_uploads(
         page.truncate(limit);
         page[limit - 1].id.clone()
     });
-    Ok(Json(UploadList {
+    Ok(UploadList {
         uploads: page.into_iter().map(upload_status_body).collect(),
         next_cursor,
-    }))
+    })
 }
 
 pub(super) async fn abort_upload(
