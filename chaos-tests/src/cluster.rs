@@ -18,17 +18,7 @@ pub const CHUNK_SIZE: u64 = 256 * 1024;
 pub const BASIC_QUOTA: u64 = 4 << 20;
 pub const JWT_SECRET: &str = "wharf-chaos-test-secret-not-for-production-use";
 
-/// The number a report gives the node in slot `slot` (0-based in the code): nodes are n1..nN
-/// everywhere a person or a tool reads them (schedule.json, the history, the summary,
-/// verdict.json, the timeline, log and namespace names).
-pub fn node_number(slot: usize) -> usize {
-    slot + 1
-}
-
-/// `n<number>`: the node in slot `slot`, as the timeline and messages name it.
-pub fn node_label(slot: usize) -> String {
-    format!("n{}", node_number(slot))
-}
+pub use crate::label::{node_label, node_number};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Run {

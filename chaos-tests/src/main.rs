@@ -5,6 +5,7 @@
 mod checker;
 mod cluster;
 mod history;
+mod label;
 mod nemesis;
 mod netns;
 mod proxy;

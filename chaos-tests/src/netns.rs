@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 
-use crate::cluster::{node_label, node_number};
+use crate::label::{node_label, node_number};
 use crate::proxy::Fault;
 
 pub struct Netns {
