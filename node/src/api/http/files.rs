@@ -12,7 +12,7 @@ use wharf_raft::model::{self, Command, File};
 use wharf_raft::Outcome;
 
 use crate::api::http::{
-    page_bounds, parse_id, query_limit, validate_name, ApiJson, AppState, Caller,
+    page_bounds, parse_id, query_limit, split_page, validate_name, ApiJson, AppState, Caller,
 };
 use crate::auth::Claims;
 use crate::error::{Error, Result};
@@ -112,16 +112,13 @@ pub(crate) async fn list_page(
     } else {
         s.meta.linearizable().await?
     };
-    // One more than asked tells whether another page follows.
-    let mut page = applied
-        .state
-        .files_page(&c.sub, cursor.as_deref(), limit + 1);
-    let next_cursor = if page.len() > limit {
-        page.truncate(limit);
-        page.last().map(|f| f.id.clone())
-    } else {
-        None
-    };
+    let (page, next_cursor) = split_page(
+        applied
+            .state
+            .files_page(&c.sub, cursor.as_deref(), limit + 1),
+        limit,
+        |f| f.id.clone(),
+    );
     Ok(FileList {
         files: page
             .into_iter()

@@ -159,6 +159,21 @@ pub(crate) fn page_bounds(limit: usize, cursor: Option<&str>) -> Result<Option<S
     })
 }
 
+/// Cuts a page read with `limit + 1` entries (one more than asked tells whether another page
+/// follows) to `limit`, and gives the cursor of the next page: the id of its last entry.
+pub(crate) fn split_page<T>(
+    mut page: Vec<T>,
+    limit: usize,
+    id: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    if page.len() <= limit {
+        return (page, None);
+    }
+    page.truncate(limit);
+    let next = page.last().map(id);
+    (page, next)
+}
+
 /// A `limit` query parameter: 100 when absent; anything but a number is out of range.
 pub(crate) fn query_limit(limit: Option<&str>) -> usize {
     limit.map_or(100, |l| l.parse().unwrap_or(0))

@@ -14,7 +14,7 @@ use wharf_raft::model::{self, Upload};
 use crate::actors::uploads::ChunkPut;
 use crate::api::http::files::file_record;
 use crate::api::http::{
-    page_bounds, parse_id, query_limit, validate_name, ApiJson, AppState, Caller,
+    page_bounds, parse_id, query_limit, split_page, validate_name, ApiJson, AppState, Caller,
 };
 use crate::error::{Error, Result};
 use crate::meta::rfc3339;
@@ -149,14 +149,13 @@ pub(crate) async fn uploads_page(
     };
     let cursor = page_bounds(limit, cursor)?;
     let applied = s.meta.linearizable().await?;
-    // One more than asked: whether there is a next page.
-    let mut page = applied
-        .state
-        .uploads_page(&c.sub, only, cursor.as_deref(), limit + 1);
-    let next_cursor = (page.len() > limit).then(|| {
-        page.truncate(limit);
-        page[limit - 1].id.clone()
-    });
+    let (page, next_cursor) = split_page(
+        applied
+            .state
+            .uploads_page(&c.sub, only, cursor.as_deref(), limit + 1),
+        limit,
+        |u| u.id.clone(),
+    );
     Ok(UploadList {
         uploads: page.into_iter().map(upload_status_body).collect(),
         next_cursor,
