@@ -167,7 +167,8 @@ async fn operator_commands_find_the_node_address_in_its_data_dir() {
     );
     assert!(shown.lines().any(|l| l.contains(" leader ")), "{shown}");
 
-    // --node and WHARF_ADDR still win over the data dir.
+    // --node wins over the data dir; a named data dir wins over a WHARF_ADDR left in the shell
+    // by the client commands; without --data-dir, WHARF_ADDR (its first http:// entry) is used.
     let out = run(wharf(&[
         "cluster",
         "status",
@@ -184,6 +185,11 @@ async fn operator_commands_find_the_node_address_in_its_data_dir() {
     );
     let out = run(wharf(&["cluster", "status", "--data-dir"])
         .arg(&node.data_dir)
+        .env("WHARF_ADDR", "http://127.0.0.1:9"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = run(wharf(&["cluster", "status", "--token", "t"])
+        .current_dir(elsewhere.path())
         .env("WHARF_ADDR", "quic://127.0.0.1:7,http://127.0.0.1:9"));
     assert!(!out.status.success());
     assert!(

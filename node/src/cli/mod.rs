@@ -129,8 +129,9 @@ enum Command {
 struct Api {
     #[command(flatten)]
     common: Common,
-    /// A node's HTTP URL. Default: WHARF_ADDR (its first http:// entry), else the address the
-    /// node recorded in its data dir (--data-dir), else http://127.0.0.1:7070.
+    /// A node's HTTP URL. Default: the address recorded in the data dir named by --data-dir,
+    /// else WHARF_ADDR (its first http:// entry), else the one recorded in ./wharf-data (or the
+    /// config's data dir), else http://127.0.0.1:7070.
     #[arg(long, value_name = "URL")]
     node: Option<String>,
     /// An admin token; without one, a short-lived one is signed with the data dir's secret.
@@ -149,11 +150,25 @@ impl Api {
         keys.issue("wharf-operator", Tier::Admin, Duration::from_secs(300))
     }
 
-    /// The node to talk to: `--node`, else WHARF_ADDR's first `http(s)://` entry, else the
-    /// HTTP address recorded in the data dir, else the default address.
+    /// The node to talk to: `--node`; else the node whose data dir was named (`--data-dir`: a
+    /// named data dir names its node, whatever WHARF_ADDR a shell kept from client commands);
+    /// else WHARF_ADDR's first `http(s)://` entry; else the default data dir's node; else the
+    /// default address.
     fn base(&self) -> String {
         if let Some(n) = &self.node {
             return n.trim_end_matches('/').to_string();
+        }
+        let recorded = || {
+            self.common
+                .load()
+                .ok()
+                .and_then(|c| crate::Listening::read(&c.node.data_dir))
+                .map(|l| format!("http://{}", l.http))
+        };
+        if self.common.data_dir.is_some() {
+            if let Some(a) = recorded() {
+                return a;
+            }
         }
         let from_env = std::env::var("WHARF_ADDR").ok().and_then(|v| {
             v.split(',')
@@ -164,15 +179,7 @@ impl Api {
         if let Some(a) = from_env {
             return a;
         }
-        let recorded = self
-            .common
-            .load()
-            .ok()
-            .and_then(|c| crate::Listening::read(&c.node.data_dir));
-        match recorded {
-            Some(l) => format!("http://{}", l.http),
-            None => "http://127.0.0.1:7070".into(),
-        }
+        recorded().unwrap_or_else(|| "http://127.0.0.1:7070".into())
     }
 
     fn url(&self, path: &str) -> String {
