@@ -4,14 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, RwLockReadGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use wharf_proto::cluster::{AddNodeRequest, Empty, ForwardRequest, NodeIdRequest, NodeStatus};
 use wharf_raft::{
-    Applied, Command, NodeId, Outcome, Raft, Request, Response, SharedState, WharfNode,
+    Command, NodeId, Outcome, Raft, Request, Response, StateMachineStore, StateView, WharfNode,
 };
 
 use crate::network::{GrpcNetwork, Peers};
@@ -27,6 +27,8 @@ pub struct RaftOptions {
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub snapshot_every: u64,
+    /// sled's page cache for the metadata, in bytes.
+    pub cache_capacity: u64,
 }
 
 #[derive(Clone)]
@@ -34,7 +36,7 @@ pub struct Metadata {
     pub raft: Raft,
     pub node_id: NodeId,
     pub peers: Peers,
-    state: SharedState,
+    sm: StateMachineStore,
 }
 
 impl Metadata {
@@ -46,9 +48,12 @@ impl Metadata {
         peers: Peers,
     ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)?;
-        let (log, sm) = wharf_raft::open(dir)
+        let store = wharf_raft::Options {
+            cache_capacity: opts.cache_capacity,
+        };
+        let (log, sm) = wharf_raft::open(dir, &store)
             .map_err(|e| Error::Unavailable(format!("opening the metadata store: {e}")))?;
-        let state = sm.shared();
+        let state = sm.clone();
         let config = openraft::Config {
             cluster_name: "wharf".into(),
             heartbeat_interval: opts.heartbeat_ms,
@@ -70,7 +75,7 @@ impl Metadata {
             raft,
             node_id,
             peers,
-            state,
+            sm: state,
         })
     }
 
@@ -101,8 +106,8 @@ impl Metadata {
     }
 
     /// The applied state as this node has it (may lag the leader).
-    pub fn local(&self) -> RwLockReadGuard<'_, Applied> {
-        self.state.read().expect("state lock poisoned")
+    pub fn local(&self) -> StateView {
+        self.sm.view()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -192,7 +197,7 @@ impl Metadata {
 
     /// The applied state once it includes every write committed before this call: the leader
     /// confirms its leadership and names a read index, this node waits until it applied it.
-    pub async fn linearizable(&self) -> Result<RwLockReadGuard<'_, Applied>, Error> {
+    pub async fn linearizable(&self) -> Result<StateView, Error> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let err = match self.raft.ensure_linearizable().await {
@@ -252,11 +257,7 @@ impl Metadata {
             ServerState::Shutdown => "shutdown",
         };
         // The index and the digest from the same read of the applied state.
-        let (applied_index, state_digest) = {
-            let applied = self.local();
-            let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
-            (index, applied.state.digest())
-        };
+        let (applied_index, state_digest) = self.sm.applied_digest();
         NodeStatus {
             id: self.node_id,
             role: role.into(),

@@ -206,6 +206,10 @@ pub struct UploadConfig {
     /// Bytes of chunks a node keeps staged at most (while the object store lags or is away);
     /// beyond it chunk uploads answer 503 with Retry-After.
     pub max_staging_bytes: u64,
+    /// How long an ended upload (stored, aborted, expired) and its idempotency key are kept.
+    pub retention_secs: u64,
+    /// The largest file `POST /v1/files` takes in one request (larger ones use upload sessions).
+    pub single_request_max: u64,
 }
 
 impl Default for UploadConfig {
@@ -217,6 +221,8 @@ impl Default for UploadConfig {
             offload_concurrency: 4,
             complete_wait_secs: 120,
             max_staging_bytes: 16 * GIB,
+            retention_secs: 7 * 24 * 3600,
+            single_request_max: 8 * MIB,
         }
     }
 }
@@ -229,6 +235,9 @@ pub struct RaftConfig {
     pub election_timeout_max_ms: u64,
     /// Build a snapshot (and purge the log before it) after this many entries.
     pub snapshot_every: u64,
+    /// sled's page cache for the metadata, in bytes: what bounds the metadata's memory (sled
+    /// may use a few times it).
+    pub cache_capacity: u64,
 }
 
 impl Default for RaftConfig {
@@ -238,6 +247,7 @@ impl Default for RaftConfig {
             election_timeout_min_ms: 750,
             election_timeout_max_ms: 1500,
             snapshot_every: 5000,
+            cache_capacity: 64 * MIB,
         }
     }
 }
@@ -345,7 +355,13 @@ impl Config {
         if self.upload.expiry_secs == 0 || self.upload.sweep_interval_secs == 0 {
             bail!("upload.expiry_secs and upload.sweep_interval_secs must be positive");
         }
+        if self.upload.single_request_max > 64 * MIB {
+            bail!("upload.single_request_max is at most 64 MiB (a body is held in memory)");
+        }
         let r = &self.raft;
+        if r.cache_capacity < MIB {
+            bail!("raft.cache_capacity must be at least 1 MiB");
+        }
         if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms {
             bail!("raft.election_timeout_min_ms must be above raft.heartbeat_ms");
         }

@@ -233,6 +233,7 @@ pub async fn run(
         election_timeout_min_ms: rc.election_timeout_min_ms,
         election_timeout_max_ms: rc.election_timeout_max_ms,
         snapshot_every: rc.snapshot_every,
+        cache_capacity: rc.cache_capacity,
     };
     let meta = Metadata::open(node_id, &data_dir.join("raft"), &raft_opts, peers.clone()).await?;
     let stop = CancellationToken::new();
@@ -283,6 +284,7 @@ pub async fn run(
         quota: quota.clone(),
         config: config.upload.clone(),
         staging_grace: Duration::from_secs(config.cluster.staging_grace_secs),
+        upload_retention_ms: config.upload.retention_secs.saturating_mul(1000),
         staged_bytes: uploads::dir_bytes(&staging).into(),
         staging,
         scanner,

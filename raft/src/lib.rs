@@ -1,17 +1,21 @@
 //! wharf-raft: the metadata model and its Raft storage.
 //!
-//! - [`model`]: the deterministic state machine (`apply` is a pure function).
-//! - [`store`]: openraft's storage-v2 traits over one sled database.
+//! - [`model`]: the deterministic state machine (`apply` is a pure function over [`kv`]).
+//! - [`kv`]: the storage interface the model reads and writes through, and an in-memory store.
+//! - [`store`]: openraft's storage-v2 traits over one sled database; snapshots as files.
+//! - [`codec`]: the versioned encoding of everything written.
 //!
 //! This crate knows nothing of HTTP, QUIC, S3, gRPC or actors.
 
+pub mod codec;
+pub mod kv;
 pub mod model;
 pub mod store;
 
 use serde::{Deserialize, Serialize};
 
 pub use model::{apply, Command, ModelError, Outcome, State};
-pub use store::{open, Applied, LogStore, SharedState, StateMachineStore};
+pub use store::{open, LogStore, Options, StateMachineStore, StateView};
 
 pub type NodeId = u64;
 
@@ -37,13 +41,13 @@ impl std::fmt::Display for WharfNode {
 }
 
 openraft::declare_raft_types!(
-    /// wharf's openraft type configuration.
+    /// wharf's openraft type configuration. Snapshots are files, streamed in both directions.
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = NodeId,
         Node = WharfNode,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -53,6 +57,12 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub enum Error {
     #[error("metadata database: {0}")]
     Sled(#[from] sled::Error),
-    #[error("corrupt metadata snapshot: {0}")]
-    Decode(#[from] serde_json::Error),
+    #[error("metadata file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt metadata record: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("unreadable version-0 metadata: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Format(String),
 }

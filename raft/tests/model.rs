@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use wharf_raft::model::{
-    Chunk, Command, ModelError, Outcome, ScanVerdict, State, Tier, TierLimits,
+    Blob, Chunk, Command, File, ModelError, Outcome, ScanState, ScanVerdict, State, Tier,
+    TierLimits, User,
 };
 
 const USERS: [&str; 3] = ["ann", "bob", "cy"];
@@ -126,8 +127,24 @@ fn chunk_len(size: u64, i: u32) -> u64 {
     size.saturating_sub(u64::from(i) * CHUNK).min(CHUNK)
 }
 
+/// Every record of one kind (key prefix), decoded: the test looks at the whole state.
+fn all<T: serde::de::DeserializeOwned>(s: &State, prefix: &str) -> BTreeMap<String, T> {
+    s.kv()
+        .0
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix.as_bytes()))
+        .map(|(k, v)| {
+            let k = String::from_utf8(k[prefix.len()..].to_vec()).unwrap();
+            (k, wharf_raft::codec::decode(v).unwrap())
+        })
+        .collect()
+}
+
 fn check_invariants(s: &State, r: &Reference) -> Result<(), TestCaseError> {
-    for (id, u) in &s.users {
+    let users: BTreeMap<String, User> = all(s, "u/");
+    let files: BTreeMap<String, File> = all(s, "f/");
+    let blobs: BTreeMap<String, Blob> = all(s, "b/");
+    for (id, u) in &users {
         prop_assert!(
             u.used + u.reserved <= u.quota,
             "user {id}: used {} + reserved {} > quota {}",
@@ -150,13 +167,12 @@ fn check_invariants(s: &State, r: &Reference) -> Result<(), TestCaseError> {
             id
         );
         prop_assert_eq!(u.active_uploads as usize, r.live_uploads(id));
-        let counted: u64 = s
-            .files
+        let counted: u64 = files
             .values()
             .filter(|f| &f.owner == id)
             .filter(|f| {
                 !matches!(
-                    s.blobs[&format!("{}/{}", f.owner, f.blake3)].scan,
+                    blobs[&format!("{}/{}", f.owner, f.blake3)].scan,
                     wharf_raft::model::ScanState::Infected { .. }
                 )
             })
@@ -168,23 +184,47 @@ fn check_invariants(s: &State, r: &Reference) -> Result<(), TestCaseError> {
             "used counts every live, uninfected file once"
         );
     }
-    for (k, b) in &s.blobs {
-        let refs = s
-            .files
+    for (k, b) in &blobs {
+        let refs = files
             .values()
             .filter(|f| f.owner == b.owner && f.blake3 == b.blake3)
             .count() as u64;
         prop_assert_eq!(b.refcount, refs, "blob {}", k);
         prop_assert!(b.refcount > 0);
     }
-    for f in s.files.values() {
+    for f in files.values() {
         prop_assert!(
-            s.blobs.contains_key(&format!("{}/{}", f.owner, f.blake3)),
+            blobs.contains_key(&format!("{}/{}", f.owner, f.blake3)),
             "file {} points at no blob",
             f.id
         );
     }
-    prop_assert_eq!(s.files.len(), r.files.len());
+    prop_assert_eq!(files.len(), r.files.len());
+    // Every index entry points at its record, and every record has its index entries.
+    let by_blob: BTreeMap<String, u64> = all(s, "fb/");
+    prop_assert_eq!(by_blob.len(), files.len());
+    for f in files.values() {
+        let owner = s.file_owner(&f.id);
+        prop_assert_eq!(owner.as_deref(), Some(f.owner.as_str()));
+        let entry = format!("{}/{}/{}", f.owner, f.blake3, f.id);
+        prop_assert!(
+            by_blob.contains_key(&entry),
+            "no file-of-blob entry {}",
+            entry
+        );
+    }
+    let queued: BTreeMap<String, ()> = all(s, "sq/");
+    for (k, b) in &blobs {
+        let waiting = matches!(b.scan, ScanState::Pending | ScanState::Scanning { .. });
+        prop_assert_eq!(queued.contains_key(k), waiting, "scan queue entry of {}", k);
+    }
+    let uploads: BTreeMap<String, wharf_raft::model::Upload> = all(s, "up/");
+    let open: BTreeMap<String, ()> = all(s, "ux/");
+    let live = uploads
+        .values()
+        .filter(|u| u.state == wharf_raft::model::UploadState::Uploading)
+        .count();
+    prop_assert_eq!(open.len(), live, "one expiry index entry per open upload");
     Ok(())
 }
 
@@ -395,7 +435,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Expire { advance } => {
                 now += advance;
-                let res = apply(&mut s, Command::ExpireUploads { now });
+                let res = apply(
+                    &mut s,
+                    Command::ExpireUploads {
+                        now,
+                        retention_ms: None,
+                    },
+                );
                 let due: Vec<String> = r
                     .uploads
                     .iter()
@@ -685,7 +731,7 @@ fn a_retried_request_is_applied_once_and_forgotten_after_a_while() {
             quota,
         }),
     };
-    let quota = |s: &State| s.users["ann"].quota;
+    let quota = |s: &State| s.user("ann").unwrap().quota;
     apply(&mut s, once("r1", 1_000, 10)).unwrap();
     apply(&mut s, once("r2", 2_000, 20)).unwrap();
     // r1 again (its first outcome was lost, say): answered, not applied over r2.
@@ -703,28 +749,12 @@ fn a_retried_request_is_applied_once_and_forgotten_after_a_while() {
         }),
     };
     assert_eq!(apply(&mut s, refused), Err(ModelError::NotFound));
-    assert!(!s.requests.contains_key("r3"));
+    assert!(!s.kv().0.contains_key(&b"r/r3"[..]));
     // Long after, the ids are gone (the state does not grow without end).
     let later = wharf_raft::model::REQUEST_MEMORY_MS + 5_000;
     apply(&mut s, once("r4", later, 30)).unwrap();
-    assert_eq!(s.requests.keys().collect::<Vec<_>>(), ["r4"]);
-    assert_eq!(s.request_times.len(), 1);
-}
-
-#[test]
-fn the_state_with_remembered_requests_serializes_for_snapshots() {
-    let mut s = State::default();
-    let cmd = Command::Once {
-        id: "r1".into(),
-        at: 7,
-        cmd: Box::new(Command::SetQuota {
-            user: "ann".into(),
-            quota: 1,
-        }),
-    };
-    apply(&mut s, cmd).unwrap();
-    let json = serde_json::to_vec(&s).unwrap();
-    let back: State = serde_json::from_slice(&json).unwrap();
-    assert_eq!(back, s);
-    assert_eq!(back.digest(), s.digest());
+    let remembered: BTreeMap<String, ()> = all(&s, "rt/");
+    assert_eq!(remembered.len(), 1);
+    assert!(s.kv().0.contains_key(&b"r/r4"[..]));
+    assert!(!s.kv().0.contains_key(&b"r/r1"[..]));
 }

@@ -1,8 +1,14 @@
-//! openraft's storage conformance suite against the sled store, each case on a fresh database.
+//! openraft's storage conformance suite against the sled store, each case on a fresh database,
+//! and the store's own guarantees: snapshots as files that are exactly the state at their log
+//! id (even while writes go on), installs that replace the state, refused unknown formats.
 
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
-use wharf_raft::{LogStore, NodeId, StateMachineStore, TypeConfig};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+use wharf_raft::kv::MemKv;
+use wharf_raft::model::{Command, Outcome};
+use wharf_raft::{LogStore, NodeId, Options, Request, State, StateMachineStore, TypeConfig};
 
 struct SledBuilder;
 
@@ -11,7 +17,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (log, sm) = wharf_raft::open(dir.path()).expect("open store");
+        let (log, sm) = wharf_raft::open(dir.path(), &Options::default()).expect("open store");
         Ok((dir, log, sm))
     }
 }
@@ -23,53 +29,191 @@ fn sled_store_passes_openraft_storage_suite() {
     }
 }
 
-#[tokio::test]
-async fn snapshot_restores_the_state_after_reopen() {
-    use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
-    use wharf_raft::model::Command;
-    use wharf_raft::Request;
+fn log_id(i: u64) -> LogId<NodeId> {
+    LogId::new(CommittedLeaderId::new(1, 1), i)
+}
 
+fn set_quota(i: u64) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(i),
+        payload: EntryPayload::Normal(Request(Command::SetQuota {
+            user: format!("u{:06}", i % 5_000),
+            quota: i * 100,
+        })),
+    }
+}
+
+fn open(dir: &std::path::Path) -> (LogStore, StateMachineStore) {
+    wharf_raft::open(dir, &Options::default()).unwrap()
+}
+
+/// The digest of the state the first `n` of `set_quota` entries make, computed in memory.
+fn expected_digest(n: u64) -> String {
+    let mut s = State::new(MemKv::default());
+    for i in 1..=n {
+        if let EntryPayload::Normal(Request(cmd)) = set_quota(i).payload {
+            wharf_raft::apply(&mut s, cmd).unwrap();
+        }
+    }
+    s.digest()
+}
+
+#[tokio::test]
+async fn a_snapshot_installed_on_another_store_gives_the_same_state() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_la, mut sa) = open(a.path());
+    sa.apply((1..=300).map(set_quota)).await.unwrap();
+    let snap = sa
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snap.meta.last_log_id, Some(log_id(300)));
+
+    let (_lb, mut sb) = open(b.path());
+    let mut into = sb.begin_receiving_snapshot().await.unwrap();
+    let mut from = snap.snapshot;
+    tokio::io::copy(&mut from, &mut *into).await.unwrap();
+    sb.install_snapshot(&snap.meta, into).await.unwrap();
+    let (applied, _) = sb.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(300)));
+    assert_eq!(sb.view().digest(), sa.view().digest());
+    assert_eq!(sb.view().digest(), expected_digest(300));
+    assert_eq!(sb.view().user("u000002").unwrap().quota, 200);
+
+    // The state and the snapshot survive a reopen.
+    drop((sb, _lb));
+    let (_lb, mut sb) = open(b.path());
+    assert_eq!(sb.view().digest(), expected_digest(300));
+    let current = sb
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(current.meta.last_log_id, Some(log_id(300)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_built_while_writes_go_on_is_the_state_at_its_log_id() {
     let dir = tempfile::tempdir().unwrap();
-    let log_id = |i| LogId::new(CommittedLeaderId::new(1, 1), i);
-    {
-        let (_log, mut sm) = wharf_raft::open(dir.path()).unwrap();
-        let entries = (1..=3).map(|i| Entry::<TypeConfig> {
-            log_id: log_id(i),
-            payload: EntryPayload::Normal(Request(Command::SetQuota {
-                user: format!("u{i}"),
-                quota: i * 100,
-            })),
-        });
-        sm.apply(entries).await.unwrap();
-        let snap = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
+    let (_l, mut sm) = open(dir.path());
+    // Enough records that the walk takes a while; the same users are then rewritten while it
+    // runs, and new ones appear.
+    sm.apply((1..=20_000).map(set_quota)).await.unwrap();
+    let mut builder = sm.get_snapshot_builder().await;
+    let build = tokio::spawn(async move { builder.build_snapshot().await.unwrap() });
+    let mut next = 20_001;
+    while !build.is_finished() {
+        sm.apply((next..next + 50).map(set_quota)).await.unwrap();
+        next += 50;
+        tokio::task::yield_now().await;
+    }
+    let snap = build.await.unwrap();
+    let at = snap.meta.last_log_id.unwrap().index;
+    assert!(next > 20_001, "no write happened during the build");
+    eprintln!("snapshot at {at}; writes went on to {}", next - 1);
+
+    let other = tempfile::tempdir().unwrap();
+    let (_lo, mut so) = open(other.path());
+    let mut into = so.begin_receiving_snapshot().await.unwrap();
+    let mut from = snap.snapshot;
+    tokio::io::copy(&mut from, &mut *into).await.unwrap();
+    so.install_snapshot(&snap.meta, into).await.unwrap();
+    assert_eq!(so.view().digest(), expected_digest(at));
+    // And the store that kept writing has the state of everything it applied.
+    assert_eq!(sm.view().digest(), expected_digest(next - 1));
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_is_refused_and_the_state_kept() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_la, mut sa) = open(a.path());
+    sa.apply((1..=50).map(set_quota)).await.unwrap();
+    let snap = sa
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    let mut from = snap.snapshot;
+    tokio::io::AsyncReadExt::read_to_end(&mut from, &mut bytes)
+        .await
+        .unwrap();
+
+    let (_lb, mut sb) = open(b.path());
+    sb.apply((1..=7).map(set_quota)).await.unwrap();
+    let before = sb.view().digest();
+    for (what, damaged) in [
+        ("flipped byte", {
+            let mut d = bytes.clone();
+            d[40] ^= 1;
+            d
+        }),
+        ("unknown version", {
+            let mut d = bytes.clone();
+            d[8] = 9;
+            d
+        }),
+        ("truncated", bytes[..bytes.len() - 10].to_vec()),
+    ] {
+        let mut into = sb.begin_receiving_snapshot().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut *into, &damaged)
             .await
             .unwrap();
-        assert_eq!(snap.meta.last_log_id, Some(log_id(3)));
+        let err = sb.install_snapshot(&snap.meta, into).await.unwrap_err();
+        eprintln!("{what}: {err}");
+        assert_eq!(sb.view().digest(), before, "{what} changed the state");
     }
-    let (_log, mut sm) = wharf_raft::open(dir.path()).unwrap();
+}
+
+#[tokio::test]
+async fn a_data_dir_of_an_unknown_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("raft")
+            .unwrap()
+            .insert("format", &7u32.to_le_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = wharf_raft::open(dir.path(), &Options::default())
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("format version 7"), "{msg}");
+}
+
+#[tokio::test]
+async fn entries_and_vote_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, mut sm) = open(dir.path());
+        let vote = openraft::Vote::new_committed(3, 1);
+        log.save_vote(&vote).await.unwrap();
+        sm.apply((1..=3).map(set_quota)).await.unwrap();
+    }
+    let (mut log, mut sm) = open(dir.path());
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(openraft::Vote::new_committed(3, 1))
+    );
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(3)));
-    let state = sm.shared();
-    let a = state.read().unwrap();
-    assert_eq!(a.state.users.len(), 3);
-    assert_eq!(a.state.users["u2"].quota, 200);
+    assert_eq!(sm.view().digest(), expected_digest(3));
 }
 
 #[tokio::test]
 async fn a_joiner_never_gets_an_id_that_a_membership_already_names() {
-    use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+    use openraft::Membership;
     use std::collections::{BTreeMap, BTreeSet};
-    use wharf_raft::model::{Command, Outcome};
-    use wharf_raft::{Request, WharfNode};
+    use wharf_raft::WharfNode;
 
     let dir = tempfile::tempdir().unwrap();
-    let (_log, mut sm) = wharf_raft::open(dir.path()).unwrap();
-    let log_id = |i| LogId::new(CommittedLeaderId::new(1, 1), i);
+    let (_log, mut sm) = open(dir.path());
     let node = WharfNode {
         peer_addr: "127.0.0.1:1".into(),
         http_addr: "127.0.0.1:2".into(),

@@ -145,13 +145,12 @@ impl QuotaActor {
 
     /// Refuses what the applied state already shows cannot fit, without a Raft round trip.
     fn refuse_early(&self, user: &str, req: &CreateUpload, limits: &TierLimits) -> Result<()> {
-        let applied = self.meta.local();
-        let state = &applied.state;
+        let state = self.meta.local();
         // A repeated idempotency key gets its upload back, whatever the quota says now.
         let repeat = req
             .idempotency_key
             .as_ref()
-            .is_some_and(|k| state.idempotency.contains_key(&model::key(user, k)));
+            .is_some_and(|k| state.idempotent_upload(user, k).is_some());
         if repeat {
             return Ok(());
         }
@@ -163,7 +162,7 @@ impl QuotaActor {
             }
             .into());
         }
-        if let Some(u) = state.users.get(user) {
+        if let Some(u) = state.user(user) {
             if u.active_uploads >= limits.max_concurrent_uploads {
                 return Err(ModelError::TooManyUploads {
                     max: limits.max_concurrent_uploads,

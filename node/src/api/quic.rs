@@ -150,7 +150,7 @@ async fn read(
         return Err(Error::RangeNotSatisfiable { size: f.size });
     }
     let body = app.store.get(&f.object_key, r.offset, r.length).await?;
-    let record = file_record(&app.meta.local().state, &f);
+    let record = file_record(&app.meta.local(), &f);
     Ok((
         serde_json::json!({ "offset": r.offset, "length": r.length, "file": record }),
         body,
@@ -177,8 +177,8 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
         Op::File(r) => {
             let id = parse_id(&r.file_id)?;
             let applied = app.meta.linearizable().await?;
-            let f = applied.state.file(&c.sub, &id).ok_or(Error::NotFound)?;
-            json(serde_json::to_value(file_record(&applied.state, f)))
+            let f = applied.file(&c.sub, &id).ok_or(Error::NotFound)?;
+            json(serde_json::to_value(file_record(&applied, &f)))
         }
         Op::Delete(r) => {
             let id = parse_id(&r.file_id)?;
@@ -231,16 +231,13 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
         Op::Status(u) => {
             let id = parse_id(&u.upload_id)?;
             let applied = app.meta.linearizable().await?;
-            let up = applied.state.upload(&c.sub, &id).ok_or(Error::NotFound)?;
-            json(serde_json::to_value(upload_status_body(up)))
+            let up = applied.upload(&c.sub, &id).ok_or(Error::NotFound)?;
+            json(serde_json::to_value(upload_status_body(&up)))
         }
         Op::Complete(u) => {
             let id = parse_id(&u.upload_id)?;
             let f = app.uploads.complete(c.sub.clone(), id).await?;
-            json(serde_json::to_value(file_record(
-                &app.meta.local().state,
-                &f,
-            )))
+            json(serde_json::to_value(file_record(&app.meta.local(), &f)))
         }
         Op::Abort(u) => {
             let id = parse_id(&u.upload_id)?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use wharf_raft::model::{Command, ScanState, ScanVerdict};
+use wharf_raft::model::{self, Command, ScanState, ScanVerdict};
 use wharf_raft::Outcome;
 
 use crate::config::ScanConfig;
@@ -123,16 +123,18 @@ async fn run(ctx: Arc<ScanCtx>, mut rx: mpsc::Receiver<()>, stop: CancellationTo
 
 fn candidates(ctx: &ScanCtx, in_flight: &HashSet<String>, n: usize) -> Vec<Candidate> {
     let now = now_ms();
+    // The scan queue holds only blobs waiting or leased; look a little past `n` for ones not
+    // already in flight here.
     ctx.meta
         .local()
-        .state
-        .blobs
-        .iter()
-        .filter(|(k, b)| b.scan.leasable(now) && !in_flight.contains(*k))
+        .scan_queue(n + in_flight.len())
+        .into_iter()
+        .map(|b| (model::blob_id(&b.owner, &b.blake3), b))
+        .filter(|(k, b)| b.scan.leasable(now) && !in_flight.contains(k))
         .take(n)
         .map(|(k, b)| Candidate {
-            blob: k.clone(),
-            object_key: b.object_key.clone(),
+            blob: k,
+            object_key: b.object_key,
             size: b.size,
         })
         .collect()
@@ -188,16 +190,18 @@ async fn scan_one(ctx: &ScanCtx, c: &Candidate) {
     }
 }
 
+/// Infected objects moved per round at most.
+const QUARANTINE_BATCH: usize = 256;
+
 /// Moves (or deletes) the objects of infected blobs, then records it.
 async fn quarantine(ctx: &ScanCtx) {
     let infected: Vec<(String, String)> = ctx
         .meta
         .local()
-        .state
-        .blobs
-        .iter()
-        .filter(|(_, b)| matches!(b.scan, ScanState::Infected { .. }) && !b.quarantined)
-        .map(|(k, b)| (k.clone(), b.object_key.clone()))
+        .quarantine_queue(QUARANTINE_BATCH)
+        .into_iter()
+        .filter(|b| matches!(b.scan, ScanState::Infected { .. }) && !b.quarantined)
+        .map(|b| (model::blob_id(&b.owner, &b.blake3), b.object_key))
         .collect();
     for (blob, key) in infected {
         let moved = if ctx.config.quarantine == "delete" {

@@ -24,13 +24,13 @@ pub(super) async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<
             } else {
                 ctx.meta.local()
             };
-            let state = &applied.state;
+            let state = &applied;
             let up = state.upload(owner, upload_id).ok_or(Error::NotFound)?;
             match up.state {
-                UploadState::Uploading => up.clone(),
+                UploadState::Uploading => up,
                 UploadState::Stored => {
                     let fid = up.file_id.as_deref().unwrap_or_default();
-                    return state.file(owner, fid).cloned().ok_or(Error::NotFound);
+                    return state.file(owner, fid).ok_or(Error::NotFound);
                 }
                 other => {
                     return Err(Error::conflict(

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use wharf_raft::model::{Chunk, File, Upload, UploadState};
+use wharf_raft::model::{Chunk, File, Upload};
 
 use crate::actors::quota::QuotaHandle;
 use crate::config::UploadConfig;
@@ -97,6 +97,8 @@ pub struct Ctx {
     pub config: UploadConfig,
     /// See `cluster.staging_grace_secs`.
     pub staging_grace: Duration,
+    /// How long ended uploads (and their idempotency keys) are kept.
+    pub upload_retention_ms: u64,
     /// Bytes in staging now (chunks received, not yet in the object store).
     pub staged_bytes: std::sync::atomic::AtomicU64,
     /// New blobs wait for this scanner; without one they are stored unscanned.
@@ -116,8 +118,7 @@ impl Ctx {
     fn chunk_len_hint(&self, owner: &str, upload_id: &str, index: u32) -> u64 {
         self.meta
             .local()
-            .state
-            .upload(owner, upload_id)
+            .upload_record(owner, upload_id)
             .map(|u| u.chunk_len(index))
             .unwrap_or(0)
     }
@@ -326,10 +327,8 @@ impl UploadsActor {
         let staged: Vec<(ChunkKey, String)> = {
             let applied = self.ctx.meta.local();
             applied
-                .state
-                .uploads
-                .values()
-                .filter(|u| u.state == UploadState::Uploading)
+                .open_uploads(usize::MAX)
+                .iter()
                 .flat_map(|u| {
                     (0u32..).zip(&u.chunks).filter_map(move |(i, c)| match c {
                         Chunk::Staged { node, .. } if *node == me => {

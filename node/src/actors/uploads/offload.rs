@@ -15,11 +15,11 @@ pub(super) async fn offload(ctx: &Ctx, owner: &str, upload_id: &str, index: u32)
         // Linearizable: on a follower, the ChunkStaged just committed through the leader may
         // not be applied here yet, and the chunk would wait for the next sweep.
         let applied = ctx.meta.linearizable().await?;
-        let Some(up) = applied.state.upload(owner, upload_id) else {
+        let Some(up) = applied.upload_record(owner, upload_id) else {
             return Ok(());
         };
-        let staged_here = matches!(up.chunks.get(index as usize),
-            Some(Chunk::Staged { node, .. }) if *node == ctx.meta.node_id);
+        let staged_here = matches!(applied.chunk(owner, upload_id, index),
+            Chunk::Staged { node, .. } if node == ctx.meta.node_id);
         if up.state != UploadState::Uploading || !staged_here {
             return Ok(());
         }

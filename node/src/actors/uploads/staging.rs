@@ -32,15 +32,12 @@ pub(super) async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
         mut body,
     } = put;
     // This node may not have applied the upload's creation yet: then ask the leader.
-    if ctx.meta.local().state.upload(&owner, &upload_id).is_none() {
+    if ctx.meta.local().upload_record(&owner, &upload_id).is_none() {
         drop(ctx.meta.linearizable().await?);
     }
     let (expected_len, offset, already) = {
         let applied = ctx.meta.local();
-        let up = applied
-            .state
-            .upload(&owner, &upload_id)
-            .ok_or(Error::NotFound)?;
+        let up = applied.upload(&owner, &upload_id).ok_or(Error::NotFound)?;
         if up.state != UploadState::Uploading {
             return Err(Error::conflict(
                 "upload_not_active",

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use wharf_raft::model::{Chunk, Command, UploadState};
+use wharf_raft::model::{Chunk, Command};
 use wharf_raft::Outcome;
 
 use crate::actors::uploads::{dir_bytes, Ctx, Done};
@@ -34,7 +34,10 @@ pub(super) async fn sweeper(
         if ctx.meta.is_leader() {
             match ctx
                 .quota
-                .propose(Command::ExpireUploads { now: now_ms() })
+                .propose(Command::ExpireUploads {
+                    now: now_ms(),
+                    retention_ms: Some(ctx.upload_retention_ms),
+                })
                 .await
             {
                 Ok(Outcome::Expired(ids)) if !ids.is_empty() => {
@@ -64,13 +67,12 @@ pub(super) async fn sweeper(
 /// Chunks staged only on a node that has not answered for the grace time count as missing
 /// again, so that clients re-send them to a live node.
 async fn declare_lost_nodes(ctx: &Ctx, leader_since: &mut HashMap<u64, Instant>) {
+    // Open uploads are bounded by the users' concurrent-upload limits, not by the files kept.
     let holders: HashSet<u64> = ctx
         .meta
         .local()
-        .state
-        .uploads
-        .values()
-        .filter(|u| u.state == UploadState::Uploading)
+        .open_uploads(usize::MAX)
+        .iter()
         .flat_map(|u| u.chunks.iter())
         .filter_map(|c| match c {
             Chunk::Staged { node, .. } => Some(*node),
@@ -101,8 +103,11 @@ async fn declare_lost_nodes(ctx: &Ctx, leader_since: &mut HashMap<u64, Instant>)
     }
 }
 
+/// Objects deleted per sweep at most.
+const GARBAGE_BATCH: usize = 1_000;
+
 async fn collect_garbage(ctx: &Ctx) {
-    let garbage: Vec<_> = ctx.meta.local().state.garbage.values().cloned().collect();
+    let garbage = ctx.meta.local().garbage(GARBAGE_BATCH);
     for g in garbage {
         let res = async {
             if let Some(mp) = &g.multipart_id {
@@ -128,11 +133,9 @@ async fn sweep_staging(ctx: &Ctx) -> std::io::Result<()> {
     let active: HashSet<String> = ctx
         .meta
         .local()
-        .state
-        .uploads
-        .values()
-        .filter(|u| u.state == UploadState::Uploading)
-        .map(|u| u.id.clone())
+        .open_upload_ids(None, usize::MAX)
+        .into_iter()
+        .map(|(_, id)| id)
         .collect();
     let mut dir = tokio::fs::read_dir(&ctx.staging).await?;
     while let Some(entry) = dir.next_entry().await? {

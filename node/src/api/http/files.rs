@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use wharf_proto::{FileList, FileRecord, UpdateFile};
 use wharf_raft::model::{self, Command, File};
-use wharf_raft::Outcome;
+use wharf_raft::{Outcome, StateView};
 
 use crate::api::http::{
     page_bounds, parse_id, query_limit, split_page, validate_name, ApiJson, AppState, Caller,
@@ -18,15 +18,14 @@ use crate::auth::Claims;
 use crate::error::{Error, Result};
 use crate::meta::{now_ms, rfc3339};
 
-fn blob_scan(state: &model::State, f: &File) -> model::ScanState {
+fn blob_scan(state: &StateView, f: &File) -> model::ScanState {
     state
-        .blobs
-        .get(&model::key(&f.owner, &f.blake3))
-        .map(|b| b.scan.clone())
+        .blob(&model::blob_id(&f.owner, &f.blake3))
+        .map(|b| b.scan)
         .unwrap_or(model::ScanState::Unscanned)
 }
 
-pub(crate) fn file_record(state: &model::State, f: &File) -> FileRecord {
+pub(crate) fn file_record(state: &StateView, f: &File) -> FileRecord {
     let scan = blob_scan(state, f);
     FileRecord {
         id: f.id.clone(),
@@ -113,16 +112,14 @@ pub(crate) async fn list_page(
         s.meta.linearizable().await?
     };
     let (page, next_cursor) = split_page(
-        applied
-            .state
-            .files_page(&c.sub, cursor.as_deref(), limit + 1),
+        applied.files_page(&c.sub, cursor.as_deref(), limit + 1),
         limit,
         |f| f.id.clone(),
     );
     Ok(FileList {
         files: page
             .into_iter()
-            .map(|f| file_record(&applied.state, f))
+            .map(|f| file_record(&applied, &f))
             .collect(),
         next_cursor,
     })
@@ -140,8 +137,8 @@ pub(super) async fn get_file(
     } else {
         s.meta.linearizable().await?
     };
-    let f = applied.state.file(&c.sub, &id).ok_or(Error::NotFound)?;
-    Ok(Json(file_record(&applied.state, f)))
+    let f = applied.file(&c.sub, &id).ok_or(Error::NotFound)?;
+    Ok(Json(file_record(&applied, &f)))
 }
 
 /// The caller's file `id` (a linearizable read), once the scan policy lets it be served.
@@ -153,12 +150,8 @@ pub(crate) async fn servable_file(
     let id = parse_id(id)?;
     let (f, scan) = {
         let applied = s.meta.linearizable().await?;
-        let f = applied
-            .state
-            .file(&c.sub, &id)
-            .cloned()
-            .ok_or(Error::NotFound)?;
-        let scan = blob_scan(&applied.state, &f);
+        let f = applied.file(&c.sub, &id).ok_or(Error::NotFound)?;
+        let scan = blob_scan(&applied, &f);
         (f, scan)
     };
     may_serve(s.scan_policy, &scan)?;
@@ -307,7 +300,7 @@ pub(super) async fn update_file(
         })
         .await?
     {
-        Outcome::File(f) => Ok(Json(file_record(&s.meta.local().state, &f))),
+        Outcome::File(f) => Ok(Json(file_record(&s.meta.local(), &f))),
         other => Err(Error::Internal(format!("unexpected {other:?}"))),
     }
 }

@@ -31,8 +31,8 @@ fn usage_body(u: Option<&model::User>, user: &str, default_quota: u64) -> Usage 
 pub(super) async fn usage(State(s): State<AppState>, Caller(c): Caller) -> Result<Json<Usage>> {
     let default_quota = s.quota.limits(c.tier).quota;
     let applied = s.meta.linearizable().await?;
-    let user = applied.state.users.get(&c.sub);
-    let mut body = usage_body(user, &c.sub, default_quota);
+    let user = applied.user(&c.sub);
+    let mut body = usage_body(user.as_ref(), &c.sub, default_quota);
     if let Some(u) = user {
         body.quota = u.quota_under(&s.quota.limits(c.tier));
     }

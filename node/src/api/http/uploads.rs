@@ -102,8 +102,8 @@ pub(super) async fn upload_status(
 ) -> Result<Json<UploadStatus>> {
     let id = parse_id(&id)?;
     let applied = s.meta.linearizable().await?;
-    let up = applied.state.upload(&c.sub, &id).ok_or(Error::NotFound)?;
-    Ok(Json(upload_status_body(up)))
+    let up = applied.upload(&c.sub, &id).ok_or(Error::NotFound)?;
+    Ok(Json(upload_status_body(&up)))
 }
 
 #[derive(serde::Deserialize)]
@@ -150,14 +150,12 @@ pub(crate) async fn uploads_page(
     let cursor = page_bounds(limit, cursor)?;
     let applied = s.meta.linearizable().await?;
     let (page, next_cursor) = split_page(
-        applied
-            .state
-            .uploads_page(&c.sub, only, cursor.as_deref(), limit + 1),
+        applied.uploads_page(&c.sub, only, cursor.as_deref(), limit + 1),
         limit,
         |u| u.id.clone(),
     );
     Ok(UploadList {
-        uploads: page.into_iter().map(upload_status_body).collect(),
+        uploads: page.iter().map(upload_status_body).collect(),
         next_cursor,
     })
 }
@@ -281,7 +279,7 @@ pub(super) async fn complete_upload(
 ) -> Result<Json<FileRecord>> {
     let id = parse_id(&id)?;
     let f = s.uploads.complete(c.sub, id).await?;
-    Ok(Json(file_record(&s.meta.local().state, &f)))
+    Ok(Json(file_record(&s.meta.local(), &f)))
 }
 
 #[cfg(test)]

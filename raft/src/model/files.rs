@@ -1,0 +1,208 @@
+//! Files and the blobs they point at (one blob per content per owner).
+
+use super::uploads::{check_quota, check_size, user_for};
+use super::{blob_id, ApplyResult, Blob, File, Garbage, Millis, ModelError, Outcome, State};
+use super::{ScanState, Tier, TierLimits, Upload, UploadState, User};
+use crate::kv::KvMut;
+
+pub(super) struct ContentOf<'a> {
+    pub upload: &'a Upload,
+    pub file_id: &'a str,
+    pub blake3: String,
+    pub scan: bool,
+    pub now: Millis,
+}
+
+/// Records the file an upload made and its blob: the same content already stored means the
+/// file points at that object and the new one becomes garbage. Counts the bytes as `user`'s
+/// usage unless the content is known to be infected. The caller saves `user`.
+pub(super) fn record_file<K: KvMut>(
+    state: &mut State<K>,
+    user: &mut User,
+    c: ContentOf<'_>,
+) -> File {
+    let up = c.upload;
+    let bid = blob_id(&up.owner, &c.blake3);
+    let mut file = File {
+        id: c.file_id.to_string(),
+        owner: up.owner.clone(),
+        name: up.name.clone(),
+        size: up.size,
+        blake3: c.blake3.clone(),
+        mime: up.mime.clone(),
+        object_key: up.object_key.clone(),
+        upload_id: up.id.clone(),
+        created_at: c.now,
+    };
+    match state.blob(&bid) {
+        Some(mut blob) => {
+            if !matches!(blob.scan, ScanState::Infected { .. }) {
+                user.used += up.size;
+            }
+            blob.refcount += 1;
+            file.object_key = blob.object_key.clone();
+            state.save_blob(&blob);
+            state.put_garbage(&Garbage {
+                object_key: up.object_key.clone(),
+                multipart_id: None,
+                since: c.now,
+            });
+        }
+        None => {
+            user.used += up.size;
+            state.save_blob(&Blob {
+                owner: up.owner.clone(),
+                blake3: c.blake3,
+                object_key: up.object_key.clone(),
+                size: up.size,
+                refcount: 1,
+                scan: if c.scan {
+                    ScanState::Pending
+                } else {
+                    ScanState::Unscanned
+                },
+                quarantined: false,
+            });
+        }
+    }
+    state.put_file(&file);
+    file
+}
+
+pub(super) struct NewFile {
+    pub upload_id: String,
+    pub file_id: String,
+    pub owner: String,
+    pub tier: Tier,
+    pub limits: TierLimits,
+    pub name: String,
+    pub mime: Option<String>,
+    pub size: u64,
+    pub blake3: String,
+    pub idempotency_key: Option<String>,
+    pub object_key: String,
+    pub scan: bool,
+    pub now: Millis,
+}
+
+pub(super) fn store<K: KvMut>(state: &mut State<K>, n: NewFile) -> ApplyResult {
+    let owner = n.owner.as_str();
+    if let Some(k) = &n.idempotency_key {
+        if let Some(existing) = state.idempotent_upload(owner, k) {
+            let up = state
+                .upload_record(owner, &existing)
+                .ok_or(ModelError::NotFound)?;
+            if up.name != n.name || up.size != n.size {
+                return Err(ModelError::IdempotencyConflict);
+            }
+            return match (up.state, &up.file_id) {
+                (UploadState::Stored, Some(f)) => state
+                    .file(owner, f)
+                    .map(Outcome::File)
+                    .ok_or(ModelError::NotFound),
+                _ => Err(ModelError::UploadNotActive {
+                    state: up.state.as_str().into(),
+                }),
+            };
+        }
+    }
+    check_size(n.size, &n.limits)?;
+    if state.upload_record(owner, &n.upload_id).is_some() || state.file_owner(&n.file_id).is_some()
+    {
+        // The same proposal applied twice answers with the file it made.
+        if let Some(f) = state.file(owner, &n.file_id) {
+            if f.name == n.name && f.size == n.size && f.created_at == n.now {
+                return Ok(Outcome::File(f));
+            }
+        }
+        return Err(ModelError::Invalid("upload or file id already used".into()));
+    }
+    let mut user = user_for(state, owner, n.tier, &n.limits);
+    check_quota(&user, n.size)?;
+    let upload = Upload {
+        id: n.upload_id.clone(),
+        owner: owner.to_string(),
+        name: n.name,
+        mime: n.mime,
+        size: n.size,
+        chunk_size: n.size.max(1).next_power_of_two(),
+        expected_blake3: Some(n.blake3.clone()),
+        idempotency_key: n.idempotency_key.clone(),
+        object_key: n.object_key,
+        multipart_id: None,
+        chunks: Vec::new(),
+        state: UploadState::Stored,
+        created_at: n.now,
+        expires_at: n.now,
+        ttl_ms: 0,
+        file_id: Some(n.file_id.clone()),
+        ended_at: Some(n.now),
+    };
+    let file = record_file(
+        state,
+        &mut user,
+        ContentOf {
+            upload: &upload,
+            file_id: &n.file_id,
+            blake3: n.blake3,
+            scan: n.scan,
+            now: n.now,
+        },
+    );
+    state.put_user(&user);
+    if let Some(k) = &n.idempotency_key {
+        state.put_idempotency(owner, k, &n.upload_id);
+    }
+    state.save_upload(None, &upload);
+    Ok(Outcome::File(file))
+}
+
+pub(super) fn rename<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    file_id: &str,
+    name: String,
+) -> ApplyResult {
+    let mut file = state.file(owner, file_id).ok_or(ModelError::NotFound)?;
+    file.name = name;
+    state.put_file(&file);
+    Ok(Outcome::File(file))
+}
+
+pub(super) fn delete<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    file_id: &str,
+    now: Millis,
+) -> ApplyResult {
+    let file = state.file(owner, file_id).ok_or(ModelError::NotFound)?;
+    state.remove_file(&file);
+    let bid = blob_id(owner, &file.blake3);
+    let blob = state.blob(&bid);
+    let infected = blob
+        .as_ref()
+        .is_some_and(|b| matches!(b.scan, ScanState::Infected { .. }));
+    if let Some(mut user) = state.user(owner) {
+        if !infected {
+            user.used -= file.size;
+            state.put_user(&user);
+        }
+    }
+    if let Some(mut blob) = blob {
+        blob.refcount -= 1;
+        if blob.refcount > 0 {
+            state.save_blob(&blob);
+        } else {
+            state.remove_blob(&blob);
+            // A quarantined blob whose object was already deleted has no object left.
+            if !blob.object_key.is_empty() {
+                state.put_garbage(&Garbage {
+                    object_key: blob.object_key,
+                    multipart_id: None,
+                    since: now,
+                });
+            }
+        }
+    }
+    Ok(Outcome::File(file))
+}

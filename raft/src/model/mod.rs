@@ -1,0 +1,373 @@
+//! The metadata model: a pure, deterministic state machine over a key-value store.
+//!
+//! `apply(state, command)` reads no clock, does no I/O and draws no random numbers: the proposer
+//! puts the time and every new id into the command. It reads and writes only through
+//! [`State`], a typed view of a [`Kv`](crate::kv::Kv) store, so the same code runs over the
+//! in-memory reference store in the model tests and over sled in the node.
+//!
+//! Every entity is keyed by its owner, so that lookups with another user's id find nothing, and
+//! so that users can later be hashed to several Raft groups. A refused command writes nothing.
+//!
+//! By entity: [`uploads`] (sessions and chunks), [`files`] (files and blobs), [`scans`],
+//! [`users`], [`nodes`] (cluster bookkeeping), [`requests`] (at-most-once proposals).
+
+mod files;
+mod nodes;
+mod requests;
+mod scans;
+mod state;
+mod types;
+mod uploads;
+mod users;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kv::KvMut;
+pub use nodes::note_member_ids;
+pub use requests::REQUEST_MEMORY_MS;
+pub use state::{blob_id, keys, State};
+pub use types::*;
+
+/// `"{owner}/{id}"`: how commands name a blob.
+pub fn key(owner: &str, id: &str) -> String {
+    format!("{owner}/{id}")
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    CreateUpload {
+        upload_id: String,
+        owner: String,
+        tier: Tier,
+        limits: TierLimits,
+        name: String,
+        mime: Option<String>,
+        size: u64,
+        chunk_size: u64,
+        blake3: Option<String>,
+        idempotency_key: Option<String>,
+        ttl_ms: u64,
+        now: Millis,
+    },
+    MultipartCreated {
+        owner: String,
+        upload_id: String,
+        multipart_id: String,
+    },
+    ChunkStaged {
+        owner: String,
+        upload_id: String,
+        index: u32,
+        node: u64,
+        len: u64,
+        blake3: String,
+        cv: String,
+        now: Millis,
+    },
+    ChunkOffloaded {
+        owner: String,
+        upload_id: String,
+        index: u32,
+        etag: String,
+    },
+    /// The object is complete in the object store; `blake3` is the whole-file hash the proposer
+    /// combined from the chunks' subtree hashes.
+    CompleteUpload {
+        owner: String,
+        upload_id: String,
+        file_id: String,
+        blake3: String,
+        /// Whether the new blob waits for a scan (`scan.policy` is not off).
+        scan: bool,
+        now: Millis,
+    },
+    AbortUpload {
+        owner: String,
+        upload_id: String,
+        now: Millis,
+    },
+    /// Proposed by the leader on a timer: every upload idle past its expiry ends, and (when
+    /// `retention_ms` is given) up to a bounded number of uploads that ended more than
+    /// `retention_ms` ago are forgotten, with their idempotency keys.
+    ExpireUploads {
+        now: Millis,
+        #[serde(default)]
+        retention_ms: Option<u64>,
+    },
+    DeleteFile {
+        owner: String,
+        file_id: String,
+        now: Millis,
+    },
+    /// `cmd`, applied at most once under the request id `id`: a proposal retried after its
+    /// outcome was lost (the leader changed, a forward's reply never came) gets the first
+    /// outcome back instead of being applied again. `at` is the proposer's clock.
+    Once {
+        id: String,
+        at: Millis,
+        cmd: Box<Command>,
+    },
+    /// A whole file in one command (the one-request upload of a small file): its bytes are
+    /// already durable at `object_key`. Reserves nothing: checks the limits and the quota,
+    /// records the blob, the file and an upload record (stored), and counts the bytes as used.
+    StoreFile {
+        upload_id: String,
+        file_id: String,
+        owner: String,
+        tier: Tier,
+        limits: TierLimits,
+        name: String,
+        mime: Option<String>,
+        size: u64,
+        blake3: String,
+        idempotency_key: Option<String>,
+        object_key: String,
+        scan: bool,
+        now: Millis,
+    },
+    /// A file's new name (validated by the proposer, like a new upload's).
+    RenameFile {
+        owner: String,
+        file_id: String,
+        name: String,
+    },
+    SetQuota {
+        user: String,
+        quota: u64,
+    },
+    ObjectDeleted {
+        object_key: String,
+    },
+    /// A new node id for a joining node: never one used before, and at least `min` (the
+    /// proposer passes one above every id in the membership).
+    AllocateNodeId {
+        min: u64,
+    },
+    /// `node` has been unreachable longer than the staging grace time: the chunks only it holds
+    /// count as missing again, so that clients re-send them elsewhere.
+    NodeLost {
+        node: u64,
+    },
+    /// A scanner takes a blob (keyed `owner/blake3`) until `until`.
+    LeaseScan {
+        blob: String,
+        holder: u64,
+        now: Millis,
+        until: Millis,
+    },
+    /// The lease holder's verdict. An infected blob's files are no longer counted as usage.
+    ScanFinished {
+        blob: String,
+        holder: u64,
+        verdict: ScanVerdict,
+        now: Millis,
+    },
+    /// The infected blob's object was moved to `object_key` (or deleted, then empty).
+    BlobQuarantined {
+        blob: String,
+        object_key: String,
+    },
+    /// Scan again (new signatures): one file (by id), or every clean, errored or unscanned blob.
+    Rescan {
+        file: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Done,
+    Upload(Upload),
+    File(File),
+    User(User),
+    MultipartId(String),
+    Expired(Vec<String>),
+    NodeId(u64),
+    /// Chunks that became missing again.
+    ChunksLost(u64),
+    Blob(Blob),
+    /// Blobs queued for a scan again.
+    Requeued(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ModelError {
+    #[error("not found")]
+    NotFound,
+    #[error("quota exceeded: {requested} bytes requested, {available} available")]
+    QuotaExceeded { requested: u64, available: u64 },
+    #[error("file of {size} bytes is over the tier's limit of {max} bytes")]
+    FileTooLarge { size: u64, max: u64 },
+    #[error("{max} uploads are already in progress")]
+    TooManyUploads { max: u32 },
+    #[error("upload is {state}, not uploading")]
+    UploadNotActive { state: String },
+    #[error("chunk index {index} is out of range (the upload has {count} chunks)")]
+    ChunkOutOfRange { index: u32, count: u32 },
+    #[error("chunk {index} has length {got}, expected {expected}")]
+    ChunkLength { index: u32, got: u64, expected: u64 },
+    #[error("chunk {index} was already received with different content")]
+    ChunkConflict { index: u32 },
+    #[error("chunks not yet in the object store: {0:?}")]
+    MissingChunks(Vec<u32>),
+    #[error("whole-file BLAKE3 {actual} does not match the declared {expected}")]
+    ChecksumMismatch { expected: String, actual: String },
+    #[error("idempotency key was used for a different upload")]
+    IdempotencyConflict,
+    #[error("quota {quota} is below the user's used + reserved bytes ({committed})")]
+    QuotaBelowUsage { quota: u64, committed: u64 },
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("the scan lease is held by node {holder}")]
+    LeaseHeld { holder: u64 },
+}
+
+pub type ApplyResult = Result<Outcome, ModelError>;
+
+/// Applies one command: the whole of the model's behaviour.
+pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
+    match cmd {
+        Command::Once { id, at, cmd } => requests::once(state, id, at, *cmd),
+        Command::CreateUpload {
+            upload_id,
+            owner,
+            tier,
+            limits,
+            name,
+            mime,
+            size,
+            chunk_size,
+            blake3,
+            idempotency_key,
+            ttl_ms,
+            now,
+        } => uploads::create(
+            state,
+            uploads::NewUpload {
+                upload_id,
+                owner,
+                tier,
+                limits,
+                name,
+                mime,
+                size,
+                chunk_size,
+                blake3,
+                idempotency_key,
+                ttl_ms,
+                now,
+            },
+        ),
+        Command::MultipartCreated {
+            owner,
+            upload_id,
+            multipart_id,
+        } => uploads::multipart_created(state, &owner, &upload_id, multipart_id),
+        Command::ChunkStaged {
+            owner,
+            upload_id,
+            index,
+            node,
+            len,
+            blake3,
+            cv,
+            now,
+        } => uploads::chunk_staged(
+            state,
+            &owner,
+            &upload_id,
+            index,
+            Chunk::Staged {
+                node,
+                len,
+                blake3,
+                cv,
+            },
+            now,
+        ),
+        Command::ChunkOffloaded {
+            owner,
+            upload_id,
+            index,
+            etag,
+        } => uploads::chunk_offloaded(state, &owner, &upload_id, index, etag),
+        Command::CompleteUpload {
+            owner,
+            upload_id,
+            file_id,
+            blake3,
+            scan,
+            now,
+        } => uploads::complete(state, &owner, &upload_id, file_id, blake3, scan, now),
+        Command::AbortUpload {
+            owner,
+            upload_id,
+            now,
+        } => uploads::abort(state, &owner, &upload_id, now),
+        Command::ExpireUploads { now, retention_ms } => uploads::expire(state, now, retention_ms),
+        Command::StoreFile {
+            upload_id,
+            file_id,
+            owner,
+            tier,
+            limits,
+            name,
+            mime,
+            size,
+            blake3,
+            idempotency_key,
+            object_key,
+            scan,
+            now,
+        } => files::store(
+            state,
+            files::NewFile {
+                upload_id,
+                file_id,
+                owner,
+                tier,
+                limits,
+                name,
+                mime,
+                size,
+                blake3,
+                idempotency_key,
+                object_key,
+                scan,
+                now,
+            },
+        ),
+        Command::RenameFile {
+            owner,
+            file_id,
+            name,
+        } => files::rename(state, &owner, &file_id, name),
+        Command::DeleteFile {
+            owner,
+            file_id,
+            now,
+        } => files::delete(state, &owner, &file_id, now),
+        Command::SetQuota { user, quota } => users::set_quota(state, user, quota),
+        Command::ObjectDeleted { object_key } => {
+            state.remove_garbage(&object_key);
+            Ok(Outcome::Done)
+        }
+        Command::AllocateNodeId { min } => nodes::allocate_id(state, min),
+        Command::NodeLost { node } => nodes::lost(state, node),
+        Command::LeaseScan {
+            blob,
+            holder,
+            now,
+            until,
+        } => scans::lease(state, &blob, holder, now, until),
+        Command::ScanFinished {
+            blob,
+            holder,
+            verdict,
+            now,
+        } => scans::finished(state, &blob, holder, verdict, now),
+        Command::BlobQuarantined { blob, object_key } => {
+            scans::quarantined(state, &blob, object_key)
+        }
+        Command::Rescan { file } => scans::rescan(state, file),
+    }
+}

@@ -1,0 +1,115 @@
+//! At-most-once proposals: `Command::Once` remembers a compact answer under its request id.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::keys;
+use super::{apply, ApplyResult, Blob, Command, Millis, ModelError, Outcome, State, User};
+use crate::kv::KvMut;
+
+/// How long a request id is remembered: much longer than a proposal is ever retried (the
+/// proposer gives up after 15 s).
+pub const REQUEST_MEMORY_MS: Millis = 2 * 60 * 1000;
+
+/// How many old request ids one apply forgets at most (amortised over later requests).
+const FORGET_PER_APPLY: usize = 64;
+
+/// What a retry needs to get its answer again: small outcomes as they were, uploads and files
+/// by reference (they are read again, as they are now: the record a retry of a create or a
+/// completion would see).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Answer {
+    Done,
+    Upload { owner: String, id: String },
+    File { owner: String, id: String },
+    User(User),
+    MultipartId(String),
+    Expired(Vec<String>),
+    NodeId(u64),
+    ChunksLost(u64),
+    Blob(Blob),
+    Requeued(u64),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Remembered {
+    at: Millis,
+    answer: Answer,
+}
+
+fn compact(o: &Outcome) -> Answer {
+    match o {
+        Outcome::Done => Answer::Done,
+        Outcome::Upload(u) => Answer::Upload {
+            owner: u.owner.clone(),
+            id: u.id.clone(),
+        },
+        Outcome::File(f) => Answer::File {
+            owner: f.owner.clone(),
+            id: f.id.clone(),
+        },
+        Outcome::User(u) => Answer::User(u.clone()),
+        Outcome::MultipartId(m) => Answer::MultipartId(m.clone()),
+        Outcome::Expired(v) => Answer::Expired(v.clone()),
+        Outcome::NodeId(n) => Answer::NodeId(*n),
+        Outcome::ChunksLost(n) => Answer::ChunksLost(*n),
+        Outcome::Blob(b) => Answer::Blob(b.clone()),
+        Outcome::Requeued(n) => Answer::Requeued(*n),
+    }
+}
+
+fn expand<K: KvMut>(state: &State<K>, a: Answer) -> ApplyResult {
+    Ok(match a {
+        Answer::Done => Outcome::Done,
+        Answer::Upload { owner, id } => {
+            Outcome::Upload(state.upload(&owner, &id).ok_or(ModelError::NotFound)?)
+        }
+        Answer::File { owner, id } => {
+            Outcome::File(state.file(&owner, &id).ok_or(ModelError::NotFound)?)
+        }
+        Answer::User(u) => Outcome::User(u),
+        Answer::MultipartId(m) => Outcome::MultipartId(m),
+        Answer::Expired(v) => Outcome::Expired(v),
+        Answer::NodeId(n) => Outcome::NodeId(n),
+        Answer::ChunksLost(n) => Outcome::ChunksLost(n),
+        Answer::Blob(b) => Outcome::Blob(b),
+        Answer::Requeued(n) => Outcome::Requeued(n),
+    })
+}
+
+pub(super) fn once<K: KvMut>(
+    state: &mut State<K>,
+    id: String,
+    at: Millis,
+    cmd: Command,
+) -> ApplyResult {
+    if let Some(r) = state.read_at::<Remembered>(&keys::request(&id)) {
+        return expand(state, r.answer);
+    }
+    // A refused command changed nothing, so applying it again is harmless: only successes
+    // are remembered.
+    let outcome = apply(state, cmd)?;
+    forget_old(state, at);
+    state.write_at(&keys::request_time(at, &id), &());
+    state.write_at(
+        &keys::request(&id),
+        &Remembered {
+            at,
+            answer: compact(&outcome),
+        },
+    );
+    Ok(outcome)
+}
+
+/// Forgets request ids older than the memory, oldest first, a bounded number at a time.
+fn forget_old<K: KvMut>(state: &mut State<K>, now: Millis) {
+    let cutoff = now.saturating_sub(REQUEST_MEMORY_MS);
+    let last = format!("rt/{cutoff:020}/").into_bytes();
+    for k in state.keys_under(keys::REQUEST_TIMES, FORGET_PER_APPLY) {
+        if k.as_slice() >= last.as_slice() {
+            break;
+        }
+        let id = String::from_utf8_lossy(&k[b"rt/".len() + 21..]).into_owned();
+        state.delete_at(&k);
+        state.delete_at(&keys::request(&id));
+    }
+}

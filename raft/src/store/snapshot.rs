@@ -1,0 +1,237 @@
+//! Snapshot files, and the point-in-time view of the `state` tree they are built from.
+//!
+//! A file is `SNAPSHOT_MAGIC`, the format version (u32 LE), then records `(u32 LE key length,
+//! key, u32 LE value length, value)` in key order, then `u32::MAX` and the BLAKE3 of every byte
+//! before it. It is written and read as a stream: neither side holds the state in memory.
+//!
+//! sled has no point-in-time view, so the builder makes one. It walks the tree in key order,
+//! a page at a time; while it does, every commit of the state machine first saves, for each key
+//! it writes that the walk has not reached yet, the value the key had when the snapshot began
+//! (or that it had none). The walk reads a key's saved value when there is one. So writes keep
+//! being applied while a snapshot is built, and the file is exactly the state at the log id
+//! the build began at. The saved values are the only memory this costs: the keys written
+//! during one build, not the size of the state.
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::ops::Bound;
+use std::path::Path;
+
+use openraft::SnapshotMeta;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::FORMAT_VERSION;
+use crate::model::keys;
+use crate::{NodeId, WharfNode};
+
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"WHARFSNP";
+const END: u32 = u32::MAX;
+/// No record is this large; a length above it means a corrupt file.
+const MAX_RECORD: usize = 256 << 20;
+/// Records read under the commit lock at a time.
+const PAGE: usize = 1024;
+
+/// Where the current snapshot is (in the `raft` tree).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pointer {
+    pub meta: SnapshotMeta<NodeId, WharfNode>,
+    /// File name under `snapshots/`, made by this node (never taken from a peer).
+    pub file: String,
+}
+
+/// The walk of a snapshot being built: how far it got, and the values keys had at its start.
+#[derive(Default)]
+pub struct Track {
+    cursor: Option<Vec<u8>>,
+    done: bool,
+    saved: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Track {
+    fn passed(&self, key: &[u8]) -> bool {
+        self.done || self.cursor.as_deref().is_some_and(|c| key <= c)
+    }
+
+    /// Called with the commit lock held, before a batch writing `keys` is applied to `tree`.
+    pub fn before_write<'a>(
+        &mut self,
+        tree: &sled::Tree,
+        keys: impl Iterator<Item = &'a Vec<u8>>,
+    ) -> sled::Result<()> {
+        for k in keys {
+            if k.first() == Some(&keys::STORE) || self.passed(k) || self.saved.contains_key(k) {
+                continue;
+            }
+            let old = tree.get(k)?.map(|v| v.to_vec());
+            self.saved.insert(k.clone(), old);
+        }
+        Ok(())
+    }
+
+    /// The next page of the state as it was when the walk began; empty once it is done.
+    pub fn next_page(&mut self, tree: &sled::Tree) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let lo = match &self.cursor {
+            Some(c) => Bound::Excluded(c.clone()),
+            None => Bound::Unbounded,
+        };
+        let hi = Bound::Excluded(vec![keys::STORE]);
+        let mut live = Vec::with_capacity(PAGE);
+        for kv in tree.range::<Vec<u8>, _>((lo.clone(), hi.clone())) {
+            let (k, v) = kv?;
+            live.push((k.to_vec(), v.to_vec()));
+            if live.len() == PAGE {
+                break;
+            }
+        }
+        let last_live = live.last().map(|(k, _)| k.clone());
+        let upper = if live.len() == PAGE {
+            Bound::Included(last_live.clone().expect("a full page"))
+        } else {
+            self.done = true;
+            hi
+        };
+        let mut saved = self.saved.range((lo, upper)).peekable();
+        let mut out = Vec::with_capacity(live.len());
+        let mut live = live.into_iter().peekable();
+        loop {
+            let take_saved = match (saved.peek(), live.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((sk, _)), Some((lk, _))) => sk.as_slice() <= lk.as_slice(),
+            };
+            if take_saved {
+                let (sk, sv) = saved.next().expect("peeked");
+                if live.peek().is_some_and(|(lk, _)| lk == sk) {
+                    live.next();
+                }
+                if let Some(v) = sv {
+                    out.push((sk.clone(), v.clone()));
+                }
+            } else {
+                out.push(live.next().expect("peeked"));
+            }
+        }
+        if !self.done {
+            // The page's last live key, even if its saved value hid it from the snapshot.
+            self.cursor = last_live;
+        }
+        if out.is_empty() && !self.done {
+            // Every record of this page was hidden: go on to the next one.
+            return self.next_page(tree);
+        }
+        Ok(out)
+    }
+}
+
+/// Writes a snapshot file from `pages` (called until it returns an empty page).
+pub fn write_file(
+    path: &Path,
+    mut pages: impl FnMut() -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>>,
+) -> std::io::Result<u64> {
+    let file = std::fs::File::create(path)?;
+    let mut w = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hash: blake3::Hasher::new(),
+    };
+    w.write_all(SNAPSHOT_MAGIC)?;
+    w.write_all(&FORMAT_VERSION.to_le_bytes())?;
+    let mut n = 0;
+    loop {
+        let page = pages()?;
+        if page.is_empty() {
+            break;
+        }
+        for (k, v) in page {
+            w.write_all(&(k.len() as u32).to_le_bytes())?;
+            w.write_all(&k)?;
+            w.write_all(&(v.len() as u32).to_le_bytes())?;
+            w.write_all(&v)?;
+            n += 1;
+        }
+    }
+    w.write_all(&END.to_le_bytes())?;
+    let sum = *w.hash.finalize().as_bytes();
+    let mut inner = w.inner;
+    inner.write_all(&sum)?;
+    let file = inner.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(n)
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hash: blake3::Hasher,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Reads a snapshot file, calling `visit` with every record in order, and checks its version
+/// and checksum. With `visit` doing nothing this is the check made before an install.
+pub fn read_file(
+    path: &Path,
+    mut visit: impl FnMut(Vec<u8>, Vec<u8>) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    let file = std::fs::File::open(path)?;
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut hash = blake3::Hasher::new();
+    let mut read = |n: usize, hash: &mut blake3::Hasher| -> std::io::Result<Vec<u8>> {
+        if n > MAX_RECORD {
+            return Err(bad(format!(
+                "snapshot record of {n} bytes: the file is corrupt"
+            )));
+        }
+        let mut buf = vec![0u8; n];
+        r.read_exact(&mut buf)
+            .map_err(|e| bad(format!("snapshot file ends early: {e}")))?;
+        hash.update(&buf);
+        Ok(buf)
+    };
+    let magic = read(8, &mut hash)?;
+    if magic != SNAPSHOT_MAGIC {
+        return Err(bad("not a wharf snapshot (bad magic bytes)"));
+    }
+    let version = u32::from_le_bytes(read(4, &mut hash)?.try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(bad(format!(
+            "snapshot format version {version} is not supported by this wharf (it reads version \
+             {FORMAT_VERSION})"
+        )));
+    }
+    let mut n = 0;
+    loop {
+        let len = u32::from_le_bytes(read(4, &mut hash)?.try_into().expect("4 bytes"));
+        if len == END {
+            break;
+        }
+        let k = read(len as usize, &mut hash)?;
+        let vlen = u32::from_le_bytes(read(4, &mut hash)?.try_into().expect("4 bytes"));
+        let v = read(vlen as usize, &mut hash)?;
+        visit(k, v)?;
+        n += 1;
+    }
+    let expected = *hash.finalize().as_bytes();
+    let mut sum = [0u8; 32];
+    r.read_exact(&mut sum)
+        .map_err(|e| bad(format!("snapshot file has no checksum: {e}")))?;
+    if sum != expected {
+        return Err(bad("snapshot checksum does not match its contents"));
+    }
+    Ok(n)
+}

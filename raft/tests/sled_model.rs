@@ -1,0 +1,394 @@
+//! The same random command sequences applied to the in-memory store and to the sled state
+//! machine (in random batches, with a snapshot built and installed on a third store half-way):
+//! every answer and the final digests must agree.
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+use proptest::prelude::*;
+use wharf_raft::kv::MemKv;
+use wharf_raft::model::{blob_id, Command, ScanVerdict, State, Tier, TierLimits};
+use wharf_raft::{Options, Request, StateMachineStore, TypeConfig};
+
+const OWNERS: [&str; 2] = ["ann", "bob"];
+const LIMITS: TierLimits = TierLimits {
+    quota: 1_000,
+    max_file_size: 400,
+    max_concurrent_uploads: 3,
+};
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create {
+        owner: usize,
+        up: u8,
+        size: u64,
+        idem: Option<u8>,
+    },
+    Stage {
+        owner: usize,
+        up: u8,
+        index: u32,
+        node: u64,
+        content: u8,
+    },
+    Offload {
+        owner: usize,
+        up: u8,
+        index: u32,
+    },
+    Complete {
+        owner: usize,
+        up: u8,
+        file: u8,
+        hash: u8,
+    },
+    Abort {
+        owner: usize,
+        up: u8,
+    },
+    Expire {
+        advance: u64,
+        retention: Option<u64>,
+    },
+    Store {
+        owner: usize,
+        up: u8,
+        file: u8,
+        size: u64,
+        hash: u8,
+        idem: Option<u8>,
+    },
+    Rename {
+        owner: usize,
+        file: u8,
+    },
+    Delete {
+        owner: usize,
+        file: u8,
+    },
+    SetQuota {
+        owner: usize,
+        quota: u64,
+    },
+    Lease {
+        owner: usize,
+        hash: u8,
+        holder: u64,
+    },
+    Finish {
+        owner: usize,
+        hash: u8,
+        holder: u64,
+        verdict: u8,
+    },
+    Quarantine {
+        owner: usize,
+        hash: u8,
+    },
+    Rescan {
+        file: Option<u8>,
+    },
+    NodeLost {
+        node: u64,
+    },
+    Garbage {
+        up: u8,
+    },
+    /// Wrap the next command in `Once` with this request id (repeats are likely).
+    Once {
+        id: u8,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let o = 0..OWNERS.len();
+    prop_oneof![
+        3 => (o.clone(), 0..6u8, 0..300u64, proptest::option::of(0..3u8)).prop_map(|(owner, up, size, idem)| Op::Create { owner, up, size, idem }),
+        5 => (o.clone(), 0..6u8, 0..5u32, 1..4u64, 0..2u8).prop_map(|(owner, up, index, node, content)| Op::Stage { owner, up, index, node, content }),
+        4 => (o.clone(), 0..6u8, 0..5u32).prop_map(|(owner, up, index)| Op::Offload { owner, up, index }),
+        3 => (o.clone(), 0..6u8, 0..8u8, 0..3u8).prop_map(|(owner, up, file, hash)| Op::Complete { owner, up, file, hash }),
+        1 => (o.clone(), 0..6u8).prop_map(|(owner, up)| Op::Abort { owner, up }),
+        1 => (0..3_000u64, proptest::option::of(0..2_000u64)).prop_map(|(advance, retention)| Op::Expire { advance, retention }),
+        3 => (o.clone(), 6..12u8, 0..8u8, 0..300u64, 0..3u8, proptest::option::of(0..3u8)).prop_map(|(owner, up, file, size, hash, idem)| Op::Store { owner, up, file, size, hash, idem }),
+        1 => (o.clone(), 0..8u8).prop_map(|(owner, file)| Op::Rename { owner, file }),
+        2 => (o.clone(), 0..8u8).prop_map(|(owner, file)| Op::Delete { owner, file }),
+        1 => (o.clone(), 0..1_500u64).prop_map(|(owner, quota)| Op::SetQuota { owner, quota }),
+        2 => (o.clone(), 0..3u8, 1..3u64).prop_map(|(owner, hash, holder)| Op::Lease { owner, hash, holder }),
+        2 => (o.clone(), 0..3u8, 1..3u64, 0..4u8).prop_map(|(owner, hash, holder, verdict)| Op::Finish { owner, hash, holder, verdict }),
+        1 => (o.clone(), 0..3u8).prop_map(|(owner, hash)| Op::Quarantine { owner, hash }),
+        1 => proptest::option::of(0..8u8).prop_map(|file| Op::Rescan { file }),
+        1 => (1..4u64).prop_map(|node| Op::NodeLost { node }),
+        1 => (0..12u8).prop_map(|up| Op::Garbage { up }),
+        2 => (0..4u8).prop_map(|id| Op::Once { id }),
+    ]
+}
+
+/// Turns an op into a command; the in-memory state supplies plausible lengths.
+fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
+    let ow = |i: usize| OWNERS[i].to_string();
+    Some(match op.clone() {
+        Op::Create {
+            owner,
+            up,
+            size,
+            idem,
+        } => Command::CreateUpload {
+            upload_id: format!("up{up}"),
+            owner: ow(owner),
+            tier: Tier::Basic,
+            limits: LIMITS,
+            name: format!("n{size}"),
+            mime: None,
+            size,
+            chunk_size: 64,
+            blake3: None,
+            idempotency_key: idem.map(|k| format!("k{k}")),
+            ttl_ms: 1_000,
+            now,
+        },
+        Op::Stage {
+            owner,
+            up,
+            index,
+            node,
+            content,
+        } => {
+            let len = mem
+                .upload_record(OWNERS[owner], &format!("up{up}"))
+                .map(|u| u.chunk_len(index))
+                .unwrap_or(64);
+            Command::ChunkStaged {
+                owner: ow(owner),
+                upload_id: format!("up{up}"),
+                index,
+                node,
+                len,
+                blake3: format!("c{content}"),
+                cv: format!("cv{index}{content}"),
+                now,
+            }
+        }
+        Op::Offload { owner, up, index } => Command::ChunkOffloaded {
+            owner: ow(owner),
+            upload_id: format!("up{up}"),
+            index,
+            etag: format!("e{index}"),
+        },
+        Op::Complete {
+            owner,
+            up,
+            file,
+            hash,
+        } => Command::CompleteUpload {
+            owner: ow(owner),
+            upload_id: format!("up{up}"),
+            file_id: format!("f{file}"),
+            blake3: format!("h{hash}"),
+            scan: hash != 0,
+            now,
+        },
+        Op::Abort { owner, up } => Command::AbortUpload {
+            owner: ow(owner),
+            upload_id: format!("up{up}"),
+            now,
+        },
+        Op::Expire { retention, .. } => Command::ExpireUploads {
+            now,
+            retention_ms: retention,
+        },
+        Op::Store {
+            owner,
+            up,
+            file,
+            size,
+            hash,
+            idem,
+        } => Command::StoreFile {
+            upload_id: format!("up{up}"),
+            file_id: format!("f{file}"),
+            owner: ow(owner),
+            tier: Tier::Basic,
+            limits: LIMITS,
+            name: format!("s{size}"),
+            mime: Some("text/plain".into()),
+            size,
+            blake3: format!("h{hash}"),
+            idempotency_key: idem.map(|k| format!("k{k}")),
+            object_key: format!("uploads/up{up}"),
+            scan: hash != 1,
+            now,
+        },
+        Op::Rename { owner, file } => Command::RenameFile {
+            owner: ow(owner),
+            file_id: format!("f{file}"),
+            name: format!("r{now}"),
+        },
+        Op::Delete { owner, file } => Command::DeleteFile {
+            owner: ow(owner),
+            file_id: format!("f{file}"),
+            now,
+        },
+        Op::SetQuota { owner, quota } => Command::SetQuota {
+            user: ow(owner),
+            quota,
+        },
+        Op::Lease {
+            owner,
+            hash,
+            holder,
+        } => Command::LeaseScan {
+            blob: blob_id(OWNERS[owner], &format!("h{hash}")),
+            holder,
+            now,
+            until: now + 500,
+        },
+        Op::Finish {
+            owner,
+            hash,
+            holder,
+            verdict,
+        } => Command::ScanFinished {
+            blob: blob_id(OWNERS[owner], &format!("h{hash}")),
+            holder,
+            verdict: match verdict {
+                0 => ScanVerdict::Clean,
+                1 => ScanVerdict::Infected {
+                    signature: "Eicar-Test-Signature".into(),
+                },
+                2 => ScanVerdict::Error {
+                    message: "too big".into(),
+                },
+                _ => ScanVerdict::Released,
+            },
+            now,
+        },
+        Op::Quarantine { owner, hash } => Command::BlobQuarantined {
+            blob: blob_id(OWNERS[owner], &format!("h{hash}")),
+            object_key: format!("quarantine/{owner}{hash}"),
+        },
+        Op::Rescan { file } => Command::Rescan {
+            file: file.map(|f| format!("f{f}")),
+        },
+        Op::NodeLost { node } => Command::NodeLost { node },
+        Op::Garbage { up } => Command::ObjectDeleted {
+            object_key: format!("uploads/up{up}"),
+        },
+        Op::Once { .. } => return None,
+    })
+}
+
+fn entry(i: u64, cmd: Command) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+        payload: EntryPayload::Normal(Request(cmd)),
+    }
+}
+
+async fn install_copy(from: &mut StateMachineStore, into: &mut StateMachineStore) {
+    let snap = from
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut data = into.begin_receiving_snapshot().await.unwrap();
+    let mut src = snap.snapshot;
+    tokio::io::copy(&mut src, &mut *data).await.unwrap();
+    into.install_snapshot(&snap.meta, data).await.unwrap();
+}
+
+/// Applies the pending commands to both sled stores as one batch and compares the answers
+/// with the in-memory model's.
+async fn flush(
+    pending: &mut Vec<(Command, wharf_raft::Response)>,
+    index: &mut u64,
+    sled: &mut StateMachineStore,
+    copy: &mut StateMachineStore,
+) -> Result<(), TestCaseError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let entries: Vec<_> = pending
+        .iter()
+        .map(|(c, _)| {
+            *index += 1;
+            entry(*index, c.clone())
+        })
+        .collect();
+    let got = sled.apply(entries.clone()).await.unwrap();
+    let got_copy = copy.apply(entries).await.unwrap();
+    for (((cmd, expected), g), gc) in pending.iter().zip(&got).zip(&got_copy) {
+        prop_assert_eq!(g, expected, "sled answered {:?} differently", cmd);
+        prop_assert_eq!(
+            gc,
+            expected,
+            "the installed copy answered {:?} differently",
+            cmd
+        );
+    }
+    pending.clear();
+    Ok(())
+}
+
+async fn run(ops: Vec<Op>, batches: Vec<usize>) -> Result<(), TestCaseError> {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_l1, mut sled) = wharf_raft::open(dirs.0.path(), &Options::default()).unwrap();
+    let (_l2, mut copy) = wharf_raft::open(dirs.1.path(), &Options::default()).unwrap();
+    let mut mem = State::new(MemKv::default());
+    let mut now = 10_000;
+    let mut index = 0;
+    let mut once: Option<u8> = None;
+    let mut pending: Vec<(Command, wharf_raft::Response)> = Vec::new();
+    let mut batch_sizes = batches.into_iter().cycle();
+    let mut want = batch_sizes.next().unwrap_or(1);
+    let half = ops.len() / 2;
+    for (n, op) in ops.iter().enumerate() {
+        if let Op::Expire { advance, .. } = op {
+            now += advance;
+        }
+        now += 1;
+        if let Op::Once { id } = op {
+            once = Some(*id);
+            continue;
+        }
+        let Some(mut cmd) = command(op, &mem, now) else {
+            continue;
+        };
+        if let Some(id) = once.take() {
+            cmd = Command::Once {
+                id: format!("r{id}"),
+                at: now,
+                cmd: Box::new(cmd),
+            };
+        }
+        let answer = wharf_raft::Response(wharf_raft::apply(&mut mem, cmd.clone()));
+        pending.push((cmd, answer));
+        if pending.len() >= want || n == half {
+            flush(&mut pending, &mut index, &mut sled, &mut copy).await?;
+            want = batch_sizes.next().unwrap_or(1);
+            prop_assert_eq!(sled.view().digest(), mem.digest());
+            if n == half {
+                // The copy takes the sled store's state by snapshot and goes on from there.
+                install_copy(&mut sled, &mut copy).await;
+                prop_assert_eq!(copy.view().digest(), mem.digest());
+            }
+        }
+    }
+    flush(&mut pending, &mut index, &mut sled, &mut copy).await?;
+    prop_assert_eq!(sled.view().digest(), mem.digest());
+    prop_assert_eq!(copy.view().digest(), mem.digest());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sled_answers_every_command_as_the_in_memory_model_does(
+        ops in proptest::collection::vec(op(), 1..160),
+        batches in proptest::collection::vec(1..8usize, 1..10),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(ops, batches))?;
+    }
+}
