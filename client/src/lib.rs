@@ -101,6 +101,13 @@ enum Call<'a> {
     List(Option<&'a str>),
     /// The caller's uploads in `state` (all when `None`), after a cursor.
     Uploads(Option<&'a str>, Option<&'a str>),
+    /// A whole small file in one request.
+    PutFile {
+        name: &'a str,
+        data: &'a Bytes,
+        blake3: &'a str,
+        idempotency_key: &'a str,
+    },
 }
 
 #[derive(Clone)]
@@ -115,6 +122,8 @@ pub struct Client {
     pub attempts: u32,
     /// Bytes per ranged read of a download.
     pub piece_size: u64,
+    /// Files up to this size go in one request (`POST /v1/files`), not an upload session.
+    pub single_request_max: u64,
 }
 
 /// What [`Client::upload`] did.
@@ -132,6 +141,8 @@ pub struct Uploaded {
 
 /// The default [`Client::piece_size`].
 pub const DOWNLOAD_PIECE: u64 = 8 << 20;
+/// Files up to this size are sent in one request (the node's default `upload.single_request_max`).
+pub const SINGLE_REQUEST_MAX: u64 = 8 << 20;
 
 impl Client {
     /// `nodes` are `http://host:port` base URLs; requests spread over them and fail over.
@@ -176,6 +187,7 @@ impl Client {
             parallel: 8,
             attempts: 8,
             piece_size: DOWNLOAD_PIECE,
+            single_request_max: SINGLE_REQUEST_MAX,
         })
     }
 
@@ -242,6 +254,16 @@ impl Client {
                         }
                         self.request(base, Method::GET, &path)
                     }
+                    Call::PutFile {
+                        name,
+                        data,
+                        blake3,
+                        idempotency_key,
+                    } => self
+                        .request(base, Method::POST, "/v1/files")
+                        .query(&[("name", name), ("idempotency_key", idempotency_key)])
+                        .header("x-wharf-blake3", blake3)
+                        .body(data.clone()),
                 };
                 let resp = send(req).await?;
                 let body = resp
@@ -297,6 +319,23 @@ impl Client {
                         cursor: cursor.unwrap_or_default().to_string(),
                         limit: 1000,
                     }),
+                    Call::PutFile {
+                        name,
+                        data,
+                        blake3,
+                        idempotency_key,
+                    } => {
+                        body = Some(data.clone());
+                        Op::PutFile(wharf_proto::quic::PutFile {
+                            name: name.to_string(),
+                            length: data.len() as u64,
+                            blake3: wharf_proto::hash::parse_hex32(blake3)
+                                .map(|b| b.to_vec())
+                                .unwrap_or_default(),
+                            mime: String::new(),
+                            idempotency_key: idempotency_key.to_string(),
+                        })
+                    }
                 };
                 let req = wharf_proto::quic::Request { op: Some(op) };
                 Ok(self.quic().call(q, req, body).await?.0)
@@ -405,6 +444,17 @@ impl Client {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into());
+        if resume.is_none() && size <= self.single_request_max {
+            match self.put_small(path, &name, size).await {
+                // A node whose limit is lower (413), or that predates one-request uploads
+                // (404, 405), takes the file as an upload session.
+                Err(Error::Api {
+                    status: 404 | 405 | 413,
+                    ..
+                }) => {}
+                other => return other,
+            }
+        }
         let resumed = match resume {
             Some(id) => match self.status(id).await {
                 Ok(s) if s.state == "uploading" && s.size == size => Some(s),
@@ -508,6 +558,45 @@ impl Client {
             chunks_sent: sent.load(Ordering::Relaxed) as u32,
             chunks_total: count,
             chunk_latencies: latencies.into_inner().expect("latencies"),
+        })
+    }
+
+    /// A small file in one request. The idempotency key makes a retry (another node, a lost
+    /// reply) answer with the file the first try made instead of storing it twice.
+    async fn put_small(&self, path: &Path, name: &str, size: u64) -> Result<Uploaded> {
+        let data = Bytes::from(tokio::fs::read(path).await?);
+        if data.len() as u64 != size {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "{} changed while it was read",
+                path.display()
+            ))));
+        }
+        let plain = blake3::hash(&data).to_hex().to_string();
+        let key = format!("put-{}", uuid_like());
+        let t0 = std::time::Instant::now();
+        let file: FileRecord = self
+            .run(
+                0,
+                Call::PutFile {
+                    name,
+                    data: &data,
+                    blake3: &plain,
+                    idempotency_key: &key,
+                },
+            )
+            .await?;
+        if file.blake3 != plain {
+            return Err(Error::Checksum {
+                expected: plain,
+                actual: file.blake3,
+            });
+        }
+        Ok(Uploaded {
+            file,
+            upload_id: String::new(),
+            chunks_sent: 1,
+            chunks_total: 1,
+            chunk_latencies: vec![t0.elapsed()],
         })
     }
 
@@ -641,6 +730,12 @@ impl Client {
 }
 
 /// Runs blocking file work off the async threads; it has finished when this returns.
+/// 128 random bits in hex: a key no other client picks.
+fn uuid_like() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T> {

@@ -27,6 +27,12 @@ enum Msg {
         cmd: Command,
         reply: oneshot::Sender<Result<Outcome>>,
     },
+    Check {
+        user: String,
+        tier: Tier,
+        req: CreateUpload,
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 #[derive(Clone)]
@@ -69,6 +75,18 @@ impl QuotaHandle {
     pub async fn propose(&self, cmd: Command) -> Result<Outcome> {
         self.call(|reply| Msg::Propose { cmd, reply }).await
     }
+
+    /// Refuses early what the applied state shows cannot fit (a one-request upload checks
+    /// before it reads the body; the state machine still decides).
+    pub async fn check(&self, user: String, tier: Tier, req: CreateUpload) -> Result<()> {
+        self.call(|reply| Msg::Check {
+            user,
+            tier,
+            req,
+            reply,
+        })
+        .await
+    }
 }
 
 struct QuotaActor {
@@ -100,6 +118,15 @@ impl QuotaActor {
                     }),
                 },
                 Msg::Propose { cmd, reply } => self.propose_in_background(cmd, reply, Ok),
+                Msg::Check {
+                    user,
+                    tier,
+                    req,
+                    reply,
+                } => {
+                    let limits = self.config.tiers.limits(tier);
+                    let _ = reply.send(self.refuse_early(&user, &req, &limits));
+                }
             }
         }
     }

@@ -21,7 +21,7 @@ use wharf_proto::quic::{
 };
 use wharf_proto::CreateUpload;
 
-use crate::actors::uploads::ChunkPut;
+use crate::actors::uploads::{ChunkPut, SmallFile};
 use crate::api::http::files::{file_record, list_page, servable_file};
 use crate::api::http::uploads::{upload_status_body, uploads_page, validate_create};
 use crate::api::http::{parse_id, AppState};
@@ -198,20 +198,18 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
             json(serde_json::to_value(page))
         }
         Op::Uploads(l) => {
-            let opt = |s: &str| (!s.is_empty()).then_some(s.to_string());
             let limit = if l.limit == 0 { 100 } else { l.limit as usize };
             let page = uploads_page(
                 app,
                 c,
-                opt(&l.state).as_deref(),
-                opt(&l.cursor).as_deref(),
+                opt(l.state).as_deref(),
+                opt(l.cursor).as_deref(),
                 limit,
             )
             .await?;
             json(serde_json::to_value(page))
         }
         Op::Create(cr) => {
-            let opt = |s: String| (!s.is_empty()).then_some(s);
             let req = CreateUpload {
                 name: cr.name,
                 size: cr.size,
@@ -256,29 +254,7 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                     ))
                 }
             };
-            // The body in 256 KiB pieces: QUIC hands over packet-sized ones, and BLAKE3 runs
-            // its wide SIMD path only on larger inputs (this doubled the QUIC upload rate).
-            let body = futures::stream::unfold((recv, false), |(mut r, eof)| async move {
-                if eof {
-                    return None;
-                }
-                let mut buf = bytes::BytesMut::with_capacity(BODY_PIECE);
-                let mut eof = false;
-                while buf.len() < BODY_PIECE {
-                    match tokio::io::AsyncReadExt::read_buf(&mut r, &mut buf).await {
-                        Ok(0) => {
-                            eof = true;
-                            break;
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Some((Err(e), (r, true))),
-                    }
-                }
-                if buf.is_empty() {
-                    return None;
-                }
-                Some((Ok::<Bytes, io::Error>(buf.freeze()), (r, eof)))
-            });
+            let body = body_stream(recv);
             app.uploads
                 .put_chunk(ChunkPut {
                     owner: c.sub.clone(),
@@ -292,7 +268,73 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                 .await?;
             Ok(serde_json::Value::Null)
         }
+        Op::PutFile(p) => {
+            let blake3 = match p.blake3.len() {
+                0 => None,
+                32 => Some(<[u8; 32]>::try_from(p.blake3.as_slice()).expect("32 bytes")),
+                _ => {
+                    return Err(Error::bad_request(
+                        "invalid_checksum",
+                        "blake3 must be 32 bytes",
+                    ))
+                }
+            };
+            let declared = wharf_proto::CreateUpload {
+                name: p.name,
+                size: p.length,
+                blake3: None,
+                mime: opt(p.mime),
+                idempotency_key: opt(p.idempotency_key),
+            };
+            validate_create(&declared)?;
+            let f = app
+                .uploads
+                .store_file(SmallFile {
+                    owner: c.sub.clone(),
+                    tier: c.tier,
+                    name: declared.name,
+                    mime: declared.mime,
+                    blake3,
+                    sha256: None,
+                    idempotency_key: declared.idempotency_key,
+                    content_length: Some(p.length),
+                    body: Box::pin(body_stream(recv)),
+                })
+                .await?;
+            json(serde_json::to_value(file_record(&app.meta.local(), &f)))
+        }
     }
+}
+
+/// proto3 has no absent strings: empty means absent.
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// A request's body in 256 KiB pieces: QUIC hands over packet-sized ones, and BLAKE3 runs its
+/// wide SIMD path only on larger inputs (this doubled the QUIC upload rate).
+fn body_stream(recv: RecvStream) -> impl futures::Stream<Item = io::Result<Bytes>> + Send {
+    futures::stream::unfold((recv, false), |(mut r, eof)| async move {
+        if eof {
+            return None;
+        }
+        let mut buf = bytes::BytesMut::with_capacity(BODY_PIECE);
+        let mut eof = false;
+        while buf.len() < BODY_PIECE {
+            match tokio::io::AsyncReadExt::read_buf(&mut r, &mut buf).await {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => return Some((Err(e), (r, true))),
+            }
+        }
+        if buf.is_empty() {
+            return None;
+        }
+        Some((Ok::<Bytes, io::Error>(buf.freeze()), (r, eof)))
+    })
 }
 
 fn ok_reply(v: &serde_json::Value) -> Reply {

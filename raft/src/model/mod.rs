@@ -25,8 +25,10 @@ use serde::{Deserialize, Serialize};
 use crate::kv::KvMut;
 pub use nodes::note_member_ids;
 pub use requests::REQUEST_MEMORY_MS;
+pub use scans::RESCAN_PER_COMMAND;
 pub use state::{blob_id, keys, State};
 pub use types::*;
+pub use uploads::FORGET_PER_TICK;
 
 /// `"{owner}/{id}"`: how commands name a blob.
 pub fn key(owner: &str, id: &str) -> String {

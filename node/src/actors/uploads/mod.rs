@@ -11,6 +11,7 @@
 
 mod complete;
 mod offload;
+mod single;
 mod staging;
 mod sweep;
 
@@ -30,6 +31,8 @@ use crate::meta::Metadata;
 use crate::store::{ByteStream, ObjectStore};
 use complete::{abort, complete};
 use offload::offload;
+use single::store_small;
+pub use single::SmallFile;
 use staging::stage_chunk;
 use sweep::sweeper;
 
@@ -62,16 +65,23 @@ enum Msg {
         upload_id: String,
         reply: oneshot::Sender<Result<Upload>>,
     },
+    Store {
+        file: SmallFile,
+        reply: oneshot::Sender<Result<File>>,
+    },
 }
 
 type ChunkKey = (String, u32);
 
 /// What spawned tasks report back to the actor.
 enum Done {
+    /// A chunk was received (or refused). The actor replies, after it forgot the chunk was in
+    /// flight: a client that retries on the answer never finds it still "in progress".
     Chunk {
         key: ChunkKey,
         owner: String,
-        staged: bool,
+        res: Result<()>,
+        reply: oneshot::Sender<Result<()>>,
     },
     Offload {
         key: ChunkKey,
@@ -84,6 +94,8 @@ enum Done {
     },
     Complete {
         upload_id: String,
+        res: Result<File>,
+        reply: oneshot::Sender<Result<File>>,
     },
     Rescan,
 }
@@ -182,6 +194,11 @@ impl UploadsHandle {
         .await
     }
 
+    /// A whole small file in one request (see `single`).
+    pub async fn store_file(&self, file: SmallFile) -> Result<File> {
+        self.call(|reply| Msg::Store { file, reply }).await
+    }
+
     pub async fn abort(&self, owner: String, upload_id: String) -> Result<Upload> {
         self.call(|reply| Msg::Abort {
             owner,
@@ -238,9 +255,12 @@ impl UploadsActor {
                 tokio::spawn(async move {
                     let owner = put.owner.clone();
                     let res = stage_chunk(&ctx, put).await;
-                    let staged = res.is_ok();
-                    let _ = reply.send(res);
-                    let _ = done.send(Done::Chunk { key, owner, staged });
+                    let _ = done.send(Done::Chunk {
+                        key,
+                        owner,
+                        res,
+                        reply,
+                    });
                 });
             }
             Msg::Complete {
@@ -258,8 +278,11 @@ impl UploadsActor {
                 let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
                 tokio::spawn(async move {
                     let res = complete(&ctx, &owner, &upload_id).await;
-                    let _ = reply.send(res);
-                    let _ = done.send(Done::Complete { upload_id });
+                    let _ = done.send(Done::Complete {
+                        upload_id,
+                        res,
+                        reply,
+                    });
                 });
             }
             Msg::Abort {
@@ -273,13 +296,26 @@ impl UploadsActor {
                     let _ = reply.send(res);
                 });
             }
+            Msg::Store { file, reply } => {
+                let ctx = self.ctx.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(store_small(&ctx, file).await);
+                });
+            }
         }
     }
 
     fn finished(&mut self, done: Done) {
         match done {
-            Done::Chunk { key, owner, staged } => {
+            Done::Chunk {
+                key,
+                owner,
+                res,
+                reply,
+            } => {
                 self.in_flight.remove(&key);
+                let staged = res.is_ok();
+                let _ = reply.send(res);
                 if staged {
                     self.enqueue(key, owner);
                 }
@@ -307,8 +343,13 @@ impl UploadsActor {
                 self.queued.remove(&key);
                 self.enqueue(key, owner);
             }
-            Done::Complete { upload_id } => {
+            Done::Complete {
+                upload_id,
+                res,
+                reply,
+            } => {
                 self.completing.remove(&upload_id);
+                let _ = reply.send(res);
             }
             Done::Rescan => self.rescan(),
         }

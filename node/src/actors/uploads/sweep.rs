@@ -140,9 +140,32 @@ async fn sweep_staging(ctx: &Ctx) -> std::io::Result<()> {
     let mut dir = tokio::fs::read_dir(&ctx.staging).await?;
     while let Some(entry) = dir.next_entry().await? {
         let name = entry.file_name().to_string_lossy().into_owned();
+        if name == super::single::SINGLE_DIR {
+            forget_stale_bodies(&entry.path()).await;
+            continue;
+        }
         if !active.contains(&name) {
             tokio::fs::remove_dir_all(entry.path()).await?;
         }
     }
     Ok(())
+}
+
+/// Bodies of one-request uploads that a crash left behind (a request lives seconds).
+async fn forget_stale_bodies(dir: &std::path::Path) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let old = e
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if old {
+            let _ = tokio::fs::remove_file(e.path()).await;
+        }
+    }
 }

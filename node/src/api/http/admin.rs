@@ -37,9 +37,22 @@ pub(super) async fn rescan(
             ))
         }
     };
-    match s.quota.propose(Command::Rescan { file }).await? {
-        Outcome::Requeued(n) => Ok(Json(serde_json::json!({ "requeued": n }))),
-        other => Err(Error::Internal(format!("unexpected {other:?}"))),
+    // One command re-queues a bounded number of blobs; a full batch means there may be more.
+    let mut total = 0;
+    loop {
+        match s
+            .quota
+            .propose(Command::Rescan { file: file.clone() })
+            .await?
+        {
+            Outcome::Requeued(n) => {
+                total += n;
+                if file.is_some() || n < wharf_raft::model::RESCAN_PER_COMMAND as u64 {
+                    return Ok(Json(serde_json::json!({ "requeued": total })));
+                }
+            }
+            other => return Err(Error::Internal(format!("unexpected {other:?}"))),
+        }
     }
 }
 

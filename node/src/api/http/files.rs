@@ -4,13 +4,15 @@
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use wharf_proto::{FileList, FileRecord, UpdateFile};
 use wharf_raft::model::{self, Command, File};
 use wharf_raft::{Outcome, StateView};
 
+use crate::actors::uploads::SmallFile;
+use crate::api::http::uploads::{validate_create, BodyHeaders};
 use crate::api::http::{
     page_bounds, parse_id, query_limit, split_page, validate_name, ApiJson, AppState, Caller,
 };
@@ -330,4 +332,100 @@ mod tests {
             "attachment; filename*=UTF-8''a%20b%22c.txt"
         );
     }
+}
+
+/// `POST /v1/files?name=…[&mime=…&blake3=…&idempotency_key=…]`: query of a one-request upload.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct SmallFileQuery {
+    name: Option<String>,
+    mime: Option<String>,
+    blake3: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+/// A whole small file in one request: the body is the file. 201 with the file record.
+pub(super) async fn upload_file(
+    State(s): State<AppState>,
+    caller: std::result::Result<Caller, Error>,
+    query: std::result::Result<Query<SmallFileQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match store_small_file(&s, caller, query, &headers, body).await {
+        Ok(f) => {
+            let location = format!("/v1/files/{}", f.id);
+            let record = file_record(&s.meta.local(), &f);
+            (
+                StatusCode::CREATED,
+                [(header::LOCATION, location)],
+                Json(record),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            // The body may be unread: the connection cannot carry another request.
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
+}
+
+async fn store_small_file(
+    s: &AppState,
+    caller: std::result::Result<Caller, Error>,
+    query: std::result::Result<Query<SmallFileQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<File> {
+    use futures::TryStreamExt;
+    let Caller(c) = caller?;
+    let Query(q) = query.map_err(|e| Error::bad_request("invalid_request", e.body_text()))?;
+    let name = q.name.ok_or_else(|| {
+        Error::bad_request(
+            "invalid_request",
+            "the file's name goes in the query: ?name=…",
+        )
+    })?;
+    let idempotency_key = q.idempotency_key.or_else(|| {
+        headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let declared = wharf_proto::CreateUpload {
+        name,
+        size: 0,
+        blake3: q.blake3,
+        mime: q.mime,
+        idempotency_key,
+    };
+    validate_create(&declared)?;
+    let h = BodyHeaders::parse(headers)?;
+    let from_query = declared
+        .blake3
+        .as_deref()
+        .and_then(wharf_proto::hash::parse_hex32);
+    if let (Some(a), Some(b)) = (from_query, h.blake3) {
+        if a != b {
+            return Err(Error::bad_request(
+                "invalid_checksum",
+                "the blake3 query parameter and x-wharf-blake3 disagree",
+            ));
+        }
+    }
+    s.uploads
+        .store_file(SmallFile {
+            owner: c.sub,
+            tier: c.tier,
+            name: declared.name,
+            mime: declared.mime,
+            blake3: from_query.or(h.blake3),
+            sha256: h.sha256,
+            idempotency_key: declared.idempotency_key,
+            content_length: h.content_length,
+            body: Box::pin(body.into_data_stream().map_err(std::io::Error::other)),
+        })
+        .await
 }

@@ -52,7 +52,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/uploads/{id}/chunks/{index}", put(uploads::put_chunk))
         .route("/v1/uploads/{id}/complete", post(uploads::complete_upload))
-        .route("/v1/files", get(files::list_files))
+        .route("/v1/files", get(files::list_files).post(files::upload_file))
         .route(
             "/v1/files/{id}",
             get(files::get_file)

@@ -204,6 +204,43 @@ fn content_digest_sha256(headers: &HeaderMap) -> Result<Option<[u8; 32]>> {
     Ok(None)
 }
 
+/// What a request says about its body: its length and checksums.
+pub(super) struct BodyHeaders {
+    pub content_length: Option<u64>,
+    /// `x-wharf-blake3` (hex).
+    pub blake3: Option<[u8; 32]>,
+    /// `Content-Digest: sha-256=:BASE64:`.
+    pub sha256: Option<[u8; 32]>,
+}
+
+impl BodyHeaders {
+    pub(super) fn parse(headers: &HeaderMap) -> Result<Self> {
+        let content_length = match headers.get(header::CONTENT_LENGTH) {
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| Error::bad_request("invalid_request", "bad Content-Length"))?,
+            ),
+            None => None,
+        };
+        let blake3 = match headers.get("x-wharf-blake3") {
+            Some(v) => Some(v.to_str().ok().and_then(parse_hex32).ok_or_else(|| {
+                Error::bad_request(
+                    "invalid_checksum",
+                    "x-wharf-blake3 must be 64 hexadecimal characters",
+                )
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            content_length,
+            blake3,
+            sha256: content_digest_sha256(headers)?,
+        })
+    }
+}
+
 pub(super) async fn put_chunk(
     State(s): State<AppState>,
     caller: std::result::Result<Caller, Error>,
@@ -239,25 +276,11 @@ async fn receive_chunk(
             "the chunk index must be a non-negative integer",
         )
     })?;
-    let content_length = match headers.get(header::CONTENT_LENGTH) {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| Error::bad_request("invalid_request", "bad Content-Length"))?,
-        ),
-        None => None,
-    };
-    let blake3 = match headers.get("x-wharf-blake3") {
-        Some(v) => Some(v.to_str().ok().and_then(parse_hex32).ok_or_else(|| {
-            Error::bad_request(
-                "invalid_checksum",
-                "x-wharf-blake3 must be 64 hexadecimal characters",
-            )
-        })?),
-        None => None,
-    };
-    let sha256 = content_digest_sha256(&headers)?;
+    let BodyHeaders {
+        content_length,
+        blake3,
+        sha256,
+    } = BodyHeaders::parse(&headers)?;
     let body = body.into_data_stream().map_err(std::io::Error::other);
     s.uploads
         .put_chunk(ChunkPut {
