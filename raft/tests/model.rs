@@ -758,3 +758,59 @@ fn a_retried_request_is_applied_once_and_forgotten_after_a_while() {
     assert!(s.kv().0.contains_key(&b"r/r4"[..]));
     assert!(!s.kv().0.contains_key(&b"r/r1"[..]));
 }
+
+#[test]
+fn ended_uploads_and_their_idempotency_keys_are_forgotten_after_the_retention() {
+    let mut s = State::default();
+    let create = |id: &str, now: u64| Command::CreateUpload {
+        upload_id: id.into(),
+        owner: "ann".into(),
+        tier: Tier::Basic,
+        limits: LIMITS,
+        name: "x".into(),
+        mime: None,
+        size: 10,
+        chunk_size: CHUNK,
+        blake3: None,
+        idempotency_key: Some("k".into()),
+        ttl_ms: TTL,
+        now,
+    };
+    let expire = |now: u64| Command::ExpireUploads {
+        now,
+        retention_ms: Some(5_000),
+    };
+    apply(&mut s, create("u1", 1_000)).unwrap();
+    apply(
+        &mut s,
+        Command::AbortUpload {
+            owner: "ann".into(),
+            upload_id: "u1".into(),
+            now: 2_000,
+        },
+    )
+    .unwrap();
+    // Within the retention the key still names the aborted upload.
+    apply(&mut s, expire(6_000)).unwrap();
+    assert!(s.upload("ann", "u1").is_some());
+    match apply(&mut s, create("u2", 6_500)).unwrap() {
+        Outcome::Upload(u) => assert_eq!(u.id, "u1"),
+        other => panic!("{other:?}"),
+    }
+    // After it, upload and key are gone, indexes included: the key makes a new upload.
+    apply(&mut s, expire(7_001)).unwrap();
+    assert!(s.upload("ann", "u1").is_none());
+    assert!(s.idempotent_upload("ann", "k").is_none());
+    let leftovers: Vec<_> = s
+        .kv()
+        .0
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .filter(|k| k.contains("u1") && !k.starts_with("g/"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    match apply(&mut s, create("u3", 7_500)).unwrap() {
+        Outcome::Upload(u) => assert_eq!(u.id, "u3"),
+        other => panic!("{other:?}"),
+    }
+}

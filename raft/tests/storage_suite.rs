@@ -251,3 +251,31 @@ async fn a_joiner_never_gets_an_id_that_a_membership_already_names() {
         .collect();
     assert_eq!(ids, vec![2, 3]);
 }
+
+#[tokio::test]
+async fn a_purge_cut_short_by_a_crash_leaves_the_log_ending_at_the_purge_point() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    // Entries 1..=5 were appended; a purge up to 8 (a snapshot installed at 8) recorded its
+    // point, and the process died before the entries went.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        for i in 1..=5u64 {
+            log.insert(i.to_be_bytes(), wharf_raft::codec::encode(&set_quota(i)))
+                .unwrap();
+        }
+        let raft = db.open_tree("raft").unwrap();
+        raft.insert("last_purged", wharf_raft::codec::encode(&log_id(8)))
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let (mut log, _sm) = open(dir.path());
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!(st.last_purged_log_id, Some(log_id(8)));
+    assert_eq!(
+        st.last_log_id,
+        Some(log_id(8)),
+        "the log ends before its purge point"
+    );
+}

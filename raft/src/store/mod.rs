@@ -140,7 +140,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
         let last_purged: Option<LogId<NodeId>> = self.get_meta(LAST_PURGED)?;
-        let last = self.last_entry_log_id()?.or(last_purged);
+        // A purge records its point before it removes the entries: after a crash between the
+        // two, entries at or below it may remain, and the last log id is the purge point.
+        let last = self.last_entry_log_id()?.max(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
