@@ -233,7 +233,8 @@ pub struct RaftConfig {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot (and purge the log before it) after this many entries.
+    /// Build a snapshot (and purge the log before it) after this many entries. A snapshot
+    /// reads the whole state (and sled's memory grows while it does): not too often.
     pub snapshot_every: u64,
     /// sled's page cache for the metadata, in bytes: what bounds the metadata's memory (sled
     /// may use a few times it).
@@ -246,7 +247,7 @@ impl Default for RaftConfig {
             heartbeat_ms: 250,
             election_timeout_min_ms: 750,
             election_timeout_max_ms: 1500,
-            snapshot_every: 5000,
+            snapshot_every: 100_000,
             cache_capacity: 64 * MIB,
         }
     }
