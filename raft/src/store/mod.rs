@@ -210,6 +210,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        // openraft asks for the purge of what a snapshot it is installing covers right away,
+        // without waiting for the install to be done: a crash in between would leave the log
+        // purged past the snapshot the state machine has. Purge no further than the current
+        // snapshot; the rest goes with the next purge.
+        let current: Option<snapshot::Pointer> = self.get_meta(state_machine::SNAPSHOT)?;
+        let log_id = match current.and_then(|p| p.meta.last_log_id) {
+            Some(snap) if snap.index < log_id.index => snap,
+            _ => log_id,
+        };
+        if self.get_meta::<LogId<NodeId>>(LAST_PURGED)? >= Some(log_id) {
+            return Ok(());
+        }
         // Record the purge point first: a crash half-way leaves extra entries, never a hole.
         self.put_meta(LAST_PURGED, &log_id).await?;
         let mut batch = sled::Batch::default();

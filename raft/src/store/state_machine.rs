@@ -107,6 +107,9 @@ struct Inner {
     track: Mutex<Option<Track>>,
     /// One snapshot is built or installed at a time.
     gate: tokio::sync::Mutex<()>,
+    /// Held while the current snapshot changes (pointer written, old file removed) and while
+    /// it is opened, so that a reader never opens a file that was just removed.
+    swap: Mutex<()>,
     receiving: Mutex<Option<PathBuf>>,
     seq: AtomicU64,
 }
@@ -135,6 +138,7 @@ impl StateMachineStore {
             snapshots,
             track: Mutex::new(None),
             gate: tokio::sync::Mutex::new(()),
+            swap: Mutex::new(()),
             receiving: Mutex::new(None),
             seq: AtomicU64::new(
                 std::time::SystemTime::now()
@@ -265,6 +269,7 @@ impl Inner {
         batch.insert(MEMBERSHIP, codec::encode(&ptr.meta.last_membership));
         batch.insert(DIGEST, digest.to_bytes().to_vec());
         self.tree.apply_batch(batch)?;
+        let _swap = self.swap.lock().expect("lock poisoned");
         let old = self.pointer()?;
         let mut meta = sled::Batch::default();
         meta.insert(SNAPSHOT, codec::encode(ptr));
@@ -322,11 +327,14 @@ impl Inner {
                 .to_string_lossy()
                 .into_owned(),
         };
-        let old = self.pointer()?;
-        self.meta.insert(SNAPSHOT, codec::encode(&ptr))?;
-        self.db.flush()?;
-        if let Some(old) = old.filter(|o| o.file != ptr.file) {
-            let _ = std::fs::remove_file(self.snapshots.join(old.file));
+        {
+            let _swap = self.swap.lock().expect("lock poisoned");
+            let old = self.pointer()?;
+            self.meta.insert(SNAPSHOT, codec::encode(&ptr))?;
+            self.db.flush()?;
+            if let Some(old) = old.filter(|o| o.file != ptr.file) {
+                let _ = std::fs::remove_file(self.snapshots.join(old.file));
+            }
         }
         tracing::info!(
             records = n,
@@ -337,13 +345,29 @@ impl Inner {
         Ok(ptr)
     }
 
-    async fn open_snapshot(&self, ptr: Pointer) -> StorageResult<Snapshot<TypeConfig>> {
-        let file = tokio::fs::File::open(self.snapshots.join(&ptr.file))
-            .await
+    /// The current snapshot, opened (an open file stays readable after a newer snapshot
+    /// replaces it).
+    fn current_snapshot(&self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let _swap = self.swap.lock().expect("lock poisoned");
+        let Some(ptr) = self.pointer().map_err(|e| snap_err(ErrorVerb::Read, e))? else {
+            return Ok(None);
+        };
+        let file = std::fs::File::open(self.snapshots.join(&ptr.file))
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta: ptr.meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
+    }
+
+    /// The snapshot just built, opened.
+    fn open_built(&self, ptr: &Pointer) -> StorageResult<Snapshot<TypeConfig>> {
+        let _swap = self.swap.lock().expect("lock poisoned");
+        let file = std::fs::File::open(self.snapshots.join(&ptr.file))
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(Snapshot {
-            meta: ptr.meta,
-            snapshot: Box::new(file),
+            meta: ptr.meta.clone(),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -356,7 +380,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        self.inner.open_snapshot(ptr).await
+        self.inner.open_built(&ptr)
     }
 }
 
@@ -496,13 +520,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        match self
-            .inner
-            .pointer()
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?
-        {
-            Some(ptr) => Ok(Some(self.inner.open_snapshot(ptr).await?)),
-            None => Ok(None),
-        }
+        self.inner.current_snapshot()
     }
 }

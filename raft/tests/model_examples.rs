@@ -1,0 +1,197 @@
+//! Example cases of the model, each a story the random model test (`tests/model.rs`) may or
+//! may not find: racing creates, chunk conflicts, retried requests, retention.
+
+use wharf_raft::model::{Chunk, Command, ModelError, Outcome, State, Tier, TierLimits};
+
+const CHUNK: u64 = 64;
+const LIMITS: TierLimits = TierLimits {
+    quota: 600,
+    max_file_size: 320,
+    max_concurrent_uploads: 3,
+};
+const TTL: u64 = 1_000;
+
+/// `apply`, plus the rule that a refused command changes nothing.
+fn apply(s: &mut State, cmd: Command) -> Result<Outcome, ModelError> {
+    let before = s.clone();
+    let res = wharf_raft::apply(s, cmd.clone());
+    if res.is_err() {
+        assert_eq!(*s, before, "refused {cmd:?} changed the state");
+    }
+    res
+}
+
+#[test]
+fn racing_creates_for_the_last_quota_admit_exactly_one() {
+    let mut s = State::default();
+    apply(
+        &mut s,
+        Command::SetQuota {
+            user: "ann".into(),
+            quota: 100,
+        },
+    )
+    .unwrap();
+    let create = |id: &str| Command::CreateUpload {
+        upload_id: id.into(),
+        owner: "ann".into(),
+        tier: Tier::Basic,
+        limits: LIMITS,
+        name: "x".into(),
+        mime: None,
+        size: 60,
+        chunk_size: CHUNK,
+        blake3: None,
+        idempotency_key: None,
+        ttl_ms: TTL,
+        now: 1,
+    };
+    assert!(apply(&mut s, create("a")).is_ok());
+    assert!(matches!(
+        apply(&mut s, create("b")),
+        Err(ModelError::QuotaExceeded {
+            requested: 60,
+            available: 40
+        })
+    ));
+}
+
+#[test]
+fn staged_chunk_with_different_content_is_a_conflict() {
+    let mut s = State::default();
+    apply(
+        &mut s,
+        Command::CreateUpload {
+            upload_id: "u".into(),
+            owner: "ann".into(),
+            tier: Tier::Basic,
+            limits: LIMITS,
+            name: "x".into(),
+            mime: None,
+            size: 100,
+            chunk_size: CHUNK,
+            blake3: None,
+            idempotency_key: None,
+            ttl_ms: TTL,
+            now: 1,
+        },
+    )
+    .unwrap();
+    let stage = |h: &str, len: u64| Command::ChunkStaged {
+        owner: "ann".into(),
+        upload_id: "u".into(),
+        index: 1,
+        node: 1,
+        len,
+        blake3: h.into(),
+        cv: "cv".into(),
+        now: 2,
+    };
+    assert!(matches!(
+        apply(&mut s, stage("a", 64)),
+        Err(ModelError::ChunkLength { expected: 36, .. })
+    ));
+    apply(&mut s, stage("a", 36)).unwrap();
+    apply(&mut s, stage("a", 36)).unwrap();
+    assert_eq!(
+        apply(&mut s, stage("b", 36)),
+        Err(ModelError::ChunkConflict { index: 1 })
+    );
+    let up = s.upload("ann", "u").unwrap();
+    assert!(matches!(up.chunks[1], Chunk::Staged { ref blake3, .. } if blake3 == "a"));
+}
+
+#[test]
+fn a_retried_request_is_applied_once_and_forgotten_after_a_while() {
+    let mut s = State::default();
+    let once = |id: &str, at: u64, quota: u64| Command::Once {
+        id: id.into(),
+        at,
+        cmd: Box::new(Command::SetQuota {
+            user: "ann".into(),
+            quota,
+        }),
+    };
+    let quota = |s: &State| s.user("ann").unwrap().quota;
+    apply(&mut s, once("r1", 1_000, 10)).unwrap();
+    apply(&mut s, once("r2", 2_000, 20)).unwrap();
+    // r1 again (its first outcome was lost, say): answered, not applied over r2.
+    let again = apply(&mut s, once("r1", 3_000, 10)).unwrap();
+    assert!(matches!(again, Outcome::User(u) if u.quota == 10));
+    assert_eq!(quota(&s), 20);
+    // A refused command is not remembered: trying it again is harmless.
+    let refused = Command::Once {
+        id: "r3".into(),
+        at: 3_000,
+        cmd: Box::new(Command::DeleteFile {
+            owner: "ann".into(),
+            file_id: "nope".into(),
+            now: 3_000,
+        }),
+    };
+    assert_eq!(apply(&mut s, refused), Err(ModelError::NotFound));
+    assert!(!s.kv().0.contains_key(&b"r/r3"[..]));
+    // Long after, the ids are gone (the state does not grow without end).
+    let later = wharf_raft::model::REQUEST_MEMORY_MS + 5_000;
+    apply(&mut s, once("r4", later, 30)).unwrap();
+    let remembered = s.kv().0.keys().filter(|k| k.starts_with(b"rt/")).count();
+    assert_eq!(remembered, 1);
+    assert!(s.kv().0.contains_key(&b"r/r4"[..]));
+    assert!(!s.kv().0.contains_key(&b"r/r1"[..]));
+}
+
+#[test]
+fn ended_uploads_and_their_idempotency_keys_are_forgotten_after_the_retention() {
+    let mut s = State::default();
+    let create = |id: &str, now: u64| Command::CreateUpload {
+        upload_id: id.into(),
+        owner: "ann".into(),
+        tier: Tier::Basic,
+        limits: LIMITS,
+        name: "x".into(),
+        mime: None,
+        size: 10,
+        chunk_size: CHUNK,
+        blake3: None,
+        idempotency_key: Some("k".into()),
+        ttl_ms: TTL,
+        now,
+    };
+    let expire = |now: u64| Command::ExpireUploads {
+        now,
+        retention_ms: Some(5_000),
+    };
+    apply(&mut s, create("u1", 1_000)).unwrap();
+    apply(
+        &mut s,
+        Command::AbortUpload {
+            owner: "ann".into(),
+            upload_id: "u1".into(),
+            now: 2_000,
+        },
+    )
+    .unwrap();
+    // Within the retention the key still names the aborted upload.
+    apply(&mut s, expire(6_000)).unwrap();
+    assert!(s.upload("ann", "u1").is_some());
+    match apply(&mut s, create("u2", 6_500)).unwrap() {
+        Outcome::Upload(u) => assert_eq!(u.id, "u1"),
+        other => panic!("{other:?}"),
+    }
+    // After it, upload and key are gone, indexes included: the key makes a new upload.
+    apply(&mut s, expire(7_001)).unwrap();
+    assert!(s.upload("ann", "u1").is_none());
+    assert!(s.idempotent_upload("ann", "k").is_none());
+    let leftovers: Vec<_> = s
+        .kv()
+        .0
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .filter(|k| k.contains("u1") && !k.starts_with("g/"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    match apply(&mut s, create("u3", 7_500)).unwrap() {
+        Outcome::Upload(u) => assert_eq!(u.id, "u3"),
+        other => panic!("{other:?}"),
+    }
+}
