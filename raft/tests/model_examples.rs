@@ -195,3 +195,41 @@ fn ended_uploads_and_their_idempotency_keys_are_forgotten_after_the_retention() 
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_retried_delete_answers_with_the_file_it_deleted() {
+    let mut s = State::default();
+    let file = apply(
+        &mut s,
+        Command::StoreFile {
+            upload_id: "u1".into(),
+            file_id: "f1".into(),
+            owner: "ann".into(),
+            tier: Tier::Basic,
+            limits: LIMITS,
+            name: "a.txt".into(),
+            mime: None,
+            size: 5,
+            blake3: "h".into(),
+            idempotency_key: None,
+            object_key: "uploads/u1".into(),
+            scan: false,
+            now: 1,
+        },
+    )
+    .unwrap();
+    let delete = Command::Once {
+        id: "r1".into(),
+        at: 2,
+        cmd: Box::new(Command::DeleteFile {
+            owner: "ann".into(),
+            file_id: "f1".into(),
+            now: 2,
+        }),
+    };
+    let first = apply(&mut s, delete.clone()).unwrap();
+    assert_eq!(first, file);
+    // The first answer was lost; the retry must not say "not found": the delete happened.
+    assert_eq!(apply(&mut s, delete).unwrap(), file);
+    assert!(s.file("ann", "f1").is_none());
+}

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::state::keys;
-use super::{apply, ApplyResult, Blob, Command, Millis, ModelError, Outcome, State, User};
+use super::{apply, ApplyResult, Blob, Command, File, Millis, Outcome, State, Upload, User};
 use crate::kv::KvMut;
 
 /// How long a request id is remembered: much longer than a proposal is ever retried (the
@@ -13,14 +13,14 @@ pub const REQUEST_MEMORY_MS: Millis = 2 * 60 * 1000;
 /// How many old request ids one apply forgets at most (amortised over later requests).
 const FORGET_PER_APPLY: usize = 64;
 
-/// What a retry needs to get its answer again: small outcomes as they were, uploads and files
-/// by reference (they are read again, as they are now: the record a retry of a create or a
-/// completion would see).
+/// What a retry needs to get its answer again: the outcome as it was, an upload without its
+/// per-chunk list (a retry gets the upload as it is now when it still exists). A file is kept
+/// whole: the command may have removed it (a delete), and its retry must still succeed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Answer {
     Done,
-    Upload { owner: String, id: String },
-    File { owner: String, id: String },
+    Upload(Upload),
+    File(File),
     User(User),
     MultipartId(String),
     Expired(Vec<String>),
@@ -39,14 +39,11 @@ struct Remembered {
 fn compact(o: &Outcome) -> Answer {
     match o {
         Outcome::Done => Answer::Done,
-        Outcome::Upload(u) => Answer::Upload {
-            owner: u.owner.clone(),
-            id: u.id.clone(),
-        },
-        Outcome::File(f) => Answer::File {
-            owner: f.owner.clone(),
-            id: f.id.clone(),
-        },
+        Outcome::Upload(u) => Answer::Upload(Upload {
+            chunks: Vec::new(),
+            ..u.clone()
+        }),
+        Outcome::File(f) => Answer::File(f.clone()),
         Outcome::User(u) => Answer::User(u.clone()),
         Outcome::MultipartId(m) => Answer::MultipartId(m.clone()),
         Outcome::Expired(v) => Answer::Expired(v.clone()),
@@ -60,12 +57,8 @@ fn compact(o: &Outcome) -> Answer {
 fn expand<K: KvMut>(state: &State<K>, a: Answer) -> ApplyResult {
     Ok(match a {
         Answer::Done => Outcome::Done,
-        Answer::Upload { owner, id } => {
-            Outcome::Upload(state.upload(&owner, &id).ok_or(ModelError::NotFound)?)
-        }
-        Answer::File { owner, id } => {
-            Outcome::File(state.file(&owner, &id).ok_or(ModelError::NotFound)?)
-        }
+        Answer::Upload(u) => Outcome::Upload(state.upload(&u.owner, &u.id).unwrap_or(u)),
+        Answer::File(f) => Outcome::File(f),
         Answer::User(u) => Outcome::User(u),
         Answer::MultipartId(m) => Outcome::MultipartId(m),
         Answer::Expired(v) => Outcome::Expired(v),
