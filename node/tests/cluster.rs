@@ -634,28 +634,7 @@ async fn a_follower_killed_again_and_again_under_writes_and_snapshot_installs_lo
 
     // Nothing acknowledged is lost, on the leader and on the node that was killed.
     for via in [leader, victim] {
-        let mut listed = std::collections::HashSet::new();
-        let mut cursor = String::new();
-        loop {
-            let (_, page) = json(
-                c.node(via)
-                    .get(
-                        &t,
-                        &format!("/v1/files?limit=1000&consistency=stale{cursor}"),
-                    )
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            for f in page["files"].as_array().unwrap() {
-                listed.insert(f["id"].as_str().unwrap().to_string());
-            }
-            match page["next_cursor"].as_str() {
-                Some(cur) => cursor = format!("&cursor={cur}"),
-                None => break,
-            }
-        }
+        let listed = c.node(via).file_ids(&t, true).await;
         let lost = acked.iter().filter(|(id, _)| !listed.contains(id)).count();
         assert_eq!(
             lost,

@@ -327,24 +327,7 @@ async fn acknowledged_small_files_survive_repeated_sigkill_under_load() {
         "only {} writes",
         acknowledged.len()
     );
-    let mut listed = std::collections::HashSet::new();
-    let mut cursor = String::new();
-    loop {
-        let (_, page) = json(
-            node.get(&t, &format!("/v1/files?limit=1000{cursor}"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        for f in page["files"].as_array().unwrap() {
-            listed.insert(f["id"].as_str().unwrap().to_string());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => break,
-        }
-    }
+    let listed = node.file_ids(&t, false).await;
     for (id, data) in acknowledged.iter().step_by(17) {
         assert!(listed.contains(id), "acknowledged file {id} lost");
         assert!(node.download(&t, id).await == *data, "file {id} differs");

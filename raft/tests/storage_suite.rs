@@ -77,6 +77,14 @@ fn expected_digest(n: u64) -> String {
     s.digest()
 }
 
+/// Streams a built snapshot into another store and installs it there.
+async fn install(snap: openraft::storage::Snapshot<TypeConfig>, into: &mut StateMachineStore) {
+    let mut data = into.begin_receiving_snapshot().await.unwrap();
+    let mut from = snap.snapshot;
+    tokio::io::copy(&mut from, &mut *data).await.unwrap();
+    into.install_snapshot(&snap.meta, data).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_snapshot_installed_on_another_store_gives_the_same_state() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -91,10 +99,7 @@ async fn a_snapshot_installed_on_another_store_gives_the_same_state() {
     assert_eq!(snap.meta.last_log_id, Some(log_id(300)));
 
     let (_lb, mut sb) = open(b.path());
-    let mut into = sb.begin_receiving_snapshot().await.unwrap();
-    let mut from = snap.snapshot;
-    tokio::io::copy(&mut from, &mut *into).await.unwrap();
-    sb.install_snapshot(&snap.meta, into).await.unwrap();
+    install(snap, &mut sb).await;
     let (applied, _) = sb.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(300)));
     assert_eq!(sb.view().digest(), sa.view().digest());
@@ -135,10 +140,7 @@ async fn a_snapshot_built_while_writes_go_on_is_the_state_at_its_log_id() {
 
     let other = tempfile::tempdir().unwrap();
     let (_lo, mut so) = open(other.path());
-    let mut into = so.begin_receiving_snapshot().await.unwrap();
-    let mut from = snap.snapshot;
-    tokio::io::copy(&mut from, &mut *into).await.unwrap();
-    so.install_snapshot(&snap.meta, into).await.unwrap();
+    install(snap, &mut so).await;
     assert_eq!(so.view().digest(), expected_digest(at));
     // And the store that kept writing has the state of everything it applied.
     assert_eq!(sm.view().digest(), expected_digest(next - 1));

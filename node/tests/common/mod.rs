@@ -251,6 +251,25 @@ impl Node {
         r.bytes().await.unwrap().to_vec()
     }
 
+    /// The ids of every file of the token's user, page by page (`stale`: this node's own view).
+    pub async fn file_ids(&self, token: &str, stale: bool) -> std::collections::HashSet<String> {
+        let mut ids = std::collections::HashSet::new();
+        let mut cursor = String::new();
+        let consistency = if stale { "&consistency=stale" } else { "" };
+        loop {
+            let path = format!("/v1/files?limit=1000{consistency}{cursor}");
+            let (st, page) = json(self.get(token, &path).send().await.unwrap()).await;
+            assert_eq!(st, StatusCode::OK, "{page}");
+            for f in page["files"].as_array().unwrap() {
+                ids.insert(f["id"].as_str().unwrap().to_string());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => return ids,
+            }
+        }
+    }
+
     pub async fn usage(&self, token: &str) -> Value {
         json(self.get(token, "/v1/usage").send().await.unwrap())
             .await
