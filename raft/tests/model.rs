@@ -259,7 +259,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     },
                 );
                 r.quota.entry(owner.clone()).or_insert(LIMITS.quota);
-                if let Some(prev) = idem.and_then(|k| r.idem.get(&(owner.clone(), k))) {
+                // A key whose upload ended without a file is free again.
+                let prev = idem
+                    .and_then(|k| r.idem.get(&(owner.clone(), k)))
+                    .filter(|prev| r.uploads[*prev].live || r.uploads[*prev].stored_as.is_some());
+                if let Some(prev) = prev {
                     let same = r.uploads[prev].size == size;
                     match res {
                         Ok(Outcome::Upload(u)) => {

@@ -171,17 +171,33 @@ fn ended_uploads_and_their_idempotency_keys_are_forgotten_after_the_retention() 
         },
     )
     .unwrap();
-    // Within the retention the key still names the aborted upload.
-    apply(&mut s, expire(6_000)).unwrap();
-    assert!(s.upload("ann", "u1").is_some());
-    match apply(&mut s, create("u2", 6_500)).unwrap() {
-        Outcome::Upload(u) => assert_eq!(u.id, "u1"),
+    // The key of an upload that ended without a file is free at once: it makes a new upload.
+    match apply(&mut s, create("u2", 2_500)).unwrap() {
+        Outcome::Upload(u) => assert_eq!(u.id, "u2"),
         other => panic!("{other:?}"),
     }
-    // After it, upload and key are gone, indexes included: the key makes a new upload.
+    assert_eq!(s.idempotent_upload("ann", "k").as_deref(), Some("u2"));
+    // While that one is live, the key answers with it.
+    match apply(&mut s, create("u9", 2_600)).unwrap() {
+        Outcome::Upload(u) => assert_eq!(u.id, "u2"),
+        other => panic!("{other:?}"),
+    }
+    // The same key with another checksum is a conflict, not the old upload.
+    let mut other_sum = create("u8", 2_700);
+    if let Command::CreateUpload { blake3, .. } = &mut other_sum {
+        *blake3 = Some("ab".repeat(32));
+    }
+    assert_eq!(
+        apply(&mut s, other_sum).unwrap_err(),
+        wharf_raft::ModelError::IdempotencyConflict
+    );
+    // Within the retention the aborted upload is kept (u2 expires now).
+    apply(&mut s, expire(6_000)).unwrap();
+    assert!(s.upload("ann", "u1").is_some());
+    // After it, u1 is gone, indexes included; u2 (ended later) is kept with its key.
     apply(&mut s, expire(7_001)).unwrap();
     assert!(s.upload("ann", "u1").is_none());
-    assert!(s.idempotent_upload("ann", "k").is_none());
+    assert!(s.upload("ann", "u2").is_some());
     let leftovers: Vec<_> = s
         .kv()
         .0
@@ -190,6 +206,7 @@ fn ended_uploads_and_their_idempotency_keys_are_forgotten_after_the_retention() 
         .filter(|k| k.contains("u1") && !k.starts_with("g/"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The key of the expired u2 makes a new upload too.
     match apply(&mut s, create("u3", 7_500)).unwrap() {
         Outcome::Upload(u) => assert_eq!(u.id, "u3"),
         other => panic!("{other:?}"),

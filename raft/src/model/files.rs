@@ -92,18 +92,27 @@ pub(super) fn store<K: KvMut>(state: &mut State<K>, n: NewFile) -> ApplyResult {
             let up = state
                 .upload_record(owner, &existing)
                 .ok_or(ModelError::NotFound)?;
-            if up.name != n.name || up.size != n.size {
-                return Err(ModelError::IdempotencyConflict);
+            let ended_without_file =
+                matches!(up.state, UploadState::Aborted | UploadState::Expired);
+            // A key whose upload was aborted or expired is free again: this file takes it.
+            if !ended_without_file {
+                if up.name != n.name
+                    || up.size != n.size
+                    || up.expected_blake3.as_deref().is_some_and(|b| b != n.blake3)
+                    || up.mime != n.mime
+                {
+                    return Err(ModelError::IdempotencyConflict);
+                }
+                return match (up.state, &up.file_id) {
+                    (UploadState::Stored, Some(f)) => state
+                        .file(owner, f)
+                        .map(Outcome::File)
+                        .ok_or(ModelError::NotFound),
+                    _ => Err(ModelError::UploadNotActive {
+                        state: up.state.as_str().into(),
+                    }),
+                };
             }
-            return match (up.state, &up.file_id) {
-                (UploadState::Stored, Some(f)) => state
-                    .file(owner, f)
-                    .map(Outcome::File)
-                    .ok_or(ModelError::NotFound),
-                _ => Err(ModelError::UploadNotActive {
-                    state: up.state.as_str().into(),
-                }),
-            };
         }
     }
     check_size(n.size, &n.limits)?;

@@ -213,7 +213,7 @@ pub enum ModelError {
     MissingChunks(Vec<u32>),
     #[error("whole-file BLAKE3 {actual} does not match the declared {expected}")]
     ChecksumMismatch { expected: String, actual: String },
-    #[error("idempotency key was used for a different upload")]
+    #[error("this idempotency key was used for an upload with other parameters (name, size, blake3 or mime)")]
     IdempotencyConflict,
     #[error("quota {quota} is below the user's used + reserved bytes ({committed})")]
     QuotaBelowUsage { quota: u64, committed: u64 },

@@ -70,10 +70,19 @@ pub(super) fn create<K: KvMut>(state: &mut State<K>, n: NewUpload) -> ApplyResul
     if let Some(k) = &n.idempotency_key {
         if let Some(existing) = state.idempotent_upload(owner, k) {
             let up = state.upload(owner, &existing).ok_or(ModelError::NotFound)?;
-            if up.name != n.name || up.size != n.size {
-                return Err(ModelError::IdempotencyConflict);
+            let ended_without_file =
+                matches!(up.state, UploadState::Aborted | UploadState::Expired);
+            // A key whose upload was aborted or expired is free again: a new upload takes it.
+            if !ended_without_file {
+                if up.name != n.name
+                    || up.size != n.size
+                    || up.expected_blake3 != n.blake3
+                    || up.mime != n.mime
+                {
+                    return Err(ModelError::IdempotencyConflict);
+                }
+                return Ok(Outcome::Upload(up));
             }
-            return Ok(Outcome::Upload(up));
         }
     }
     if !n.chunk_size.is_power_of_two() || n.chunk_size > MAX_CHUNK_SIZE {
