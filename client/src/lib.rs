@@ -12,6 +12,7 @@
 //! protocol, ALPN `wharf/1`); its scheme picks the transport, behind the same calls, and one
 //! client may mix both.
 
+mod https;
 mod quic;
 pub use quic::Trust;
 
@@ -174,7 +175,11 @@ impl Client {
         } else {
             None
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(tls) = https::config(&trust)? {
+            http = http.use_preconfigured_tls(tls);
+        }
+        let http = http
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(300))
             .build()

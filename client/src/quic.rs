@@ -275,7 +275,7 @@ fn check(reply: Reply) -> Result<Vec<u8>> {
 
 /// `--insecure`: any certificate is accepted; the handshake's signatures are still checked.
 #[derive(Debug)]
-struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AnyCert(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for AnyCert {
     fn verify_server_cert(

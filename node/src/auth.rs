@@ -13,6 +13,8 @@ use wharf_raft::model::Tier;
 use crate::error::Error;
 
 const SECRET_FILE: &str = "jwt_secret";
+/// The longest lifetime `issue` gives a token.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -51,6 +53,12 @@ impl Keys {
 
     pub fn issue(&self, user: &str, tier: Tier, ttl: Duration) -> anyhow::Result<String> {
         validate_user_id(user).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if ttl > MAX_TTL {
+            anyhow::bail!(
+                "a token lives at most 10 years (--ttl {}s asked)",
+                ttl.as_secs()
+            );
+        }
         let iat = now_secs();
         let claims = Claims {
             sub: user.to_string(),
@@ -70,20 +78,44 @@ impl Keys {
         let header = header.ok_or_else(|| {
             Error::unauthorized("unauthorized", "an Authorization: Bearer token is required")
         })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                Error::unauthorized("unauthorized", "the Authorization header must be Bearer")
-            })?;
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => {
-                Error::unauthorized("token_expired", "the token has expired")
+        // The scheme is case-insensitive (RFC 9110 section 11.1).
+        let token = match header.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token,
+            _ => {
+                return Err(Error::unauthorized(
+                    "unauthorized",
+                    "the Authorization header must be Bearer",
+                ))
             }
-            _ => Error::unauthorized("invalid_token", format!("invalid token: {e}")),
-        })?;
-        validate_user_id(&data.claims.sub)?;
+        };
+        self.verify(token.trim())
+    }
+
+    /// Checks a bare token. The messages say what is wrong without the JWT library's words.
+    pub fn verify(&self, token: &str) -> Result<Claims, Error> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                let message = match e.kind() {
+                    ErrorKind::ExpiredSignature => {
+                        return Error::unauthorized("token_expired", "the token has expired")
+                    }
+                    ErrorKind::InvalidSignature => "the token's signature does not verify",
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                        "the token must be signed with HS256"
+                    }
+                    ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+                    ErrorKind::ImmatureSignature => "the token is not valid yet",
+                    ErrorKind::Json(_) => "the token's header or claims are malformed",
+                    _ => "the token is malformed",
+                };
+                Error::unauthorized("invalid_token", message)
+            })?;
+        if validate_user_id(&data.claims.sub).is_err() {
+            return Err(Error::unauthorized(
+                "invalid_token",
+                "the token's user id (sub) is not a valid user id",
+            ));
+        }
         Ok(data.claims)
     }
 }
@@ -232,6 +264,42 @@ mod tests {
             .verify_header(Some(&format!("Bearer {t}")))
             .unwrap_err();
         assert_eq!(err.status_and_code().1, "token_expired");
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_errors_name_no_library_internals() {
+        let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
+        let t = keys
+            .issue("alice", Tier::Basic, Duration::from_secs(60))
+            .unwrap();
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            keys.verify_header(Some(&format!("{scheme} {t}"))).unwrap();
+        }
+        assert!(keys.verify_header(Some(&format!("Basic {t}"))).is_err());
+        // alg "none", a garbage token, a bad user id in a correctly signed token.
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSJ9.";
+        for bad in [none, "x.y.z", "garbage"] {
+            let e = keys.verify(bad).unwrap_err();
+            let text = e.to_string();
+            assert_eq!(e.status_and_code().1, "invalid_token");
+            assert!(
+                !text.contains("variant") && !text.contains("expected"),
+                "{text}"
+            );
+        }
+        let claims = Claims {
+            sub: "../etc".into(),
+            tier: Tier::Basic,
+            iat: now_secs(),
+            exp: now_secs() + 60,
+        };
+        let t =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
+        let e = keys.verify(&t).unwrap_err();
+        assert_eq!(e.status_and_code().0.as_u16(), 401);
+        assert!(keys
+            .issue("alice", Tier::Basic, Duration::from_secs(u64::MAX))
+            .is_err());
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Config {
     pub raft: RaftConfig,
     pub tiers: TiersConfig,
     pub scan: ScanConfig,
+    pub http: HttpConfig,
+    pub quic: QuicConfig,
+    pub rate: RateConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,6 +36,14 @@ pub struct NodeConfig {
     pub http_addr: SocketAddr,
     /// The client QUIC endpoint (UDP).
     pub quic_addr: SocketAddr,
+    /// HTTPS for the HTTP API: a PEM certificate chain and its key (both, or neither).
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// `"cluster"`: serve HTTPS with this node's cluster certificate (clients trust the
+    /// cluster CA, `tls/ca.pem`, with `--ca`); empty: plain HTTP unless `tls_cert` is set.
+    pub tls: String,
+    /// On SIGTERM: stop accepting, let requests in flight finish for at most this long, exit.
+    pub drain_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -42,6 +53,10 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("./wharf-data"),
             http_addr: "127.0.0.1:7070".parse().expect("valid address"),
             quic_addr: "127.0.0.1:7071".parse().expect("valid address"),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls: String::new(),
+            drain_secs: 10,
         }
     }
 }
@@ -210,6 +225,9 @@ pub struct UploadConfig {
     pub retention_secs: u64,
     /// The largest file `POST /v1/files` takes in one request (larger ones use upload sessions).
     pub single_request_max: u64,
+    /// A second sender of a chunk being received takes it over once the first has sent
+    /// nothing for this long (its client vanished: a killed process, a dead QUIC path).
+    pub takeover_ms: u64,
 }
 
 impl Default for UploadConfig {
@@ -223,6 +241,7 @@ impl Default for UploadConfig {
             max_staging_bytes: 16 * GIB,
             retention_secs: 7 * 24 * 3600,
             single_request_max: 8 * MIB,
+            takeover_ms: 1500,
         }
     }
 }
@@ -249,6 +268,93 @@ impl Default for RaftConfig {
             election_timeout_max_ms: 1500,
             snapshot_every: 100_000,
             cache_capacity: 64 * MIB,
+        }
+    }
+}
+
+/// Limits of the HTTP front end against slow, idle and greedy clients.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request's headers must arrive whole within this long (slow-header clients).
+    pub header_timeout_secs: u64,
+    /// A request body (a chunk, a one-request file) that makes no progress for this long is
+    /// dropped, and its chunk freed for another sender at once.
+    pub body_idle_secs: u64,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    pub idle_secs: u64,
+    /// TCP keepalive probes after this long of silence (finds peers that vanished).
+    pub tcp_keepalive_secs: u64,
+    /// Open connections at most; beyond it a new one is answered 503 and closed.
+    pub max_connections: usize,
+    /// The largest JSON request body (413 beyond it).
+    pub json_body_max: u64,
+    /// An error answered before the request body was read: up to this many body bytes are
+    /// read and dropped first, so the client sees the answer instead of a broken pipe.
+    pub linger_max_bytes: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_secs: 20,
+            body_idle_secs: 20,
+            idle_secs: 60,
+            tcp_keepalive_secs: 30,
+            max_connections: 1024,
+            json_body_max: 64 * 1024,
+            linger_max_bytes: 64 * MIB,
+        }
+    }
+}
+
+/// Limits of the client QUIC endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// A connection that has not sent a valid Hello within this long is closed.
+    pub hello_timeout_secs: u64,
+    /// Open connections at most (new ones are refused beyond it).
+    pub max_connections: usize,
+    /// Open connections per user at most (the Hello beyond it is refused).
+    pub max_connections_per_user: usize,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            hello_timeout_secs: 5,
+            max_connections: 1024,
+            max_connections_per_user: 32,
+        }
+    }
+}
+
+/// Node-local rate limits (token buckets; each node counts on its own). Requests are counted
+/// per user and per client IP; chunk bodies by bytes per user instead. 0 turns a limit off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateConfig {
+    /// Requests per second from one client IP (bursts of twice it).
+    pub ip_requests_per_sec: u32,
+    /// Requests per second of one basic user (premium and admin: `premium_factor` times it).
+    pub user_requests_per_sec: u32,
+    /// Chunk and file body bytes per second of one basic user (premium: times the factor).
+    pub user_bytes_per_sec: u64,
+    /// Upload sessions (and one-request files) one basic user may create per second.
+    pub user_creates_per_sec: u32,
+    /// How many times the basic limits premium and admin users get.
+    pub premium_factor: u32,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        Self {
+            ip_requests_per_sec: 1000,
+            user_requests_per_sec: 500,
+            user_bytes_per_sec: GIB,
+            user_creates_per_sec: 100,
+            premium_factor: 4,
         }
     }
 }
@@ -374,6 +480,39 @@ impl Config {
         }
         if self.cluster.staging_grace_secs == 0 {
             bail!("cluster.staging_grace_secs must be positive");
+        }
+        let h = &self.http;
+        if h.header_timeout_secs == 0
+            || h.body_idle_secs == 0
+            || h.idle_secs == 0
+            || h.tcp_keepalive_secs == 0
+            || h.max_connections == 0
+            || h.json_body_max == 0
+        {
+            bail!(
+                "http.header_timeout_secs, body_idle_secs, idle_secs, tcp_keepalive_secs, \
+                 max_connections and json_body_max must be positive"
+            );
+        }
+        let q = &self.quic;
+        if q.hello_timeout_secs == 0 || q.max_connections == 0 || q.max_connections_per_user == 0 {
+            bail!(
+                "quic.hello_timeout_secs, max_connections and max_connections_per_user must be \
+                 positive"
+            );
+        }
+        if self.rate.premium_factor == 0 {
+            bail!("rate.premium_factor must be at least 1");
+        }
+        let n = &self.node;
+        if n.tls_cert.is_empty() != n.tls_key.is_empty() {
+            bail!("node.tls_cert and node.tls_key go together");
+        }
+        if !["", "cluster"].contains(&n.tls.as_str()) {
+            bail!("node.tls is \"cluster\" or empty");
+        }
+        if n.tls == "cluster" && !n.tls_cert.is_empty() {
+            bail!("node.tls = \"cluster\" and node.tls_cert exclude each other");
         }
         if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
             bail!("auth.jwt_secret must be at least 32 characters");

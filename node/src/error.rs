@@ -35,6 +35,16 @@ pub enum Error {
     NotSupported(String),
     #[error("{0}")]
     Infected(String),
+    #[error("too many {}; retry in {} s", .0.what, .0.retry_after.as_secs())]
+    RateLimited(crate::limits::RateLimited),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    BodyTooLarge(String),
+    #[error("{0}")]
+    BodyTimeout(String),
+    #[error("this method is not allowed on this path (the Allow header lists those that are)")]
+    MethodNotAllowed,
     #[error("object store: {0}")]
     Store(#[from] std::io::Error),
     #[error("internal error: {0}")]
@@ -84,6 +94,13 @@ impl Error {
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not_supported"),
             Error::Infected(_) => (StatusCode::FORBIDDEN, "infected"),
+            Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Error::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Error::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Error::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -150,6 +167,12 @@ impl IntoResponse for Error {
             }
             Error::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::RateLimited(r) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(r.retry_after.as_secs()),
+                );
             }
             Error::RangeNotSatisfiable { size } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {

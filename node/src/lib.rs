@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod meta;
 pub mod planted;
 pub mod store;
@@ -182,6 +183,39 @@ async fn start_scanner(
     (policy, Some(scanner::ScanHandle::spawn(ctx, stop.clone())))
 }
 
+/// Makes a directory readable by its owner only (mode 0700): what is under it stays private
+/// whatever mode its files have.
+pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The HTTPS acceptor `node.tls_cert`/`node.tls_key` or `node.tls = "cluster"` ask for.
+fn http_tls(
+    config: &Config,
+    identity: &Identity,
+) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let n = &config.node;
+    if n.tls == "cluster" {
+        return http::server::tls_acceptor(
+            identity.cert_pem.as_bytes(),
+            identity.key_pem.as_bytes(),
+        )
+        .map(Some);
+    }
+    if n.tls_cert.is_empty() {
+        return Ok(None);
+    }
+    let cert = std::fs::read(&n.tls_cert).with_context(|| format!("reading {}", n.tls_cert))?;
+    let key = std::fs::read(&n.tls_key).with_context(|| format!("reading {}", n.tls_key))?;
+    http::server::tls_acceptor(&cert, &key).map(Some)
+}
+
 /// Runs a node until `shutdown` resolves, then stops the front ends, the actors and Raft.
 pub async fn run(
     config: Config,
@@ -192,6 +226,8 @@ pub async fn run(
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    // Metadata, secrets, staged chunks: for this node's user only.
+    private_dir(data_dir)?;
 
     // Bind first: with port 0, the bound ports are what this node advertises.
     let http_listener = tokio::net::TcpListener::bind(config.node.http_addr)
@@ -298,11 +334,32 @@ pub async fn run(
         store,
         presign_ttl_secs: config.store.presign_ttl_secs,
         scan_policy: policy,
+        rate: Arc::new(limits::RateLimits::new(&config.rate)),
+        http: Arc::new(config.http.clone()),
     };
+    {
+        // Full buckets are forgotten now and then: the tables stay small under many clients.
+        let (rate, stop) = (app_state.rate.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => rate.retain_recent(),
+                }
+            }
+        });
+    }
     let quic = quic::bind(config.node.quic_addr, &identity)?;
     let quic_addr = quic.local_addr()?;
-    tokio::spawn(quic::serve(quic.clone(), app_state.clone()));
+    tokio::spawn(quic::serve(
+        quic.clone(),
+        app_state.clone(),
+        quic::Limits::new(&config.quic),
+    ));
     let app = http::router(app_state);
+    let tls = http_tls(&config, &identity)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
 
     tracing::info!(node_id, %http_addr, peer = %me.peer_addr, data_dir = %data_dir.display(), "wharf node listening");
     Listening {
@@ -314,28 +371,28 @@ pub async fn run(
     .with_context(|| format!("recording the addresses in {}", data_dir.display()))?;
     // Tests and scripts read this line to learn the bound addresses.
     println!(
-        "wharf node {node_id} listening on http://{http_addr} quic://{quic_addr} (peer {})",
+        "wharf node {node_id} listening on {scheme}://{http_addr} quic://{quic_addr} (peer {})",
         me.peer_addr
     );
 
-    let server_stop = stop.clone();
-    use axum::serve::ListenerExt;
-    let http_listener = http_listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(http_listener, app)
-        .with_graceful_shutdown(async move {
+    let http_stop = CancellationToken::new();
+    {
+        let (http_stop, server_stop) = (http_stop.clone(), stop.clone());
+        tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown => {}
                 _ = server_stop.cancelled() => {}
             }
-        })
-        .await
-        .context("HTTP server")?;
+            http_stop.cancel();
+        });
+    }
+    let limits = http::server::Limits::new(&config.http, config.node.drain_secs);
+    http::server::serve(http_listener, app, tls, limits, http_stop).await;
     tracing::info!("shutting down");
     stop.cancel();
     quic.close(0u32.into(), b"shutting down");
-    let _ = grpc.await;
-    meta.raft.shutdown().await.ok();
+    // Peers may hold their connections open: what is left after a moment is cut.
+    let _ = tokio::time::timeout(Duration::from_secs(2), grpc).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), meta.raft.shutdown()).await;
     Ok(())
 }

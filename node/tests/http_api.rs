@@ -324,7 +324,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         .send()
         .await
         .unwrap();
-    assert_error(&json(r).await, 400, "unsupported_media_type");
+    assert_error(&json(r).await, 415, "unsupported_media_type");
 
     // Chunks.
     let data = random_bytes(9 * MIB, 7);

@@ -4,74 +4,13 @@
 
 mod common;
 
-use std::sync::Arc;
-
+use common::quic::*;
 use common::*;
-use quinn::RecvStream;
-use serde_json::Value;
 use wharf_client::{Client, Trust};
 use wharf_proto::quic::{
-    read_frame, request::Op, write_frame, ChunkHeader, Create, FileRef, Hello, Read, Reply,
-    Request, UploadRef,
+    request::Op, write_frame, ChunkHeader, Create, FileRef, Read, Request, UploadRef,
 };
 use wharf_raft::model::Tier;
-
-async fn connect(node: &Node) -> quinn::Connection {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let ca = std::fs::read(node.data_dir.join("tls/ca.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&ca) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![wharf_proto::quic::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
-        .connect(node.quic_addr.parse().unwrap(), "wharf-node")
-        .unwrap()
-        .await
-        .unwrap()
-}
-
-async fn read_reply(recv: &mut RecvStream) -> Result<Reply, String> {
-    read_frame(recv).await.map_err(|e| e.to_string())
-}
-
-async fn hello(conn: &quinn::Connection, token: &str) -> Result<Reply, String> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    let hello = Hello {
-        token: token.into(),
-    };
-    write_frame(&mut send, &hello).await.unwrap();
-    send.finish().unwrap();
-    read_reply(&mut recv).await
-}
-
-async fn call(conn: &quinn::Connection, op: Op, body: Option<&[u8]>) -> Result<Reply, String> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    write_frame(&mut send, &Request { op: Some(op) })
-        .await
-        .unwrap();
-    if let Some(b) = body {
-        send.write_all(b).await.map_err(|e| e.to_string())?;
-    }
-    send.finish().unwrap();
-    read_reply(&mut recv).await
-}
-
-fn ok_json(r: Result<Reply, String>) -> Value {
-    let r = r.unwrap();
-    assert_eq!(r.code, "", "{}", r.message);
-    serde_json::from_slice(&r.json).unwrap_or(Value::Null)
-}
 
 fn chunk(upload: &str, index: u32, data: &[u8], hash: &[u8]) -> Op {
     Op::Chunk(ChunkHeader {

@@ -37,6 +37,72 @@ const BODY_PIECE: usize = 256 * 1024;
 pub const MALFORMED: VarInt = VarInt::from_u32(0x10);
 /// Connection close code: the Hello's token was refused.
 pub const UNAUTHORIZED: VarInt = VarInt::from_u32(0x11);
+/// Connection close code: no valid Hello came within `quic.hello_timeout_secs`.
+pub const HELLO_TIMEOUT: VarInt = VarInt::from_u32(0x12);
+/// Connection close code: the connection's token expired; reconnect with a fresh one.
+pub const TOKEN_EXPIRED: VarInt = VarInt::from_u32(0x13);
+/// Connection close code: the node or the user is at its connection limit.
+pub const TOO_MANY_CONNECTIONS: VarInt = VarInt::from_u32(0x14);
+
+/// Until its Hello is accepted a connection may buffer this much, on one stream.
+const HELLO_WINDOW: u32 = 64 * 1024;
+
+/// The endpoint's limits (from `[quic]`).
+pub struct Limits {
+    pub hello_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_user: usize,
+}
+
+impl Limits {
+    pub fn new(c: &crate::config::QuicConfig) -> Self {
+        Self {
+            hello_timeout: Duration::from_secs(c.hello_timeout_secs),
+            max_connections: c.max_connections,
+            max_connections_per_user: c.max_connections_per_user,
+        }
+    }
+}
+
+/// Open connections, in all and per user.
+#[derive(Default)]
+struct Counts {
+    open: std::sync::atomic::AtomicUsize,
+    per_user: dashmap::DashMap<String, usize>,
+}
+
+/// A user's place among the open connections, given back on drop.
+struct UserSlot<'a> {
+    counts: &'a Counts,
+    user: String,
+}
+
+impl Drop for UserSlot<'_> {
+    fn drop(&mut self) {
+        if let dashmap::mapref::entry::Entry::Occupied(mut e) =
+            self.counts.per_user.entry(self.user.clone())
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+impl Counts {
+    fn take_user(&self, user: &str, max: usize) -> Option<UserSlot<'_>> {
+        let mut n = self.per_user.entry(user.to_string()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            counts: self,
+            user: user.to_string(),
+        })
+    }
+}
 
 fn server_config(identity: &Identity) -> anyhow::Result<quinn::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
@@ -54,11 +120,14 @@ fn server_config(identity: &Identity) -> anyhow::Result<quinn::ServerConfig> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
+    // Until the Hello is accepted: one stream and a small window (raised in `connection`), so
+    // that a client that never says Hello cannot make the node buffer much for it.
     transport
         .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
-        .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
+        .receive_window(VarInt::from_u32(HELLO_WINDOW))
         .send_window(u64::from(CONNECTION_WINDOW))
-        .max_concurrent_bidi_streams(VarInt::from_u32(64))
+        .max_concurrent_bidi_streams(VarInt::from_u32(1))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
         .keep_alive_interval(Some(Duration::from_secs(10)));
     config.transport_config(Arc::new(transport));
     Ok(config)
@@ -77,25 +146,43 @@ pub fn bind(addr: SocketAddr, identity: &Identity) -> anyhow::Result<quinn::Endp
     .with_context(|| format!("binding QUIC to {addr}"))
 }
 
-pub async fn serve(endpoint: quinn::Endpoint, app: AppState) {
+pub async fn serve(endpoint: quinn::Endpoint, app: AppState, limits: Limits) {
+    let shared = Arc::new((Counts::default(), limits));
     while let Some(incoming) = endpoint.accept().await {
-        let app = app.clone();
+        use std::sync::atomic::Ordering;
+        let (counts, limits) = &*shared;
+        if counts.open.load(Ordering::Relaxed) >= limits.max_connections {
+            incoming.refuse();
+            continue;
+        }
+        counts.open.fetch_add(1, Ordering::Relaxed);
+        let (app, shared) = (app.clone(), shared.clone());
         tokio::spawn(async move {
-            if let Ok(conn) = incoming.await {
-                connection(conn, app).await;
+            let (counts, limits) = &*shared;
+            if let Ok(Ok(conn)) = tokio::time::timeout(limits.hello_timeout, incoming).await {
+                connection(conn, app, counts, limits).await;
             }
+            counts.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-async fn connection(conn: quinn::Connection, app: AppState) {
-    let Ok((mut send, mut recv)) = conn.accept_bi().await else {
-        return;
+async fn connection(conn: quinn::Connection, app: AppState, counts: &Counts, limits: &Limits) {
+    let hello = tokio::time::timeout(limits.hello_timeout, async {
+        let (send, mut recv) = conn.accept_bi().await.ok()?;
+        Some((send, read_frame::<Hello, _>(&mut recv).await))
+    })
+    .await;
+    let (mut send, hello) = match hello {
+        Ok(Some(v)) => v,
+        Ok(None) => return,
+        Err(_) => {
+            conn.close(HELLO_TIMEOUT, b"no hello in time");
+            return;
+        }
     };
-    let claims = match read_frame::<Hello, _>(&mut recv).await {
-        Ok(hello) => app
-            .keys
-            .verify_header(Some(&format!("Bearer {}", hello.token))),
+    let claims = match hello {
+        Ok(hello) => app.keys.verify(hello.token.trim()),
         Err(_) => {
             let _ = send.reset(MALFORMED);
             conn.close(MALFORMED, b"malformed hello");
@@ -105,21 +192,72 @@ async fn connection(conn: quinn::Connection, app: AppState) {
     let claims = match claims {
         Ok(c) => c,
         Err(e) => {
+            let code = if e.status_and_code().1 == "token_expired" {
+                TOKEN_EXPIRED
+            } else {
+                UNAUTHORIZED
+            };
             let _ = write_reply(&mut send, Err(e)).await;
             // Give the reply a moment to leave before the connection goes.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            conn.close(UNAUTHORIZED, b"unauthorized");
+            conn.close(code, b"unauthorized");
             return;
         }
     };
+    let Some(_slot) = counts.take_user(&claims.sub, limits.max_connections_per_user) else {
+        let _ = write_reply(
+            &mut send,
+            Err(Error::conflict(
+                "too_many_connections",
+                format!(
+                    "this user has {} QUIC connections to this node already",
+                    limits.max_connections_per_user
+                ),
+            )),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        conn.close(TOO_MANY_CONNECTIONS, b"too many connections");
+        return;
+    };
+    conn.set_receive_window(VarInt::from_u32(CONNECTION_WINDOW));
+    conn.set_max_concurrent_bi_streams(VarInt::from_u32(64));
     let _ = write_reply(&mut send, Ok(serde_json::json!({ "user": claims.sub }))).await;
-    while let Ok((send, recv)) = conn.accept_bi().await {
-        let (app, claims) = (app.clone(), claims.clone());
-        tokio::spawn(stream(send, recv, claims, app));
+    let expires = Duration::from_secs(claims.exp.saturating_sub(crate::auth::now_secs()));
+    let expiry = tokio::time::sleep(expires);
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => {
+                let Ok((send, recv)) = accepted else { return };
+                let (app, claims) = (app.clone(), claims.clone());
+                tokio::spawn(stream(send, recv, claims, app));
+            }
+            _ = &mut expiry => {
+                // Requests under way finish; the client reconnects with a fresh token.
+                conn.close(TOKEN_EXPIRED, b"token expired");
+                return;
+            }
+        }
     }
 }
 
 async fn stream(mut send: SendStream, mut recv: RecvStream, c: Claims, app: AppState) {
+    if c.exp <= crate::auth::now_secs() {
+        let _ = write_reply(
+            &mut send,
+            Err(Error::unauthorized(
+                "token_expired",
+                "the token has expired",
+            )),
+        )
+        .await;
+        return;
+    }
+    if let Err(r) = app.rate.user_request(&c.sub, c.tier) {
+        let _ = write_reply(&mut send, Err(Error::RateLimited(r))).await;
+        return;
+    }
     let req = match read_frame::<Request, _>(&mut recv).await {
         Ok(Request { op: Some(op) }) => op,
         _ => {
@@ -218,6 +356,9 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                 idempotency_key: opt(cr.idempotency_key),
             };
             validate_create(&req)?;
+            app.rate
+                .user_create(&c.sub, c.tier)
+                .map_err(Error::RateLimited)?;
             let up = app.quota.create(c.sub.clone(), c.tier, req).await?;
             Ok(serde_json::json!({
                 "upload_id": up.id,
@@ -254,7 +395,10 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                     ))
                 }
             };
-            let body = body_stream(recv);
+            app.rate
+                .user_bytes(&c.sub, c.tier, h.length)
+                .map_err(Error::RateLimited)?;
+            let body = crate::api::idle_stream(body_stream(recv), body_idle(app));
             app.uploads
                 .put_chunk(ChunkPut {
                     owner: c.sub.clone(),
@@ -263,7 +407,7 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                     content_length: Some(h.length),
                     blake3,
                     sha256: None,
-                    body: Box::pin(body),
+                    body,
                 })
                 .await?;
             Ok(serde_json::Value::Null)
@@ -287,6 +431,12 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                 idempotency_key: opt(p.idempotency_key),
             };
             validate_create(&declared)?;
+            app.rate
+                .user_create(&c.sub, c.tier)
+                .map_err(Error::RateLimited)?;
+            app.rate
+                .user_bytes(&c.sub, c.tier, p.length)
+                .map_err(Error::RateLimited)?;
             let f = app
                 .uploads
                 .store_file(SmallFile {
@@ -298,12 +448,16 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                     sha256: None,
                     idempotency_key: declared.idempotency_key,
                     content_length: Some(p.length),
-                    body: Box::pin(body_stream(recv)),
+                    body: crate::api::idle_stream(body_stream(recv), body_idle(app)),
                 })
                 .await?;
             json(serde_json::to_value(file_record(&app.meta.local(), &f)))
         }
     }
+}
+
+fn body_idle(app: &AppState) -> Duration {
+    Duration::from_secs(app.http.body_idle_secs)
 }
 
 /// proto3 has no absent strings: empty means absent.

@@ -23,11 +23,11 @@ pub struct ClientArgs {
     /// Bearer token; default: WHARF_TOKEN, then the client config file.
     #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// The cluster CA to pin for quic:// nodes (a node's `<data-dir>/tls/ca.pem`); default:
-    /// WHARF_CA, then the client config file.
+    /// The cluster CA to pin for quic:// and https:// nodes (a node's `<data-dir>/tls/ca.pem`);
+    /// default: WHARF_CA, then the client config file.
     #[arg(long, env = "WHARF_CA", value_name = "PEM")]
     pub ca: Option<PathBuf>,
-    /// Accept any certificate from quic:// nodes (development only).
+    /// Accept any certificate from quic:// and https:// nodes (development only).
     #[arg(long)]
     pub insecure: bool,
 }

@@ -88,7 +88,7 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
             }
             let data_dir = config.node.data_dir.clone();
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async move {
+            let ended = rt.block_on(async move {
                 let node = tokio::spawn(crate::run(config, shutdown_signal()));
                 if init {
                     // Once the node made or opened its cluster, say how others join it.
@@ -101,7 +101,11 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
                     }
                 }
                 node.await?
-            })
+            });
+            // Blocking work still running (a file read for a client that went away) must not
+            // keep the process from exiting.
+            rt.shutdown_timeout(Duration::from_secs(1));
+            ended
         }
     }
 }

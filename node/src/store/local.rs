@@ -29,6 +29,11 @@ struct Manifest {
 impl LocalStore {
     pub fn open(root: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(root.join(".multipart"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
+        }
         Ok(Self {
             root: root.to_path_buf(),
         })

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod quic;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +27,29 @@ pub struct Node {
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
     pub http: Client,
+    /// The last lines the node logged (when they are not kept in WHARF_TEST_LOG_DIR): printed
+    /// if the test fails, after its panic message, so that a cut log still shows the message.
+    log_tail: Option<LogTail>,
+}
+
+type LogTail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+const LOG_TAIL_LINES: usize = 40;
+
+/// Keeps the last lines of a node's stderr.
+fn keep_tail(stderr: std::process::ChildStderr) -> LogTail {
+    let tail = LogTail::default();
+    let keep = tail.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let mut t = keep.lock().unwrap();
+            if t.len() == LOG_TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    });
+    tail
 }
 
 impl Node {
@@ -87,7 +112,7 @@ impl Node {
                 cmd.stderr(f);
             }
             Err(_) => {
-                cmd.stderr(Stdio::inherit());
+                cmd.stderr(Stdio::piped());
             }
         }
         cmd.args(args);
@@ -95,6 +120,7 @@ impl Node {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn wharf");
+        let log_tail = child.stderr.take().map(keep_tail);
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -104,8 +130,19 @@ impl Node {
         let words: Vec<&str> = line.split_whitespace().collect();
         let base = words
             .iter()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("node did not start: {line:?}"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+            .unwrap_or_else(|| {
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(200));
+                let log: Vec<String> = log_tail
+                    .as_ref()
+                    .map(|t| t.lock().unwrap().iter().cloned().collect())
+                    .unwrap_or_default();
+                panic!(
+                    "node did not start: {line:?}; it logged:\n{}",
+                    log.join("\n")
+                )
+            })
             .to_string();
         let after = |tag: &str| {
             words
@@ -122,6 +159,7 @@ impl Node {
             .unwrap_or_default()
             .to_string();
         let node_id = words.get(2).and_then(|w| w.parse().ok()).unwrap_or(0);
+        let https = base.starts_with("https://");
         Node {
             child,
             base,
@@ -130,10 +168,14 @@ impl Node {
             node_id,
             data_dir: data_dir.to_path_buf(),
             env,
+            // An https:// node serves its cluster certificate (named wharf-node, not the
+            // address): tests of the trust itself use the SDK with the CA pinned.
             http: Client::builder()
                 .timeout(Duration::from_secs(120))
+                .danger_accept_invalid_certs(https)
                 .build()
                 .unwrap(),
+            log_tail,
         }
     }
 
@@ -144,13 +186,39 @@ impl Node {
         NodeDir {
             data_dir: self.data_dir.clone(),
             env: std::mem::take(&mut self.env),
-            http_addr: self.base.trim_start_matches("http://").to_string(),
+            http_addr: self.http_addr(),
             peer_addr: self.peer_addr.clone(),
         }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGTERM, then waits up to `within` for the process to exit: its exit status, or `None`
+    /// if it still runs (it is then killed on drop).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// `host:port` of the HTTP API, for raw sockets.
+    pub fn http_addr(&self) -> String {
+        self.base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string()
     }
 
     pub fn token(&self, user: &str, tier: Tier) -> String {
@@ -314,6 +382,21 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            if let Some(tail) = &self.log_tail {
+                std::thread::sleep(Duration::from_millis(100));
+                let lines = tail.lock().unwrap();
+                eprintln!(
+                    "--- the last {} lines node {} ({}) logged:",
+                    lines.len(),
+                    self.node_id,
+                    self.base
+                );
+                for l in lines.iter() {
+                    eprintln!("    {l}");
+                }
+            }
+        }
     }
 }
 

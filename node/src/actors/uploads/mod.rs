@@ -164,7 +164,7 @@ impl UploadsHandle {
             rx,
             done_tx: done_tx.clone(),
             done_rx,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
             offloading: 0,
@@ -214,8 +214,9 @@ struct UploadsActor {
     rx: mpsc::Receiver<Msg>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
-    /// Chunks being received on this node: a second copy of the same chunk waits its turn.
-    in_flight: HashSet<ChunkKey>,
+    /// Chunks being received on this node. A second sender of the same chunk waits; it takes
+    /// over when the first makes no progress for `upload.takeover_ms` (a client that vanished).
+    in_flight: HashMap<ChunkKey, Flight>,
     /// Staged chunks waiting for the object store, and the set for de-duplication.
     queue: VecDeque<(ChunkKey, String)>,
     queued: HashSet<ChunkKey>,
@@ -244,24 +245,26 @@ impl UploadsActor {
         match msg {
             Msg::Put { put, reply } => {
                 let key = (put.upload_id.clone(), put.index);
-                if !self.in_flight.insert(key.clone()) {
-                    let _ = reply.send(Err(Error::conflict(
-                        "chunk_in_progress",
-                        format!("chunk {} is being received right now; retry", put.index),
-                    )));
-                    return;
+                match self.in_flight.get_mut(&key) {
+                    None => {
+                        let flight = self.receive(key.clone(), put, reply);
+                        self.in_flight.insert(key, flight);
+                    }
+                    Some(f) if f.waiting.is_none() => {
+                        f.waiting = Some((put, reply));
+                        tokio::spawn(watch_stall(
+                            f.progress.clone(),
+                            f.cancel.clone(),
+                            Duration::from_millis(self.ctx.config.takeover_ms),
+                        ));
+                    }
+                    Some(_) => {
+                        let _ = reply.send(Err(Error::conflict(
+                            "chunk_in_progress",
+                            format!("chunk {} is being received right now; retry", put.index),
+                        )));
+                    }
                 }
-                let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
-                tokio::spawn(async move {
-                    let owner = put.owner.clone();
-                    let res = stage_chunk(&ctx, put).await;
-                    let _ = done.send(Done::Chunk {
-                        key,
-                        owner,
-                        res,
-                        reply,
-                    });
-                });
             }
             Msg::Complete {
                 owner,
@@ -313,9 +316,14 @@ impl UploadsActor {
                 res,
                 reply,
             } => {
-                self.in_flight.remove(&key);
+                let waiting = self.in_flight.remove(&key).and_then(|f| f.waiting);
                 let staged = res.is_ok();
                 let _ = reply.send(res);
+                if let Some((put, reply)) = waiting {
+                    // The next sender's turn: the same bytes again are acknowledged at once.
+                    let flight = self.receive(key.clone(), put, reply);
+                    self.in_flight.insert(key.clone(), flight);
+                }
                 if staged {
                     self.enqueue(key, owner);
                 }
@@ -355,6 +363,39 @@ impl UploadsActor {
         }
     }
 
+    /// Starts receiving a chunk; its body reports progress and ends when `cancel` fires.
+    fn receive(
+        &self,
+        key: ChunkKey,
+        mut put: ChunkPut,
+        reply: oneshot::Sender<Result<()>>,
+    ) -> Flight {
+        let progress = Arc::new(std::sync::atomic::AtomicU64::new(now_ms()));
+        let cancel = CancellationToken::new();
+        put.body = Box::pin(Watched {
+            inner: put.body,
+            progress: progress.clone(),
+            cancelled: Box::pin(cancel.clone().cancelled_owned()),
+            done: false,
+        });
+        let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let owner = put.owner.clone();
+            let res = stage_chunk(&ctx, put).await;
+            let _ = done.send(Done::Chunk {
+                key,
+                owner,
+                res,
+                reply,
+            });
+        });
+        Flight {
+            progress,
+            cancel,
+            waiting: None,
+        }
+    }
+
     fn enqueue(&mut self, key: ChunkKey, owner: String) {
         if self.queued.insert(key.clone()) {
             self.queue.push_back((key, owner));
@@ -381,7 +422,7 @@ impl UploadsActor {
                 .collect()
         };
         for (key, owner) in staged {
-            if !self.in_flight.contains(&key) {
+            if !self.in_flight.contains_key(&key) {
                 self.enqueue(key, owner);
             }
         }
@@ -406,6 +447,75 @@ impl UploadsActor {
                 });
             });
         }
+    }
+}
+
+/// A chunk being received, and the sender waiting to send it next (if any).
+struct Flight {
+    /// When the body last brought bytes (ms since the epoch).
+    progress: Arc<std::sync::atomic::AtomicU64>,
+    cancel: CancellationToken,
+    waiting: Option<(ChunkPut, oneshot::Sender<Result<()>>)>,
+}
+
+fn now_ms() -> u64 {
+    crate::meta::now_ms()
+}
+
+/// Cancels a receive once its body has brought nothing for `bound` (a sender waits for it).
+async fn watch_stall(
+    progress: Arc<std::sync::atomic::AtomicU64>,
+    cancel: CancellationToken,
+    bound: Duration,
+) {
+    use std::sync::atomic::Ordering;
+    let bound_ms = bound.as_millis() as u64;
+    loop {
+        let idle = now_ms().saturating_sub(progress.load(Ordering::Relaxed));
+        if idle >= bound_ms {
+            cancel.cancel();
+            return;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis((bound_ms - idle).max(50))) => {}
+        }
+    }
+}
+
+/// A chunk body that records progress and fails once another sender took the chunk over.
+struct Watched {
+    inner: ByteStream,
+    progress: Arc<std::sync::atomic::AtomicU64>,
+    cancelled: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    done: bool,
+}
+
+impl futures::Stream for Watched {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "another sender took this chunk over after this one stalled",
+            ))));
+        }
+        let r = self.inner.as_mut().poll_next(cx);
+        if let Poll::Ready(Some(Ok(_))) = &r {
+            self.progress
+                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        }
+        r
     }
 }
 

@@ -148,12 +148,7 @@ async fn receive(
     let mut sha = sha2::Sha256::new();
     let mut written = 0u64;
     while let Some(frame) = body.next().await {
-        let frame = frame.map_err(|e| {
-            Error::bad_request(
-                "incomplete_body",
-                format!("the body ended with an error after {written} bytes: {e}"),
-            )
-        })?;
+        let frame = frame.map_err(|e| super::staging::body_error(&e, written))?;
         written += frame.len() as u64;
         if written > max {
             return Err(too_large(max));

@@ -22,6 +22,36 @@ pub(super) fn staged_path(staging: &Path, upload_id: &str, index: u32) -> PathBu
 /// Receives one chunk: stream to a temporary file while hashing, fsync, verify, rename, record
 /// `ChunkStaged` in Raft. Nothing is recorded unless every check passed.
 pub(super) async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
+    let (owner, upload_id) = (put.owner.clone(), put.upload_id.clone());
+    match receive_chunk(ctx, put).await {
+        // An abort or expiry that removed the upload's staging directory under this chunk.
+        Err(Error::Store(e)) => match ctx.meta.local().upload(&owner, &upload_id) {
+            Some(up) if up.state != UploadState::Uploading => Err(Error::conflict(
+                "upload_not_active",
+                format!("upload is {}", up.state.as_str()),
+            )),
+            None => Err(Error::NotFound),
+            _ => Err(Error::Store(e)),
+        },
+        other => other,
+    }
+}
+
+/// What a failed body read means for the client: it stalled, was taken over, or broke off.
+pub(super) fn body_error(e: &std::io::Error, written: u64) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut => Error::BodyTimeout(format!(
+            "the body stalled after {written} bytes ({e}); nothing of it was kept"
+        )),
+        std::io::ErrorKind::Interrupted => Error::conflict("chunk_taken_over", e.to_string()),
+        _ => Error::bad_request(
+            "incomplete_body",
+            format!("the body ended with an error after {written} bytes: {e}"),
+        ),
+    }
+}
+
+async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
     let ChunkPut {
         owner,
         upload_id,
@@ -88,12 +118,7 @@ pub(super) async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
         let mut sha = sha256.map(|_| sha2::Sha256::new());
         let mut written = 0u64;
         while let Some(frame) = body.next().await {
-            let frame = frame.map_err(|e| {
-                Error::bad_request(
-                    "incomplete_body",
-                    format!("the chunk body ended with an error after {written} bytes: {e}"),
-                )
-            })?;
+            let frame = frame.map_err(|e| body_error(&e, written))?;
             written += frame.len() as u64;
             if written > expected_len {
                 return Err(length_mismatch(index, written, expected_len));

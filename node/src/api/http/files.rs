@@ -14,7 +14,8 @@ use wharf_raft::{Outcome, StateView};
 use crate::actors::uploads::SmallFile;
 use crate::api::http::uploads::{validate_create, BodyHeaders};
 use crate::api::http::{
-    page_bounds, parse_id, query_limit, split_page, validate_name, ApiJson, AppState, Caller,
+    idle_limited, page_bounds, parse_id, query_limit, split_page, validate_name, ApiJson, AppState,
+    Caller,
 };
 use crate::auth::Claims;
 use crate::error::{Error, Result};
@@ -379,7 +380,6 @@ async fn store_small_file(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<File> {
-    use futures::TryStreamExt;
     let Caller(c) = caller?;
     let Query(q) = query.map_err(|e| Error::bad_request("invalid_request", e.body_text()))?;
     let name = q.name.ok_or_else(|| {
@@ -415,6 +415,14 @@ async fn store_small_file(
             ));
         }
     }
+    s.rate
+        .user_create(&c.sub, c.tier)
+        .map_err(Error::RateLimited)?;
+    if let Some(n) = h.content_length {
+        s.rate
+            .user_bytes(&c.sub, c.tier, n)
+            .map_err(Error::RateLimited)?;
+    }
     s.uploads
         .store_file(SmallFile {
             owner: c.sub,
@@ -425,7 +433,7 @@ async fn store_small_file(
             sha256: h.sha256,
             idempotency_key: declared.idempotency_key,
             content_length: h.content_length,
-            body: Box::pin(body.into_data_stream().map_err(std::io::Error::other)),
+            body: idle_limited(body, std::time::Duration::from_secs(s.http.body_idle_secs)),
         })
         .await
 }

@@ -7,7 +7,9 @@
 
 pub mod admin;
 pub mod files;
+pub mod guard;
 pub mod quota;
+pub mod server;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use crate::actors::uploads::UploadsHandle;
 use crate::auth::{Claims, Keys};
 use crate::error::{Error, Result};
 use crate::meta::Metadata;
-use crate::store::ObjectStore;
+use crate::store::{ByteStream, ObjectStore};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -36,6 +38,8 @@ pub struct AppState {
     pub store: Arc<dyn ObjectStore>,
     pub presign_ttl_secs: u64,
     pub scan_policy: crate::actors::scanner::Policy,
+    pub rate: Arc<crate::limits::RateLimits>,
+    pub http: Arc<crate::config::HttpConfig>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -71,12 +75,13 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(admin::remove_node),
         )
         .fallback(|| async { Error::NotFound })
-        .method_not_allowed_fallback(|| async {
-            Error::BadRequest {
-                code: "method_not_allowed",
-                message: "this method is not allowed on this path".into(),
-            }
-        })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.http.json_body_max as usize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .with_state(state)
 }
 
@@ -91,7 +96,12 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        state.keys.verify_header(header).map(Caller)
+        let claims = state.keys.verify_header(header)?;
+        state
+            .rate
+            .user_request(&claims.sub, claims.tier)
+            .map_err(Error::RateLimited)?;
+        Ok(Caller(claims))
     }
 }
 
@@ -104,13 +114,13 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<
     async fn from_request(req: Request, state: &S) -> Result<Self> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(e) => Err(Error::bad_request(
-                match e {
-                    JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
-                    _ => "invalid_request",
-                },
-                e.body_text(),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::UnsupportedMediaType(
+                "the body must be JSON (Content-Type: application/json)".into(),
             )),
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Err(
+                Error::BodyTooLarge("the JSON body is larger than http.json_body_max".into()),
+            ),
+            Err(e) => Err(Error::bad_request("invalid_request", e.body_text())),
         }
     }
 }
@@ -131,14 +141,28 @@ fn validate_name(name: &str) -> Result<()> {
         || name == ".."
         || name
             .chars()
-            .any(|c| c.is_control() || c == '/' || c == '\\');
+            .any(|c| c.is_control() || c == '/' || c == '\\' || invisible(c));
     if bad {
         return Err(Error::bad_request(
             "invalid_name",
-            "a file name is 1 to 255 bytes, not . or .., with no / \\ or control characters",
+            "a file name is 1 to 255 bytes, not . or .., with no / \\, control, bidirectional \
+             or zero-width characters",
         ));
     }
     Ok(())
+}
+
+/// Characters that change how a name looks without being seen: bidirectional overrides and
+/// isolates (`"\u{202e}gnp.exe"` shows as `exe.png`), zero-width characters, line separators.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// A request body as a stream that fails with `TimedOut` when no bytes came for `idle`: a
+/// sender that stalled or vanished frees what it held.
+pub(crate) fn idle_limited(body: axum::body::Body, idle: std::time::Duration) -> ByteStream {
+    use futures::TryStreamExt;
+    crate::api::idle_stream(body.into_data_stream().map_err(std::io::Error::other), idle)
 }
 
 /// Ids in paths are server-made UUIDs; anything else cannot name a record (and never reaches a
@@ -208,6 +232,10 @@ mod tests {
             "a\\b",
             "a\nb",
             &"x".repeat(256),
+            "\u{202e}gnp.exe",
+            "a\u{200b}b",
+            "\u{2066}x",
+            "\u{feff}x",
         ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }

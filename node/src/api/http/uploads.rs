@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use futures::TryStreamExt;
+use std::time::Duration;
 use wharf_proto::hash::parse_hex32;
 use wharf_proto::{CreateUpload, FileRecord, UploadCreated, UploadList, UploadStatus};
 use wharf_raft::model::{self, Upload};
@@ -14,7 +14,8 @@ use wharf_raft::model::{self, Upload};
 use crate::actors::uploads::ChunkPut;
 use crate::api::http::files::file_record;
 use crate::api::http::{
-    page_bounds, parse_id, query_limit, split_page, validate_name, ApiJson, AppState, Caller,
+    idle_limited, page_bounds, parse_id, query_limit, split_page, validate_name, ApiJson, AppState,
+    Caller,
 };
 use crate::error::{Error, Result};
 use crate::meta::rfc3339;
@@ -42,6 +43,9 @@ pub(super) async fn create_upload(
             .map(str::to_owned);
     }
     validate_create(&req)?;
+    s.rate
+        .user_create(&c.sub, c.tier)
+        .map_err(Error::RateLimited)?;
     let up = s.quota.create(c.sub, c.tier, req).await?;
     let body = UploadCreated {
         upload_id: up.id.clone(),
@@ -281,7 +285,12 @@ async fn receive_chunk(
         blake3,
         sha256,
     } = BodyHeaders::parse(&headers)?;
-    let body = body.into_data_stream().map_err(std::io::Error::other);
+    if let Some(n) = content_length {
+        s.rate
+            .user_bytes(&c.sub, c.tier, n)
+            .map_err(Error::RateLimited)?;
+    }
+    let body = idle_limited(body, Duration::from_secs(s.http.body_idle_secs));
     s.uploads
         .put_chunk(ChunkPut {
             owner: c.sub,
@@ -290,7 +299,7 @@ async fn receive_chunk(
             content_length,
             blake3,
             sha256,
-            body: Box::pin(body),
+            body,
         })
         .await
 }

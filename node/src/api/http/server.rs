@@ -1,0 +1,332 @@
+//! Serving the router on a TCP listener, with the limits a public server needs: a connection
+//! limit, a header-read timeout, an idle timeout, TCP keepalive, optional TLS, and a bounded
+//! drain on shutdown.
+//!
+//! axum's own `serve` has none of these knobs, so connections are driven by hyper directly.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HttpConfig;
+
+/// What `serve` needs besides the router.
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub idle: Duration,
+    pub tcp_keepalive: Duration,
+    pub max_connections: usize,
+    /// How long requests in flight may go on after shutdown begins.
+    pub drain: Duration,
+}
+
+impl Limits {
+    pub fn new(c: &HttpConfig, drain_secs: u64) -> Self {
+        Self {
+            header_timeout: Duration::from_secs(c.header_timeout_secs),
+            idle: Duration::from_secs(c.idle_secs),
+            tcp_keepalive: Duration::from_secs(c.tcp_keepalive_secs),
+            max_connections: c.max_connections,
+            drain: Duration::from_secs(drain_secs),
+        }
+    }
+}
+
+/// The answer to a connection over the limit: written raw, then the connection is closed.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 96\r\n\r\n\
+{\"error\":{\"code\":\"too_many_connections\",\"message\":\"the node is at its connection limit\"}}\n\n\n\n";
+
+/// Serves `app` until `stop` is cancelled; then stops accepting, lets connections finish their
+/// requests for at most `limits.drain`, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    stop: CancellationToken,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let conns = tokio_util::task::TaskTracker::new();
+    let limits = Arc::new(limits);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if open.load(Ordering::Relaxed) >= limits.max_connections {
+            tokio::spawn(refuse(tcp));
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let guard = Open(open.clone());
+        let _ = tcp.set_nodelay(true);
+        let sock = socket2::SockRef::from(&tcp);
+        let _ = sock.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(limits.tcp_keepalive)
+                .with_interval(limits.tcp_keepalive / 3 + Duration::from_secs(1))
+                .with_retries(3),
+        );
+        let (app, tls, limits, stop) = (app.clone(), tls.clone(), limits.clone(), stop.clone());
+        conns.spawn(async move {
+            let _guard = guard;
+            match tls {
+                None => connection(tcp, peer, app, &limits, stop).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await;
+                    if let Ok(Ok(stream)) = handshake {
+                        connection(stream, peer, app, &limits, stop).await;
+                    }
+                }
+            }
+        });
+    }
+    conns.close();
+    if tokio::time::timeout(limits.drain, conns.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = open.load(Ordering::Relaxed),
+            "connections still open after the drain time; closing them"
+        );
+    }
+}
+
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn refuse(mut tcp: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tcp.write_all(TOO_MANY).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+}
+
+/// One connection: hyper with a header timeout; closed when idle (no request in flight and no
+/// byte moving) for `limits.idle`, and asked to finish when shutdown begins.
+async fn connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    limits: &Limits,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let service = {
+        let in_flight = in_flight.clone();
+        let activity = activity.clone();
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let flight = Flight::start(in_flight.clone(), activity.clone());
+            let app = app.clone();
+            async move {
+                use tower::ServiceExt;
+                let res = app.oneshot(req.map(axum::body::Body::new)).await;
+                // The response body may still stream: it counts as activity through the IO.
+                drop(flight);
+                res
+            }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.idle / 2))
+        .keep_alive_timeout(limits.idle / 2)
+        .max_concurrent_streams(64);
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        let idle_check = tokio::time::sleep(Duration::from_secs(1).min(limits.idle));
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = idle_check => {
+                if in_flight.load(Ordering::Relaxed) == 0 && activity.idle_for() >= limits.idle {
+                    if stopping {
+                        return;
+                    }
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// When the connection last moved a byte (or a request began or ended).
+struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A request in flight on a connection (counted until its handler answered).
+struct Flight {
+    count: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
+}
+
+impl Flight {
+    fn start(count: Arc<AtomicUsize>, activity: Arc<Activity>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        Self { count, activity }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.activity.touch();
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A stream that records when bytes moved.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The TLS acceptor for `node.tls_cert`/`node.tls_key` (PEM), or the cluster certificate.
+pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context as _;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the TLS certificate chain (PEM)")?;
+    if certs.is_empty() {
+        anyhow::bail!("the TLS certificate file holds no certificate");
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).context("reading the TLS key (PEM)")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not go together")?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
+}

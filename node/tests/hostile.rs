@@ -1,0 +1,581 @@
+//! Hostile and careless clients against real node processes: raw sockets for what a normal
+//! client cannot do wrong (idle, half-sent, stalled, early-answered requests), quinn for QUIC
+//! (no Hello, expired tokens, too many connections), and the limits, statuses and shutdown
+//! they meet. After each, the node still serves.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::quic::*;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use wharf_proto::quic::{request::Op, ChunkHeader, ListFiles};
+use wharf_raft::model::Tier;
+
+const CHUNK: usize = 64 * 1024;
+
+fn start(env: &[(&str, &str)]) -> (tempfile::TempDir, Node) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec![("WHARF_UPLOAD_MIN_CHUNK_SIZE", "65536")];
+    all.extend_from_slice(env);
+    let node = Node::start_with(&dir.path().join("n"), &all);
+    (dir, node)
+}
+
+fn raw(node: &Node) -> TcpStream {
+    let s = TcpStream::connect(node.http_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    s
+}
+
+/// Reads what comes until the node closes the connection or `limit` passes: the text, and
+/// whether it was closed.
+fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (String, bool) {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    loop {
+        let mut b = [0u8; 8192];
+        match s.read(&mut b) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&b[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if Instant::now() > deadline {
+                    return (String::from_utf8_lossy(&got).into_owned(), false);
+                }
+            }
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), true),
+        }
+    }
+}
+
+/// A chunk PUT whose body stops after `sent` of `CHUNK` bytes.
+fn stalled_chunk_put(node: &Node, token: &str, upload: &str, index: u32, sent: usize) -> TcpStream {
+    let mut s = raw(node);
+    write!(
+        s,
+        "PUT /v1/uploads/{upload}/chunks/{index} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \
+         {token}\r\ncontent-length: {CHUNK}\r\n\r\n"
+    )
+    .unwrap();
+    s.write_all(&vec![7u8; sent]).unwrap();
+    s
+}
+
+async fn healthy(node: &Node) {
+    let r = node.http.get(node.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+async fn create_upload(node: &Node, token: &str, size: usize) -> String {
+    let (st, up) = node
+        .create(token, json!({ "name": "f.bin", "size": size }))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{up}");
+    up["upload_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_half_sent_connections_are_closed_and_the_connection_limit_answers_503() {
+    let (_dir, node) = start(&[
+        ("WHARF_HTTP_IDLE_SECS", "2"),
+        ("WHARF_HTTP_HEADER_TIMEOUT_SECS", "2"),
+        ("WHARF_HTTP_MAX_CONNECTIONS", "6"),
+    ]);
+    let opened = Instant::now();
+    let mut idle = raw(&node);
+    let mut half = raw(&node);
+    half.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .unwrap();
+    // A keep-alive connection that made one request, then went quiet.
+    let mut kept = raw(&node);
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let (first, _) = read_until_closed(&mut kept, Duration::from_millis(500));
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let mut others: Vec<TcpStream> = (0..3).map(|_| raw(&node)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+
+    // The seventh connection is over the limit: a 503 with a JSON error, then closed.
+    let mut over = raw(&node);
+    let (answer, closed) = read_until_closed(&mut over, Duration::from_secs(3));
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too_many_connections"), "{answer}");
+    assert!(closed);
+
+    for (name, s) in [
+        ("idle", &mut idle),
+        ("half-sent", &mut half),
+        ("kept", &mut kept),
+    ] {
+        let (_, closed) = read_until_closed(s, Duration::from_secs(6));
+        assert!(closed, "the {name} connection is still open");
+    }
+    for s in &mut others {
+        assert!(read_until_closed(s, Duration::from_secs(6)).1);
+    }
+    let took = opened.elapsed();
+    assert!(took < Duration::from_secs(8), "closing took {took:?}");
+    // The places are free again.
+    std::thread::sleep(Duration::from_millis(300));
+    healthy(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_chunk_is_taken_over_by_a_new_sender_and_a_silent_body_times_out() {
+    let (_dir, node) = start(&[
+        ("WHARF_HTTP_BODY_IDLE_SECS", "3"),
+        ("WHARF_UPLOAD_TAKEOVER_MS", "1000"),
+    ]);
+    let t = node.token("alice", Tier::Basic);
+    let data = random_bytes(2 * CHUNK, 11);
+    let id = create_upload(&node, &t, data.len()).await;
+
+    // A sender that stalled after 1,000 bytes; a new one takes the chunk over.
+    let mut stalled = stalled_chunk_put(&node, &t, &id, 0, 1000);
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    assert_eq!(
+        node.put_chunk(&t, &id, 0, &data[..CHUNK]).await,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    let (answer, _) = read_until_closed(&mut stalled, Duration::from_secs(8));
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    assert!(answer.contains("chunk_taken_over"), "{answer}");
+
+    // A body that goes silent with nobody waiting: dropped after body_idle_secs, 408.
+    let started = Instant::now();
+    let mut silent = stalled_chunk_put(&node, &t, &id, 1, 500);
+    let (answer, _) = read_until_closed(&mut silent, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    // Its chunk is free at once.
+    assert_eq!(
+        node.put_chunk(&t, &id, 1, &data[CHUNK..]).await,
+        StatusCode::NO_CONTENT
+    );
+    let (st, file) = node.complete(&t, &id).await;
+    assert_eq!(st, StatusCode::OK, "{file}");
+    assert_eq!(node.download(&t, file["id"].as_str().unwrap()).await, data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunk_on_a_dead_quic_connection_is_taken_over_by_a_new_connection() {
+    let (_dir, node) = start(&[("WHARF_UPLOAD_TAKEOVER_MS", "1000")]);
+    let t = node.token("alice", Tier::Basic);
+    let data = random_bytes(CHUNK, 12);
+    let id = create_upload(&node, &t, data.len()).await;
+    let hash = blake3::hash(&data);
+
+    // A client that sent part of a chunk and then went silent (its path died: nothing more
+    // comes, and no close either).
+    let dead = connect(&node).await;
+    ok_json(hello(&dead, &t).await);
+    let (mut send, _recv) = dead.open_bi().await.unwrap();
+    let header = wharf_proto::quic::Request {
+        op: Some(Op::Chunk(ChunkHeader {
+            upload_id: id.clone(),
+            index: 0,
+            length: CHUNK as u64,
+            blake3: hash.as_bytes().to_vec(),
+        })),
+    };
+    wharf_proto::quic::write_frame(&mut send, &header)
+        .await
+        .unwrap();
+    send.write_all(&data[..1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let fresh = connect(&node).await;
+    ok_json(hello(&fresh, &t).await);
+    let asked = Instant::now();
+    let op = Op::Chunk(ChunkHeader {
+        upload_id: id.clone(),
+        index: 0,
+        length: CHUNK as u64,
+        blake3: hash.as_bytes().to_vec(),
+    });
+    ok_json(call(&fresh, op, Some(&data)).await);
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    let (st, file) = node.complete(&t, &id).await;
+    assert_eq!(st, StatusCode::OK, "{file}");
+    drop(send);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_within_the_drain_time_while_clients_hold_partial_requests() {
+    let (_dir, mut node) = start(&[("WHARF_NODE_DRAIN_SECS", "2")]);
+    let t = node.token("alice", Tier::Basic);
+    let id = create_upload(&node, &t, CHUNK).await;
+    let _half = {
+        let mut s = raw(&node);
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+            .unwrap();
+        s
+    };
+    let _stalled = stalled_chunk_put(&node, &t, &id, 0, 100);
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    let status = node.terminate(Duration::from_secs(10));
+    let status = status.expect("the node did not exit within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abort_racing_a_chunk_in_flight_answers_that_chunk_409_upload_not_active() {
+    let (_dir, node) = start(&[]);
+    let t = node.token("alice", Tier::Basic);
+    let id = create_upload(&node, &t, CHUNK).await;
+    let mut racing = stalled_chunk_put(&node, &t, &id, 0, 1000);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = node
+        .delete(&t, &format!("/v1/uploads/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    racing.write_all(&vec![7u8; CHUNK - 1000]).unwrap();
+    let (answer, _) = read_until_closed(&mut racing, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    assert!(answer.contains("upload_not_active"), "{answer}");
+    healthy(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_answers_only_the_same_request_and_is_free_after_an_abort() {
+    let (_dir, node) = start(&[]);
+    let t = node.token("alice", Tier::Basic);
+    let data = random_bytes(CHUNK, 13);
+    let sum = blake3::hash(&data).to_hex().to_string();
+    let req = |blake3: &str, mime: &str| {
+        json!({ "name": "a.bin", "size": CHUNK, "blake3": blake3, "mime": mime,
+                "idempotency_key": "key-1" })
+    };
+    let (st, first) = node.create(&t, req(&sum, "application/pdf")).await;
+    assert_eq!(st, StatusCode::CREATED, "{first}");
+    let (st, again) = node.create(&t, req(&sum, "application/pdf")).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(again["upload_id"], first["upload_id"]);
+    for other in [
+        req(&"ab".repeat(32), "application/pdf"),
+        req(&sum, "text/html"),
+    ] {
+        let got = node.create(&t, other).await;
+        assert_error(&got, 409, "idempotency_conflict");
+    }
+    let id = first["upload_id"].as_str().unwrap();
+    let r = node
+        .delete(&t, &format!("/v1/uploads/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // The key of the aborted upload makes a new, live upload.
+    let (st, fresh) = node.create(&t, req(&sum, "application/pdf")).await;
+    assert_eq!(st, StatusCode::CREATED, "{fresh}");
+    assert_ne!(fresh["upload_id"], first["upload_id"]);
+    let fresh_id = fresh["upload_id"].as_str().unwrap();
+    assert_eq!(
+        node.put_chunk(&t, fresh_id, 0, &data).await,
+        StatusCode::NO_CONTENT
+    );
+    let (st, _) = node.complete(&t, fresh_id).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_methods_types_sizes_schemes_and_names_get_their_own_statuses() {
+    let (_dir, node) = start(&[]);
+    let t = node.token("alice", Tier::Basic);
+
+    let r = node
+        .http
+        .patch(node.url("/v1/uploads"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = r.headers()["allow"].to_str().unwrap().to_string();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    assert_error(&json(r).await, 405, "method_not_allowed");
+
+    let r = node
+        .post(&t, "/v1/uploads")
+        .header("content-type", "text/plain")
+        .body(r#"{"name":"a","size":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_error(&json(r).await, 415, "unsupported_media_type");
+
+    let huge = format!(r#"{{"name":"{}","size":1}}"#, "a".repeat(1 << 20));
+    let r = node
+        .post(&t, "/v1/uploads")
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_error(&json(r).await, 413, "body_too_large");
+
+    // The scheme is case-insensitive.
+    let r = node
+        .http
+        .get(node.url("/v1/usage"))
+        .header("authorization", format!("BEARER {t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // A correctly signed token whose user id is not one: 401, not 400.
+    let secret = std::fs::read_to_string(node.data_dir.join("jwt_secret")).unwrap();
+    let claims = json!({ "sub": "../../etc", "tier": "basic", "iat": 1, "exp": 4_000_000_000u64 });
+    let bad_sub = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.trim().as_bytes()),
+    )
+    .unwrap();
+    let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSJ9.";
+    for bad in [bad_sub.as_str(), none] {
+        let got = json(node.get(bad, "/v1/usage").send().await.unwrap()).await;
+        assert_error(&got, 401, "invalid_token");
+        let message = got.1["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("variant"), "{message}");
+    }
+
+    // Names that would show as something else in a UI.
+    for name in ["\u{202e}gnp.exe", "a\u{200b}b.txt"] {
+        let got = node.create(&t, json!({ "name": name, "size": 1 })).await;
+        assert_error(&got, 400, "invalid_name");
+    }
+
+    // A client-chosen type is never sniffed into something else.
+    let r = node
+        .post(&t, "/v1/files?name=page.html&mime=text/html")
+        .body("<script>alert(1)</script>")
+        .send()
+        .await
+        .unwrap();
+    let (st, file) = json(r).await;
+    assert_eq!(st, StatusCode::CREATED, "{file}");
+    let r = node
+        .get(
+            &t,
+            &format!("/v1/files/{}/content", file["id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+
+    // Metadata and objects are the node user's only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [node.data_dir.clone(), node.data_dir.join("objects")] {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_error_under_a_large_body_reaches_a_client_that_sends_it_all_first() {
+    let (_dir, node) = start(&[]);
+    let t = node.token("alice", Tier::Basic);
+    let id = create_upload(&node, &t, CHUNK).await;
+    // As Python's urllib does: the whole body first, then the answer. Without a token the
+    // answer is decided before a byte of the body is read.
+    let body = vec![1u8; 8 << 20];
+    let mut s = raw(&node);
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "PUT /v1/uploads/{id}/chunks/0 HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body)
+        .expect("the node cut the connection under the body");
+    let (answer, _) = read_until_closed(&mut s, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("unauthorized"), "{answer}");
+    let _ = t;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_answer_429_with_retry_after_per_user_tier_and_address() {
+    let (_dir, node) = start(&[
+        ("WHARF_RATE_USER_REQUESTS_PER_SEC", "5"),
+        ("WHARF_RATE_PREMIUM_FACTOR", "10"),
+    ]);
+    let basic = node.token("bob", Tier::Basic);
+    let premium = node.token("pam", Tier::Premium);
+    let mut refused = None;
+    for _ in 0..30 {
+        let r = node.get(&basic, "/v1/usage").send().await.unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("30 requests at once from a 5/s user all passed");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&retry), "{retry}");
+    assert_error(&json(r).await, 429, "rate_limited");
+    // A premium user's bucket is ten times larger; another user is not slowed by bob.
+    for _ in 0..30 {
+        let r = node.get(&premium, "/v1/usage").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let r = node.get(&basic, "/v1/usage").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let (_dir2, node2) = start(&[("WHARF_RATE_IP_REQUESTS_PER_SEC", "5")]);
+    let statuses: Vec<StatusCode> = futures::future::join_all((0..30).map(|_| async {
+        node2
+            .http
+            .get(node2.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }))
+    .await;
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quic_connections_must_say_hello_in_time_and_are_bounded_before_it() {
+    let (_dir, node) = start(&[
+        ("WHARF_QUIC_HELLO_TIMEOUT_SECS", "1"),
+        ("WHARF_QUIC_MAX_CONNECTIONS_PER_USER", "2"),
+    ]);
+    let t = node.token("alice", Tier::Basic);
+
+    // Before Hello: one stream (here holding half a Hello), no second one.
+    let silent = connect(&node).await;
+    let (mut first, _r1) = silent.open_bi().await.unwrap();
+    first.write_all(&[0, 0]).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_millis(300), silent.open_bi()).await;
+    assert!(second.is_err(), "a second stream opened before Hello");
+    // No Hello within the deadline: closed with its own code.
+    let reason = tokio::time::timeout(Duration::from_secs(5), silent.closed())
+        .await
+        .expect("the silent connection is still open");
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code, quinn::VarInt::from_u32(0x12))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Per user: the third connection's Hello is refused.
+    let a = connect(&node).await;
+    ok_json(hello(&a, &t).await);
+    let b = connect(&node).await;
+    ok_json(hello(&b, &t).await);
+    let c = connect(&node).await;
+    let refused = hello(&c, &t).await.unwrap();
+    assert_eq!(refused.code, "too_many_connections", "{}", refused.message);
+    // Once one closes, its place is free.
+    a.close(0u32.into(), b"done");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d = connect(&node).await;
+    ok_json(hello(&d, &t).await);
+    healthy(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quic_connection_ends_when_its_token_expires() {
+    let (_dir, node) = start(&[]);
+    let t = wharf_node::auth::Keys::load_or_create("", &node.data_dir)
+        .unwrap()
+        .issue("alice", Tier::Basic, Duration::from_secs(2))
+        .unwrap();
+    let conn = connect(&node).await;
+    ok_json(hello(&conn, &t).await);
+    ok_json(call(&conn, Op::List(ListFiles::default()), None).await);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Whatever is asked now is refused as expired, and the connection is closed so that the
+    // client reconnects with a fresh token.
+    if let Ok(reply) = call(&conn, Op::List(ListFiles::default()), None).await {
+        assert_eq!(reply.code, "token_expired", "{}", reply.message);
+    }
+    let reason = tokio::time::timeout(Duration::from_secs(3), conn.closed())
+        .await
+        .expect("the expired connection is still open");
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code, quinn::VarInt::from_u32(0x13))
+        }
+        other => panic!("{other:?}"),
+    }
+    let _: Value = Value::Null;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_with_the_cluster_certificate_is_trusted_through_the_pinned_ca() {
+    let (_dir, node) = start(&[("WHARF_NODE_TLS", "cluster")]);
+    assert!(node.base.starts_with("https://"), "{}", node.base);
+    let t = node.token("alice", Tier::Basic);
+    let ca = std::fs::read(node.data_dir.join("tls/ca.pem")).unwrap();
+    let client = wharf_client::Client::with_trust(
+        vec![node.base.clone()],
+        t.clone(),
+        wharf_client::Trust::Ca(ca),
+    )
+    .unwrap();
+    let data = random_bytes(100_000, 14);
+    let src = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(src.path(), &data).unwrap();
+    let up = client.upload(src.path(), None, |_| {}, None).await.unwrap();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    client
+        .download(&up.file.id, out.path(), None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(out.path()).unwrap(), data);
+    // Without the CA the node's certificate is not trusted.
+    let untrusted = wharf_client::Client::new(vec![node.base.clone()], t).unwrap();
+    assert!(untrusted.list().await.is_err());
+    // Plain HTTP to the HTTPS port gets nothing useful.
+    let r = reqwest::get(format!("http://{}/healthz", node.http_addr())).await;
+    assert!(r.map(|r| !r.status().is_success()).unwrap_or(true));
+}
