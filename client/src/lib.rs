@@ -57,12 +57,17 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Worth another try (elsewhere): transport failures, 5xx, and a chunk in progress.
+    /// Worth another try (elsewhere): transport failures, 5xx, a chunk in progress or taken
+    /// over, a rate limit.
     fn retryable(&self) -> bool {
         match self {
             Error::Unreachable(_) => true,
             Error::Api { status, code, .. } => {
-                *status >= 500 || code == "chunk_in_progress" || code == "upload_completing"
+                *status >= 500
+                    || code == "chunk_in_progress"
+                    || code == "chunk_taken_over"
+                    || code == "upload_completing"
+                    || code == "rate_limited"
             }
             _ => false,
         }
@@ -114,7 +119,8 @@ enum Call<'a> {
 #[derive(Clone)]
 pub struct Client {
     nodes: Arc<Vec<Node>>,
-    token: String,
+    /// Shared with the QUIC transport: `set_token` replaces it for every later request.
+    token: Arc<std::sync::RwLock<String>>,
     http: reqwest::Client,
     quic: Option<Arc<quic::Transport>>,
     /// Chunks (or ranges) in flight.
@@ -170,6 +176,7 @@ impl Client {
                 return Err(Error::BadNode(n.to_string()));
             }
         }
+        let token = Arc::new(std::sync::RwLock::new(token));
         let quic = if parsed.iter().any(|n| matches!(n, Node::Quic(_))) {
             Some(Arc::new(quic::Transport::new(&trust, token.clone())?))
         } else {
@@ -196,6 +203,17 @@ impl Client {
         })
     }
 
+    /// Replaces the bearer token (a fresh one before the old one expires, or after a request
+    /// failed with `token_expired`): HTTP requests use it at once, QUIC connections reconnect
+    /// with it once the node closed them at the old token's expiry.
+    pub fn set_token(&self, token: impl Into<String>) {
+        *self.token.write().expect("lock poisoned") = token.into();
+    }
+
+    fn token(&self) -> String {
+        self.token.read().expect("lock poisoned").clone()
+    }
+
     fn node(&self, n: usize) -> &Node {
         &self.nodes[n % self.nodes.len()]
     }
@@ -209,7 +227,7 @@ impl Client {
     fn request(&self, base: &str, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{base}{path}"))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token())
     }
 
     /// Runs `call` once on node `n`: the answer's JSON body (empty when it has none).

@@ -36,8 +36,11 @@ pub enum Trust {
 pub(crate) struct Transport {
     config: quinn::ClientConfig,
     endpoint: OnceCell<quinn::Endpoint>,
-    token: String,
+    token: Arc<std::sync::RwLock<String>>,
 }
+
+/// The node's close code when a connection's token expired.
+const TOKEN_EXPIRED: VarInt = VarInt::from_u32(0x13);
 
 /// A node that failed to connect, or whose connection died, is skipped for this long: UDP has
 /// no "connection refused", so every try would otherwise wait for a handshake timeout.
@@ -75,7 +78,7 @@ impl QuicNode {
 }
 
 impl Transport {
-    pub(crate) fn new(trust: &Trust, token: String) -> Result<Self> {
+    pub(crate) fn new(trust: &Trust, token: Arc<std::sync::RwLock<String>>) -> Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -182,7 +185,7 @@ impl Transport {
             .map_err(|e| node.unreachable(e))?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| node.unreachable(e))?;
         let hello = Hello {
-            token: self.token.clone(),
+            token: self.token.read().expect("lock poisoned").clone(),
         };
         write_frame(&mut send, &hello)
             .await
@@ -223,8 +226,22 @@ impl Transport {
         let res = tokio::time::timeout(OP_TIMEOUT, exchange)
             .await
             .unwrap_or_else(|_| Err(node.unreachable("timed out")));
-        if matches!(res, Err(Error::Unreachable(_))) && conn.close_reason().is_some() {
-            node.mark_down().await;
+        if matches!(res, Err(Error::Unreachable(_))) {
+            match conn.close_reason() {
+                // The node closed the connection at the token's expiry: not a node that is down.
+                // The next call reconnects (with the token `set_token` gave, if any).
+                Some(quinn::ConnectionError::ApplicationClosed(c))
+                    if c.error_code == TOKEN_EXPIRED =>
+                {
+                    return Err(Error::Api {
+                        status: 401,
+                        code: "token_expired".into(),
+                        message: "the token expired; this connection was closed".into(),
+                    });
+                }
+                Some(_) => node.mark_down().await,
+                None => {}
+            }
         }
         res
     }

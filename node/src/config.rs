@@ -228,6 +228,9 @@ pub struct UploadConfig {
     /// A second sender of a chunk being received takes it over once the first has sent
     /// nothing for this long (its client vanished: a killed process, a dead QUIC path).
     pub takeover_ms: u64,
+    /// A multipart upload in the object store that no upload records (its node died between
+    /// creating and recording it) is aborted once it is this old.
+    pub orphan_grace_secs: u64,
 }
 
 impl Default for UploadConfig {
@@ -242,6 +245,7 @@ impl Default for UploadConfig {
             retention_secs: 7 * 24 * 3600,
             single_request_max: 8 * MIB,
             takeover_ms: 1500,
+            orphan_grace_secs: 3600,
         }
     }
 }
@@ -287,6 +291,9 @@ pub struct HttpConfig {
     pub tcp_keepalive_secs: u64,
     /// Open connections at most; beyond it a new one is answered 503 and closed.
     pub max_connections: usize,
+    /// Open connections from one client address at most (503 beyond it): one client cannot
+    /// take every place.
+    pub max_connections_per_ip: usize,
     /// The largest JSON request body (413 beyond it).
     pub json_body_max: u64,
     /// An error answered before the request body was read: up to this many body bytes are
@@ -302,6 +309,7 @@ impl Default for HttpConfig {
             idle_secs: 60,
             tcp_keepalive_secs: 30,
             max_connections: 1024,
+            max_connections_per_ip: 256,
             json_body_max: 64 * 1024,
             linger_max_bytes: 64 * MIB,
         }
@@ -487,11 +495,12 @@ impl Config {
             || h.idle_secs == 0
             || h.tcp_keepalive_secs == 0
             || h.max_connections == 0
+            || h.max_connections_per_ip == 0
             || h.json_body_max == 0
         {
             bail!(
                 "http.header_timeout_secs, body_idle_secs, idle_secs, tcp_keepalive_secs, \
-                 max_connections and json_body_max must be positive"
+                 max_connections, max_connections_per_ip and json_body_max must be positive"
             );
         }
         let q = &self.quic;

@@ -313,6 +313,11 @@ pub async fn run(
     let (policy, scanner) = start_scanner(&config, &meta, &store, &stop).await;
     let staging = data_dir.join("staging");
     std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    match uploads::clean_partial_chunks(&staging) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "removed chunks a crash left half-written"),
+        Err(e) => tracing::warn!(error = %e, "cleaning half-written chunks failed"),
+    }
     let quota = quota::QuotaHandle::spawn(meta.clone(), config.clone(), stop.clone());
     let ctx = Arc::new(uploads::Ctx {
         meta: meta.clone(),

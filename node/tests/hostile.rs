@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::quic::*;
 use common::*;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 use wharf_proto::quic::{request::Op, ChunkHeader, ListFiles};
 use wharf_raft::model::Tier;
 
@@ -128,6 +128,42 @@ async fn idle_and_half_sent_connections_are_closed_and_the_connection_limit_answ
     // The places are free again.
     std::thread::sleep(Duration::from_millis(300));
     healthy(&node).await;
+}
+
+/// A raw connection from another loopback address (127.0.0.0/8 is all loopback).
+fn raw_from(node: &Node, source: &str) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &format!("{source}:0")
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    let to: std::net::SocketAddr = node.http_addr().parse().unwrap();
+    socket.connect(&to.into()).unwrap();
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_cannot_take_every_connection() {
+    let (_dir, node) = start(&[("WHARF_HTTP_MAX_CONNECTIONS_PER_IP", "3")]);
+    let _held: Vec<TcpStream> = (0..3).map(|_| raw_from(&node, "127.0.0.1")).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = raw_from(&node, "127.0.0.1");
+    let (answer, _) = read_until_closed(&mut fourth, Duration::from_secs(3));
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // Another client address still gets in.
+    let mut other = raw_from(&node, "127.0.0.2");
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut other, Duration::from_secs(3));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -547,7 +583,26 @@ async fn a_quic_connection_ends_when_its_token_expires() {
         }
         other => panic!("{other:?}"),
     }
-    let _: Value = Value::Null;
+
+    // The SDK reports the expiry as such (not as a node that is down), and goes on with a
+    // fresh token on a new connection.
+    let keys = wharf_node::auth::Keys::load_or_create("", &node.data_dir).unwrap();
+    let short = keys
+        .issue("alice", Tier::Basic, Duration::from_secs(2))
+        .unwrap();
+    let ca = std::fs::read(node.data_dir.join("tls/ca.pem")).unwrap();
+    let client = wharf_client::Client::with_trust(
+        vec![format!("quic://{}", node.quic_addr)],
+        short,
+        wharf_client::Trust::Ca(ca),
+    )
+    .unwrap();
+    client.list().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let err = client.list().await.unwrap_err();
+    assert_eq!(err.code(), Some("token_expired"), "{err}");
+    client.set_token(node.token("alice", Tier::Basic));
+    client.list().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -578,4 +633,44 @@ async fn https_with_the_cluster_certificate_is_trusted_through_the_pinned_ca() {
     // Plain HTTP to the HTTPS port gets nothing useful.
     let r = reqwest::get(format!("http://{}/healthz", node.http_addr())).await;
     assert!(r.map(|r| !r.status().is_success()).unwrap_or(true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_crash_left_half_done_is_cleaned_up_and_what_is_recorded_kept() {
+    let (_dir, node) = start(&[
+        ("WHARF_UPLOAD_ORPHAN_GRACE_SECS", "1"),
+        ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
+    ]);
+    let t = node.token("alice", Tier::Basic);
+    let data = random_bytes(2 * CHUNK, 15);
+    let id = create_upload(&node, &t, data.len()).await;
+    assert_eq!(
+        node.put_chunk(&t, &id, 0, &data[..CHUNK]).await,
+        StatusCode::NO_CONTENT
+    );
+    // A half-written chunk (as a kill mid-receive leaves it) and a multipart upload that no
+    // upload records (a kill between creating it and recording it).
+    let part = node.data_dir.join(format!("staging/{id}/1.part-0123abcd"));
+    std::fs::write(&part, b"half").unwrap();
+    let orphan = node.data_dir.join("objects/.multipart/0123456789abcdef");
+    std::fs::create_dir_all(&orphan).unwrap();
+    let dir = node.kill9();
+    let node = dir.restart();
+    assert!(!part.exists(), "the half-written chunk survived a restart");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while orphan.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the orphan multipart upload is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The upload's own (recorded) multipart upload is intact: it completes.
+    assert_eq!(
+        node.put_chunk(&t, &id, 1, &data[CHUNK..]).await,
+        StatusCode::NO_CONTENT
+    );
+    let (st, file) = node.complete(&t, &id).await;
+    assert_eq!(st, StatusCode::OK, "{file}");
+    assert_eq!(node.download(&t, file["id"].as_str().unwrap()).await, data);
 }

@@ -287,6 +287,48 @@ async fn abort_and_expiry_leave_no_multipart_upload_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_multipart_upload_nothing_records_is_aborted_and_a_recorded_one_kept() {
+    let s3 = S3::shared();
+    let dir = tempfile::tempdir().unwrap();
+    // What a node killed between CreateMultipartUpload and recording its id leaves behind.
+    s3.boto(&format!(
+        "s3.create_multipart_upload(Bucket={:?}, Key='uploads/orphan')",
+        s3.bucket
+    ));
+    let node = start_node(
+        dir.path(),
+        &s3,
+        &[("WHARF_UPLOAD_ORPHAN_GRACE_SECS", "2")],
+        &[],
+    );
+    let t = node.token("bob", Tier::Basic);
+    let data = random_bytes(2 * 8 * MIB, 4);
+    let (_, up) = node
+        .create(&t, json!({"name": "kept", "size": data.len()}))
+        .await;
+    let id = up["upload_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        node.put_chunk(&t, &id, 0, &data[..8 * MIB]).await,
+        StatusCode::NO_CONTENT
+    );
+    wait_until("the orphan to be aborted, the recorded one kept", 30, || {
+        let keys = s3.boto(&format!(
+            "print(sorted(u['Key'] for u in s3.list_multipart_uploads(Bucket={:?}).get('Uploads', [])))",
+            s3.bucket
+        ));
+        keys.trim() == format!("['uploads/{id}']")
+    })
+    .await;
+    assert_eq!(
+        node.put_chunk(&t, &id, 1, &data[8 * MIB..]).await,
+        StatusCode::NO_CONTENT
+    );
+    let (st, file) = node.complete(&t, &id).await;
+    assert_eq!(st, StatusCode::OK, "{file}");
+    assert_eq!(node.download(&t, file["id"].as_str().unwrap()).await, data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_s3_outage_during_an_upload_is_survived() {
     // A moto of our own: the test freezes it (SIGSTOP), as a network black hole would.
     let s3 = S3::own();

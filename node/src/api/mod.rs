@@ -2,6 +2,8 @@
 //! over QUIC). Both parse and authenticate requests and call the actor handles.
 
 pub mod http;
+#[cfg(test)]
+mod props;
 pub mod quic;
 
 /// A body as a stream that fails with `TimedOut` when no bytes came for `idle`: a sender that

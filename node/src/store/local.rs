@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::store::{sync_dir, ByteStream, ObjectStore};
+use crate::store::{sync_dir, ByteStream, ObjectStore, PendingMultipart};
 
 /// Objects as directories under a root (one host, or a directory all nodes share): an object is
 /// its parts, as the nodes staged them, plus a manifest that orders them.
@@ -149,6 +149,26 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    async fn list_multipart(&self) -> io::Result<Vec<PendingMultipart>> {
+        let mut found = Vec::new();
+        let mut dir = tokio::fs::read_dir(self.root.join(".multipart")).await?;
+        while let Some(e) = dir.next_entry().await? {
+            let age = e
+                .metadata()
+                .await?
+                .modified()?
+                .elapsed()
+                .unwrap_or_default();
+            found.push(PendingMultipart {
+                // The local store keys multipart uploads by id alone.
+                key: String::new(),
+                id: e.file_name().to_string_lossy().into_owned(),
+                age,
+            });
+        }
+        Ok(found)
     }
 
     async fn get(&self, key: &str, offset: u64, len: u64) -> io::Result<ByteStream> {

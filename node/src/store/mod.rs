@@ -46,6 +46,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Stores the file at `path` as the whole object (a one-chunk file) and returns its ETag.
     async fn put_object(&self, key: &str, path: &Path) -> io::Result<String>;
+    /// The multipart uploads the store holds (to find those nothing recorded: a node killed
+    /// between creating one and recording its id).
+    async fn list_multipart(&self) -> io::Result<Vec<PendingMultipart>>;
     /// A URL that downloads the object without other credentials until `ttl` passes, if the
     /// store can make one.
     async fn presign_get(
@@ -54,6 +57,15 @@ pub trait ObjectStore: Send + Sync + 'static {
         ttl: std::time::Duration,
         content_disposition: &str,
     ) -> io::Result<Option<String>>;
+}
+
+/// A multipart upload in the store, as `list_multipart` finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingMultipart {
+    pub key: String,
+    pub id: String,
+    /// How long ago it was created.
+    pub age: std::time::Duration,
 }
 
 pub(crate) async fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -24,7 +24,7 @@ use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 
 use crate::config::StoreConfig;
-use crate::store::{ByteStream as Bytes, ObjectStore};
+use crate::store::{ByteStream as Bytes, ObjectStore, PendingMultipart};
 
 pub struct S3Store {
     client: Client,
@@ -203,6 +203,46 @@ impl ObjectStore for S3Store {
                 Ok(())
             }
             Err(e) => Err(s3_err("CompleteMultipartUpload", e)),
+        }
+    }
+
+    async fn list_multipart(&self) -> io::Result<Vec<PendingMultipart>> {
+        let mut found = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(self.key("uploads/"))
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| s3_err("ListMultipartUploads", e))?;
+            for u in page.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                let age = u
+                    .initiated()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .unwrap_or_default();
+                found.push(PendingMultipart {
+                    key: key.strip_prefix(&self.prefix).unwrap_or(key).to_string(),
+                    id: id.to_string(),
+                    age,
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(found);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                return Ok(found);
+            }
         }
     }
 

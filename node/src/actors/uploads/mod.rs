@@ -34,6 +34,7 @@ use offload::offload;
 use single::store_small;
 pub use single::SmallFile;
 use staging::stage_chunk;
+pub use sweep::clean_partial_chunks;
 use sweep::sweeper;
 
 const MAILBOX: usize = 256;

@@ -26,6 +26,8 @@ pub(super) async fn sweeper(
     // given the grace time from then.
     let mut leader_since: HashMap<u64, Instant> = HashMap::new();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Orphan multipart uploads are looked for when this node becomes leader, then now and then.
+    let mut orphans_checked: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -48,8 +50,16 @@ pub(super) async fn sweeper(
             }
             collect_garbage(&ctx).await;
             declare_lost_nodes(&ctx, &mut leader_since).await;
+            let every = Duration::from_secs(ctx.config.orphan_grace_secs.clamp(1, 600));
+            if orphans_checked.is_none_or(|t| t.elapsed() >= every) {
+                orphans_checked = Some(Instant::now());
+                if let Err(e) = abort_orphan_multiparts(&ctx).await {
+                    tracing::warn!(error = %e, "looking for orphan multipart uploads failed");
+                }
+            }
         } else {
             leader_since.clear();
+            orphans_checked = None;
         }
         if let Err(e) = sweep_staging(&ctx).await {
             tracing::warn!(error = %e, "sweeping staging failed");
@@ -126,6 +136,50 @@ async fn collect_garbage(ctx: &Ctx) {
             tracing::warn!(key = %g.object_key, error = %e, "garbage collection failed; will retry");
         }
     }
+}
+
+/// Aborts the multipart uploads of the object store that no upload records and that are older
+/// than `upload.orphan_grace_secs` (a younger one may be on its way to being recorded).
+async fn abort_orphan_multiparts(ctx: &Ctx) -> std::io::Result<()> {
+    let grace = Duration::from_secs(ctx.config.orphan_grace_secs);
+    let pending = ctx.store.list_multipart().await?;
+    if pending.iter().all(|p| p.age < grace) {
+        return Ok(());
+    }
+    let known: HashSet<String> = {
+        let applied = ctx.meta.local();
+        let open = applied.open_uploads(usize::MAX);
+        let garbage = applied.garbage(usize::MAX);
+        open.into_iter()
+            .filter_map(|u| u.multipart_id)
+            .chain(garbage.into_iter().filter_map(|g| g.multipart_id))
+            .collect()
+    };
+    for p in pending {
+        if p.age >= grace && !known.contains(&p.id) {
+            tracing::warn!(key = %p.key, id = %p.id, "aborting a multipart upload nothing records");
+            ctx.store.abort_multipart(&p.key, &p.id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes what interrupted receives left in staging: `.part` files (no receive outlives the
+/// process). Run at start, before anything is received.
+pub fn clean_partial_chunks(staging: &std::path::Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for upload in std::fs::read_dir(staging)?.flatten() {
+        if !upload.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for e in std::fs::read_dir(upload.path())?.flatten() {
+            if e.file_name().to_string_lossy().contains(".part-") {
+                std::fs::remove_file(e.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes the staging directories of uploads that are no longer uploading.

@@ -179,7 +179,7 @@ pub(super) async fn delete_file(
 
 /// A single `bytes=` range, resolved against `size` to `(start, end_inclusive)`. Malformed or
 /// multi-range headers are ignored (RFC 9110 allows it) and the whole file is sent.
-fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>> {
+pub(crate) fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>> {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
@@ -208,7 +208,7 @@ fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>> {
 }
 
 /// `filename*=UTF-8''…` (RFC 6266 / 8187) so any name is safe in the header.
-fn content_disposition(name: &str) -> String {
+pub(crate) fn content_disposition(name: &str) -> String {
     let mut enc = String::new();
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {

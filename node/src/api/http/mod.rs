@@ -134,7 +134,7 @@ async fn readyz(State(s): State<AppState>) -> Result<&'static str> {
     Ok("ready")
 }
 
-fn validate_name(name: &str) -> Result<()> {
+pub(crate) fn validate_name(name: &str) -> Result<()> {
     let bad = name.is_empty()
         || name.len() > 255
         || name == "."

@@ -26,6 +26,7 @@ pub struct Limits {
     pub idle: Duration,
     pub tcp_keepalive: Duration,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     /// How long requests in flight may go on after shutdown begins.
     pub drain: Duration,
 }
@@ -37,6 +38,7 @@ impl Limits {
             idle: Duration::from_secs(c.idle_secs),
             tcp_keepalive: Duration::from_secs(c.tcp_keepalive_secs),
             max_connections: c.max_connections,
+            max_connections_per_ip: c.max_connections_per_ip,
             drain: Duration::from_secs(drain_secs),
         }
     }
@@ -57,6 +59,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
+    let by_ip: Arc<dashmap::DashMap<std::net::IpAddr, usize>> = Arc::default();
     let conns = tokio_util::task::TaskTracker::new();
     let limits = Arc::new(limits);
     loop {
@@ -76,8 +79,12 @@ pub async fn serve(
             tokio::spawn(refuse(tcp));
             continue;
         }
+        let Some(per_ip) = PerIp::take(&by_ip, peer.ip(), limits.max_connections_per_ip) else {
+            tokio::spawn(refuse(tcp));
+            continue;
+        };
         open.fetch_add(1, Ordering::Relaxed);
-        let guard = Open(open.clone());
+        let guard = (Open(open.clone()), per_ip);
         let _ = tcp.set_nodelay(true);
         let sock = socket2::SockRef::from(&tcp);
         let _ = sock.set_tcp_keepalive(
@@ -118,6 +125,41 @@ struct Open(Arc<AtomicUsize>);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection's place in its address's count, given back on drop.
+struct PerIp {
+    table: Arc<dashmap::DashMap<std::net::IpAddr, usize>>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn take(
+        table: &Arc<dashmap::DashMap<std::net::IpAddr, usize>>,
+        ip: std::net::IpAddr,
+        max: usize,
+    ) -> Option<Self> {
+        let mut n = table.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIp {
+    fn drop(&mut self) {
+        if let dashmap::mapref::entry::Entry::Occupied(mut e) = self.table.entry(self.ip) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
     }
 }
 

@@ -209,7 +209,7 @@ fn content_digest_sha256(headers: &HeaderMap) -> Result<Option<[u8; 32]>> {
 }
 
 /// What a request says about its body: its length and checksums.
-pub(super) struct BodyHeaders {
+pub(crate) struct BodyHeaders {
     pub content_length: Option<u64>,
     /// `x-wharf-blake3` (hex).
     pub blake3: Option<[u8; 32]>,
@@ -218,7 +218,7 @@ pub(super) struct BodyHeaders {
 }
 
 impl BodyHeaders {
-    pub(super) fn parse(headers: &HeaderMap) -> Result<Self> {
+    pub(crate) fn parse(headers: &HeaderMap) -> Result<Self> {
         let content_length = match headers.get(header::CONTENT_LENGTH) {
             Some(v) => Some(
                 v.to_str()
