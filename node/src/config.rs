@@ -244,7 +244,7 @@ impl Default for UploadConfig {
             max_staging_bytes: 16 * GIB,
             retention_secs: 7 * 24 * 3600,
             single_request_max: 8 * MIB,
-            takeover_ms: 1500,
+            takeover_ms: 750,
             orphan_grace_secs: 3600,
         }
     }

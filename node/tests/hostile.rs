@@ -500,6 +500,16 @@ async fn rate_limits_answer_429_with_retry_after_per_user_tier_and_address() {
     let r = node.get(&basic, "/v1/usage").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
+    // Chunk bodies are limited by bytes, not counted as requests: 20 chunks at once pass a
+    // user whose request bucket holds 10.
+    let carl = node.token("carl", Tier::Basic);
+    let data = random_bytes(20 * CHUNK, 16);
+    let id = create_upload(&node, &carl, data.len()).await;
+    let puts = (0..20).map(|i| node.put_chunk(&carl, &id, i, &data[i * CHUNK..(i + 1) * CHUNK]));
+    for st in futures::future::join_all(puts).await {
+        assert_eq!(st, StatusCode::NO_CONTENT);
+    }
+
     let (_dir2, node2) = start(&[("WHARF_RATE_IP_REQUESTS_PER_SEC", "5")]);
     let statuses: Vec<StatusCode> = futures::future::join_all((0..30).map(|_| async {
         node2
@@ -522,6 +532,7 @@ async fn quic_connections_must_say_hello_in_time_and_are_bounded_before_it() {
     let (_dir, node) = start(&[
         ("WHARF_QUIC_HELLO_TIMEOUT_SECS", "1"),
         ("WHARF_QUIC_MAX_CONNECTIONS_PER_USER", "2"),
+        ("WHARF_QUIC_MAX_CONNECTIONS", "4"),
     ]);
     let t = node.token("alice", Tier::Basic);
 
@@ -555,6 +566,17 @@ async fn quic_connections_must_say_hello_in_time_and_are_bounded_before_it() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let d = connect(&node).await;
     ok_json(hello(&d, &t).await);
+    // The node's own limit: with b, d and two of another user open, a fifth is refused.
+    let other = node.token("bob", Tier::Basic);
+    let e = connect(&node).await;
+    ok_json(hello(&e, &other).await);
+    let f = connect(&node).await;
+    ok_json(hello(&f, &other).await);
+    let refused = tokio::time::timeout(Duration::from_secs(5), try_connect(&node))
+        .await
+        .expect("the fifth connection neither opened nor was refused");
+    assert!(refused.is_err(), "a fifth connection opened");
+    drop((b, d, e, f));
     healthy(&node).await;
 }
 

@@ -254,10 +254,6 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, c: Claims, app: AppS
         .await;
         return;
     }
-    if let Err(r) = app.rate.user_request(&c.sub, c.tier) {
-        let _ = write_reply(&mut send, Err(Error::RateLimited(r))).await;
-        return;
-    }
     let req = match read_frame::<Request, _>(&mut recv).await {
         Ok(Request { op: Some(op) }) => op,
         _ => {
@@ -266,6 +262,13 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, c: Claims, app: AppS
             return;
         }
     };
+    // Chunk bodies and one-request files are limited by bytes (and creations) instead.
+    if !matches!(req, Op::Chunk(_) | Op::PutFile(_)) {
+        if let Err(r) = app.rate.user_request(&c.sub, c.tier) {
+            let _ = write_reply(&mut send, Err(Error::RateLimited(r))).await;
+            return;
+        }
+    }
     if let Op::Read(r) = req {
         // A ranged read: the reply, then the bytes.
         let _ = match read(r, &c, &app).await {

@@ -10,6 +10,11 @@ use wharf_proto::quic::{read_frame, request::Op, write_frame, Hello, Reply, Requ
 use super::Node;
 
 pub async fn connect(node: &Node) -> quinn::Connection {
+    try_connect(node).await.unwrap()
+}
+
+/// A connection to the node's QUIC endpoint, or the error that refused it.
+pub async fn try_connect(node: &Node) -> Result<quinn::Connection, quinn::ConnectionError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let ca = std::fs::read(node.data_dir.join("tls/ca.pem")).unwrap();
@@ -31,7 +36,6 @@ pub async fn connect(node: &Node) -> quinn::Connection {
         .connect(node.quic_addr.parse().unwrap(), "wharf-node")
         .unwrap()
         .await
-        .unwrap()
 }
 
 pub async fn read_reply(recv: &mut RecvStream) -> Result<Reply, String> {
