@@ -55,8 +55,19 @@ pub struct Cluster {
     http: reqwest::Client,
 }
 
+/// A loopback port free now (TCP and UDP) below the kernel's ephemeral range (32768 and up): a
+/// node keeps its ports across restarts, and while it is down no outgoing connection or port-0
+/// bind of another process is given them by chance.
 fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    use rand::Rng;
+    for _ in 0..1000 {
+        let port = rand::thread_rng().gen_range(20_000..32_000);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpListener::bind(addr).is_ok() && std::net::UdpSocket::bind(addr).is_ok() {
+            return Ok(addr);
+        }
+    }
+    anyhow::bail!("no free loopback port in 20000..32000")
 }
 
 impl Cluster {

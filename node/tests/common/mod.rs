@@ -1,5 +1,5 @@
-//! Real `wharf` node processes for integration tests: own data dir, HTTP on 127.0.0.1:0,
-//! killed on drop.
+//! Real `wharf` node processes for integration tests: own data dir, HTTP and gRPC on loopback
+//! ports of their own (kept across restarts), killed on drop.
 
 #![allow(dead_code)]
 
@@ -61,9 +61,21 @@ impl Node {
         Self::spawn(data_dir, env, &[])
     }
 
-    /// Starts a node with extra command-line arguments (`--join …`).
+    /// Starts a node with extra command-line arguments (`--join …`), on ports of its own below
+    /// the ephemeral range (see [`stable_port`]), so that it can be restarted on them.
     pub fn spawn(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Node {
-        Self::spawn_at(data_dir, env, args, "127.0.0.1:0", "127.0.0.1:0")
+        let mut last = String::new();
+        for _ in 0..5 {
+            let http = format!("127.0.0.1:{}", stable_port());
+            let peer = format!("127.0.0.1:{}", stable_port());
+            match Self::try_spawn_at(data_dir, env, args, &http, &peer) {
+                Ok(node) => return node,
+                // Another process took a port between the pick and the bind: pick again.
+                Err(log) if log.contains("in use") => last = log,
+                Err(log) => panic!("node did not start; it logged:\n{log}"),
+            }
+        }
+        panic!("node did not start on five pairs of ports; it logged:\n{last}")
     }
 
     /// Starts a node on given addresses (a restarted node keeps the addresses it advertised).
@@ -74,6 +86,18 @@ impl Node {
         http_addr: &str,
         peer_addr: &str,
     ) -> Node {
+        Self::try_spawn_at(data_dir, env, args, http_addr, peer_addr)
+            .unwrap_or_else(|log| panic!("node did not start; it logged:\n{log}"))
+    }
+
+    /// Starts a node, or gives what it logged before it exited.
+    fn try_spawn_at(
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        http_addr: &str,
+        peer_addr: &str,
+    ) -> Result<Node, String> {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -128,22 +152,20 @@ impl Node {
             .expect("read the listening line");
         // "wharf node N listening on http://ADDR (peer ADDR)"
         let words: Vec<&str> = line.split_whitespace().collect();
-        let base = words
+        let Some(base) = words
             .iter()
             .find(|w| w.starts_with("http://") || w.starts_with("https://"))
-            .unwrap_or_else(|| {
-                let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(200));
-                let log: Vec<String> = log_tail
-                    .as_ref()
-                    .map(|t| t.lock().unwrap().iter().cloned().collect())
-                    .unwrap_or_default();
-                panic!(
-                    "node did not start: {line:?}; it logged:\n{}",
-                    log.join("\n")
-                )
-            })
-            .to_string();
+            .map(|w| w.to_string())
+        else {
+            let _ = child.wait();
+            // The log thread reads what is left of stderr.
+            std::thread::sleep(Duration::from_millis(200));
+            let log: Vec<String> = log_tail
+                .as_ref()
+                .map(|t| t.lock().unwrap().iter().cloned().collect())
+                .unwrap_or_default();
+            return Err(format!("stdout {line:?}\n{}", log.join("\n")));
+        };
         let after = |tag: &str| {
             words
                 .iter()
@@ -160,7 +182,7 @@ impl Node {
             .to_string();
         let node_id = words.get(2).and_then(|w| w.parse().ok()).unwrap_or(0);
         let https = base.starts_with("https://");
-        Node {
+        Ok(Node {
             child,
             base,
             peer_addr,
@@ -176,7 +198,7 @@ impl Node {
                 .build()
                 .unwrap(),
             log_tail,
-        }
+        })
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -396,6 +418,19 @@ impl Drop for Node {
                     eprintln!("    {l}");
                 }
             }
+        }
+    }
+}
+
+/// A TCP port free on loopback now, below the kernel's ephemeral range (32768-60999 by
+/// default), from which outgoing connections and port-0 binds take theirs: while a node that
+/// owns it is down for a restart, no other socket of the machine is given it by chance.
+pub fn stable_port() -> u16 {
+    use rand::Rng;
+    loop {
+        let port = rand::thread_rng().gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
         }
     }
 }
