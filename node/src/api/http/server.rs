@@ -211,11 +211,11 @@ async fn connection<S>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(64 * 1024);
+    // No HTTP/2 pings: they would count as activity and keep an idle connection open forever;
+    // TCP keepalive finds peers that vanished.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.idle / 2))
-        .keep_alive_timeout(limits.idle / 2)
         .max_concurrent_streams(64);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
