@@ -379,6 +379,21 @@ async fn wrong_methods_types_sizes_schemes_and_names_get_their_own_statuses() {
         .unwrap();
     assert_error(&json(r).await, 413, "body_too_large");
 
+    // 100 MB announced, as curl sends it (waiting for 100 Continue): 413 at once, nothing read.
+    let mut s = raw(&node);
+    write!(
+        s,
+        "POST /v1/uploads HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {t}\r\n\
+         content-type: application/json\r\ncontent-length: 100000000\r\n\
+         expect: 100-continue\r\n\r\n"
+    )
+    .unwrap();
+    let asked = Instant::now();
+    let (answer, _) = read_until_closed(&mut s, Duration::from_secs(3));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
+    assert!(asked.elapsed() < Duration::from_secs(3));
+
     // The scheme is case-insensitive.
     let r = node
         .http

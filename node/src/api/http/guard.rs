@@ -27,7 +27,17 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
             return with_headers(Error::RateLimited(r).into_response());
         }
     }
-    let method = req.method().clone();
+    // Lingering helps a client that sends its whole body before it reads the answer. One that
+    // waits for `100 Continue` sends nothing unless asked (reading would ask it), and a body
+    // larger than the bound cannot be drained anyway.
+    let may_linger = req.method() != Method::GET
+        && req.method() != Method::HEAD
+        && !req.headers().contains_key(header::EXPECT)
+        && req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_none_or(|n| n <= s.http.linger_max_bytes);
     let (parts, body) = req.into_parts();
     let unread = Arc::new(Mutex::new(None));
     let body = Body::new(Tracked {
@@ -45,12 +55,10 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
     }
     let failed = resp.status().is_client_error() || resp.status().is_server_error();
     let left = unread.lock().expect("lock poisoned").take();
-    if let (true, Some(body)) = (failed, left) {
-        if method != Method::GET && method != Method::HEAD {
-            // Answering before the body was read and closing would reset the connection under
-            // a client still sending, which then sees a broken pipe instead of this answer.
-            linger(body, s.http.linger_max_bytes).await;
-        }
+    if let (true, true, Some(body)) = (failed, may_linger, left) {
+        // Answering before the body was read and closing would reset the connection under a
+        // client still sending, which then sees a broken pipe instead of this answer.
+        linger(body, s.http.linger_max_bytes).await;
     }
     with_headers(resp)
 }

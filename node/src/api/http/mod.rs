@@ -114,10 +114,21 @@ impl FromRequestParts<AppState> for Caller {
 /// JSON bodies whose rejections are wharf errors.
 pub struct ApiJson<T>(pub T);
 
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = Error;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+        // Refused on its announced length, before a byte is read: reading would also send a
+        // client that waits for it `100 Continue`.
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > state.http.json_body_max) {
+            return Err(Error::BodyTooLarge(
+                "the JSON body is larger than http.json_body_max".into(),
+            ));
+        }
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::UnsupportedMediaType(
