@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::quic::{AnyCert, Trust};
+use crate::quic::{ca_roots, AnyCert, Trust};
 use crate::{Error, Result};
 
 /// The name every cluster certificate carries.
@@ -26,17 +26,7 @@ pub(crate) fn config(trust: &Trust) -> Result<Option<rustls::ClientConfig>> {
             .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
             .with_no_client_auth(),
         Trust::Ca(pem) => {
-            use rustls::pki_types::pem::PemObject;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| Error::Tls(format!("CA file: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| Error::Tls(format!("CA file: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(Error::Tls("CA file holds no certificate".into()));
-            }
+            let roots = ca_roots(pem)?;
             let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,

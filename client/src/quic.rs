@@ -55,6 +55,8 @@ pub(crate) struct QuicNode {
 #[derive(Default)]
 struct Link {
     conn: Option<quinn::Connection>,
+    /// The token the connection said Hello with.
+    token: String,
     down_until: Option<Instant>,
 }
 
@@ -91,20 +93,9 @@ impl Transport {
                         .into(),
                 ))
             }
-            Trust::Ca(pem) => {
-                use rustls::pki_types::pem::PemObject;
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(pem) {
-                    let cert = cert.map_err(|e| Error::Tls(format!("CA file: {e}")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| Error::Tls(format!("CA file: {e}")))?;
-                }
-                if roots.is_empty() {
-                    return Err(Error::Tls("CA file holds no certificate".into()));
-                }
-                builder.with_root_certificates(roots).with_no_client_auth()
-            }
+            Trust::Ca(pem) => builder
+                .with_root_certificates(ca_roots(pem)?)
+                .with_no_client_auth(),
             Trust::Insecure => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
@@ -142,23 +133,30 @@ impl Transport {
             .await
     }
 
-    /// The node's live connection, made (with its Hello) if there is none.
-    async fn connection(&self, node: &QuicNode) -> Result<quinn::Connection> {
+    fn token(&self) -> String {
+        self.token.read().expect("lock poisoned").clone()
+    }
+
+    /// The node's live connection, made (with its Hello) if there is none, and the token it
+    /// said Hello with.
+    async fn connection(&self, node: &QuicNode) -> Result<(quinn::Connection, String)> {
         let mut link = node.link.lock().await;
         if let Some(c) = link.conn.as_ref() {
             if c.close_reason().is_none() {
-                return Ok(c.clone());
+                return Ok((c.clone(), link.token.clone()));
             }
         }
         link.conn = None;
         if link.down_until.is_some_and(|t| Instant::now() < t) {
             return Err(node.unreachable("down (retrying shortly)"));
         }
-        match self.connect(node).await {
+        let token = self.token();
+        match self.connect(node, &token).await {
             Ok(conn) => {
                 link.conn = Some(conn.clone());
+                link.token = token.clone();
                 link.down_until = None;
-                Ok(conn)
+                Ok((conn, token))
             }
             Err(e) => {
                 if matches!(e, Error::Unreachable(_)) {
@@ -169,7 +167,7 @@ impl Transport {
         }
     }
 
-    async fn connect(&self, node: &QuicNode) -> Result<quinn::Connection> {
+    async fn connect(&self, node: &QuicNode, token: &str) -> Result<quinn::Connection> {
         let addr = tokio::net::lookup_host(&node.addr)
             .await
             .map_err(|e| node.unreachable(e))?
@@ -185,7 +183,7 @@ impl Transport {
             .map_err(|e| node.unreachable(e))?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| node.unreachable(e))?;
         let hello = Hello {
-            token: self.token.read().expect("lock poisoned").clone(),
+            token: token.to_string(),
         };
         write_frame(&mut send, &hello)
             .await
@@ -206,14 +204,33 @@ impl Transport {
         req: Request,
         body: Option<bytes::Bytes>,
     ) -> Result<(Vec<u8>, RecvStream)> {
-        let conn = self.connection(node).await?;
+        let (conn, used) = self.connection(node).await?;
+        match self.exchange(node, &conn, &req, body.clone()).await {
+            // The connection's token expired and `set_token` gave another since: once more, on
+            // a new connection.
+            Err(e) if e.code() == Some("token_expired") && self.token() != used => {
+                node.link.lock().await.conn = None;
+                let (conn, _) = self.connection(node).await?;
+                self.exchange(node, &conn, &req, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        node: &QuicNode,
+        conn: &quinn::Connection,
+        req: &Request,
+        body: Option<bytes::Bytes>,
+    ) -> Result<(Vec<u8>, RecvStream)> {
         let exchange = async {
             let lost = |e: String| node.unreachable(e);
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
-            write_frame(&mut send, &req)
+            write_frame(&mut send, req)
                 .await
                 .map_err(|e| lost(e.to_string()))?;
-            if let Some(b) = body.clone() {
+            if let Some(b) = body {
                 // Handed over without a copy.
                 send.write_chunk(b).await.map_err(|e| lost(e.to_string()))?;
             }
@@ -276,6 +293,22 @@ impl Transport {
         }
         Ok(data)
     }
+}
+
+/// The certificates of a CA file (PEM), as roots to trust.
+pub(crate) fn ca_roots(pem: &[u8]) -> Result<rustls::RootCertStore> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| Error::Tls(format!("CA file: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| Error::Tls(format!("CA file: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls("CA file holds no certificate".into()));
+    }
+    Ok(roots)
 }
 
 /// A reply's JSON, or its typed error.

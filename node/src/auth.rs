@@ -13,6 +13,8 @@ use wharf_raft::model::Tier;
 use crate::error::Error;
 
 const SECRET_FILE: &str = "jwt_secret";
+/// Seconds a token is still accepted after its `exp` (clock skew between issuer and node).
+pub const LEEWAY_SECS: u64 = 5;
 /// The longest lifetime `issue` gives a token.
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
@@ -35,7 +37,7 @@ pub struct Keys {
 impl Keys {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),

@@ -326,6 +326,8 @@ pub struct QuicConfig {
     pub max_connections: usize,
     /// Open connections per user at most (the Hello beyond it is refused).
     pub max_connections_per_user: usize,
+    /// Open connections from one client address at most, Hello or not.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for QuicConfig {
@@ -334,6 +336,7 @@ impl Default for QuicConfig {
             hello_timeout_secs: 5,
             max_connections: 1024,
             max_connections_per_user: 32,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -504,10 +507,14 @@ impl Config {
             );
         }
         let q = &self.quic;
-        if q.hello_timeout_secs == 0 || q.max_connections == 0 || q.max_connections_per_user == 0 {
+        if q.hello_timeout_secs == 0
+            || q.max_connections == 0
+            || q.max_connections_per_user == 0
+            || q.max_connections_per_ip == 0
+        {
             bail!(
-                "quic.hello_timeout_secs, max_connections and max_connections_per_user must be \
-                 positive"
+                "quic.hello_timeout_secs, max_connections, max_connections_per_user and \
+                 max_connections_per_ip must be positive"
             );
         }
         if self.rate.premium_factor == 0 {

@@ -341,6 +341,7 @@ pub async fn run(
         scan_policy: policy,
         rate: Arc::new(limits::RateLimits::new(&config.rate)),
         http: Arc::new(config.http.clone()),
+        single_request_max: config.upload.single_request_max,
     };
     {
         // Full buckets are forgotten now and then: the tables stay small under many clients.

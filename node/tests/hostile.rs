@@ -71,6 +71,16 @@ fn stalled_chunk_put(node: &Node, token: &str, upload: &str, index: u32, sent: u
     s
 }
 
+/// Completes the upload and checks that the file downloads as `data`.
+async fn completes_to(node: &Node, token: &str, upload: &str, data: &[u8]) {
+    let (st, file) = node.complete(token, upload).await;
+    assert_eq!(st, StatusCode::OK, "{file}");
+    assert_eq!(
+        node.download(token, file["id"].as_str().unwrap()).await,
+        data
+    );
+}
+
 async fn healthy(node: &Node) {
     let r = node.http.get(node.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -205,9 +215,7 @@ async fn a_stalled_chunk_is_taken_over_by_a_new_sender_and_a_silent_body_times_o
         node.put_chunk(&t, &id, 1, &data[CHUNK..]).await,
         StatusCode::NO_CONTENT
     );
-    let (st, file) = node.complete(&t, &id).await;
-    assert_eq!(st, StatusCode::OK, "{file}");
-    assert_eq!(node.download(&t, file["id"].as_str().unwrap()).await, data);
+    completes_to(&node, &t, &id, &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -598,48 +606,63 @@ async fn quic_connections_must_say_hello_in_time_and_are_bounded_before_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quic_connection_ends_when_its_token_expires() {
     let (_dir, node) = start(&[]);
-    let t = wharf_node::auth::Keys::load_or_create("", &node.data_dir)
+    let keys = wharf_node::auth::Keys::load_or_create("", &node.data_dir).unwrap();
+    // Tokens that expire now: accepted for the leeway (as over HTTP), then refused.
+    let expiring = || keys.issue("alice", Tier::Basic, Duration::ZERO).unwrap();
+    let past_the_leeway = || {
+        tokio::time::sleep(
+            Duration::from_secs(wharf_node::auth::LEEWAY_SECS) + Duration::from_millis(700),
+        )
+    };
+    let sdk = |token: String| {
+        let ca = std::fs::read(node.data_dir.join("tls/ca.pem")).unwrap();
+        wharf_client::Client::with_trust(
+            vec![format!("quic://{}", node.quic_addr)],
+            token,
+            wharf_client::Trust::Ca(ca),
+        )
         .unwrap()
-        .issue("alice", Tier::Basic, Duration::from_secs(2))
-        .unwrap();
-    let conn = connect(&node).await;
-    ok_json(hello(&conn, &t).await);
-    ok_json(call(&conn, Op::List(ListFiles::default()), None).await);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    // Whatever is asked now is refused as expired, and the connection is closed so that the
-    // client reconnects with a fresh token.
-    if let Ok(reply) = call(&conn, Op::List(ListFiles::default()), None).await {
-        assert_eq!(reply.code, "token_expired", "{}", reply.message);
-    }
-    let reason = tokio::time::timeout(Duration::from_secs(3), conn.closed())
-        .await
-        .expect("the expired connection is still open");
-    match reason {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(c.error_code, quinn::VarInt::from_u32(0x13))
-        }
-        other => panic!("{other:?}"),
-    }
+    };
 
+    // A raw connection: refused as expired, then closed so that the client reconnects.
+    let raw = async {
+        let conn = connect(&node).await;
+        ok_json(hello(&conn, &expiring()).await);
+        ok_json(call(&conn, Op::List(ListFiles::default()), None).await);
+        past_the_leeway().await;
+        if let Ok(reply) = call(&conn, Op::List(ListFiles::default()), None).await {
+            assert_eq!(reply.code, "token_expired", "{}", reply.message);
+        }
+        let reason = tokio::time::timeout(Duration::from_secs(3), conn.closed())
+            .await
+            .expect("the expired connection is still open");
+        match reason {
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                assert_eq!(c.error_code, quinn::VarInt::from_u32(0x13))
+            }
+            other => panic!("{other:?}"),
+        }
+    };
     // The SDK reports the expiry as such (not as a node that is down), and goes on with a
     // fresh token on a new connection.
-    let keys = wharf_node::auth::Keys::load_or_create("", &node.data_dir).unwrap();
-    let short = keys
-        .issue("alice", Tier::Basic, Duration::from_secs(2))
-        .unwrap();
-    let ca = std::fs::read(node.data_dir.join("tls/ca.pem")).unwrap();
-    let client = wharf_client::Client::with_trust(
-        vec![format!("quic://{}", node.quic_addr)],
-        short,
-        wharf_client::Trust::Ca(ca),
-    )
-    .unwrap();
-    client.list().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let err = client.list().await.unwrap_err();
-    assert_eq!(err.code(), Some("token_expired"), "{err}");
-    client.set_token(node.token("alice", Tier::Basic));
-    client.list().await.unwrap();
+    let refreshed_after = async {
+        let client = sdk(expiring());
+        client.list().await.unwrap();
+        past_the_leeway().await;
+        let err = client.list().await.unwrap_err();
+        assert_eq!(err.code(), Some("token_expired"), "{err}");
+        client.set_token(node.token("alice", Tier::Basic));
+        client.list().await.unwrap();
+    };
+    // A token refreshed before the old one ran out: the call after the expiry just works.
+    let refreshed_before = async {
+        let client = sdk(expiring());
+        client.list().await.unwrap();
+        client.set_token(node.token("alice", Tier::Basic));
+        past_the_leeway().await;
+        client.list().await.unwrap();
+    };
+    tokio::join!(raw, refreshed_after, refreshed_before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -707,7 +730,5 @@ async fn what_a_crash_left_half_done_is_cleaned_up_and_what_is_recorded_kept() {
         node.put_chunk(&t, &id, 1, &data[CHUNK..]).await,
         StatusCode::NO_CONTENT
     );
-    let (st, file) = node.complete(&t, &id).await;
-    assert_eq!(st, StatusCode::OK, "{file}");
-    assert_eq!(node.download(&t, file["id"].as_str().unwrap()).await, data);
+    completes_to(&node, &t, &id, &data).await;
 }

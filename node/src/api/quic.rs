@@ -44,6 +44,9 @@ pub const TOKEN_EXPIRED: VarInt = VarInt::from_u32(0x13);
 /// Connection close code: the node or the user is at its connection limit.
 pub const TOO_MANY_CONNECTIONS: VarInt = VarInt::from_u32(0x14);
 
+/// How long requests under way may finish after the connection's token expired.
+const EXPIRY_DRAIN: Duration = Duration::from_secs(30);
+
 /// Until its Hello is accepted a connection may buffer this much, on one stream.
 const HELLO_WINDOW: u32 = 64 * 1024;
 
@@ -52,6 +55,7 @@ pub struct Limits {
     pub hello_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_user: usize,
+    pub max_connections_per_ip: usize,
 }
 
 impl Limits {
@@ -60,6 +64,7 @@ impl Limits {
             hello_timeout: Duration::from_secs(c.hello_timeout_secs),
             max_connections: c.max_connections,
             max_connections_per_user: c.max_connections_per_user,
+            max_connections_per_ip: c.max_connections_per_ip,
         }
     }
 }
@@ -68,40 +73,9 @@ impl Limits {
 #[derive(Default)]
 struct Counts {
     open: std::sync::atomic::AtomicUsize,
-    per_user: dashmap::DashMap<String, usize>,
-}
-
-/// A user's place among the open connections, given back on drop.
-struct UserSlot<'a> {
-    counts: &'a Counts,
-    user: String,
-}
-
-impl Drop for UserSlot<'_> {
-    fn drop(&mut self) {
-        if let dashmap::mapref::entry::Entry::Occupied(mut e) =
-            self.counts.per_user.entry(self.user.clone())
-        {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
-        }
-    }
-}
-
-impl Counts {
-    fn take_user(&self, user: &str, max: usize) -> Option<UserSlot<'_>> {
-        let mut n = self.per_user.entry(user.to_string()).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(UserSlot {
-            counts: self,
-            user: user.to_string(),
-        })
-    }
+    per_user: crate::limits::Slots<String>,
+    /// Before its Hello a connection is known by its address only.
+    per_ip: crate::limits::Slots<std::net::IpAddr>,
 }
 
 fn server_config(identity: &Identity) -> anyhow::Result<quinn::ServerConfig> {
@@ -155,9 +129,15 @@ pub async fn serve(endpoint: quinn::Endpoint, app: AppState, limits: Limits) {
             incoming.refuse();
             continue;
         }
+        let ip = incoming.remote_address().ip();
+        let Some(per_ip) = counts.per_ip.take(&ip, limits.max_connections_per_ip) else {
+            incoming.refuse();
+            continue;
+        };
         counts.open.fetch_add(1, Ordering::Relaxed);
         let (app, shared) = (app.clone(), shared.clone());
         tokio::spawn(async move {
+            let _per_ip = per_ip;
             let (counts, limits) = &*shared;
             if let Ok(Ok(conn)) = tokio::time::timeout(limits.hello_timeout, incoming).await {
                 connection(conn, app, counts, limits).await;
@@ -204,7 +184,10 @@ async fn connection(conn: quinn::Connection, app: AppState, counts: &Counts, lim
             return;
         }
     };
-    let Some(_slot) = counts.take_user(&claims.sub, limits.max_connections_per_user) else {
+    let Some(_slot) = counts
+        .per_user
+        .take(&claims.sub, limits.max_connections_per_user)
+    else {
         let _ = write_reply(
             &mut send,
             Err(Error::conflict(
@@ -223,27 +206,35 @@ async fn connection(conn: quinn::Connection, app: AppState, counts: &Counts, lim
     conn.set_receive_window(VarInt::from_u32(CONNECTION_WINDOW));
     conn.set_max_concurrent_bi_streams(VarInt::from_u32(64));
     let _ = write_reply(&mut send, Ok(serde_json::json!({ "user": claims.sub }))).await;
-    let expires = Duration::from_secs(claims.exp.saturating_sub(crate::auth::now_secs()));
-    let expiry = tokio::time::sleep(expires);
+    // The token is accepted as long as HTTP accepts it (its expiry plus the same leeway).
+    let ends = claims.exp + crate::auth::LEEWAY_SECS;
+    let expiry = tokio::time::sleep(Duration::from_secs(
+        ends.saturating_sub(crate::auth::now_secs()),
+    ));
     tokio::pin!(expiry);
+    let mut requests = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => {
                 let Ok((send, recv)) = accepted else { return };
                 let (app, claims) = (app.clone(), claims.clone());
-                tokio::spawn(stream(send, recv, claims, app));
+                requests.spawn(stream(send, recv, claims, app));
             }
-            _ = &mut expiry => {
-                // Requests under way finish; the client reconnects with a fresh token.
-                conn.close(TOKEN_EXPIRED, b"token expired");
-                return;
-            }
+            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            _ = &mut expiry => break,
         }
     }
+    // Expired: no new request is taken; those under way finish (for a bounded time), then the
+    // connection is closed so that the client reconnects with a fresh token.
+    let _ = tokio::time::timeout(EXPIRY_DRAIN, async {
+        while requests.join_next().await.is_some() {}
+    })
+    .await;
+    conn.close(TOKEN_EXPIRED, b"token expired");
 }
 
 async fn stream(mut send: SendStream, mut recv: RecvStream, c: Claims, app: AppState) {
-    if c.exp <= crate::auth::now_secs() {
+    if c.exp + crate::auth::LEEWAY_SECS <= crate::auth::now_secs() {
         let _ = write_reply(
             &mut send,
             Err(Error::unauthorized(

@@ -127,12 +127,17 @@ impl RateLimits {
         };
         let kib = bytes.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32;
         let n = NonZeroU32::new(kib).expect("at least 1");
-        match l.check_key_n(&user.to_string(), n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(self.refusal(&not_until, "body bytes of this user")),
-            // Larger than the whole bucket: let it through alone rather than never.
-            Err(_) => Ok(()),
-        }
+        let key = user.to_string();
+        let checked = match l.check_key_n(&key, n) {
+            // Larger than the whole bucket: it takes the whole bucket (once it is full), rather
+            // than never passing, or passing free.
+            Err(governor::InsufficientCapacity(max)) => {
+                let all = NonZeroU32::new(max).expect("a bucket holds at least one cell");
+                l.check_key_n(&key, all).expect("the whole bucket fits")
+            }
+            Ok(r) => r,
+        };
+        checked.map_err(|not_until| self.refusal(&not_until, "body bytes of this user"))
     }
 
     /// Forgets buckets that are full again (called now and then: keeps the maps small).
@@ -193,6 +198,17 @@ mod tests {
         for _ in 0..1000 {
             limits.user_create("u", Tier::Basic).unwrap();
         }
+    }
+
+    #[test]
+    fn a_body_larger_than_the_bucket_takes_all_of_it() {
+        let limits = RateLimits::new(&RateConfig {
+            user_bytes_per_sec: 1 << 20,
+            ..RateConfig::default()
+        });
+        limits.user_bytes("u", Tier::Basic, 8 << 20).unwrap();
+        assert!(limits.user_bytes("u", Tier::Basic, 8 << 20).is_err());
+        assert!(limits.user_bytes("u", Tier::Basic, 1024).is_err());
     }
 
     #[test]

@@ -459,8 +459,13 @@ struct Flight {
     waiting: Option<(ChunkPut, oneshot::Sender<Result<()>>)>,
 }
 
+/// Milliseconds on a monotonic clock: a wall-clock step must not look like a stall.
 fn now_ms() -> u64 {
-    crate::meta::now_ms()
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// Cancels a receive once its body has brought nothing for `bound` (a sender waits for it).

@@ -418,11 +418,11 @@ async fn store_small_file(
     s.rate
         .user_create(&c.sub, c.tier)
         .map_err(Error::RateLimited)?;
-    if let Some(n) = h.content_length {
-        s.rate
-            .user_bytes(&c.sub, c.tier, n)
-            .map_err(Error::RateLimited)?;
-    }
+    // Without a Content-Length, the most a one-request body may bring.
+    let announced = h.content_length.unwrap_or(s.single_request_max);
+    s.rate
+        .user_bytes(&c.sub, c.tier, announced)
+        .map_err(Error::RateLimited)?;
     s.uploads
         .store_file(SmallFile {
             owner: c.sub,

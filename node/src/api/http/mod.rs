@@ -40,6 +40,8 @@ pub struct AppState {
     pub scan_policy: crate::actors::scanner::Policy,
     pub rate: Arc<crate::limits::RateLimits>,
     pub http: Arc<crate::config::HttpConfig>,
+    /// `upload.single_request_max`: what a one-request body without a length is charged.
+    pub single_request_max: u64,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -44,10 +44,16 @@ impl Limits {
     }
 }
 
-/// The answer to a connection over the limit: written raw, then the connection is closed.
-const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 96\r\n\r\n\
-{\"error\":{\"code\":\"too_many_connections\",\"message\":\"the node is at its connection limit\"}}\n\n\n\n";
+/// The answer to a connection over a limit: written raw, then the connection is closed.
+fn too_many() -> Vec<u8> {
+    let body = r#"{"error":{"code":"too_many_connections","message":"the node is at its connection limit"}}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// Serves `app` until `stop` is cancelled; then stops accepting, lets connections finish their
 /// requests for at most `limits.drain`, and returns.
@@ -59,9 +65,11 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
-    let by_ip: Arc<dashmap::DashMap<std::net::IpAddr, usize>> = Arc::default();
+    let by_ip = crate::limits::Slots::<std::net::IpAddr>::default();
     let conns = tokio_util::task::TaskTracker::new();
     let limits = Arc::new(limits);
+    // Cancelled when the drain time is over: connections still open are dropped.
+    let force = CancellationToken::new();
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -79,7 +87,7 @@ pub async fn serve(
             tokio::spawn(refuse(tcp));
             continue;
         }
-        let Some(per_ip) = PerIp::take(&by_ip, peer.ip(), limits.max_connections_per_ip) else {
+        let Some(per_ip) = by_ip.take(&peer.ip(), limits.max_connections_per_ip) else {
             tokio::spawn(refuse(tcp));
             continue;
         };
@@ -94,17 +102,24 @@ pub async fn serve(
                 .with_retries(3),
         );
         let (app, tls, limits, stop) = (app.clone(), tls.clone(), limits.clone(), stop.clone());
+        let force = force.clone();
         conns.spawn(async move {
             let _guard = guard;
-            match tls {
-                None => connection(tcp, peer, app, &limits, stop).await,
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await;
-                    if let Ok(Ok(stream)) = handshake {
-                        connection(stream, peer, app, &limits, stop).await;
+            let serve = async {
+                match tls {
+                    None => connection(tcp, peer, app, &limits, stop).await,
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await;
+                        if let Ok(Ok(stream)) = handshake {
+                            connection(stream, peer, app, &limits, stop).await;
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = force.cancelled() => {}
             }
         });
     }
@@ -117,6 +132,8 @@ pub async fn serve(
             open = open.load(Ordering::Relaxed),
             "connections still open after the drain time; closing them"
         );
+        force.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), conns.wait()).await;
     }
 }
 
@@ -128,45 +145,20 @@ impl Drop for Open {
     }
 }
 
-/// A connection's place in its address's count, given back on drop.
-struct PerIp {
-    table: Arc<dashmap::DashMap<std::net::IpAddr, usize>>,
-    ip: std::net::IpAddr,
-}
-
-impl PerIp {
-    fn take(
-        table: &Arc<dashmap::DashMap<std::net::IpAddr, usize>>,
-        ip: std::net::IpAddr,
-        max: usize,
-    ) -> Option<Self> {
-        let mut n = table.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Self {
-            table: table.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for PerIp {
-    fn drop(&mut self) {
-        if let dashmap::mapref::entry::Entry::Occupied(mut e) = self.table.entry(self.ip) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
+/// Answers 503 and closes. What the client sent is read (briefly) first and after: closing a
+/// socket with unread input resets it, and the client would see that instead of the answer.
+async fn refuse(mut tcp: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut buf)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tcp.write_all(&too_many()).await;
+        let _ = tcp.shutdown().await;
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
             }
         }
-    }
-}
-
-async fn refuse(mut tcp: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = tcp.write_all(TOO_MANY).await;
-        let _ = tcp.shutdown().await;
     })
     .await;
 }
@@ -205,18 +197,14 @@ async fn connection<S>(
             }
         })
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: hyper's header-read timeout exists for HTTP/1 alone, and an HTTP/2 client
+    // could keep a connection "active" forever with pings.
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(64 * 1024);
-    // No HTTP/2 pings: they would count as activity and keep an idle connection open forever;
-    // TCP keepalive finds peers that vanished.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(64);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut stopping = false;
@@ -369,6 +357,6 @@ pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<tokio_rus
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("the TLS certificate and key do not go together")?;
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
 }

@@ -285,11 +285,16 @@ async fn receive_chunk(
         blake3,
         sha256,
     } = BodyHeaders::parse(&headers)?;
-    if let Some(n) = content_length {
-        s.rate
-            .user_bytes(&c.sub, c.tier, n)
-            .map_err(Error::RateLimited)?;
-    }
+    // Without a Content-Length the chunk's own length is what will come (at most).
+    let announced = content_length.or_else(|| {
+        s.meta
+            .local()
+            .upload_record(&c.sub, &id)
+            .map(|u| u.chunk_len(index))
+    });
+    s.rate
+        .user_bytes(&c.sub, c.tier, announced.unwrap_or(1))
+        .map_err(Error::RateLimited)?;
     let body = idle_limited(body, Duration::from_secs(s.http.body_idle_secs));
     s.uploads
         .put_chunk(ChunkPut {
