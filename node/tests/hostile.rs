@@ -533,6 +533,33 @@ async fn rate_limits_answer_429_with_retry_after_per_user_tier_and_address() {
         assert_eq!(st, StatusCode::NO_CONTENT);
     }
 
+    let (_dir3, node3) = start(&[("WHARF_RATE_USER_CREATES_PER_SEC", "2")]);
+    let dave = node3.token("dave", Tier::Basic);
+    let mut created = 0;
+    let mut limited = None;
+    for i in 0..10 {
+        let got = node3
+            .create(&dave, json!({ "name": format!("f{i}"), "size": 1 }))
+            .await;
+        if got.0 == StatusCode::CREATED {
+            created += 1;
+        } else {
+            limited = Some(got);
+            break;
+        }
+    }
+    let limited = limited.expect("ten creations at once passed a 2/s limit");
+    assert_error(&limited, 429, "rate_limited");
+    assert!(created >= 3, "{created}");
+    // One-request files are creations too.
+    let r = node3
+        .post(&dave, "/v1/files?name=x.bin")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_error(&json(r).await, 429, "rate_limited");
+
     let (_dir2, node2) = start(&[("WHARF_RATE_IP_REQUESTS_PER_SEC", "5")]);
     let statuses: Vec<StatusCode> = futures::future::join_all((0..30).map(|_| async {
         node2
@@ -731,4 +758,36 @@ async fn what_a_crash_left_half_done_is_cleaned_up_and_what_is_recorded_kept() {
         StatusCode::NO_CONTENT
     );
     completes_to(&node, &t, &id, &data).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_with_a_certificate_from_files_and_a_clear_error_for_a_missing_one() {
+    // Any PEM pair will do: here another node's (signed by that node's CA).
+    let (_dir, issuer) = start(&[]);
+    let cert = issuer.data_dir.join("tls/node.pem");
+    let key = issuer.data_dir.join("tls/node.key");
+    let (_dir2, node) = start(&[
+        ("WHARF_NODE_TLS_CERT", cert.to_str().unwrap()),
+        ("WHARF_NODE_TLS_KEY", key.to_str().unwrap()),
+    ]);
+    assert!(node.base.starts_with("https://"), "{}", node.base);
+    let ca = std::fs::read(issuer.data_dir.join("tls/ca.pem")).unwrap();
+    let client = wharf_client::Client::with_trust(
+        vec![node.base.clone()],
+        node.token("alice", Tier::Basic),
+        wharf_client::Trust::Ca(ca),
+    )
+    .unwrap();
+    assert!(client.list().await.unwrap().is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let err = start_must_fail(
+        &dir.path().join("n"),
+        &[
+            ("WHARF_NODE_TLS_CERT", "/nonexistent/cert.pem"),
+            ("WHARF_NODE_TLS_KEY", key.to_str().unwrap()),
+        ],
+        &[],
+    );
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
 }
