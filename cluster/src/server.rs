@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use openraft::raft::InstallSnapshotRequest;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use tonic::{Request, Response, Status};
 use wharf_proto::cluster::cluster_service_server::{ClusterService, ClusterServiceServer};
 use wharf_proto::cluster::raft_service_server::{RaftService, RaftServiceServer};
@@ -11,7 +12,7 @@ use wharf_proto::cluster::{
     NodeStatus, RaftReply, RaftRequest, ReadIndexReply, SnapshotChunk,
 };
 use wharf_raft::model::Command;
-use wharf_raft::{Outcome, Request as LogRequest, WharfNode};
+use wharf_raft::{NodeId, Outcome, Raft, Request as LogRequest, TypeConfig, WharfNode};
 
 use crate::meta::Metadata;
 use crate::network::MAX_MESSAGE;
@@ -72,8 +73,25 @@ impl RaftService for RaftSvc {
             data: c.data,
             done: c.done,
         };
-        reply(&self.meta.raft.install_snapshot(rpc).await)
+        reply(&receive_snapshot_chunk(self.meta.raft.clone(), rpc).await?)
     }
+}
+
+type ChunkResult = Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+
+/// Hands a snapshot chunk to openraft on a task of its own, so that the chunk is written whole
+/// even when its sender gives up on the call. A leader gives up on a chunk at openraft's
+/// `install_snapshot_timeout`, and tonic then drops this handler's future. Dropped between
+/// the two writes that a chunk above tokio's 2 MiB file buffer takes, openraft's receiver
+/// would have written part of the chunk without counting it, and the same chunk sent again
+/// would land after that part: a corrupt snapshot, which stops Raft on this node.
+async fn receive_snapshot_chunk(
+    raft: Raft,
+    rpc: InstallSnapshotRequest<TypeConfig>,
+) -> Result<ChunkResult, Status> {
+    tokio::spawn(async move { raft.install_snapshot(rpc).await })
+        .await
+        .map_err(|e| Status::internal(format!("receiving a snapshot chunk: {e}")))
 }
 
 pub struct ClusterSvc {
@@ -228,4 +246,114 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
         .map_err(|e| Error::Unavailable(format!("gRPC server: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+    use tokio::io::AsyncReadExt;
+    use wharf_raft::model::Command;
+
+    use super::*;
+    use crate::meta::RaftOptions;
+    use crate::network::Peers;
+
+    async fn yields(n: u32) {
+        for _ in 0..n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A snapshot of `users` users with long names, as a leader would send it.
+    async fn snapshot_of(
+        dir: &std::path::Path,
+        users: u64,
+    ) -> (openraft::SnapshotMeta<NodeId, WharfNode>, Vec<u8>, String) {
+        let (_log, mut sm) = wharf_raft::open(dir, &wharf_raft::Options::default()).unwrap();
+        let entries = (1..=users).map(|i| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Normal(LogRequest(Command::SetQuota {
+                user: format!("{i:0>2000}"),
+                quota: i,
+            })),
+        });
+        sm.apply(entries).await.unwrap();
+        let mut snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut bytes = Vec::new();
+        snap.snapshot.read_to_end(&mut bytes).await.unwrap();
+        (snap.meta, bytes, sm.view().digest())
+    }
+
+    /// A leader whose call outlives its deadline gives up on it (tonic then drops the
+    /// handler's future) and sends the same chunk again. The chunk given up on must not leave
+    /// the file written past the offset openraft counts, or the retry lands after it and the
+    /// received snapshot is corrupt, which stops Raft on the receiver.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_chunk_given_up_on_by_its_sender_and_sent_again_is_received_whole() {
+        let src = tempfile::tempdir().unwrap();
+        let (meta, bytes, digest) = snapshot_of(src.path(), 900).await;
+        // Two chunks: the first above tokio's 2 MiB file buffer, so it takes two writes
+        // (openraft's default chunk is 3 MiB).
+        const CHUNK: usize = 3 << 20;
+        assert!(
+            bytes.len() > CHUNK && bytes.len() < 2 * CHUNK,
+            "snapshot of {} bytes",
+            bytes.len()
+        );
+        let chunk = |i: usize| InstallSnapshotRequest {
+            vote: Vote::new_committed(1, 1),
+            meta: meta.clone(),
+            offset: (i * CHUNK) as u64,
+            data: bytes.chunks(CHUNK).nth(i).unwrap().to_vec(),
+            done: i == 1,
+        };
+        let opts = RaftOptions {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 150_000,
+            election_timeout_max_ms: 300_000,
+            snapshot_every: 1_000_000,
+            cache_capacity: 16 << 20,
+        };
+        // Each try on a new receiver, the first chunk given up on after a different number
+        // of polls: some of them land between its two writes.
+        for polls in [
+            1, 4, 16, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096,
+        ] {
+            let dst = tempfile::tempdir().unwrap();
+            let peers = Peers::new(tonic::transport::ClientTlsConfig::new());
+            let node = Metadata::open(2, dst.path(), &opts, peers).await.unwrap();
+            tokio::select! {
+                biased;
+                _ = receive_snapshot_chunk(node.raft.clone(), chunk(0)) => {}
+                _ = yields(polls) => {}
+            }
+            for i in [0, 1] {
+                let answer = receive_snapshot_chunk(node.raft.clone(), chunk(i)).await;
+                assert!(
+                    matches!(answer, Ok(Ok(_))),
+                    "given up after {polls} polls, chunk {i} sent again: {answer:?}"
+                );
+            }
+            let index = meta.last_log_id.map(|l| l.index);
+            node.raft
+                .wait(Some(Duration::from_secs(20)))
+                .applied_index_at_least(index, "the snapshot installed")
+                .await
+                .unwrap_or_else(|e| panic!("given up after {polls} polls: {e}"));
+            assert_eq!(
+                node.local().digest(),
+                digest,
+                "given up after {polls} polls"
+            );
+            node.raft.shutdown().await.unwrap();
+        }
+    }
 }
