@@ -107,6 +107,15 @@ impl S3 {
         .unwrap()
     }
 
+    /// The keys of the multipart uploads in progress.
+    fn multipart_keys(&self) -> Vec<String> {
+        let out = self.boto(&format!(
+            "print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket={:?}).get('Uploads', [])]))",
+            self.bucket
+        ));
+        serde_json::from_str(out.trim()).unwrap()
+    }
+
     fn object_keys(&self) -> Vec<String> {
         let out = self.boto(&format!(
             "print(json.dumps([o['Key'] for o in s3.list_objects_v2(Bucket={:?}).get('Contents', [])]))",
@@ -242,7 +251,9 @@ async fn chunks_from_three_nodes_become_one_s3_object() {
 async fn abort_and_expiry_leave_no_multipart_upload_behind() {
     let s3 = S3::shared();
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(dir.path(), &s3, &[("WHARF_UPLOAD_EXPIRY_SECS", "3")], &[]);
+    // Long enough that both uploads have parts in S3 before the second expires, even on a
+    // loaded machine; each upload's multipart upload is then watched by its key.
+    let node = start_node(dir.path(), &s3, &[("WHARF_UPLOAD_EXPIRY_SECS", "12")], &[]);
     let t = node.token("bob", Tier::Basic);
     let data = random_bytes(3 * 8 * MIB, 3);
     let mut ids = Vec::new();
@@ -261,9 +272,10 @@ async fn abort_and_expiry_leave_no_multipart_upload_behind() {
         );
         ids.push(id);
     }
+    let has = |id: &str| s3.multipart_keys().iter().any(|k| k.ends_with(id));
     // Both uploads have parts in S3 once their chunks are offloaded.
     wait_until("two multipart uploads in S3", 20, || {
-        s3.multipart_uploads() == 2
+        has(&ids[0]) && has(&ids[1])
     })
     .await;
 
@@ -274,10 +286,10 @@ async fn abort_and_expiry_leave_no_multipart_upload_behind() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     wait_until("the aborted upload's multipart upload to go", 20, || {
-        s3.multipart_uploads() == 1
+        !has(&ids[0])
     })
     .await;
-    wait_until("the expired upload's multipart upload to go", 30, || {
+    wait_until("the expired upload's multipart upload to go", 40, || {
         s3.multipart_uploads() == 0
     })
     .await;
