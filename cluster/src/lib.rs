@@ -1,6 +1,6 @@
 //! wharf-cluster: how wharf nodes form a cluster and talk to each other.
 //!
-//! - [`tls`]: the cluster CA, node certificates, join tokens.
+//! - [`tls`]: the cluster CA, node certificates that name their node, join tokens.
 //! - [`network`]: openraft's transport over gRPC with mutual TLS, and the peer channel pool.
 //! - [`server`]: the gRPC services (Raft RPCs; join, forward, read index, status, membership).
 //! - [`meta`]: `Metadata`, a node's handle for writes (forwarded to the leader) and
@@ -17,7 +17,7 @@ pub use tls::Identity;
 
 use tonic::transport::{Certificate, ClientTlsConfig};
 use wharf_proto::cluster::cluster_service_client::ClusterServiceClient;
-use wharf_proto::cluster::{AddNodeRequest, JoinReply, JoinRequest};
+use wharf_proto::cluster::{AddNodeRequest, JoinReply, JoinRequest, JoinStatusRequest};
 use wharf_raft::ModelError;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,9 @@ impl Error {
         let msg = self.to_string();
         match self {
             Error::Model(ModelError::NotFound) => tonic::Status::not_found(msg),
+            Error::Model(ModelError::JoinRefused(m)) => {
+                tonic::Status::permission_denied(format!("join refused: {m}"))
+            }
             Error::Model(_) => tonic::Status::failed_precondition(msg),
             Error::Unavailable(_) | Error::Io(_) => tonic::Status::unavailable(msg),
             Error::JoinRefused(_) => tonic::Status::permission_denied(msg),
@@ -74,17 +77,20 @@ pub const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Asks the node at `addr` to admit this one, retrying for [`JOIN_WAIT`] while it cannot be
 /// reached or has no leader yet; a refused token fails at once. TLS checks the node against the
-/// CA certificate that the token carries; the node checks the token.
+/// CA certificate that the token carries; the node checks the token. When no node that holds
+/// the CA key can sign the request at once, waits for the certificate (`sign_wait`).
 pub async fn join(
     addr: &str,
     token: &str,
     peer_addr: &str,
     http_addr: &str,
+    csr_pem: &str,
+    sign_wait: std::time::Duration,
 ) -> Result<JoinReply, Error> {
     let deadline = std::time::Instant::now() + JOIN_WAIT;
     let mut said = false;
-    loop {
-        match join_once(addr, token, peer_addr, http_addr).await {
+    let mut reply = loop {
+        match join_once(addr, token, peer_addr, http_addr, csr_pem).await {
             Err(Attempt::NotUpYet(e)) if std::time::Instant::now() < deadline => {
                 if !said {
                     tracing::info!(%addr, "waiting for the cluster to answer: {e}");
@@ -93,9 +99,31 @@ pub async fn join(
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
             Err(Attempt::NotUpYet(e) | Attempt::Failed(e)) => return Err(e),
-            Ok(reply) => return Ok(reply),
+            Ok(reply) => break reply,
+        }
+    };
+    let deadline = std::time::Instant::now() + sign_wait;
+    if reply.pending {
+        tracing::info!(
+            node_id = reply.node_id,
+            "admitted; waiting for a holder of the CA key to sign this node's certificate              (`wharf cluster sign-csr`)"
+        );
+    }
+    while reply.pending {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::JoinRefused(format!(
+                "admitted as node {}, but no certificate was signed within {sign_wait:?};                  start again with the same token to keep waiting",
+                reply.node_id
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        match join_status_once(addr, token, reply.node_id).await {
+            Ok(r) => reply = r,
+            Err(Attempt::NotUpYet(e)) => tracing::debug!("asking for the certificate: {e}"),
+            Err(Attempt::Failed(e)) => return Err(e),
         }
     }
+    Ok(reply)
 }
 
 /// One join attempt's failure: worth waiting out, or final.
@@ -105,16 +133,15 @@ enum Attempt {
     Failed(Error),
 }
 
-async fn join_once(
+async fn client_for(
     addr: &str,
     token: &str,
-    peer_addr: &str,
-    http_addr: &str,
-) -> Result<JoinReply, Attempt> {
+) -> Result<ClusterServiceClient<tonic::transport::Channel>, Attempt> {
+    let ca_pem = tls::parse_join_token(token)
+        .and_then(|t| t.ca_pem())
+        .map_err(Attempt::Failed)?;
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            tls::token_ca_pem(token).map_err(Attempt::Failed)?,
-        ))
+        .ca_certificate(Certificate::from_pem(ca_pem))
         .domain_name(tls::SERVER_NAME);
     let channel = network::endpoint(addr, tls)
         .map_err(Attempt::Failed)?
@@ -129,17 +156,45 @@ async fn join_once(
                 Attempt::Failed(e)
             }
         })?;
-    let reply = ClusterServiceClient::new(channel)
+    Ok(ClusterServiceClient::new(channel))
+}
+
+fn attempt(s: tonic::Status) -> Attempt {
+    match s.code() {
+        tonic::Code::Unavailable => Attempt::NotUpYet(Error::from_status(s)),
+        _ => Attempt::Failed(Error::from_status(s)),
+    }
+}
+
+async fn join_once(
+    addr: &str,
+    token: &str,
+    peer_addr: &str,
+    http_addr: &str,
+    csr_pem: &str,
+) -> Result<JoinReply, Attempt> {
+    let reply = client_for(addr, token)
+        .await?
         .join(JoinRequest {
             token: token.to_string(),
             peer_addr: peer_addr.to_string(),
             http_addr: http_addr.to_string(),
+            csr_pem: csr_pem.to_string(),
         })
         .await
-        .map_err(|s| match s.code() {
-            tonic::Code::Unavailable => Attempt::NotUpYet(Error::from_status(s)),
-            _ => Attempt::Failed(Error::from_status(s)),
-        })?;
+        .map_err(attempt)?;
+    Ok(reply.into_inner())
+}
+
+async fn join_status_once(addr: &str, token: &str, node_id: u64) -> Result<JoinReply, Attempt> {
+    let reply = client_for(addr, token)
+        .await?
+        .join_status(JoinStatusRequest {
+            token: token.to_string(),
+            node_id,
+        })
+        .await
+        .map_err(attempt)?;
     Ok(reply.into_inner())
 }
 

@@ -377,6 +377,14 @@ impl Metadata {
         if membership.get_node(&id).is_none() {
             return Err(Error::Membership(format!("node {id} is not a member")));
         }
+        if id == self.node_id && membership.voter_ids().count() == 1 {
+            return Err(Error::Membership(format!(
+                "node {id} is the cluster's only voter"
+            )));
+        }
+        // Its certificate is refused first, on every node as it applies this, so that the
+        // node being removed cannot act during the membership change.
+        self.propose(Command::RemoveNode { node: id }).await?;
         let change = if membership.voter_ids().any(|v| v == id) {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
@@ -404,6 +412,39 @@ impl Metadata {
             }
             tokio::time::sleep(RETRY).await;
         }
+    }
+
+    /// Whether the node `id` (named by the certificate a call came with) may act in the
+    /// cluster: it has a record (a member, or admitted by a join token) and was not removed.
+    /// A node whose log names no node yet (it is joining) trusts the members `seed` it was
+    /// given at join, and the members of its (possibly uncommitted) membership.
+    pub fn peer_trusted(&self, id: NodeId, seed: &[NodeId]) -> bool {
+        let state = self.local();
+        match state.node(id) {
+            Some(n) => !n.removed,
+            None if state.nodes().is_empty() => {
+                seed.contains(&id)
+                    || self
+                        .raft
+                        .metrics()
+                        .borrow()
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .is_some()
+            }
+            None => false,
+        }
+    }
+
+    /// The nodes the cluster trusts now (not removed), for a joiner's seed.
+    pub fn trusted_ids(&self) -> Vec<NodeId> {
+        self.local()
+            .nodes()
+            .into_iter()
+            .filter(|n| !n.removed)
+            .map(|n| n.id)
+            .collect()
     }
 
     /// The smallest node id above every id the membership has ever shown this node.

@@ -1,33 +1,119 @@
 //! The gRPC services a node serves to its peers: Raft's RPCs and the cluster service.
+//!
+//! Every call but Join and JoinStatus comes with a certificate signed by the cluster CA that
+//! names a node (see [`crate::tls`]); [`PeerCheck`] refuses it unless that node has a record
+//! in the cluster's state and was not removed, before the message is decoded. Calls that act
+//! for a node (Raft's RPCs as a leader or candidate, a command naming a node, AddNode) must
+//! name the certificate's node.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RaftError};
-use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
+use openraft::raft::{
+    AppendEntriesRequest, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+};
+use openraft::Vote;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use wharf_proto::cluster::cluster_service_server::{ClusterService, ClusterServiceServer};
 use wharf_proto::cluster::raft_service_server::{RaftService, RaftServiceServer};
 use wharf_proto::cluster::{
-    AddNodeRequest, Empty, ForwardReply, ForwardRequest, JoinReply, JoinRequest, NodeIdRequest,
-    NodeStatus, RaftReply, RaftRequest, ReadIndexReply, SnapshotChunk,
+    AddNodeRequest, Empty, ForwardReply, ForwardRequest, JoinReply, JoinRequest, JoinStatusRequest,
+    NodeIdRequest, NodeStatus, RaftReply, RaftRequest, ReadIndexReply, SnapshotChunk,
 };
-use wharf_raft::model::Command;
+use wharf_raft::model::{Command, NodeRecord};
 use wharf_raft::{NodeId, Outcome, Raft, Request as LogRequest, TypeConfig, WharfNode};
 
 use crate::meta::Metadata;
 use crate::network::MAX_MESSAGE;
-use crate::tls::Identity;
-use crate::{now_secs, Error};
+use crate::tls::{self, Identity};
+use crate::Error;
 
-/// Calls other than Join must come from a holder of a cluster certificate. rustls has already
-/// checked any certificate presented against the cluster CA; here we insist one was.
-fn require_peer<T>(req: &Request<T>) -> Result<(), Status> {
-    match req.peer_certs() {
-        Some(certs) if !certs.is_empty() => Ok(()),
-        _ => Err(Status::unauthenticated(
-            "a certificate signed by the cluster CA is required",
-        )),
+/// The largest cluster-service message (a forwarded command, a join request). Raft's own
+/// messages may be larger ([`MAX_MESSAGE`]); they are decoded only after the peer check.
+pub const MAX_CLUSTER_MESSAGE: usize = 8 << 20;
+
+/// The node a call comes from, as its certificate names it (set by [`PeerCheck`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerNode(pub NodeId);
+
+/// Checks the certificate a call comes with, before its message is decoded: rustls has
+/// checked it against the cluster CA; here it must name a node the cluster trusts.
+#[derive(Clone)]
+pub struct PeerCheck {
+    meta: Metadata,
+    seed: Arc<Vec<NodeId>>,
+}
+
+impl PeerCheck {
+    pub fn new(meta: Metadata, seed: Vec<NodeId>) -> Self {
+        Self {
+            meta,
+            seed: Arc::new(seed),
+        }
     }
+
+    fn check<T>(&self, req: &Request<T>) -> Result<Option<NodeId>, Status> {
+        let Some(certs) = req.peer_certs() else {
+            return Ok(None);
+        };
+        let Some(cert) = certs.first() else {
+            return Ok(None);
+        };
+        let id = tls::cert_node_id(cert.as_ref()).ok_or_else(|| {
+            Status::unauthenticated("the certificate names no node of this cluster")
+        })?;
+        if !self.meta.peer_trusted(id, &self.seed) {
+            return Err(Status::permission_denied(format!(
+                "node {id} is not a member of this cluster (removed, or never admitted)"
+            )));
+        }
+        Ok(Some(id))
+    }
+}
+
+impl tonic::service::Interceptor for PeerCheck {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(id) = self.check(&req)? {
+            req.extensions_mut().insert(PeerNode(id));
+        }
+        Ok(req)
+    }
+}
+
+/// The calling node; calls without a (trusted) certificate are refused.
+fn peer<T>(req: &Request<T>) -> Result<NodeId, Status> {
+    req.extensions()
+        .get::<PeerNode>()
+        .map(|p| p.0)
+        .ok_or_else(|| {
+            Status::unauthenticated("a certificate signed by the cluster CA is required")
+        })
+}
+
+/// A call that acts for `claimed` must come from that node's certificate.
+fn acting_as(from: NodeId, claimed: Option<NodeId>) -> Result<(), Status> {
+    match claimed {
+        Some(c) if c != from => Err(Status::permission_denied(format!(
+            "node {from}'s certificate cannot act as node {c}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The node a command is on behalf of, when it names one.
+fn command_node(cmd: &Command) -> Option<NodeId> {
+    match cmd {
+        Command::Once { cmd, .. } => command_node(cmd),
+        Command::ChunkStaged { node, .. } => Some(*node),
+        Command::LeaseScan { holder, .. } | Command::ScanFinished { holder, .. } => Some(*holder),
+        _ => None,
+    }
+}
+
+fn vote_node(v: &Vote<NodeId>) -> Option<NodeId> {
+    v.leader_id().voted_for()
 }
 
 fn decode<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, Status> {
@@ -37,6 +123,13 @@ fn decode<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, Status> {
 fn reply<T: serde::Serialize>(v: &T) -> Result<Response<RaftReply>, Status> {
     let json = serde_json::to_vec(v).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftReply { json }))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 pub struct RaftSvc {
@@ -49,14 +142,16 @@ impl RaftService for RaftSvc {
         &self,
         req: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        require_peer(&req)?;
-        let rpc = decode(&req.into_inner().json)?;
+        let from = peer(&req)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().json)?;
+        acting_as(from, vote_node(&rpc.vote))?;
         reply(&self.meta.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        require_peer(&req)?;
-        let rpc = decode(&req.into_inner().json)?;
+        let from = peer(&req)?;
+        let rpc: VoteRequest<NodeId> = decode(&req.into_inner().json)?;
+        acting_as(from, vote_node(&rpc.vote))?;
         reply(&self.meta.raft.vote(rpc).await)
     }
 
@@ -64,7 +159,7 @@ impl RaftService for RaftSvc {
         &self,
         req: Request<SnapshotChunk>,
     ) -> Result<Response<RaftReply>, Status> {
-        require_peer(&req)?;
+        let from = peer(&req)?;
         let c = req.into_inner();
         let rpc = InstallSnapshotRequest {
             vote: decode(&c.vote_json)?,
@@ -73,6 +168,7 @@ impl RaftService for RaftSvc {
             data: c.data,
             done: c.done,
         };
+        acting_as(from, vote_node(&rpc.vote))?;
         reply(&receive_snapshot_chunk(self.meta.raft.clone(), rpc).await?)
     }
 }
@@ -97,47 +193,128 @@ async fn receive_snapshot_chunk(
 pub struct ClusterSvc {
     meta: Metadata,
     identity: Identity,
+    /// Handed to joiners; empty when user tokens are checked with a JWKS instead.
     jwt_secret: String,
+}
+
+impl ClusterSvc {
+    /// What a joiner gets for its admitted record: its certificate (signed here and now when
+    /// this node holds the CA key), the CA certificate, the nodes to trust.
+    async fn join_reply(&self, mut node: NodeRecord) -> Result<Response<JoinReply>, Status> {
+        if node.cert_pem.is_none() {
+            if let (Some(ca_key), Some(csr)) = (&self.identity.ca_key_pem, &node.csr_pem) {
+                let cert_pem = tls::sign_csr(ca_key, csr, node.id).map_err(|e| e.to_status())?;
+                self.meta
+                    .propose(Command::NodeCertIssued {
+                        node: node.id,
+                        cert_pem,
+                    })
+                    .await
+                    .map_err(|e| e.to_status())?;
+                // Another signer may have been first: the committed certificate is the one.
+                let state = self.meta.linearizable().await.map_err(|e| e.to_status())?;
+                node = state
+                    .node(node.id)
+                    .ok_or_else(|| Status::internal("an admitted node has no record"))?;
+            }
+        }
+        let pending = node.cert_pem.is_none();
+        Ok(Response::new(JoinReply {
+            node_id: node.id,
+            ca_pem: self.identity.ca_pem.clone(),
+            cert_pem: node.cert_pem.unwrap_or_default(),
+            jwt_secret: if pending {
+                String::new()
+            } else {
+                self.jwt_secret.clone()
+            },
+            seed_peers: self.meta.trusted_ids(),
+            pending,
+        }))
+    }
+}
+
+/// A request's secret hash against a record's, in constant time.
+fn same_hash(a: &str, b: &str) -> bool {
+    match (blake3::Hash::from_hex(a), blake3::Hash::from_hex(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 #[tonic::async_trait]
 impl ClusterService for ClusterSvc {
+    /// Admits a node that presents a join token: one use of the token is consumed by a
+    /// committed command, and the node's signing request is recorded (and signed here when
+    /// this node holds the CA key). The token itself is never logged.
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
         let req = req.into_inner();
-        self.identity
-            .verify_join_token(&req.token, now_secs())
-            .map_err(|e| e.to_status())?;
-        if req.peer_addr.is_empty() || req.http_addr.is_empty() {
+        let token = tls::parse_join_token(&req.token).map_err(|e| e.to_status())?;
+        if req.peer_addr.is_empty() || req.http_addr.is_empty() || req.csr_pem.is_empty() {
             return Err(Status::invalid_argument(
-                "peer_addr and http_addr are required",
+                "peer_addr, http_addr and csr_pem are required",
             ));
         }
+        if req.csr_pem.len() > 16 << 10 {
+            return Err(Status::invalid_argument(
+                "the certificate signing request is too large",
+            ));
+        }
+        tls::check_csr(&req.csr_pem).map_err(|e| e.to_status())?;
         let floor = self.meta.next_node_id_floor();
         let node_id = match self
             .meta
-            .propose(Command::AllocateNodeId { min: floor })
+            .propose(Command::AdmitNode {
+                token_id: token.id.clone(),
+                secret_hash: token.secret_hash(),
+                min: floor,
+                peer_addr: req.peer_addr.clone(),
+                http_addr: req.http_addr,
+                csr_pem: req.csr_pem,
+                now: now_ms(),
+            })
             .await
             .map_err(|e| e.to_status())?
         {
             Outcome::NodeId(id) => id,
             other => return Err(Status::internal(format!("unexpected {other:?}"))),
         };
-        let (cert_pem, key_pem) = self.identity.issue_node_cert().map_err(|e| e.to_status())?;
         tracing::info!(node_id, peer = %req.peer_addr, "admitted a joining node");
-        Ok(Response::new(JoinReply {
-            node_id,
-            ca_pem: self.identity.ca_pem.clone(),
-            ca_key_pem: self.identity.ca_key_pem.clone(),
-            cert_pem,
-            key_pem,
-            jwt_secret: self.jwt_secret.clone(),
-            join_key: self.identity.join_key.to_vec(),
-        }))
+        let state = self.meta.linearizable().await.map_err(|e| e.to_status())?;
+        let node = state
+            .node(node_id)
+            .ok_or_else(|| Status::internal("an admitted node has no record"))?;
+        self.join_reply(node).await
     }
 
+    /// A joiner waiting for its certificate, asking with the token it joined with.
+    async fn join_status(
+        &self,
+        req: Request<JoinStatusRequest>,
+    ) -> Result<Response<JoinReply>, Status> {
+        let req = req.into_inner();
+        let token = tls::parse_join_token(&req.token).map_err(|e| e.to_status())?;
+        let state = self.meta.linearizable().await.map_err(|e| e.to_status())?;
+        let node = state
+            .node(req.node_id)
+            .filter(|n| {
+                !n.removed
+                    && n.token_id.as_deref() == Some(token.id.as_str())
+                    && n.token_hash
+                        .as_deref()
+                        .is_some_and(|h| same_hash(h, &token.secret_hash()))
+            })
+            .ok_or_else(|| {
+                Status::permission_denied("join refused: no node was admitted with this token")
+            })?;
+        self.join_reply(node).await
+    }
+
+    /// A node adds itself (with the certificate it was admitted with) to the membership.
     async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<Empty>, Status> {
-        require_peer(&req)?;
+        let from = peer(&req)?;
         let r = req.into_inner();
+        acting_as(from, Some(r.node_id))?;
         let node = WharfNode {
             peer_addr: r.peer_addr,
             http_addr: r.http_addr,
@@ -150,7 +327,7 @@ impl ClusterService for ClusterSvc {
     }
 
     async fn promote(&self, req: Request<NodeIdRequest>) -> Result<Response<Empty>, Status> {
-        require_peer(&req)?;
+        peer(&req)?;
         self.meta
             .promote(req.into_inner().node_id)
             .await
@@ -159,7 +336,7 @@ impl ClusterService for ClusterSvc {
     }
 
     async fn remove(&self, req: Request<NodeIdRequest>) -> Result<Response<Empty>, Status> {
-        require_peer(&req)?;
+        peer(&req)?;
         self.meta
             .remove(req.into_inner().node_id)
             .await
@@ -173,8 +350,9 @@ impl ClusterService for ClusterSvc {
         &self,
         req: Request<ForwardRequest>,
     ) -> Result<Response<ForwardReply>, Status> {
-        require_peer(&req)?;
+        let from = peer(&req)?;
         let cmd: LogRequest = decode(&req.into_inner().command_json)?;
+        acting_as(from, command_node(&cmd.0))?;
         let resp = self
             .meta
             .raft
@@ -187,7 +365,7 @@ impl ClusterService for ClusterSvc {
     }
 
     async fn read_index(&self, req: Request<Empty>) -> Result<Response<ReadIndexReply>, Status> {
-        require_peer(&req)?;
+        peer(&req)?;
         let read = self
             .meta
             .raft
@@ -200,8 +378,48 @@ impl ClusterService for ClusterSvc {
     }
 
     async fn status(&self, req: Request<Empty>) -> Result<Response<NodeStatus>, Status> {
-        require_peer(&req)?;
+        peer(&req)?;
         Ok(Response::new(self.meta.node_status()))
+    }
+}
+
+/// Signs, on a node that holds the CA key, the requests of nodes admitted through a node that
+/// does not; until `stop` resolves.
+pub async fn sign_pending_requests(
+    meta: Metadata,
+    identity: Identity,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let Some(ca_key) = identity.ca_key_pem.clone() else {
+        return;
+    };
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        if meta.is_leader() {
+            for n in meta.local().nodes() {
+                let (None, Some(csr), false) = (&n.cert_pem, &n.csr_pem, n.removed) else {
+                    continue;
+                };
+                match tls::sign_csr(&ca_key, csr, n.id) {
+                    Ok(cert_pem) => {
+                        let cmd = Command::NodeCertIssued {
+                            node: n.id,
+                            cert_pem,
+                        };
+                        if let Err(e) = meta.propose(cmd).await {
+                            tracing::warn!(node = n.id, error = %e, "recording a signed certificate");
+                        } else {
+                            tracing::info!(node = n.id, "signed a joining node's certificate");
+                        }
+                    }
+                    Err(e) => tracing::warn!(node = n.id, error = %e, "cannot sign a request"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = meta.changed(Duration::from_secs(1)) => {}
+        }
     }
 }
 
@@ -218,7 +436,8 @@ fn incoming(
     })
 }
 
-/// Serves both services on `listener` with mutual TLS until `shutdown` resolves.
+/// Serves both services on `listener` with mutual TLS until `shutdown` resolves. `seed`: the
+/// nodes a joiner trusts before its log names any.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     meta: Metadata,
@@ -226,17 +445,24 @@ pub async fn serve(
     jwt_secret: String,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let raft = RaftServiceServer::new(RaftSvc { meta: meta.clone() })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+    let check = PeerCheck::new(meta.clone(), identity.seed_peers.clone());
+    let raft = InterceptedService::new(
+        RaftServiceServer::new(RaftSvc { meta: meta.clone() })
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+        check.clone(),
+    );
     let tls = identity.server_tls();
-    let cluster = ClusterServiceServer::new(ClusterSvc {
-        meta,
-        identity,
-        jwt_secret,
-    })
-    .max_decoding_message_size(MAX_MESSAGE)
-    .max_encoding_message_size(MAX_MESSAGE);
+    let cluster = InterceptedService::new(
+        ClusterServiceServer::new(ClusterSvc {
+            meta,
+            identity,
+            jwt_secret,
+        })
+        .max_decoding_message_size(MAX_CLUSTER_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE),
+        check,
+    );
     tonic::transport::Server::builder()
         .tls_config(tls)
         .map_err(|e| Error::Tls(e.to_string()))?

@@ -70,8 +70,13 @@ pub struct ClusterConfig {
     pub advertise_addr: String,
     /// A member's peer address to join through on first start (with `token`).
     pub join: String,
-    /// The join token (`wharf cluster token`).
+    /// The join token (`wharf cluster token`). Prefer `token_file` or `WHARF_CLUSTER_TOKEN`:
+    /// a command-line argument is visible to every user of the machine.
     pub token: String,
+    /// A file holding the join token.
+    pub token_file: String,
+    /// How long a joining node waits for a holder of the CA key to sign its certificate.
+    pub sign_wait_secs: u64,
     /// Join as a learner and stay one until `wharf cluster promote`.
     pub learner: bool,
     /// A chunk staged only on a node unreachable for this long counts as missing again.
@@ -82,6 +87,16 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// The join token, from `token` or read from `token_file`.
+    pub fn join_token(&self) -> anyhow::Result<String> {
+        if !self.token_file.is_empty() {
+            let t = std::fs::read_to_string(&self.token_file)
+                .with_context(|| format!("reading the join token from {}", self.token_file))?;
+            return Ok(t.trim().to_string());
+        }
+        Ok(self.token.trim().to_string())
+    }
+
     /// `peer_routes` as a map from advertised address to dialled address.
     pub fn routes(&self) -> anyhow::Result<std::collections::HashMap<String, String>> {
         let mut routes = std::collections::HashMap::new();
@@ -107,6 +122,8 @@ impl Default for ClusterConfig {
             advertise_addr: String::new(),
             join: String::new(),
             token: String::new(),
+            token_file: String::new(),
+            sign_wait_secs: 600,
             learner: false,
             staging_grace_secs: 300,
             peer_routes: String::new(),

@@ -126,6 +126,7 @@ impl From<ModelError> for Error {
             ModelError::QuotaBelowUsage { .. } => Error::conflict("quota_below_usage", message),
             ModelError::Invalid(_) => Error::bad_request("invalid_request", message),
             ModelError::LeaseHeld { .. } => Error::conflict("scan_leased", message),
+            ModelError::JoinRefused(_) => Error::Forbidden(message),
         }
     }
 }

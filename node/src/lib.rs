@@ -67,44 +67,180 @@ impl Listening {
     }
 }
 
-/// Makes a new cluster's identity in `data_dir` (CA, node certificate, join key, JWT secret).
-pub fn init_cluster(data_dir: &Path, node_id: u64, jwt_secret: &str) -> anyhow::Result<Identity> {
+/// The file in `<data-dir>/tls` holding a join token made before the cluster's log existed
+/// (`wharf cluster init`): the founding node records it in Raft on first start.
+const BOOTSTRAP_TOKEN_FILE: &str = "tls/bootstrap-token";
+
+/// A join token to make: how many joins it admits and how long it lives.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenSpec {
+    pub uses: u32,
+    pub ttl: Duration,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BootstrapToken {
+    id: String,
+    secret_hash: String,
+    uses: u32,
+    expires_at: u64,
+    created_at: u64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Makes a new cluster's identity in `data_dir` (CA, node certificate, JWT secret) and, with
+/// `token`, a first join token, returned (it is shown once: only its hash is kept).
+pub fn init_cluster(
+    data_dir: &Path,
+    node_id: u64,
+    jwt_secret: &str,
+    token: Option<TokenSpec>,
+) -> anyhow::Result<Option<String>> {
     if Identity::exists(data_dir) {
         bail!("{} already belongs to a cluster", data_dir.display());
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     auth::load_or_create_secret(jwt_secret, data_dir)?;
-    std::fs::write(data_dir.join(NODE_ID_FILE), node_id.to_string())?;
-    let identity = Identity::new_cluster()?;
+    write_durably(data_dir, NODE_ID_FILE, &node_id.to_string())?;
+    let identity = Identity::new_cluster(node_id)?;
+    let shown = match token {
+        Some(spec) => {
+            std::fs::create_dir_all(data_dir.join("tls"))?;
+            let t = wharf_cluster::tls::new_join_token(&identity.ca_pem);
+            let now = now_ms();
+            let record = BootstrapToken {
+                id: t.id,
+                secret_hash: t.secret_hash,
+                uses: spec.uses,
+                expires_at: now.saturating_add(spec.ttl.as_millis() as u64),
+                created_at: now,
+            };
+            wharf_cluster::tls::write_file(
+                &data_dir.join(BOOTSTRAP_TOKEN_FILE),
+                &serde_json::to_string(&record)?,
+                true,
+            )?;
+            Some(t.token)
+        }
+        None => None,
+    };
     identity.save(data_dir)?;
-    Ok(identity)
+    Ok(shown)
 }
 
-/// Joins the cluster through `addr`: gets a node id, a certificate and the cluster's secrets.
+/// Writes `name` in `dir` whole and durably: a temporary file, fsynced, renamed, and the
+/// directory fsynced so that the name survives a crash.
+fn write_durably(dir: &Path, name: &str, contents: &str) -> anyhow::Result<()> {
+    wharf_cluster::tls::write_file(&dir.join(name), contents, false)?;
+    wharf_cluster::tls::sync_dir(dir)?;
+    Ok(())
+}
+
+/// Records a join token made by `wharf cluster init` in Raft, once this node leads its new
+/// cluster, and forgets the file.
+async fn record_bootstrap_token(meta: &Metadata, data_dir: &Path) -> anyhow::Result<()> {
+    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let t: BootstrapToken =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    let cmd = wharf_raft::Command::CreateJoinToken {
+        id: t.id.clone(),
+        secret_hash: t.secret_hash,
+        uses: t.uses,
+        expires_at: t.expires_at,
+        now: t.created_at,
+    };
+    match meta.propose(cmd).await {
+        Ok(_) => {}
+        // Recorded before a crash kept the file.
+        Err(wharf_cluster::Error::Model(wharf_raft::ModelError::Invalid(_)))
+            if meta.local().join_token(&t.id).is_some() => {}
+        Err(e) => return Err(e).context("recording the first join token"),
+    }
+    std::fs::remove_file(&path)?;
+    Ok(())
+}
+
+/// Makes a join token and records it in Raft: returns the token (shown once) and its record.
+pub async fn create_join_token(
+    meta: &Metadata,
+    ca_pem: &str,
+    spec: TokenSpec,
+) -> Result<(String, wharf_raft::model::JoinToken), wharf_cluster::Error> {
+    let t = wharf_cluster::tls::new_join_token(ca_pem);
+    let now = now_ms();
+    let expires_at = now.saturating_add(spec.ttl.as_millis() as u64);
+    meta.propose(wharf_raft::Command::CreateJoinToken {
+        id: t.id.clone(),
+        secret_hash: t.secret_hash.clone(),
+        uses: spec.uses,
+        expires_at,
+        now,
+    })
+    .await?;
+    let record = wharf_raft::model::JoinToken {
+        id: t.id,
+        secret_hash: t.secret_hash,
+        uses_left: spec.uses,
+        expires_at,
+        created_at: now,
+    };
+    Ok((t.token, record))
+}
+
+/// Joins the cluster through `addr`: gets a node id and a certificate for a key made here
+/// (it never leaves this node), and the cluster's user-token secret unless a JWKS is used.
 async fn join_cluster(
     data_dir: &Path,
     addr: &str,
     token: &str,
     me: &WharfNode,
+    sign_wait: Duration,
 ) -> anyhow::Result<(Identity, u64)> {
-    let reply = wharf_cluster::join(addr, token, &me.peer_addr, &me.http_addr)
-        .await
-        .with_context(|| format!("joining the cluster through {addr}"))?;
+    let parsed = wharf_cluster::tls::parse_join_token(token)?;
+    let (csr_pem, key_pem) = wharf_cluster::tls::new_key_and_csr()?;
+    let reply = wharf_cluster::join(
+        addr,
+        token,
+        &me.peer_addr,
+        &me.http_addr,
+        &csr_pem,
+        sign_wait,
+    )
+    .await
+    .with_context(|| format!("joining the cluster through {addr}"))?;
+    if !wharf_cluster::tls::same_certificate(&reply.ca_pem, &parsed.ca_pem()?) {
+        bail!("the cluster answered with a CA other than the one its join token names");
+    }
+    if wharf_cluster::tls::pem_node_id(&reply.cert_pem) != Some(reply.node_id) {
+        bail!(
+            "the cluster sent a certificate that does not name node {}",
+            reply.node_id
+        );
+    }
     let identity = Identity {
         ca_pem: reply.ca_pem,
-        ca_key_pem: reply.ca_key_pem,
+        ca_key_pem: None,
         cert_pem: reply.cert_pem,
-        key_pem: reply.key_pem,
-        join_key: reply
-            .join_key
-            .as_slice()
-            .try_into()
-            .context("the cluster sent a malformed join key")?,
+        key_pem,
+        seed_peers: reply.seed_peers,
     };
-    auth::store_secret(data_dir, &reply.jwt_secret)?;
-    std::fs::write(data_dir.join(NODE_ID_FILE), reply.node_id.to_string())?;
-    std::fs::write(data_dir.join(JOINED_FILE), addr)?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    if !reply.jwt_secret.is_empty() {
+        auth::store_secret(data_dir, &reply.jwt_secret)?;
+    }
+    write_durably(data_dir, NODE_ID_FILE, &reply.node_id.to_string())?;
+    write_durably(data_dir, JOINED_FILE, addr)?;
     // Saved last: a complete identity is what says "this data dir belongs to a cluster".
     identity.save(data_dir)?;
     tracing::info!(node_id = reply.node_id, "joined the cluster through {addr}");
@@ -120,16 +256,26 @@ fn read_node_id(data_dir: &Path) -> anyhow::Result<u64> {
         .with_context(|| format!("{} holds no node id", path.display()))
 }
 
-/// Prints a join token for the cluster whose identity is in `data_dir`.
-pub fn join_token(data_dir: &Path, ttl: Duration) -> anyhow::Result<String> {
-    if !Identity::exists(data_dir) {
-        bail!(
-            "{} holds no cluster: run `wharf cluster init` or start the node once",
+/// This node's identity from its data dir; a certificate made before certificates named
+/// their node is made again, when this node holds the CA key.
+fn load_identity(data_dir: &Path, node_id: u64) -> anyhow::Result<Identity> {
+    let mut identity = Identity::load(data_dir)?;
+    match identity.node_id() {
+        Some(id) if id == node_id => {}
+        Some(id) => bail!(
+            "{}: the node certificate names node {id}, the data dir node {node_id}",
             data_dir.display()
-        );
+        ),
+        None => {
+            identity.reissue_own(node_id)?;
+            identity.save(data_dir)?;
+            tracing::info!(
+                node_id,
+                "made this node's certificate again, naming its node id"
+            );
+        }
     }
-    let identity = Identity::load(data_dir)?;
-    Ok(identity.join_token(wharf_cluster::now_secs(), ttl.as_secs()))
+    Ok(identity)
 }
 
 /// Decides the scan policy and starts the scan-dispatch actor when there is a scanner.
@@ -248,15 +394,19 @@ pub async fn run(
 
     let join = &config.cluster.join;
     let (identity, node_id) = if Identity::exists(data_dir) {
-        (Identity::load(data_dir)?, read_node_id(data_dir)?)
+        let node_id = read_node_id(data_dir)?;
+        (load_identity(data_dir, node_id)?, node_id)
     } else if !join.is_empty() {
-        join_cluster(data_dir, join, &config.cluster.token, &me).await?
+        let token = config.cluster.join_token()?;
+        let wait = Duration::from_secs(config.cluster.sign_wait_secs);
+        join_cluster(data_dir, join, &token, &me, wait).await?
     } else {
-        let id = init_cluster(data_dir, config.node.id, &config.auth.jwt_secret)?;
+        init_cluster(data_dir, config.node.id, &config.auth.jwt_secret, None)?;
         tracing::info!(
-            "made a new cluster (CA and join key in {})",
+            "made a new cluster (its CA in {})",
             data_dir.join("tls").display()
         );
+        let id = Identity::load(data_dir)?;
         (id, config.node.id)
     };
     let secret = auth::load_or_create_secret(&config.auth.jwt_secret, data_dir)?;
@@ -273,6 +423,15 @@ pub async fn run(
     };
     let meta = Metadata::open(node_id, &data_dir.join("raft"), &raft_opts, peers.clone()).await?;
     let stop = CancellationToken::new();
+    let initialized = meta.is_initialized().await?;
+    let joined_through = std::fs::read_to_string(data_dir.join(JOINED_FILE)).ok();
+    if !initialized && joined_through.is_none() {
+        // A new cluster: its first join token is in Raft before any joiner can ask.
+        meta.initialize(me.clone()).await?;
+        tracing::info!(node_id, "initialised a new single-node cluster");
+        meta.wait_ready(Duration::from_secs(60)).await?;
+        record_bootstrap_token(&meta, data_dir).await?;
+    }
     // Peers must reach this node before it is added, and while it catches up.
     let grpc = tokio::spawn(wharf_cluster::server::serve(
         peer_listener,
@@ -281,24 +440,22 @@ pub async fn run(
         secret,
         stop.clone().cancelled_owned(),
     ));
-
-    if !meta.is_initialized().await? {
-        let joined_through = std::fs::read_to_string(data_dir.join(JOINED_FILE)).ok();
-        match joined_through {
-            Some(addr) => {
-                let addr = if join.is_empty() { addr } else { join.clone() };
-                tracing::info!(node_id, "asking the cluster to add this node");
-                wharf_cluster::add_self(&peers, &addr, node_id, &me, config.cluster.learner)
-                    .await
-                    .with_context(|| format!("asking {addr} to add node {node_id}"))?;
-            }
-            None => {
-                meta.initialize(me.clone()).await?;
-                tracing::info!(node_id, "initialised a new single-node cluster");
-            }
-        }
+    if let (false, Some(addr)) = (initialized, joined_through) {
+        let addr = if join.is_empty() { addr } else { join.clone() };
+        tracing::info!(node_id, "asking the cluster to add this node");
+        wharf_cluster::add_self(&peers, &addr, node_id, &me, config.cluster.learner)
+            .await
+            .with_context(|| format!("asking {addr} to add node {node_id}"))?;
     }
     meta.wait_ready(Duration::from_secs(60)).await?;
+    record_bootstrap_token(&meta, data_dir).await?;
+    if identity.ca_key_pem.is_some() {
+        tokio::spawn(wharf_cluster::server::sign_pending_requests(
+            meta.clone(),
+            identity.clone(),
+            stop.clone().cancelled_owned(),
+        ));
+    }
 
     let store: Arc<dyn ObjectStore> = match config.store.kind {
         StoreKind::Local => {
@@ -338,6 +495,7 @@ pub async fn run(
         uploads,
         store,
         presign_ttl_secs: config.store.presign_ttl_secs,
+        ca_pem: Arc::new(identity.ca_pem.clone()),
         scan_policy: policy,
         rate: Arc::new(limits::RateLimits::new(&config.rate)),
         http: Arc::new(config.http.clone()),

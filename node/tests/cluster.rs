@@ -83,7 +83,7 @@ impl Cluster {
 
     fn token(&self) -> String {
         let d = self.data_dir(0).display().to_string();
-        wharf_cli(&["cluster", "token", "--data-dir", &d])
+        wharf_cli(&["cluster", "token", "--uses", "16", "--data-dir", &d])
             .trim()
             .to_string()
     }
@@ -345,9 +345,9 @@ async fn intruders_are_refused_a_bad_join_token_and_a_client_without_certificate
     let good = c.token();
     let seed = c.node(0).peer_addr.clone();
 
-    // A token with a forged MAC, and one made for another cluster.
+    // A token with a forged secret, and one made for another cluster.
     let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
-    parts[2] = "0".repeat(32);
+    parts[2] = "A".repeat(43);
     let forged = parts.join(".");
     let other_dir = tempfile::tempdir().unwrap();
     let other = other_dir.path().display().to_string();

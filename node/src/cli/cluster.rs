@@ -7,22 +7,78 @@ use wharf_cluster::ClusterStatus;
 
 use crate::cli::{block_on, Api, Common};
 
+#[derive(clap::Args, Clone, Copy)]
+pub(super) struct TokenArgs {
+    /// How many joins the token admits.
+    #[arg(long, default_value_t = 1)]
+    uses: u32,
+    /// How long the token is valid.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+}
+
+impl TokenArgs {
+    fn spec(self) -> crate::TokenSpec {
+        crate::TokenSpec {
+            uses: self.uses,
+            ttl: self.ttl,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(super) enum TokenAction {
+    /// The tokens that can still admit a node (their secrets are not kept).
+    List {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: it admits no node from then on.
+    Revoke {
+        #[command(flatten)]
+        api: Api,
+        id: String,
+    },
+}
+
 #[derive(Subcommand)]
 pub(super) enum ClusterCommand {
-    /// Make a new cluster's CA, node certificate and secrets in the data dir; print a join token.
+    /// Make a new cluster's CA, node certificate and secrets in the data dir; print a first
+    /// join token (recorded in the cluster when the node first starts).
     Init {
         #[command(flatten)]
         common: Common,
-        /// How long the printed join token is valid.
-        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
-        ttl: Duration,
-    },
-    /// Print a new join token (run where a member's data dir is).
-    Token {
         #[command(flatten)]
-        common: Common,
-        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
-        ttl: Duration,
+        spec: TokenArgs,
+    },
+    /// Make a join token (printed once), or list or revoke them.
+    #[command(args_conflicts_with_subcommands = true)]
+    Token {
+        #[command(subcommand)]
+        action: Option<TokenAction>,
+        #[command(flatten)]
+        api: Api,
+        #[command(flatten)]
+        spec: TokenArgs,
+    },
+    /// Joining nodes waiting for a holder of the CA key to sign their certificate.
+    Requests {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a waiting node's certificate with a CA key kept away from the cluster.
+    SignCsr {
+        #[command(flatten)]
+        api: Api,
+        /// The node id of the waiting request (`wharf cluster requests`).
+        node_id: u64,
+        /// The CA's private key (PEM), e.g. a copy of a founding node's `tls/ca.key`.
+        #[arg(long, value_name = "FILE")]
+        ca_key: std::path::PathBuf,
     },
     /// Nodes, roles, leader, term, log and applied index, reachability.
     Status {
@@ -54,22 +110,124 @@ pub(super) enum ClusterCommand {
 
 pub(super) fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
-        ClusterCommand::Init { common, ttl } => {
+        ClusterCommand::Init { common, spec } => {
             let config = common.load()?;
             config.validate()?;
-            crate::init_cluster(
+            let token = crate::init_cluster(
                 &config.node.data_dir,
                 config.node.id,
                 &config.auth.jwt_secret,
+                Some(spec.spec()),
             )?;
-            println!("{}", crate::join_token(&config.node.data_dir, ttl)?);
+            println!("{}", token.unwrap_or_default());
             Ok(())
         }
-        ClusterCommand::Token { common, ttl } => {
-            let config = common.load()?;
-            println!("{}", crate::join_token(&config.node.data_dir, ttl)?);
+        ClusterCommand::Token {
+            action: None,
+            api,
+            spec,
+        } => block_on(async {
+            api.require_cluster()?;
+            let body = serde_json::json!({
+                "uses": spec.uses,
+                "ttl_secs": spec.ttl.as_secs().max(1),
+            });
+            let url = api.url("/v1/cluster/tokens");
+            let resp = api
+                .send(reqwest::Client::new().post(url).json(&body))
+                .await?;
+            let v: serde_json::Value = resp.json().await?;
+            println!("{}", v["token"].as_str().unwrap_or_default());
             Ok(())
-        }
+        }),
+        ClusterCommand::Token {
+            action: Some(TokenAction::List { api, json }),
+            ..
+        } => block_on(async {
+            let url = api.url("/v1/cluster/tokens");
+            let v: serde_json::Value = api
+                .send(reqwest::Client::new().get(url))
+                .await?
+                .json()
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("{:<18} {:>9}  EXPIRES", "ID", "USES LEFT");
+            for t in v["tokens"].as_array().into_iter().flatten() {
+                let expires = t["expires_at"].as_u64().unwrap_or(0);
+                let at = std::time::UNIX_EPOCH + Duration::from_millis(expires);
+                println!(
+                    "{:<18} {:>9}  {}",
+                    t["id"].as_str().unwrap_or_default(),
+                    t["uses_left"],
+                    humantime::format_rfc3339_seconds(at)
+                );
+            }
+            Ok(())
+        }),
+        ClusterCommand::Token {
+            action: Some(TokenAction::Revoke { api, id }),
+            ..
+        } => block_on(async {
+            let url = api.url(&format!("/v1/cluster/tokens/{id}"));
+            api.send(reqwest::Client::new().delete(url)).await?;
+            println!("token {id} revoked");
+            Ok(())
+        }),
+        ClusterCommand::Requests { api, json } => block_on(async {
+            let url = api.url("/v1/cluster/requests");
+            let v: serde_json::Value = api
+                .send(reqwest::Client::new().get(url))
+                .await?
+                .json()
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("{:<8} {:<22} {:<22}", "NODE", "PEER", "HTTP");
+            for r in v["requests"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<8} {:<22} {:<22}",
+                    r["node_id"],
+                    r["peer_addr"].as_str().unwrap_or_default(),
+                    r["http_addr"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }),
+        ClusterCommand::SignCsr {
+            api,
+            node_id,
+            ca_key,
+        } => block_on(async {
+            let key = std::fs::read_to_string(&ca_key)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", ca_key.display()))?;
+            let url = api.url("/v1/cluster/requests");
+            let v: serde_json::Value = api
+                .send(reqwest::Client::new().get(url))
+                .await?
+                .json()
+                .await?;
+            let Some(csr) = v["requests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["node_id"].as_u64() == Some(node_id))
+                .and_then(|r| r["csr_pem"].as_str())
+            else {
+                anyhow::bail!("no node {node_id} is waiting for a certificate");
+            };
+            let cert_pem = wharf_cluster::tls::sign_csr(&key, csr, node_id)?;
+            let url = api.url(&format!("/v1/cluster/nodes/{node_id}/certificate"));
+            let body = serde_json::json!({ "cert_pem": cert_pem });
+            api.send(reqwest::Client::new().put(url).json(&body))
+                .await?;
+            println!("signed the certificate of node {node_id}");
+            Ok(())
+        }),
         ClusterCommand::Status {
             api,
             json,

@@ -140,6 +140,21 @@ struct Api {
 }
 
 impl Api {
+    /// Fails as the data dir's own commands did when the data dir names no cluster.
+    fn require_cluster(&self) -> anyhow::Result<()> {
+        if self.node.is_some() || self.common.data_dir.is_none() {
+            return Ok(());
+        }
+        let config = self.common.load()?;
+        if !wharf_cluster::Identity::exists(&config.node.data_dir) {
+            anyhow::bail!(
+                "{} holds no cluster: run `wharf cluster init` or start the node once",
+                config.node.data_dir.display()
+            );
+        }
+        Ok(())
+    }
+
     fn token(&self) -> anyhow::Result<String> {
         if let Some(t) = &self.token {
             return Ok(t.clone());

@@ -26,15 +26,20 @@ pub(super) enum NodeCommand {
         #[arg(long, env = "WHARF_CLUSTER_ADVERTISE_ADDR")]
         advertise_addr: Option<String>,
         /// Join the cluster through this member's peer address (first start only).
-        #[arg(long, env = "WHARF_CLUSTER_JOIN", requires = "token")]
+        #[arg(long, env = "WHARF_CLUSTER_JOIN")]
         join: Option<String>,
-        /// Join token, from `wharf cluster token` on a member.
-        #[arg(long, env = "WHARF_CLUSTER_TOKEN")]
+        /// Join token, from `wharf cluster token`. Other users of the machine can read a
+        /// command line: prefer --token-file or the environment variable.
+        #[arg(long, env = "WHARF_CLUSTER_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// A file holding the join token.
+        #[arg(long, env = "WHARF_CLUSTER_TOKEN_FILE", conflicts_with = "token")]
+        token_file: Option<String>,
         /// Join as a learner (promote later with `wharf cluster promote`).
         #[arg(long)]
         learner: bool,
-        /// Print a join token for other nodes once this one is up.
+        /// Make a new cluster with a first join token for other nodes, written to
+        /// `<data-dir>/join-token` (readable by its owner only).
         #[arg(long)]
         init: bool,
     },
@@ -50,6 +55,7 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
             advertise_addr,
             join,
             token,
+            token_file,
             learner,
             init,
         } => {
@@ -82,26 +88,49 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
             if let Some(t) = token {
                 config.cluster.token = t;
             }
+            if let Some(f) = token_file {
+                config.cluster.token_file = f;
+            }
+            if !config.cluster.join.is_empty()
+                && config.cluster.token.is_empty()
+                && config.cluster.token_file.is_empty()
+            {
+                anyhow::bail!(
+                    "--join needs a join token: --token-file FILE or WHARF_CLUSTER_TOKEN"
+                );
+            }
             config.cluster.learner |= learner;
             if init && !config.cluster.join.is_empty() {
                 anyhow::bail!("--init makes a new cluster; --join enters an existing one");
             }
-            let data_dir = config.node.data_dir.clone();
-            let rt = tokio::runtime::Runtime::new()?;
-            let ended = rt.block_on(async move {
-                let node = tokio::spawn(crate::run(config, shutdown_signal()));
-                if init {
-                    // Once the node made or opened its cluster, say how others join it.
-                    for _ in 0..600 {
-                        if let Ok(t) = crate::join_token(&data_dir, Duration::from_secs(86400)) {
-                            eprintln!("join other nodes with: wharf node start --join <this node's peer address> --token {t}");
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+            if init {
+                let data_dir = &config.node.data_dir;
+                if wharf_cluster::Identity::exists(data_dir) {
+                    anyhow::bail!(
+                        "--init makes a new cluster; {} already belongs to one",
+                        data_dir.display()
+                    );
                 }
-                node.await?
-            });
+                let spec = crate::TokenSpec {
+                    uses: 100,
+                    ttl: Duration::from_secs(86400),
+                };
+                let token = crate::init_cluster(
+                    data_dir,
+                    config.node.id,
+                    &config.auth.jwt_secret,
+                    Some(spec),
+                )?
+                .unwrap_or_default();
+                let path = data_dir.join("join-token");
+                wharf_cluster::tls::write_file(&path, &format!("{token}\n"), true)?;
+                tracing::info!(
+                    "made a new cluster; other nodes join it with `wharf node start --join <this node's peer address> --token-file {}` (100 joins within 24 h)",
+                    path.display()
+                );
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            let ended = rt.block_on(async move { crate::run(config, shutdown_signal()).await });
             // Blocking work still running (a file read for a client that went away) must not
             // keep the process from exiting.
             rt.shutdown_timeout(Duration::from_secs(1));

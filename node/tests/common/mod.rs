@@ -473,12 +473,14 @@ pub fn start_must_fail(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> 
     err
 }
 
-/// `--join <first's peer address> --token <a join token from first's data dir>`: what a node
-/// needs to join the cluster that `first` made.
+/// `--join <first's peer address> --token <a join token made through first>`: what a node
+/// needs to join the cluster that `first` made (the token admits up to eight nodes).
 pub fn join_args(first: &Node) -> Vec<String> {
     let token = wharf_cli(&[
         "cluster",
         "token",
+        "--uses",
+        "8",
         "--data-dir",
         &first.data_dir.display().to_string(),
     ]);

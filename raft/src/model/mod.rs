@@ -23,7 +23,7 @@ mod users;
 use serde::{Deserialize, Serialize};
 
 use crate::kv::KvMut;
-pub use nodes::note_member_ids;
+pub use nodes::{check_token, note_member_ids, note_members, JoinToken, NodeRecord};
 pub use requests::REQUEST_MEMORY_MS;
 pub use scans::RESCAN_PER_COMMAND;
 pub use state::{blob_id, keys, State};
@@ -173,6 +173,37 @@ pub enum Command {
     Rescan {
         file: Option<String>,
     },
+    /// A new join token (only its secret's hash is kept).
+    CreateJoinToken {
+        id: String,
+        secret_hash: String,
+        uses: u32,
+        expires_at: Millis,
+        now: Millis,
+    },
+    RevokeJoinToken {
+        id: String,
+    },
+    /// A joining node presents a join token: one use of it is consumed and the node gets a new
+    /// id (at least `min`) and a record holding its certificate signing request.
+    AdmitNode {
+        token_id: String,
+        secret_hash: String,
+        min: u64,
+        peer_addr: String,
+        http_addr: String,
+        csr_pem: String,
+        now: Millis,
+    },
+    /// A holder of the CA key signed an admitted node's request.
+    NodeCertIssued {
+        node: u64,
+        cert_pem: String,
+    },
+    /// `node` leaves the cluster: every node refuses its certificate from this entry on.
+    RemoveNode {
+        node: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +252,8 @@ pub enum ModelError {
     Invalid(String),
     #[error("the scan lease is held by node {holder}")]
     LeaseHeld { holder: u64 },
+    #[error("{0}")]
+    JoinRefused(String),
 }
 
 pub type ApplyResult = Result<Outcome, ModelError>;
@@ -371,5 +404,44 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
             scans::quarantined(state, &blob, object_key)
         }
         Command::Rescan { file } => scans::rescan(state, file),
+        Command::CreateJoinToken {
+            id,
+            secret_hash,
+            uses,
+            expires_at,
+            now,
+        } => nodes::create_token(
+            state,
+            JoinToken {
+                id,
+                secret_hash,
+                uses_left: uses,
+                expires_at,
+                created_at: now,
+            },
+        ),
+        Command::RevokeJoinToken { id } => nodes::revoke_token(state, &id),
+        Command::AdmitNode {
+            token_id,
+            secret_hash,
+            min,
+            peer_addr,
+            http_addr,
+            csr_pem,
+            now,
+        } => nodes::admit(
+            state,
+            nodes::Admission {
+                token_id,
+                secret_hash,
+                min,
+                peer_addr,
+                http_addr,
+                csr_pem,
+                now,
+            },
+        ),
+        Command::NodeCertIssued { node, cert_pem } => nodes::cert_issued(state, node, cert_pem),
+        Command::RemoveNode { node } => nodes::remove(state, node),
     }
 }

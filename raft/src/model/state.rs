@@ -186,6 +186,10 @@ impl<K: Kv> State<K> {
         out
     }
 
+    pub(crate) fn read_at<T: DeserializeOwned>(&self, key: &[u8]) -> Option<T> {
+        self.read(key)
+    }
+
     pub fn user(&self, id: &str) -> Option<User> {
         self.read(&keys::user(id))
     }
@@ -513,10 +517,6 @@ impl<K: KvMut> State<K> {
 
     pub(crate) fn set_last_node_id(&mut self, id: u64) {
         self.write(keys::LAST_NODE_ID, &id);
-    }
-
-    pub(crate) fn read_at<T: DeserializeOwned>(&self, key: &[u8]) -> Option<T> {
-        self.read(key)
     }
 
     pub(crate) fn write_at<T: Serialize + ?Sized>(&mut self, key: &[u8], v: &T) {

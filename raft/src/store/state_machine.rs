@@ -417,6 +417,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     // membership names are used, so a joiner can never be handed one of them.
                     let highest = m.nodes().map(|(id, _)| *id).max().unwrap_or(0);
                     model::note_member_ids(&mut state, highest);
+                    let members: Vec<_> = m
+                        .nodes()
+                        .map(|(id, n)| (*id, n.peer_addr.clone(), n.http_addr.clone()))
+                        .collect();
+                    model::note_members(&mut state, &members);
                     let stored = StoredMembership::new(Some(e.log_id), m);
                     state.kv_mut().put(MEMBERSHIP, codec::encode(&stored));
                     Ok(model::Outcome::Done)

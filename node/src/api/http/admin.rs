@@ -1,8 +1,7 @@
-//! Admin routes: queue rescans (`/v1/admin/rescan`) and manage the cluster's members
-//! (`/v1/cluster/…`).
+//! Admin routes: queue rescans (`/v1/admin/rescan`). The cluster's routes are in
+//! [`super::cluster`].
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use wharf_raft::model::Command;
@@ -54,36 +53,4 @@ pub(super) async fn rescan(
             other => return Err(Error::Internal(format!("unexpected {other:?}"))),
         }
     }
-}
-
-pub(super) async fn cluster_status(
-    State(s): State<AppState>,
-    Caller(c): Caller,
-) -> Result<Json<wharf_cluster::ClusterStatus>> {
-    require_admin(&c)?;
-    Ok(Json(s.meta.cluster_status().await))
-}
-
-fn parse_node_id(id: &str) -> Result<u64> {
-    id.parse().ok().filter(|n| *n > 0).ok_or(Error::NotFound)
-}
-
-pub(super) async fn promote_node(
-    State(s): State<AppState>,
-    Caller(c): Caller,
-    Path(id): Path<String>,
-) -> Result<StatusCode> {
-    require_admin(&c)?;
-    s.meta.promote(parse_node_id(&id)?).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub(super) async fn remove_node(
-    State(s): State<AppState>,
-    Caller(c): Caller,
-    Path(id): Path<String>,
-) -> Result<StatusCode> {
-    require_admin(&c)?;
-    s.meta.remove(parse_node_id(&id)?).await?;
-    Ok(StatusCode::NO_CONTENT)
 }

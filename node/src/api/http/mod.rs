@@ -6,6 +6,7 @@
 //! cluster membership).
 
 pub mod admin;
+pub mod cluster;
 pub mod files;
 pub mod guard;
 pub mod quota;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub uploads: UploadsHandle,
     pub store: Arc<dyn ObjectStore>,
     pub presign_ttl_secs: u64,
+    /// The cluster CA's certificate (join tokens carry it).
+    pub ca_pem: Arc<String>,
     pub scan_policy: crate::actors::scanner::Policy,
     pub rate: Arc<crate::limits::RateLimits>,
     pub http: Arc<crate::config::HttpConfig>,
@@ -70,12 +73,28 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/usage", get(quota::usage))
         .route("/v1/admin/users/{user}/quota", put(quota::set_quota))
         .route("/v1/admin/rescan", post(admin::rescan))
-        .route("/v1/cluster/status", get(admin::cluster_status))
-        .route("/v1/cluster/nodes/{id}/promote", post(admin::promote_node))
+        .route("/v1/cluster/status", get(cluster::cluster_status))
+        .route(
+            "/v1/cluster/nodes/{id}/promote",
+            post(cluster::promote_node),
+        )
         .route(
             "/v1/cluster/nodes/{id}",
-            axum::routing::delete(admin::remove_node),
+            axum::routing::delete(cluster::remove_node),
         )
+        .route(
+            "/v1/cluster/nodes/{id}/certificate",
+            put(cluster::put_certificate),
+        )
+        .route(
+            "/v1/cluster/tokens",
+            post(cluster::create_token).get(cluster::list_tokens),
+        )
+        .route(
+            "/v1/cluster/tokens/{id}",
+            axum::routing::delete(cluster::revoke_token),
+        )
+        .route("/v1/cluster/requests", get(cluster::list_requests))
         .fallback(|| async { Error::NotFound })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.http.json_body_max as usize,
