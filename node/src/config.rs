@@ -503,8 +503,18 @@ impl Config {
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
             bail!("raft.election_timeout_max_ms must be above raft.election_timeout_min_ms");
         }
-        if self.cluster.join.is_empty() != self.cluster.token.is_empty() {
-            bail!("cluster.join and cluster.token go together (--join ADDR --token TOKEN)");
+        let has_token = !self.cluster.token.is_empty() || !self.cluster.token_file.is_empty();
+        if self.cluster.join.is_empty() == has_token {
+            bail!(
+                "cluster.join and a join token go together (--join ADDR with --token-file FILE \
+                 or WHARF_CLUSTER_TOKEN)"
+            );
+        }
+        if !self.cluster.token.is_empty() && !self.cluster.token_file.is_empty() {
+            bail!("cluster.token and cluster.token_file are exclusive");
+        }
+        if self.cluster.sign_wait_secs == 0 {
+            bail!("cluster.sign_wait_secs must be positive");
         }
         if self.cluster.staging_grace_secs == 0 {
             bail!("cluster.staging_grace_secs must be positive");
