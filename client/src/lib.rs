@@ -70,6 +70,21 @@ enum Call<'a> {
     },
 }
 
+/// Where an interrupted [`Client::upload`] continues: the upload its create made, or (killed
+/// while that create was on its way) the idempotency key the create was sent with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumePoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// A new idempotency key for a create.
+pub fn new_idempotency_key() -> String {
+    format!("create-{}", uuid_like())
+}
+
 #[derive(Clone)]
 pub struct Client {
     nodes: Arc<Vec<Node>>,
@@ -353,8 +368,18 @@ impl Client {
         }
     }
 
+    /// Creates an upload session. Every create carries an idempotency key (a new one when
+    /// `req` has none), kept across the retries: a node's 503 or a lost reply may hide a create
+    /// that committed, and a retry must get that upload back instead of reserving twice.
     pub async fn create(&self, req: &CreateUpload) -> Result<UploadCreated> {
-        self.run(0, Call::Create(req)).await
+        if req.idempotency_key.is_some() {
+            return self.run(0, Call::Create(req)).await;
+        }
+        let keyed = CreateUpload {
+            idempotency_key: Some(new_idempotency_key()),
+            ..req.clone()
+        };
+        self.run(0, Call::Create(&keyed)).await
     }
 
     pub async fn status(&self, upload_id: &str) -> Result<UploadStatus> {
@@ -407,13 +432,15 @@ impl Client {
     }
 
     /// Uploads the file at `path`. With `resume`, continues that upload if it is still going
-    /// (sending only the chunks the cluster lacks); `on_created` learns a new upload's id
-    /// before any chunk moves, so that an interrupted upload can be resumed.
+    /// (sending only the chunks the cluster lacks), or sends its create again with the same
+    /// idempotency key. `on_point` learns the key before the create is sent and the upload's
+    /// id before any chunk moves, so that an interrupted upload can be resumed without a
+    /// second reservation.
     pub async fn upload(
         &self,
         path: &Path,
-        resume: Option<&str>,
-        on_created: impl FnOnce(&str),
+        resume: Option<&ResumePoint>,
+        mut on_point: impl FnMut(&ResumePoint),
         progress: Option<Progress>,
     ) -> Result<Uploaded> {
         let size = tokio::fs::metadata(path).await?.len();
@@ -432,7 +459,7 @@ impl Client {
                 other => return other,
             }
         }
-        let resumed = match resume {
+        let resumed = match resume.and_then(|r| r.upload_id.as_deref()) {
             Some(id) => match self.status(id).await {
                 Ok(s) if s.state == "uploading" && s.size == size => Some(s),
                 Ok(_) | Err(Error::Api { status: 404, .. }) => None,
@@ -443,22 +470,40 @@ impl Client {
         let (upload_id, chunk_size, count, missing) = match resumed {
             Some(s) => (s.upload_id, s.chunk_size, s.chunk_count, s.missing),
             None => {
+                // A run killed while its create was on its way kept the key: the create sent
+                // again gets that upload back (or a new one, if it ended meanwhile).
+                let earlier = resume
+                    .filter(|r| r.upload_id.is_none())
+                    .and_then(|r| r.idempotency_key.clone());
+                let again = earlier.is_some();
+                let key = earlier.unwrap_or_else(new_idempotency_key);
+                on_point(&ResumePoint {
+                    upload_id: None,
+                    idempotency_key: Some(key.clone()),
+                });
                 let created = self
                     .create(&CreateUpload {
                         name,
                         size,
                         blake3: None,
                         mime: None,
-                        idempotency_key: None,
+                        idempotency_key: Some(key.clone()),
                     })
                     .await?;
-                on_created(&created.upload_id);
-                let all = (0..created.chunk_count).collect();
+                on_point(&ResumePoint {
+                    upload_id: Some(created.upload_id.clone()),
+                    idempotency_key: Some(key),
+                });
+                let missing = if again {
+                    self.status(&created.upload_id).await?.missing
+                } else {
+                    (0..created.chunk_count).collect()
+                };
                 (
                     created.upload_id,
                     created.chunk_size,
                     created.chunk_count,
-                    all,
+                    missing,
                 )
             }
         };

@@ -108,12 +108,12 @@ async fn wait_received(node: &Node, token: &str, state: &Path, n: usize) -> Stri
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(bytes) = std::fs::read(state.join("uploads.json")) {
-            let map: std::collections::BTreeMap<String, String> =
+            let map: std::collections::BTreeMap<String, Value> =
                 serde_json::from_slice(&bytes).unwrap_or_default();
-            if let Some(id) = map.values().next() {
+            if let Some(id) = map.values().next().and_then(|p| p["upload_id"].as_str()) {
                 let (_, s) = node.status(token, id).await;
                 if s["received"].as_array().map(|a| a.len()).unwrap_or(0) >= n {
-                    return id.clone();
+                    return id.to_string();
                 }
             }
         }
@@ -381,4 +381,144 @@ async fn lost_uploads_listed_and_aborted(transport: Transport) {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+}
+
+/// A TCP proxy to `target` that lets the first `POST /v1/uploads` through to the node and
+/// cuts the connection instead of passing the node's answer back (a reply lost on the way);
+/// every other connection is passed through. Returns its address and how many it cut.
+async fn reply_dropping_proxy(
+    target: String,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cut = std::sync::Arc::new(AtomicU32::new(0));
+    let counter = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let (target, cut) = (target.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut node = tokio::net::TcpStream::connect(&target).await.unwrap();
+                // The request head (and whatever body came with it).
+                let mut buf = vec![0u8; 64 << 10];
+                let n = client.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    return;
+                }
+                node.write_all(&buf[..n]).await.unwrap();
+                let is_create = buf[..n].starts_with(b"POST /v1/uploads ");
+                if is_create && cut.load(Ordering::SeqCst) == 0 {
+                    // The node answers; the client never hears it.
+                    let got = node.read(&mut buf).await.unwrap_or(0);
+                    assert!(got > 0, "the node did not answer the create");
+                    cut.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut node).await;
+            });
+        }
+    });
+    (addr, cut)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_whose_reply_is_lost_and_that_is_retried_reserves_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let t = node.token("lou", Tier::Basic);
+    let target = node.base.trim_start_matches("http://").to_string();
+    let (proxy, cut) = reply_dropping_proxy(target).await;
+    let client = wharf_client::Client::new(vec![format!("http://{proxy}")], t.clone()).unwrap();
+    let size = 3 * 8 * 1024 * 1024 + 5;
+    let created = client
+        .create(&wharf_proto::CreateUpload {
+            name: "twice.bin".into(),
+            size,
+            blake3: None,
+            mime: None,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        cut.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no reply was lost"
+    );
+    // One upload, one reservation: the retry got the first create's upload back.
+    let usage = node.usage(&t).await;
+    assert_eq!(usage["reserved"], size, "{usage}");
+    let (st, list) = json(
+        node.get(&t, "/v1/uploads?state=uploading")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let ups = list["uploads"].as_array().unwrap();
+    assert_eq!(ups.len(), 1, "{list}");
+    assert_eq!(ups[0]["upload_id"], created.upload_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wharf_put_killed_while_its_create_was_on_its_way_resumes_that_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&dir.path().join("node"));
+    let t = node.token("kim", Tier::Basic);
+    let data = random_bytes(2 * 8 * 1024 * 1024 + 17, 21);
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, &data).unwrap();
+    let state = dir.path().join("state");
+    // What a run killed after sending its create left: the key, and an upload it never saw.
+    let key = "create-killed-run";
+    let (st, up) = node
+        .create(
+            &t,
+            serde_json::json!({"name": "big.bin", "size": data.len(), "idempotency_key": key}),
+        )
+        .await;
+    assert_eq!(st, 201, "{up}");
+    let meta = std::fs::metadata(&file).unwrap();
+    let mtime = meta
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let entry = format!(
+        "{}|{}|{}",
+        std::fs::canonicalize(&file).unwrap().display(),
+        meta.len(),
+        mtime
+    );
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("uploads.json"),
+        serde_json::to_vec(&serde_json::json!({ entry: {"idempotency_key": key} })).unwrap(),
+    )
+    .unwrap();
+    let s = state.display().to_string();
+    let out = ok(&wharf(
+        &["put", "--json", file.to_str().unwrap()],
+        &[
+            ("WHARF_ADDR", node.base.as_str()),
+            ("WHARF_TOKEN", t.as_str()),
+            ("WHARF_STATE_DIR", s.as_str()),
+        ],
+    ));
+    let put: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(put["size"], data.len(), "{put}");
+    // The upload the killed run created is the one that was stored; no other was made.
+    let (_, list) = json(node.get(&t, "/v1/uploads").send().await.unwrap()).await;
+    let ups = list["uploads"].as_array().unwrap();
+    assert_eq!(ups.len(), 1, "{list}");
+    assert_eq!(ups[0]["upload_id"], up["upload_id"], "{list}");
+    assert_eq!(ups[0]["state"], "stored", "{list}");
+    assert_eq!(node.usage(&t).await["reserved"], 0);
+    assert_eq!(node.usage(&t).await["used"], data.len());
 }

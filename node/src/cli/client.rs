@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
-use wharf_client::{Client, Progress, Trust};
+use wharf_client::{Client, Progress, ResumePoint, Trust};
 
 /// Where the commands send requests, and as whom.
 #[derive(Args, Clone)]
@@ -105,7 +105,16 @@ impl ClientArgs {
 /// Resume state: which upload a file (by path, size and mtime) belongs to.
 struct ResumeState {
     path: PathBuf,
-    map: BTreeMap<String, String>,
+    map: BTreeMap<String, ResumePoint>,
+}
+
+/// An entry of the resume file: an upload id alone (files written before creates carried a
+/// kept idempotency key), or a [`ResumePoint`].
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Id(String),
+    Point(ResumePoint),
 }
 
 impl ResumeState {
@@ -116,10 +125,23 @@ impl ResumeState {
             .or_else(|| home().map(|h| h.join(".local/state/wharf")))
             .unwrap_or_else(|| PathBuf::from(".wharf-state"));
         let path = dir.join("uploads.json");
-        let map = std::fs::read(&path)
+        let stored: BTreeMap<String, Stored> = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let map = stored
+            .into_iter()
+            .map(|(k, v)| {
+                let point = match v {
+                    Stored::Id(id) => ResumePoint {
+                        upload_id: Some(id),
+                        idempotency_key: None,
+                    },
+                    Stored::Point(p) => p,
+                };
+                (k, point)
+            })
+            .collect();
         Self { path, map }
     }
 
@@ -181,14 +203,15 @@ pub async fn put(
         let resume = state.map.get(&key).cloned();
         let size = std::fs::metadata(file)?.len();
         let pb = bar(size, &file.display().to_string());
-        // The upload's id is kept before any chunk moves, so that a killed run resumes it.
-        let remember = |id: &str| {
-            state.map.insert(key.clone(), id.to_string());
+        // The create's idempotency key is kept before it is sent, and the upload's id before
+        // any chunk moves, so that a killed run resumes the same upload.
+        let remember = |point: &ResumePoint| {
+            state.map.insert(key.clone(), point.clone());
             if let Err(e) = state.save() {
                 eprintln!("warning: cannot keep resume state: {e}");
             }
         };
-        let upload = client.upload(file, resume.as_deref(), remember, Some(progress(&pb)));
+        let upload = client.upload(file, resume.as_ref(), remember, Some(progress(&pb)));
         // Ctrl-C pauses: what the cluster acknowledged stays, and the next run resumes it.
         let outcome = tokio::select! {
             r = upload => r,
