@@ -259,8 +259,19 @@ pub async fn run(
         );
         (id, config.node.id)
     };
+    // The cluster's HS256 secret: what the cluster service hands to joining nodes. With a
+    // JWKS configured, user tokens are checked with the identity provider's public keys
+    // instead, and the secret verifies nothing here.
     let secret = auth::load_or_create_secret(&config.auth.jwt_secret, data_dir)?;
-    let keys = auth::Keys::new(secret.as_bytes());
+    let provider = if config.auth.external() {
+        Some(auth::jwks::Provider::start(&config.auth).await?)
+    } else {
+        None
+    };
+    let keys = match &provider {
+        Some(p) => auth::Keys::external(p.clone()),
+        None => auth::Keys::new(secret.as_bytes()),
+    };
 
     let peers = Peers::new(identity.client_tls()).with_routes(config.cluster.routes()?);
     let rc = &config.raft;
@@ -273,6 +284,9 @@ pub async fn run(
     };
     let meta = Metadata::open(node_id, &data_dir.join("raft"), &raft_opts, peers.clone()).await?;
     let stop = CancellationToken::new();
+    if let Some(p) = &provider {
+        p.spawn_refresh(stop.clone());
+    }
     // Peers must reach this node before it is added, and while it catches up.
     let grpc = tokio::spawn(wharf_cluster::server::serve(
         peer_listener,
