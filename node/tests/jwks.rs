@@ -85,6 +85,11 @@ impl Signer {
         jsonwebtoken::encode(&header, claims, &self.key).unwrap()
     }
 
+    /// A token whose header names no key.
+    fn sign_without_kid(&self, claims: &Value) -> String {
+        jsonwebtoken::encode(&Header::new(self.alg), claims, &self.key).unwrap()
+    }
+
     /// A token for `user` with the right issuer and audience and these realm roles.
     fn token(&self, user: &str, roles: &[&str]) -> String {
         self.sign(&claims(user, roles))
@@ -207,8 +212,11 @@ async fn tokens_signed_with_keys_from_a_jwks_file_are_accepted_and_hs256_ones_re
         Signer::ed25519("ed-1"),
         Signer::rs256("rs-1"),
     );
+    // A second ES256 key that the set names no kid for.
+    let mut plain = Signer::es256("");
+    plain.jwk.as_object_mut().unwrap().remove("kid");
     let file = dir.path().join("jwks.json");
-    std::fs::write(&file, jwks(&[&es, &ed, &rs]).to_string()).unwrap();
+    std::fs::write(&file, jwks(&[&es, &ed, &rs, &plain]).to_string()).unwrap();
     let cfg = config(
         dir.path(),
         &format!("jwks_file = {:?}", file.to_str().unwrap()),
@@ -222,7 +230,13 @@ async fn tokens_signed_with_keys_from_a_jwks_file_are_accepted_and_hs256_ones_re
     let file_rec = node.upload(&token, "a.bin", &data).await;
     let id = file_rec["id"].as_str().unwrap();
     assert_eq!(node.download(&token, id).await, data);
-    for t in [ed.token("alice", &[]), rs.token("alice", &[])] {
+    // Tokens without a kid are tried against every key of their algorithm.
+    for t in [
+        ed.token("alice", &[]),
+        rs.token("alice", &[]),
+        es.sign_without_kid(&claims("alice", &[])),
+        plain.sign_without_kid(&claims("alice", &[])),
+    ] {
         let (st, page) = list(&node, &t).await;
         assert_eq!(st, StatusCode::OK, "{page}");
         assert_eq!(page["files"][0]["id"], id, "the same user sees the file");

@@ -277,7 +277,8 @@ impl Provider {
         let candidates: Vec<&Key> = keys
             .iter()
             .filter(|k| k.algorithms.contains(&header.alg))
-            .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
+            // A key the set names no kid for may have signed any token.
+            .filter(|k| kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid)
             .collect();
         if candidates.is_empty() {
             let message =
@@ -293,7 +294,7 @@ impl Provider {
         for key in candidates {
             match jsonwebtoken::decode::<Value>(token, &key.key, &validation) {
                 Ok(data) => return self.claims(&data.claims),
-                // Not this key: try the next one that fits (tokens without a kid).
+                // Not this key: try the next one that fits (a token or key without a kid).
                 Err(e)
                     if matches!(
                         e.kind(),
