@@ -94,12 +94,13 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Makes a new cluster's identity in `data_dir` (CA, node certificate, JWT secret) and, with
-/// `token`, a first join token, returned (it is shown once: only its hash is kept).
+/// Makes a new cluster's identity in `data_dir` (CA, node certificate, and the HS256 secret
+/// for user tokens unless they are checked with a JWKS) and, with `token`, a first join
+/// token, returned (it is shown once: only its hash is kept).
 pub fn init_cluster(
     data_dir: &Path,
     node_id: u64,
-    jwt_secret: &str,
+    auth: &config::AuthConfig,
     token: Option<TokenSpec>,
 ) -> anyhow::Result<Option<String>> {
     if Identity::exists(data_dir) {
@@ -107,7 +108,9 @@ pub fn init_cluster(
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    auth::load_or_create_secret(jwt_secret, data_dir)?;
+    if !auth.external() {
+        auth::load_or_create_secret(&auth.jwt_secret, data_dir)?;
+    }
     write_durably(data_dir, NODE_ID_FILE, &node_id.to_string())?;
     let identity = Identity::new_cluster(node_id)?;
     let shown = match token {
@@ -401,7 +404,7 @@ pub async fn run(
         let wait = Duration::from_secs(config.cluster.sign_wait_secs);
         join_cluster(data_dir, join, &token, &me, wait).await?
     } else {
-        init_cluster(data_dir, config.node.id, &config.auth.jwt_secret, None)?;
+        init_cluster(data_dir, config.node.id, &config.auth, None)?;
         tracing::info!(
             "made a new cluster (its CA in {})",
             data_dir.join("tls").display()
@@ -409,8 +412,24 @@ pub async fn run(
         let id = Identity::load(data_dir)?;
         (id, config.node.id)
     };
-    let secret = auth::load_or_create_secret(&config.auth.jwt_secret, data_dir)?;
-    let keys = auth::Keys::new(secret.as_bytes());
+    // The cluster's HS256 secret: what the cluster service hands to joining nodes. With a
+    // JWKS configured, user tokens are checked with the identity provider's public keys
+    // instead, and the secret verifies nothing here.
+    // With a JWKS no node holds (or hands a joiner) a key that can mint user tokens.
+    let secret = if config.auth.external() {
+        String::new()
+    } else {
+        auth::load_or_create_secret(&config.auth.jwt_secret, data_dir)?
+    };
+    let provider = if config.auth.external() {
+        Some(auth::jwks::Provider::start(&config.auth).await?)
+    } else {
+        None
+    };
+    let keys = match &provider {
+        Some(p) => auth::Keys::external(p.clone()),
+        None => auth::Keys::new(secret.as_bytes()),
+    };
 
     let peers = Peers::new(identity.client_tls()).with_routes(config.cluster.routes()?);
     let rc = &config.raft;
@@ -423,6 +442,9 @@ pub async fn run(
     };
     let meta = Metadata::open(node_id, &data_dir.join("raft"), &raft_opts, peers.clone()).await?;
     let stop = CancellationToken::new();
+    if let Some(p) = &provider {
+        p.spawn_refresh(stop.clone());
+    }
     let initialized = meta.is_initialized().await?;
     let joined_through = std::fs::read_to_string(data_dir.join(JOINED_FILE)).ok();
     if !initialized && joined_through.is_none() {

@@ -162,7 +162,7 @@ async fn connection(conn: quinn::Connection, app: AppState, counts: &Counts, lim
         }
     };
     let claims = match hello {
-        Ok(hello) => app.keys.verify(hello.token.trim()),
+        Ok(hello) => app.keys.verify(hello.token.trim()).await,
         Err(_) => {
             let _ = send.reset(MALFORMED);
             conn.close(MALFORMED, b"malformed hello");

@@ -116,7 +116,7 @@ pub(super) fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
             let token = crate::init_cluster(
                 &config.node.data_dir,
                 config.node.id,
-                &config.auth.jwt_secret,
+                &config.auth,
                 Some(spec.spec()),
             )?;
             println!("{}", token.unwrap_or_default());

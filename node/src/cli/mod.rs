@@ -160,6 +160,12 @@ impl Api {
             return Ok(t.clone());
         }
         let config = self.common.load()?;
+        if config.auth.external() {
+            anyhow::bail!(
+                "this cluster takes tokens from its identity provider (auth.jwks_file or \
+                 auth.jwks_url): pass an admin token from it with --token or WHARF_ADMIN_TOKEN"
+            );
+        }
         let keys = Keys::load_or_create(&config.auth.jwt_secret, &config.node.data_dir)
             .context("loading the token secret (or pass --token)")?;
         keys.issue("wharf-operator", Tier::Admin, Duration::from_secs(300))

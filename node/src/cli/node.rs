@@ -115,13 +115,9 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
                     uses: 100,
                     ttl: Duration::from_secs(86400),
                 };
-                let token = crate::init_cluster(
-                    data_dir,
-                    config.node.id,
-                    &config.auth.jwt_secret,
-                    Some(spec),
-                )?
-                .unwrap_or_default();
+                let token =
+                    crate::init_cluster(data_dir, config.node.id, &config.auth, Some(spec))?
+                        .unwrap_or_default();
                 let path = data_dir.join("join-token");
                 wharf_cluster::tls::write_file(&path, &format!("{token}\n"), true)?;
                 tracing::info!(

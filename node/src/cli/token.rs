@@ -53,6 +53,12 @@ pub(super) fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         } => {
             let config = common.load()?;
             config.validate()?;
+            if config.auth.external() {
+                anyhow::bail!(
+                    "auth.jwks_file or auth.jwks_url is set: user tokens come from the identity \
+                     provider, and this cluster refuses the HS256 tokens `wharf token issue` signs"
+                );
+            }
             let keys = Keys::load_or_create(&config.auth.jwt_secret, &config.node.data_dir)
                 .context("loading the token secret")?;
             println!("{}", keys.issue(&user, tier.into(), ttl)?);

@@ -117,7 +117,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
-        let claims = state.keys.verify_header(header)?;
+        let claims = state.keys.verify_header(header).await?;
         // Chunk bodies and one-request files are limited by bytes (and creations) instead.
         let body_route = (parts.method == axum::http::Method::PUT
             && parts.uri.path().contains("/chunks/"))

@@ -1,6 +1,11 @@
-//! Bearer JWTs (HS256 with the cluster secret): claims are the user id (`sub`) and `tier`.
+//! Bearer JWTs: claims are the user id (`sub`) and `tier`. Two modes: HS256 with the cluster
+//! secret (embedded, the default), or an external identity provider's public keys from a JWKS
+//! ([`jwks`]), in which HS256 tokens are refused and the node needs no secret to verify.
+
+pub mod jwks;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -26,9 +31,19 @@ pub struct Claims {
     pub exp: u64,
 }
 
-/// Signs and checks client tokens.
+/// Checks client tokens (and, with the cluster secret, signs them).
 #[derive(Clone)]
-pub struct Keys {
+pub struct Keys(Verifier);
+
+#[derive(Clone)]
+enum Verifier {
+    Secret(Box<SecretKeys>),
+    External(Arc<jwks::Provider>),
+}
+
+/// The embedded mode: HS256 with the cluster's secret.
+#[derive(Clone)]
+struct SecretKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -39,11 +54,21 @@ impl Keys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Self {
+        Self(Verifier::Secret(Box::new(SecretKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-        }
+        })))
+    }
+
+    /// Tokens from an external identity provider, checked with its public keys only.
+    pub fn external(provider: Arc<jwks::Provider>) -> Self {
+        Self(Verifier::External(provider))
+    }
+
+    /// Whether tokens come from an external identity provider.
+    pub fn is_external(&self) -> bool {
+        matches!(self.0, Verifier::External(_))
     }
 
     /// The configured secret, or the one in the data dir (made on first use).
@@ -54,6 +79,12 @@ impl Keys {
     }
 
     pub fn issue(&self, user: &str, tier: Tier, ttl: Duration) -> anyhow::Result<String> {
+        let Verifier::Secret(keys) = &self.0 else {
+            anyhow::bail!(
+                "user tokens come from the identity provider (auth.jwks_file or auth.jwks_url): \
+                 this cluster signs none"
+            );
+        };
         validate_user_id(user).map_err(|e| anyhow::anyhow!("{e}"))?;
         if ttl > MAX_TTL {
             anyhow::bail!(
@@ -71,12 +102,12 @@ impl Keys {
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
-            &self.encoding,
+            &keys.encoding,
         )?)
     }
 
     /// Checks an `Authorization` header value.
-    pub fn verify_header(&self, header: Option<&str>) -> Result<Claims, Error> {
+    pub async fn verify_header(&self, header: Option<&str>) -> Result<Claims, Error> {
         let header = header.ok_or_else(|| {
             Error::unauthorized("unauthorized", "an Authorization: Bearer token is required")
         })?;
@@ -90,36 +121,54 @@ impl Keys {
                 ))
             }
         };
-        self.verify(token.trim())
+        self.verify(token.trim()).await
     }
 
     /// Checks a bare token. The messages say what is wrong without the JWT library's words.
-    pub fn verify(&self, token: &str) -> Result<Claims, Error> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| {
-                let message = match e.kind() {
-                    ErrorKind::ExpiredSignature => {
-                        return Error::unauthorized("token_expired", "the token has expired")
-                    }
-                    ErrorKind::InvalidSignature => "the token's signature does not verify",
-                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                        "the token must be signed with HS256"
-                    }
-                    ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
-                    ErrorKind::ImmatureSignature => "the token is not valid yet",
-                    ErrorKind::Json(_) => "the token's header or claims are malformed",
-                    _ => "the token is malformed",
-                };
-                Error::unauthorized("invalid_token", message)
-            })?;
-        if validate_user_id(&data.claims.sub).is_err() {
-            return Err(Error::unauthorized(
-                "invalid_token",
-                "the token's user id (sub) is not a valid user id",
-            ));
+    pub async fn verify(&self, token: &str) -> Result<Claims, Error> {
+        match &self.0 {
+            Verifier::Secret(keys) => keys.verify(token),
+            Verifier::External(provider) => provider.verify(token).await,
         }
+    }
+}
+
+impl SecretKeys {
+    fn verify(&self, token: &str) -> Result<Claims, Error> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| token_error(&e, "the token must be signed with HS256"))?;
+        check_user_id(&data.claims.sub)?;
         Ok(data.claims)
     }
+}
+
+/// The library's error as ours: `token_expired` or `invalid_token`, in our own words.
+/// `wrong_algorithm` says which algorithms this node takes.
+fn token_error(e: &jsonwebtoken::errors::Error, wrong_algorithm: &'static str) -> Error {
+    let message = match e.kind() {
+        ErrorKind::ExpiredSignature => {
+            return Error::unauthorized("token_expired", "the token has expired")
+        }
+        ErrorKind::InvalidSignature => "the token's signature does not verify",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => wrong_algorithm,
+        ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+        ErrorKind::ImmatureSignature => "the token is not valid yet",
+        ErrorKind::InvalidIssuer => "the token's issuer (iss) is not the one this service accepts",
+        ErrorKind::InvalidAudience => "the token's audience (aud) does not name this service",
+        ErrorKind::Json(_) => "the token's header or claims are malformed",
+        _ => "the token is malformed",
+    };
+    Error::unauthorized("invalid_token", message)
+}
+
+/// A token's subject must be a valid user id (it becomes part of metadata keys).
+fn check_user_id(sub: &str) -> Result<(), Error> {
+    validate_user_id(sub).map_err(|_| {
+        Error::unauthorized(
+            "invalid_token",
+            "the token's user id (sub) is not a valid user id",
+        )
+    })
 }
 
 /// The HS256 secret: `auth.jwt_secret` if set, else `<data_dir>/jwt_secret`, made on first use.
@@ -230,24 +279,33 @@ mod tests {
         assert!(err.to_string().contains("no usable secret"), "{err}");
     }
 
+    fn encoding(keys: &Keys) -> &EncodingKey {
+        match &keys.0 {
+            Verifier::Secret(k) => &k.encoding,
+            Verifier::External(_) => unreachable!("an embedded key"),
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        futures::executor::block_on(f)
+    }
+
     #[test]
     fn issued_token_verifies_and_forged_one_does_not() {
         let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
         let t = keys
             .issue("alice", Tier::Premium, Duration::from_secs(60))
             .unwrap();
-        let c = keys.verify_header(Some(&format!("Bearer {t}"))).unwrap();
+        let c = block_on(keys.verify_header(Some(&format!("Bearer {t}")))).unwrap();
         assert_eq!((c.sub.as_str(), c.tier), ("alice", Tier::Premium));
 
         let other = Keys::new(b"another-secret-another-secret-xx");
         let forged = other
             .issue("alice", Tier::Admin, Duration::from_secs(60))
             .unwrap();
-        let err = keys
-            .verify_header(Some(&format!("Bearer {forged}")))
-            .unwrap_err();
+        let err = block_on(keys.verify_header(Some(&format!("Bearer {forged}")))).unwrap_err();
         assert_eq!(err.status_and_code().1, "invalid_token");
-        let err = keys.verify_header(None).unwrap_err();
+        let err = block_on(keys.verify_header(None)).unwrap_err();
         assert_eq!(err.status_and_code().1, "unauthorized");
     }
 
@@ -261,10 +319,8 @@ mod tests {
             exp: 2,
         };
         let t =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
-        let err = keys
-            .verify_header(Some(&format!("Bearer {t}")))
-            .unwrap_err();
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding(&keys)).unwrap();
+        let err = block_on(keys.verify_header(Some(&format!("Bearer {t}")))).unwrap_err();
         assert_eq!(err.status_and_code().1, "token_expired");
     }
 
@@ -275,13 +331,13 @@ mod tests {
             .issue("alice", Tier::Basic, Duration::from_secs(60))
             .unwrap();
         for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
-            keys.verify_header(Some(&format!("{scheme} {t}"))).unwrap();
+            block_on(keys.verify_header(Some(&format!("{scheme} {t}")))).unwrap();
         }
-        assert!(keys.verify_header(Some(&format!("Basic {t}"))).is_err());
+        assert!(block_on(keys.verify_header(Some(&format!("Basic {t}")))).is_err());
         // alg "none", a garbage token, a bad user id in a correctly signed token.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSJ9.";
         for bad in [none, "x.y.z", "garbage"] {
-            let e = keys.verify(bad).unwrap_err();
+            let e = block_on(keys.verify(bad)).unwrap_err();
             let text = e.to_string();
             assert_eq!(e.status_and_code().1, "invalid_token");
             assert!(
@@ -296,8 +352,8 @@ mod tests {
             exp: now_secs() + 60,
         };
         let t =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
-        let e = keys.verify(&t).unwrap_err();
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding(&keys)).unwrap();
+        let e = block_on(keys.verify(&t)).unwrap_err();
         assert_eq!(e.status_and_code().0.as_u16(), 401);
         assert!(keys
             .issue("alice", Tier::Basic, Duration::from_secs(u64::MAX))
