@@ -6,10 +6,11 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::clamd::{scan_env, Clamd};
 use common::s3::S3;
 use common::*;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use wharf_raft::model::Tier;
 
 fn start_node(dir: &std::path::Path, s3: &S3, extra: &[(&str, &str)], args: &[&str]) -> Node {
@@ -28,11 +29,14 @@ async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 async fn chunks_from_three_nodes_become_one_s3_object() {
     let s3 = S3::shared();
     let dir = tempfile::tempdir().unwrap();
-    let n0 = start_node(&dir.path().join("n0"), &s3, &[], &[]);
+    // No clamd where the nodes look for one.
+    let probe = format!("unix:{}", dir.path().join("no-clamd.ctl").display());
+    let extra = [("WHARF_SCAN_CLAMD_PROBE", probe.as_str())];
+    let n0 = start_node(&dir.path().join("n0"), &s3, &extra, &[]);
     let join = join_args(&n0);
     let join: Vec<&str> = join.iter().map(String::as_str).collect();
-    let n1 = start_node(&dir.path().join("n1"), &s3, &[], &join);
-    let n2 = start_node(&dir.path().join("n2"), &s3, &[], &join);
+    let n1 = start_node(&dir.path().join("n1"), &s3, &extra, &join);
+    let n2 = start_node(&dir.path().join("n2"), &s3, &extra, &join);
     let nodes = [&n0, &n1, &n2];
 
     let t = n0.token("alice", Tier::Basic);
@@ -68,23 +72,16 @@ async fn chunks_from_three_nodes_become_one_s3_object() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.bytes().await.unwrap(), &data[8_388_600..=8_388_700]);
-    let (st, link) = json(
+    // No scanner has checked it (none anywhere): served unscanned, but no presigned URL (see
+    // the scanning tests below for URLs of clean files).
+    let link = json(
         n0.get(&t, &format!("/v1/files/{fid}/download-url"))
             .send()
             .await
             .unwrap(),
     )
     .await;
-    assert_eq!(st, StatusCode::OK, "{link}");
-    let url = link["url"].as_str().unwrap();
-    let out = dir.path().join("presigned.bin");
-    let curl = Command::new("curl")
-        .args(["-sf", url, "-o"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(curl.success(), "curl of the presigned URL failed");
-    assert!(std::fs::read(&out).unwrap() == data);
+    assert_error(&link, 409, "not_scanned");
     // Another user gets no URL for it.
     let other = n0.token("mallory", Tier::Basic);
     let r = n0
@@ -276,5 +273,167 @@ async fn an_unreachable_bucket_is_a_clear_error_at_start() {
     assert!(
         err.contains("cannot use S3 bucket \"no-such-bucket\""),
         "{err}"
+    );
+}
+
+async fn download_url(node: &Node, t: &str, id: &str) -> (StatusCode, Value) {
+    json(
+        node.get(t, &format!("/v1/files/{id}/download-url"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn wait_scan(node: &Node, t: &str, id: &str, want: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, f) = json(
+            node.get(t, &format!("/v1/files/{id}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if f["scan"] == want {
+            return f;
+        }
+        assert!(Instant::now() < deadline, "scan never became {want}: {f}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// GETs `url` with curl (no credentials): the HTTP status and, if 200, the body.
+fn curl(url: &str, out: &std::path::Path) -> (u16, Option<Vec<u8>>) {
+    let _ = std::fs::remove_file(out);
+    let o = Command::new("curl")
+        .args(["-s", "-o"])
+        .arg(out)
+        .args(["-w", "%{http_code}", url])
+        .output()
+        .unwrap();
+    let code: u16 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    (code, (code == 200).then(|| std::fs::read(out).unwrap()))
+}
+
+/// The `X-Amz-Expires` of a presigned URL.
+fn expires_secs(url: &str) -> u64 {
+    let q = url.split_once('?').unwrap().1;
+    q.split('&')
+        .find_map(|kv| kv.strip_prefix("X-Amz-Expires="))
+        .unwrap_or_else(|| panic!("no X-Amz-Expires in {url}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presigned_urls_are_only_for_clean_files_and_die_with_a_quarantined_object() {
+    let s3 = S3::shared();
+    let mut clamd = Clamd::unstarted();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = s3.env();
+    env.extend(scan_env(&clamd.addr()));
+    let node = spawn_with(&dir.path().join("n"), &env, &[], &[]);
+    let t = node.token("gus", Tier::Basic);
+
+    // clamd is down: the file waits, and no URL is handed out for it.
+    let data = random_bytes(MIB + 7, 31);
+    let f = node.upload(&t, "later-bad.bin", &data).await;
+    let id = f["id"].as_str().unwrap().to_string();
+    assert_eq!(f["scan"], "pending");
+    assert_error(&download_url(&node, &t, &id).await, 409, "scan_pending");
+
+    // Clean: a URL, living store.presign_ttl_secs (300 s), at most the 15-minute cap.
+    clamd.spawn();
+    wait_scan(&node, &t, &id, "clean", 30).await;
+    let (st, link) = download_url(&node, &t, &id).await;
+    assert_eq!(st, StatusCode::OK, "{link}");
+    let url = link["url"].as_str().unwrap().to_string();
+    assert_eq!(expires_secs(&url), 300);
+    let out = dir.path().join("presigned.bin");
+    let (code, body) = curl(&url, &out);
+    assert_eq!(code, 200);
+    assert!(
+        body.unwrap() == data,
+        "the presigned URL served other bytes"
+    );
+    let keys = s3.object_keys();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = keys[0].clone();
+    assert!(key.starts_with("uploads/"), "{key}");
+
+    // New signatures find it infected: quarantined, the URL handed out before stops working.
+    clamd.stop();
+    clamd.add_signature(&data, "Wharf-Test-Signature");
+    clamd.spawn();
+    let admin = node.token("root", Tier::Admin);
+    let r = node
+        .post(&admin, "/v1/admin/rescan")
+        .json(&json!({ "file": id }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await.1["requeued"], 1);
+    let f = wait_scan(&node, &t, &id, "infected", 30).await;
+    assert_eq!(f["signature"], "Wharf-Test-Signature.UNOFFICIAL");
+    let moved = format!("quarantine/{key}");
+    wait_until("the object to move under quarantine/", 20, || {
+        s3.object_keys() == vec![moved.clone()]
+    })
+    .await;
+    let (code, _) = curl(&url, &out);
+    assert!(code == 404 || code == 403, "the old URL answered {code}");
+    assert!(s3.object_bytes(&moved, &dir.path().join("q.bin")) == data);
+    assert_error(&download_url(&node, &t, &id).await, 403, "infected");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lifetime_of_presigned_urls_is_capped() {
+    let s3 = S3::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let base = s3.env();
+    let base: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut e = base.clone();
+        e.extend_from_slice(extra);
+        e
+    };
+    // Over the default cap (15 minutes), or a cap over S3's 7 days: refused at start.
+    let err = start_must_fail(
+        &dir.path().join("a"),
+        &with(&[("WHARF_STORE_PRESIGN_TTL_SECS", "901")]),
+        &[],
+    );
+    assert!(err.contains("store.presign_max_ttl_secs (900)"), "{err}");
+    let err = start_must_fail(
+        &dir.path().join("b"),
+        &with(&[("WHARF_STORE_PRESIGN_MAX_TTL_SECS", "604801")]),
+        &[],
+    );
+    assert!(err.contains("store.presign_max_ttl_secs"), "{err}");
+
+    // Within the cap, the URL lives what the config says (scanning off: unscanned files get
+    // URLs too).
+    let node = Node::spawn(
+        &dir.path().join("c"),
+        &with(&[
+            ("WHARF_SCAN_POLICY", "off"),
+            ("WHARF_STORE_PRESIGN_MAX_TTL_SECS", "120"),
+            ("WHARF_STORE_PRESIGN_TTL_SECS", "120"),
+        ]),
+        &[],
+    );
+    let t = node.token("hal", Tier::Basic);
+    let f = node.upload(&t, "off.bin", b"scanning is off").await;
+    assert_eq!(f["scan"], "unscanned");
+    let (st, link) = download_url(&node, &t, f["id"].as_str().unwrap()).await;
+    assert_eq!(st, StatusCode::OK, "{link}");
+    let url = link["url"].as_str().unwrap();
+    assert_eq!(expires_secs(url), 120);
+    let (code, body) = curl(url, &dir.path().join("off.bin"));
+    assert_eq!(
+        (code, body.as_deref()),
+        (200, Some(&b"scanning is off"[..]))
     );
 }
