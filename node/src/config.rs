@@ -134,13 +134,20 @@ impl Default for ClusterConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScanConfig {
-    /// `required` (downloads wait for a clean scan), `optional` (unscanned files are served
-    /// with a header saying so) or `off`; empty: `required` when a clamd answers, else
-    /// `optional` with a warning.
+    /// `required` (downloads wait for a clean scan), `optional` (files are scanned but served
+    /// before their verdict, with a header saying so) or `off`; empty: `required` when
+    /// `scan.clamd` is set or a clamd has answered at `scan.clamd_probe` (on this node or any
+    /// other of the cluster), else files are stored and served unscanned while the node keeps
+    /// looking. See docs/SECURITY.md.
     pub policy: String,
-    /// `tcp://host:port` or `unix:/path`; empty: Debian's default socket
-    /// `unix:/var/run/clamav/clamd.ctl`.
+    /// The clamd to use, `tcp://host:port` or `unix:/path`. Set (or with `policy = required`),
+    /// files wait `pending` for it, however long it is away.
     pub clamd: String,
+    /// Where a node with no `scan.clamd` looks for one (Debian's socket by default), every
+    /// `scan.probe_secs`; once one answers, scanning is on for good.
+    pub clamd_probe: String,
+    /// How often a node that has not found a clamd looks for one.
+    pub probe_secs: u64,
     /// Scans this node runs at once.
     pub concurrency: usize,
     /// How long a scan lease lasts; a crashed scanner's blob is taken over after it.
@@ -160,6 +167,8 @@ impl Default for ScanConfig {
         Self {
             policy: String::new(),
             clamd: String::new(),
+            clamd_probe: crate::actors::scanner::clamd::DEFAULT_SOCKET.into(),
+            probe_secs: 5,
             concurrency: 2,
             lease_secs: 300,
             poll_ms: 1000,
@@ -195,8 +204,10 @@ pub struct StoreConfig {
     pub prefix: String,
     /// S3: one attempt of one request gives up after this long.
     pub request_timeout_secs: u64,
-    /// Lifetime of presigned download URLs.
+    /// Lifetime of presigned download URLs; at most `presign_max_ttl_secs`.
     pub presign_ttl_secs: u64,
+    /// The longest a presigned URL may live: a URL cannot be revoked, only its object moved.
+    pub presign_max_ttl_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -211,6 +222,7 @@ impl Default for StoreConfig {
             prefix: String::new(),
             request_timeout_secs: 60,
             presign_ttl_secs: 300,
+            presign_max_ttl_secs: 900,
         }
     }
 }
@@ -559,8 +571,15 @@ impl Config {
         if self.store.request_timeout_secs == 0 || self.store.presign_ttl_secs == 0 {
             bail!("store.request_timeout_secs and store.presign_ttl_secs must be positive");
         }
-        if self.store.presign_ttl_secs > 7 * 24 * 3600 {
-            bail!("store.presign_ttl_secs is at most 7 days (S3's limit)");
+        if self.store.presign_max_ttl_secs == 0 || self.store.presign_max_ttl_secs > 7 * 24 * 3600 {
+            bail!("store.presign_max_ttl_secs is between 1 second and 7 days (S3's limit)");
+        }
+        if self.store.presign_ttl_secs > self.store.presign_max_ttl_secs {
+            bail!(
+                "store.presign_ttl_secs ({}) is more than store.presign_max_ttl_secs ({})",
+                self.store.presign_ttl_secs,
+                self.store.presign_max_ttl_secs
+            );
         }
         if !["", "required", "optional", "off"].contains(&self.scan.policy.as_str()) {
             bail!("scan.policy is required, optional or off");
@@ -573,6 +592,14 @@ impl Config {
             || self.scan.clamd.starts_with("unix:"))
         {
             bail!("scan.clamd is tcp://HOST:PORT or unix:/PATH");
+        }
+        if !(self.scan.clamd_probe.starts_with("tcp://")
+            || self.scan.clamd_probe.starts_with("unix:"))
+        {
+            bail!("scan.clamd_probe is tcp://HOST:PORT or unix:/PATH");
+        }
+        if self.scan.probe_secs == 0 {
+            bail!("scan.probe_secs must be positive");
         }
         if self.scan.lease_secs == 0 || self.scan.poll_ms == 0 || self.scan.timeout_secs == 0 {
             bail!("scan.lease_secs, scan.poll_ms and scan.timeout_secs must be positive");

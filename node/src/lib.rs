@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use wharf_cluster::{Identity, Metadata, Peers, RaftOptions};
 use wharf_raft::WharfNode;
 
-use crate::actors::scanner::{self, clamd};
+use crate::actors::scanner;
 use crate::actors::{quota, uploads};
 use crate::api::{http, quic};
 use crate::config::{Config, StoreKind};
@@ -281,57 +281,6 @@ fn load_identity(data_dir: &Path, node_id: u64) -> anyhow::Result<Identity> {
     Ok(identity)
 }
 
-/// Decides the scan policy and starts the scan-dispatch actor when there is a scanner.
-async fn start_scanner(
-    config: &Config,
-    meta: &Metadata,
-    store: &Arc<dyn ObjectStore>,
-    stop: &CancellationToken,
-) -> (scanner::Policy, Option<scanner::ScanHandle>) {
-    use scanner::Policy;
-    let configured = !config.scan.clamd.is_empty();
-    let address = if configured {
-        config.scan.clamd.as_str()
-    } else {
-        clamd::DEFAULT_SOCKET
-    };
-    let clamd = clamd::Clamd::parse(address).expect("validated");
-    let answers = match clamd.version().await {
-        Ok(v) => {
-            tracing::info!(clamd = address, version = %v, "scanner found");
-            true
-        }
-        Err(e) => {
-            if configured {
-                tracing::warn!(clamd = address, error = %e, "clamd does not answer yet; scans wait for it");
-            }
-            false
-        }
-    };
-    let policy = match config.scan.policy.as_str() {
-        "required" => Policy::Required,
-        "optional" => Policy::Optional,
-        "off" => Policy::Off,
-        _ if configured || answers => Policy::Required,
-        _ => {
-            tracing::warn!(
-                "no clamd at {address}: files are served unscanned (scan.policy = optional)"
-            );
-            Policy::Optional
-        }
-    };
-    if policy == Policy::Off || !(configured || answers) {
-        return (policy, None);
-    }
-    let ctx = Arc::new(scanner::ScanCtx {
-        meta: meta.clone(),
-        store: store.clone(),
-        clamd,
-        config: config.scan.clone(),
-    });
-    (policy, Some(scanner::ScanHandle::spawn(ctx, stop.clone())))
-}
-
 /// Makes a directory readable by its owner only (mode 0700): what is under it stays private
 /// whatever mode its files have.
 pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -489,7 +438,7 @@ pub async fn run(
         }
         StoreKind::S3 => Arc::new(s3::S3Store::connect(&config.store).await?),
     };
-    let (policy, scanner) = start_scanner(&config, &meta, &store, &stop).await;
+    let (policy, scanner) = scanner::start(&config.scan, &meta, &store, &stop).await;
     let staging = data_dir.join("staging");
     std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
     match uploads::clean_partial_chunks(&staging) {

@@ -3,161 +3,15 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::clamd::{scan_env, Clamd};
+use common::s3::S3;
 use common::*;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use wharf_raft::model::Tier;
-
-/// A moto server of this test's own (killed on drop), or the one `scripts/test` started.
-struct S3 {
-    endpoint: String,
-    process: Option<Child>,
-    bucket: String,
-}
-
-impl S3 {
-    /// A fresh bucket on the shared test server (`WHARF_TEST_S3_ENDPOINT`), or on a moto
-    /// started here. Without either, the test fails: S3 tests never skip.
-    fn shared() -> S3 {
-        match std::env::var("WHARF_TEST_S3_ENDPOINT") {
-            Ok(endpoint) => Self::with_bucket(endpoint, None),
-            Err(_) => Self::own(),
-        }
-    }
-
-    /// A moto process for this test alone (needed to pause it).
-    fn own() -> S3 {
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 is needed to run moto");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not start: run scripts/test, which installs moto[server]"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Self::with_bucket(endpoint, Some(child))
-    }
-
-    fn with_bucket(endpoint: String, process: Option<Child>) -> S3 {
-        let bucket = format!("wharf-{}", uuid::Uuid::now_v7().simple());
-        let s3 = S3 {
-            endpoint,
-            process,
-            bucket,
-        };
-        s3.boto(&format!("s3.create_bucket(Bucket={:?})", s3.bucket));
-        s3
-    }
-
-    /// Runs Python with `s3` bound to a boto3 client: the independent reader.
-    fn boto(&self, code: &str) -> String {
-        let script = format!(
-            "import boto3, sys, json\n\
-             s3 = boto3.client('s3', endpoint_url={:?}, aws_access_key_id='test', \
-             aws_secret_access_key='test', region_name='us-east-1')\n{code}\n",
-            self.endpoint
-        );
-        let out = Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "boto3 failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn object_bytes(&self, key: &str, path: &std::path::Path) -> Vec<u8> {
-        self.boto(&format!(
-            "s3.download_file({:?}, {:?}, {:?})",
-            self.bucket,
-            key,
-            path.display().to_string()
-        ));
-        std::fs::read(path).unwrap()
-    }
-
-    fn multipart_uploads(&self) -> usize {
-        self.boto(&format!(
-            "print(len(s3.list_multipart_uploads(Bucket={:?}).get('Uploads', [])))",
-            self.bucket
-        ))
-        .trim()
-        .parse()
-        .unwrap()
-    }
-
-    /// The keys of the multipart uploads in progress.
-    fn multipart_keys(&self) -> Vec<String> {
-        let out = self.boto(&format!(
-            "print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket={:?}).get('Uploads', [])]))",
-            self.bucket
-        ));
-        serde_json::from_str(out.trim()).unwrap()
-    }
-
-    fn object_keys(&self) -> Vec<String> {
-        let out = self.boto(&format!(
-            "print(json.dumps([o['Key'] for o in s3.list_objects_v2(Bucket={:?}).get('Contents', [])]))",
-            self.bucket
-        ));
-        serde_json::from_str(out.trim()).unwrap()
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        [
-            ("WHARF_STORE_KIND", "s3"),
-            ("WHARF_STORE_ENDPOINT", self.endpoint.as_str()),
-            ("WHARF_STORE_BUCKET", self.bucket.as_str()),
-            ("WHARF_STORE_FORCE_PATH_STYLE", "true"),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.process.as_ref().expect("own moto").id();
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} {pid}");
-    }
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        if let Some(p) = self.process.as_mut() {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-    }
-}
 
 fn start_node(dir: &std::path::Path, s3: &S3, extra: &[(&str, &str)], args: &[&str]) -> Node {
     spawn_with(dir, &s3.env(), extra, args)
@@ -175,11 +29,14 @@ async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 async fn chunks_from_three_nodes_become_one_s3_object() {
     let s3 = S3::shared();
     let dir = tempfile::tempdir().unwrap();
-    let n0 = start_node(&dir.path().join("n0"), &s3, &[], &[]);
+    // No clamd where the nodes look for one.
+    let probe = format!("unix:{}", dir.path().join("no-clamd.ctl").display());
+    let extra = [("WHARF_SCAN_CLAMD_PROBE", probe.as_str())];
+    let n0 = start_node(&dir.path().join("n0"), &s3, &extra, &[]);
     let join = join_args(&n0);
     let join: Vec<&str> = join.iter().map(String::as_str).collect();
-    let n1 = start_node(&dir.path().join("n1"), &s3, &[], &join);
-    let n2 = start_node(&dir.path().join("n2"), &s3, &[], &join);
+    let n1 = start_node(&dir.path().join("n1"), &s3, &extra, &join);
+    let n2 = start_node(&dir.path().join("n2"), &s3, &extra, &join);
     let nodes = [&n0, &n1, &n2];
 
     let t = n0.token("alice", Tier::Basic);
@@ -215,23 +72,16 @@ async fn chunks_from_three_nodes_become_one_s3_object() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.bytes().await.unwrap(), &data[8_388_600..=8_388_700]);
-    let (st, link) = json(
+    // No scanner has checked it (none anywhere): served unscanned, but no presigned URL (see
+    // the scanning tests below for URLs of clean files).
+    let link = json(
         n0.get(&t, &format!("/v1/files/{fid}/download-url"))
             .send()
             .await
             .unwrap(),
     )
     .await;
-    assert_eq!(st, StatusCode::OK, "{link}");
-    let url = link["url"].as_str().unwrap();
-    let out = dir.path().join("presigned.bin");
-    let curl = Command::new("curl")
-        .args(["-sf", url, "-o"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(curl.success(), "curl of the presigned URL failed");
-    assert!(std::fs::read(&out).unwrap() == data);
+    assert_error(&link, 409, "not_scanned");
     // Another user gets no URL for it.
     let other = n0.token("mallory", Tier::Basic);
     let r = n0
@@ -426,5 +276,167 @@ async fn an_unreachable_bucket_is_a_clear_error_at_start() {
     assert!(
         err.contains("cannot use S3 bucket \"no-such-bucket\""),
         "{err}"
+    );
+}
+
+async fn download_url(node: &Node, t: &str, id: &str) -> (StatusCode, Value) {
+    json(
+        node.get(t, &format!("/v1/files/{id}/download-url"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn wait_scan(node: &Node, t: &str, id: &str, want: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, f) = json(
+            node.get(t, &format!("/v1/files/{id}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if f["scan"] == want {
+            return f;
+        }
+        assert!(Instant::now() < deadline, "scan never became {want}: {f}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// GETs `url` with curl (no credentials): the HTTP status and, if 200, the body.
+fn curl(url: &str, out: &std::path::Path) -> (u16, Option<Vec<u8>>) {
+    let _ = std::fs::remove_file(out);
+    let o = Command::new("curl")
+        .args(["-s", "-o"])
+        .arg(out)
+        .args(["-w", "%{http_code}", url])
+        .output()
+        .unwrap();
+    let code: u16 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    (code, (code == 200).then(|| std::fs::read(out).unwrap()))
+}
+
+/// The `X-Amz-Expires` of a presigned URL.
+fn expires_secs(url: &str) -> u64 {
+    let q = url.split_once('?').unwrap().1;
+    q.split('&')
+        .find_map(|kv| kv.strip_prefix("X-Amz-Expires="))
+        .unwrap_or_else(|| panic!("no X-Amz-Expires in {url}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presigned_urls_are_only_for_clean_files_and_die_with_a_quarantined_object() {
+    let s3 = S3::shared();
+    let mut clamd = Clamd::unstarted();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = s3.env();
+    env.extend(scan_env(&clamd.addr()));
+    let node = spawn_with(&dir.path().join("n"), &env, &[], &[]);
+    let t = node.token("gus", Tier::Basic);
+
+    // clamd is down: the file waits, and no URL is handed out for it.
+    let data = random_bytes(MIB + 7, 31);
+    let f = node.upload(&t, "later-bad.bin", &data).await;
+    let id = f["id"].as_str().unwrap().to_string();
+    assert_eq!(f["scan"], "pending");
+    assert_error(&download_url(&node, &t, &id).await, 409, "scan_pending");
+
+    // Clean: a URL, living store.presign_ttl_secs (300 s), at most the 15-minute cap.
+    clamd.spawn();
+    wait_scan(&node, &t, &id, "clean", 30).await;
+    let (st, link) = download_url(&node, &t, &id).await;
+    assert_eq!(st, StatusCode::OK, "{link}");
+    let url = link["url"].as_str().unwrap().to_string();
+    assert_eq!(expires_secs(&url), 300);
+    let out = dir.path().join("presigned.bin");
+    let (code, body) = curl(&url, &out);
+    assert_eq!(code, 200);
+    assert!(
+        body.unwrap() == data,
+        "the presigned URL served other bytes"
+    );
+    let keys = s3.object_keys();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = keys[0].clone();
+    assert!(key.starts_with("uploads/"), "{key}");
+
+    // New signatures find it infected: quarantined, the URL handed out before stops working.
+    clamd.stop();
+    clamd.add_signature(&data, "Wharf-Test-Signature");
+    clamd.spawn();
+    let admin = node.token("root", Tier::Admin);
+    let r = node
+        .post(&admin, "/v1/admin/rescan")
+        .json(&json!({ "file": id }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await.1["requeued"], 1);
+    let f = wait_scan(&node, &t, &id, "infected", 30).await;
+    assert_eq!(f["signature"], "Wharf-Test-Signature.UNOFFICIAL");
+    let moved = format!("quarantine/{key}");
+    wait_until("the object to move under quarantine/", 20, || {
+        s3.object_keys() == vec![moved.clone()]
+    })
+    .await;
+    let (code, _) = curl(&url, &out);
+    assert!(code == 404 || code == 403, "the old URL answered {code}");
+    assert!(s3.object_bytes(&moved, &dir.path().join("q.bin")) == data);
+    assert_error(&download_url(&node, &t, &id).await, 403, "infected");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lifetime_of_presigned_urls_is_capped() {
+    let s3 = S3::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let base = s3.env();
+    let base: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut e = base.clone();
+        e.extend_from_slice(extra);
+        e
+    };
+    // Over the default cap (15 minutes), or a cap over S3's 7 days: refused at start.
+    let err = start_must_fail(
+        &dir.path().join("a"),
+        &with(&[("WHARF_STORE_PRESIGN_TTL_SECS", "901")]),
+        &[],
+    );
+    assert!(err.contains("store.presign_max_ttl_secs (900)"), "{err}");
+    let err = start_must_fail(
+        &dir.path().join("b"),
+        &with(&[("WHARF_STORE_PRESIGN_MAX_TTL_SECS", "604801")]),
+        &[],
+    );
+    assert!(err.contains("store.presign_max_ttl_secs"), "{err}");
+
+    // Within the cap, the URL lives what the config says (scanning off: unscanned files get
+    // URLs too).
+    let node = Node::spawn(
+        &dir.path().join("c"),
+        &with(&[
+            ("WHARF_SCAN_POLICY", "off"),
+            ("WHARF_STORE_PRESIGN_MAX_TTL_SECS", "120"),
+            ("WHARF_STORE_PRESIGN_TTL_SECS", "120"),
+        ]),
+        &[],
+    );
+    let t = node.token("hal", Tier::Basic);
+    let f = node.upload(&t, "off.bin", b"scanning is off").await;
+    assert_eq!(f["scan"], "unscanned");
+    let (st, link) = download_url(&node, &t, f["id"].as_str().unwrap()).await;
+    assert_eq!(st, StatusCode::OK, "{link}");
+    let url = link["url"].as_str().unwrap();
+    assert_eq!(expires_secs(url), 120);
+    let (code, body) = curl(url, &dir.path().join("off.bin"));
+    assert_eq!(
+        (code, body.as_deref()),
+        (200, Some(&b"scanning is off"[..]))
     );
 }

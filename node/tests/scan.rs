@@ -1,125 +1,18 @@
 //! Virus scanning with a real clamd (a test signature database made here: EICAR), including a
-//! scanner that dies holding its lease and a clamd that goes away.
+//! scanner that dies holding its lease, a clamd that goes away, a node that starts before its
+//! clamd and a lease stuck on a hung scanner.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::clamd::{probe_env, scan_env, Clamd, EICAR};
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wharf_raft::model::Tier;
-
-/// The standard 68-byte EICAR test file.
-const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
-
-/// A clamd of this test's own on a loopback TCP port, with a database holding only EICAR.
-struct Clamd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Clamd {
-    fn start() -> Clamd {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("db")).unwrap();
-        // sigtool --md5 of the EICAR file; a .hdb line is md5:size:name.
-        std::fs::write(
-            dir.path().join("db/test.hdb"),
-            "44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n",
-        )
-        .unwrap();
-        let mut c = Clamd {
-            port: free_port(),
-            dir,
-            child: None,
-        };
-        c.spawn();
-        c
-    }
-
-    fn spawn(&mut self) {
-        let d = self.dir.path();
-        let conf = format!(
-            "Foreground yes\nDatabaseDirectory {}\nTCPSocket {}\nTCPAddr 127.0.0.1\n\
-             LogFile {}\nPidFile {}\nStreamMaxLength 100M\n",
-            d.join("db").display(),
-            self.port,
-            d.join("clamd.log").display(),
-            d.join("clamd.pid").display()
-        );
-        std::fs::write(d.join("clamd.conf"), conf).unwrap();
-        let child = Command::new("clamd")
-            .arg("-c")
-            .arg(d.join("clamd.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("clamd is not installed: run scripts/test, which installs clamav-daemon");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ping(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "clamd did not start: see {}",
-                d.join("clamd.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-}
-
-impl Drop for Clamd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn ping(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut buf = [0u8; 5];
-    s.write_all(b"zPING\0").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"PONG\0"
-}
-
-fn scan_env(clamd: &str) -> Vec<(String, String)> {
-    [
-        ("WHARF_SCAN_CLAMD", clamd),
-        ("WHARF_SCAN_POLL_MS", "200"),
-        ("WHARF_SCAN_TIMEOUT_SECS", "30"),
-        ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
 
 fn start(dir: &Path, env: &[(String, String)], extra: &[(&str, &str)], args: &[&str]) -> Node {
     spawn_with(dir, env, extra, args)
@@ -330,4 +223,170 @@ async fn a_lease_held_by_a_killed_node_is_taken_over_after_it_expires() {
     assert!(f.get("scan_node").is_none());
     assert!(c.download(&t, &id).await == data);
     drop(b);
+}
+
+async fn download_url(node: &Node, t: &str, id: &str) -> (StatusCode, Value) {
+    json(
+        node.get(t, &format!("/v1/files/{id}/download-url"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// A QUIC ranged read of the first byte: its reply's (code, status).
+async fn quic_read(node: &Node, t: &str, id: &str) -> (String, u32) {
+    use common::quic::{call, connect, hello, ok_json};
+    use wharf_proto::quic::{request::Op, Read};
+    let conn = connect(node).await;
+    ok_json(hello(&conn, t).await);
+    let op = Op::Read(Read {
+        file_id: id.into(),
+        offset: 0,
+        length: 1,
+    });
+    let r = call(&conn, op, None).await.unwrap();
+    (r.code, r.status)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_started_before_its_clamd_scans_what_it_stored_unscanned_once_clamd_answers() {
+    // No clamd configured; where the node looks for one, nothing answers yet.
+    let mut clamd = Clamd::unstarted();
+    let dir = tempfile::tempdir().unwrap();
+    let env = probe_env(&clamd.addr());
+    let node = start(dir.path(), &env, &[], &[]);
+    let t = node.token("dee", Tier::Basic);
+
+    let data = random_bytes(MIB, 5);
+    let good = node.upload(&t, "early.bin", &data).await;
+    let good_id = good["id"].as_str().unwrap();
+    let bad = node.upload(&t, "early-eicar.com", EICAR).await;
+    let bad_id = bad["id"].as_str().unwrap();
+    assert_eq!(good["scan"], "unscanned");
+    assert_eq!(bad["scan"], "unscanned");
+    // With no scanner anywhere, files are served unscanned, and said to be...
+    let r = node
+        .get(&t, &format!("/v1/files/{good_id}/content"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-wharf-scan"], "unscanned");
+    // ...but get no presigned URL (checked before the local store says it cannot make one).
+    assert_error(&download_url(&node, &t, good_id).await, 409, "not_scanned");
+
+    // clamd comes up: the node finds it and scans what it stored unscanned.
+    clamd.spawn();
+    wait_scan(&node, &t, good_id, "clean", 30).await;
+    let f = wait_scan(&node, &t, bad_id, "infected", 30).await;
+    assert_eq!(f["signature"], "Eicar-Test-Signature.UNOFFICIAL");
+    assert_error(&content_status(&node, &t, bad_id).await, 403, "infected");
+    assert!(node.download(&t, good_id).await == data);
+
+    // From now on, new files wait for a scan, and only clean ones are served: also while clamd
+    // is away, and after a restart that finds it still away.
+    clamd.stop();
+    let later = node.upload(&t, "later.bin", &random_bytes(MIB, 6)).await;
+    let later_id = later["id"].as_str().unwrap().to_string();
+    assert_eq!(later["scan"], "pending");
+    assert_error(
+        &content_status(&node, &t, &later_id).await,
+        409,
+        "scan_pending",
+    );
+    let node = node.kill9().restart();
+    let after = node.upload(&t, "after.bin", &random_bytes(MIB, 7)).await;
+    assert_eq!(after["scan"], "pending");
+    assert_error(
+        &content_status(&node, &t, &later_id).await,
+        409,
+        "scan_pending",
+    );
+    assert_eq!(file(&node, &t, &later_id).await["scan"], "pending");
+    clamd.spawn();
+    wait_scan(&node, &t, &later_id, "clean", 30).await;
+    wait_scan(&node, &t, after["id"].as_str().unwrap(), "clean", 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_configured_clamd_down_at_start_nothing_is_served_before_a_clean_verdict() {
+    let mut clamd = Clamd::unstarted();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &scan_env(&clamd.addr()), &[], &[]);
+    let t = node.token("eve", Tier::Basic);
+
+    let data = random_bytes(2 * MIB, 8);
+    let f = node.upload(&t, "held.bin", &data).await;
+    let id = f["id"].as_str().unwrap();
+    // Waiting for the configured clamd, never unscanned, and refused on every path.
+    assert_eq!(f["scan"], "pending");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(file(&node, &t, id).await["scan"], "pending");
+    assert_error(&content_status(&node, &t, id).await, 409, "scan_pending");
+    assert_error(&download_url(&node, &t, id).await, 409, "scan_pending");
+    assert_eq!(
+        quic_read(&node, &t, id).await,
+        ("scan_pending".to_string(), 409)
+    );
+
+    clamd.spawn();
+    wait_scan(&node, &t, id, "clean", 30).await;
+    assert!(node.download(&t, id).await == data);
+    assert_eq!(quic_read(&node, &t, id).await, (String::new(), 200));
+    // Clean: past the scan check, the local store says it has no URLs to give.
+    assert_error(&download_url(&node, &t, id).await, 501, "not_supported");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rescan_takes_a_blob_back_from_a_scanner_stuck_holding_its_lease() {
+    let clamd = Clamd::start();
+    let pit = tarpit().await;
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects").display().to_string();
+    // A lease long enough that only a rescan frees the blob within the test.
+    let shared = [
+        ("WHARF_STORE_PATH", objects.as_str()),
+        ("WHARF_SCAN_LEASE_SECS", "600"),
+    ];
+    let real = scan_env(&clamd.addr());
+    let stuck = scan_env(&format!("tcp://127.0.0.1:{pit}"));
+
+    clamd.signal("-STOP");
+    let a = start(&dir.path().join("a"), &stuck, &shared, &[]);
+    let join = join_args(&a);
+    let join: Vec<&str> = join.iter().map(String::as_str).collect();
+    let b = start(&dir.path().join("b"), &real, &shared, &join);
+    let t = b.token("fay", Tier::Basic);
+    let data = random_bytes(MIB, 9);
+    let f = b.upload(&t, "stuck.bin", &data).await;
+    let id = f["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while file(&b, &t, &id).await["scan_node"].as_u64() != Some(a.node_id) {
+        assert!(Instant::now() < deadline, "node A never leased the blob");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    clamd.signal("-CONT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A's scan hangs, holding a lease for ten minutes.
+    assert_eq!(
+        file(&b, &t, &id).await["scan_node"].as_u64(),
+        Some(a.node_id)
+    );
+
+    let admin = b.token("root", Tier::Admin);
+    let r = b
+        .post(&admin, "/v1/admin/rescan")
+        .json(&json!({ "file": id }))
+        .send()
+        .await
+        .unwrap();
+    let (st, body) = json(r).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["requeued"], 1);
+    // B takes it (A does not take again a blob its own hung scan holds) and finds it clean.
+    let f = wait_scan(&b, &t, &id, "clean", 30).await;
+    assert!(f.get("scan_node").is_none());
+    assert!(b.download(&t, &id).await == data);
 }

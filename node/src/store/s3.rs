@@ -3,6 +3,8 @@
 //! Parts are sent with `Content-MD5` (computed from the staged file), so S3 checks every part's
 //! bytes; the SDK's own flexible checksums are turned off because servers disagree about them.
 //! A one-chunk file is one `PutObject`. Nothing here relies on `ListMultipartUploads`.
+//! Quarantine moves an object by copying it (`CopyObject`, or `UploadPartCopy` ranges above
+//! 5 GiB) and deleting the original.
 
 use std::io;
 use std::path::Path;
@@ -262,21 +264,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        // CopyObject handles objects up to 5 GiB; beyond that S3 needs a multipart copy.
-        let res = self
-            .client
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(self.key(to))
-            .copy_source(format!("{}/{}", self.bucket, self.key(from)))
-            .send()
-            .await;
-        match res {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("NoSuchKey") && self.exists(to).await? => return Ok(()),
-            Err(e) => return Err(s3_err("CopyObject", e)),
-        }
-        self.delete(from).await
+        self.move_object(from, to, COPY_OBJECT_MAX, COPY_PART).await
     }
 
     async fn put_object(&self, key: &str, path: &Path) -> io::Result<String> {
@@ -346,7 +334,121 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// The largest object one `CopyObject` copies (S3's limit).
+pub const COPY_OBJECT_MAX: u64 = 5 << 30;
+/// The part size of a multipart copy (S3 takes 5 MiB to 5 GiB, at most 10,000 parts).
+pub const COPY_PART: u64 = 1 << 30;
+const MAX_PARTS: u64 = 10_000;
+
 impl S3Store {
+    /// Moves an object to `to`: copies it (see [`Self::copy_object`]), then deletes `from`, so
+    /// that a URL presigned for `from` stops working. Moving an object already moved is Ok.
+    pub async fn move_object(
+        &self,
+        from: &str,
+        to: &str,
+        single_max: u64,
+        part_size: u64,
+    ) -> io::Result<()> {
+        let Some(size) = self.size_of(from).await? else {
+            // Moved before (and the move not recorded): the object is at `to`.
+            if self.exists(to).await? {
+                return Ok(());
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("S3 object {from:?} to move is missing"),
+            ));
+        };
+        self.copy_object(from, to, size, single_max, part_size)
+            .await?;
+        self.delete(from).await?;
+        if self.exists(from).await? {
+            return Err(io::Error::other(format!(
+                "S3 object {from:?} is still there after its deletion"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies the `size`-byte object `from` to `to` inside the bucket: one `CopyObject` up to
+    /// `single_max` bytes, else a multipart upload of `UploadPartCopy` byte ranges of
+    /// `part_size` (raised if the object would need more than 10,000 parts). `CopyObject`
+    /// refuses objects over 5 GiB ([`COPY_OBJECT_MAX`]).
+    pub async fn copy_object(
+        &self,
+        from: &str,
+        to: &str,
+        size: u64,
+        single_max: u64,
+        part_size: u64,
+    ) -> io::Result<()> {
+        let source = format!("{}/{}", self.bucket, self.key(from));
+        if size <= single_max {
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(self.key(to))
+                .copy_source(source)
+                .send()
+                .await
+                .map_err(|e| s3_err("CopyObject", e))?;
+            return Ok(());
+        }
+        let part_size = part_size.max(size.div_ceil(MAX_PARTS)).max(1);
+        let id = self.create_multipart(to).await?;
+        let copied = async {
+            let mut parts = Vec::new();
+            let mut start = 0u64;
+            while start < size {
+                let end = (start + part_size).min(size) - 1;
+                let n = parts.len() as u32 + 1;
+                let out = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(&self.bucket)
+                    .key(self.key(to))
+                    .upload_id(&id)
+                    .part_number(n as i32)
+                    .copy_source(&source)
+                    .copy_source_range(format!("bytes={start}-{end}"))
+                    .send()
+                    .await
+                    .map_err(|e| s3_err("UploadPartCopy", e))?;
+                let etag = out
+                    .copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .ok_or_else(|| io::Error::other("S3 returned no ETag for a copied part"))?;
+                parts.push((n, etag.to_string()));
+                start = end + 1;
+            }
+            self.complete_multipart(to, &id, &parts).await
+        }
+        .await;
+        if copied.is_err() {
+            // Leave no half-made copy's parts behind. (Best effort: the orphan sweep looks under
+            // uploads/ only, so parts an abort failed to drop wait for a bucket lifecycle rule.)
+            let _ = self.abort_multipart(to, &id).await;
+        }
+        copied
+    }
+
+    /// The object's size, or None if there is no such object.
+    async fn size_of(&self, key: &str) -> io::Result<Option<u64>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(s3_err("HeadObject", e)),
+        }
+    }
+
     async fn exists(&self, key: &str) -> io::Result<bool> {
         match self
             .client

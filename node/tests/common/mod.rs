@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod clamd;
 pub mod quic;
+pub mod s3;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

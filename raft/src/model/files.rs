@@ -50,13 +50,16 @@ pub(super) fn record_file<K: KvMut>(
         }
         None => {
             user.used += up.size;
+            // Once the cluster has had a scanner, a node that has none (yet) stores new
+            // content as waiting for one: never as unscanned.
+            let scan = c.scan || state.scanner_found();
             state.save_blob(&Blob {
                 owner: up.owner.clone(),
                 blake3: c.blake3,
                 object_key: up.object_key.clone(),
                 size: up.size,
                 refcount: 1,
-                scan: if c.scan {
+                scan: if scan {
                     ScanState::Pending
                 } else {
                     ScanState::Unscanned

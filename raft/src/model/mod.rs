@@ -169,7 +169,9 @@ pub enum Command {
         blob: String,
         object_key: String,
     },
-    /// Scan again (new signatures): one file (by id), or every clean, errored or unscanned blob.
+    /// Scan again (new signatures): one file (by id), or every clean, errored, unscanned or
+    /// leased blob (a lease that is stuck must not keep a blob from its scan). A holder whose
+    /// lease a rescan broke can no longer record its verdict.
     Rescan {
         file: Option<String>,
     },
@@ -204,6 +206,10 @@ pub enum Command {
     RemoveNode {
         node: u64,
     },
+    /// A node has a clamd (configured, or found where it looked for one): from now on every new
+    /// blob waits for a scan, whatever node stores it, and up to [`RESCAN_PER_COMMAND`]
+    /// unscanned blobs are queued (the proposer repeats it while it answers that many).
+    ScannerFound,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -443,5 +449,6 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
         ),
         Command::NodeCertIssued { node, cert_pem } => nodes::cert_issued(state, node, cert_pem),
         Command::RemoveNode { node } => nodes::remove(state, node),
+        Command::ScannerFound => scans::scanner_found(state),
     }
 }

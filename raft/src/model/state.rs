@@ -92,6 +92,8 @@ pub mod keys {
     }
     pub const REQUEST_TIMES: &[u8] = b"rt/";
     pub const LAST_NODE_ID: &[u8] = b"n/last_node_id";
+    /// Present once a node of the cluster has had a clamd (see `Command::ScannerFound`).
+    pub const SCANNER_FOUND: &[u8] = b"sc/found";
     /// Keys from here on belong to the store, not to the model.
     pub const STORE: u8 = 0xff;
 }
@@ -378,6 +380,12 @@ impl<K: Kv> State<K> {
         self.read(keys::LAST_NODE_ID).unwrap_or(0)
     }
 
+    /// Whether a node of this cluster has had a clamd: from then on every new blob waits for
+    /// a scan, whatever node stores it.
+    pub fn scanner_found(&self) -> bool {
+        self.kv.get(keys::SCANNER_FOUND).is_some()
+    }
+
     /// The [`SetHash`](crate::kv::SetHash) of every model record, as hex: two nodes that
     /// applied the same log have the same digest. The sled store keeps it current as it
     /// commits; otherwise it is computed by one streaming scan.
@@ -517,6 +525,10 @@ impl<K: KvMut> State<K> {
 
     pub(crate) fn set_last_node_id(&mut self, id: u64) {
         self.write(keys::LAST_NODE_ID, &id);
+    }
+
+    pub(crate) fn set_scanner_found(&mut self) {
+        self.write(keys::SCANNER_FOUND, &true);
     }
 
     pub(crate) fn write_at<T: Serialize + ?Sized>(&mut self, key: &[u8], v: &T) {

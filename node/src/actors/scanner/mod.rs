@@ -1,9 +1,15 @@
 //! The scan-dispatch actor: takes blobs waiting for a scan under a lease recorded in Raft,
 //! streams them from the object store to clamd, records the verdict; on the leader it also
 //! quarantines infected objects. A scanner that dies holding a lease loses it when it expires,
-//! and another node's scanner takes the blob.
+//! and another node's scanner takes the blob. A node with no clamd configured keeps looking
+//! for one; once one answers (or one is configured) it records in Raft that the cluster has a
+//! scanner, which queues the files stored unscanned until then. [`policy`] decides what is
+//! served meanwhile.
 
 pub mod clamd;
+pub mod policy;
+
+pub use policy::{may_presign, may_serve, start, Mode, Policy};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,19 +26,12 @@ use crate::meta::{now_ms, Metadata};
 use crate::store::ObjectStore;
 use clamd::{Clamd, Finding};
 
-/// Whether downloads wait for scans.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Policy {
-    Required,
-    Optional,
-    Off,
-}
-
 pub struct ScanCtx {
     pub meta: Metadata,
     pub store: Arc<dyn ObjectStore>,
     pub clamd: Clamd,
     pub config: ScanConfig,
+    pub policy: Policy,
 }
 
 /// Wakes the scanner (a new blob is waiting); cheap to clone.
@@ -63,19 +62,31 @@ struct Candidate {
 async fn run(ctx: Arc<ScanCtx>, mut rx: mpsc::Receiver<()>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(ctx.config.poll_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probe = tokio::time::interval(Duration::from_secs(ctx.config.probe_secs));
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut running: JoinSet<String> = JoinSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut clamd_up = true;
+    // Whether the cluster knows it has a scanner (this node's announcement committed, or an
+    // earlier one).
+    let mut announced = false;
     loop {
+        let searching = !ctx.policy.configured() && !ctx.policy.found();
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
+            _ = probe.tick(), if searching => {
+                look_for_clamd(&ctx).await;
+            }
             Some(_) = rx.recv() => {}
             Some(done) = running.join_next() => {
                 if let Ok(blob) = done {
                     in_flight.remove(&blob);
                 }
             }
+        }
+        if !announced && (ctx.policy.configured() || ctx.policy.found()) {
+            announced = announce(&ctx).await;
         }
         if ctx.meta.is_leader() {
             quarantine(&ctx).await;
@@ -119,6 +130,48 @@ async fn run(ctx: Arc<ScanCtx>, mut rx: mpsc::Receiver<()>, stop: CancellationTo
         }
     }
     running.shutdown().await;
+}
+
+/// One look for a clamd where a node with none configured looks (`scan.clamd_probe`).
+async fn look_for_clamd(ctx: &ScanCtx) {
+    if let Ok(version) = ctx.clamd.version().await {
+        tracing::info!(
+            clamd = %ctx.config.clamd_probe,
+            %version,
+            "clamd found: files are scanned from now on, and only clean ones served"
+        );
+        ctx.policy.set_found();
+    }
+}
+
+/// Records in Raft that the cluster has a scanner (new blobs wait for a scan, wherever they
+/// are stored) and queues the blobs stored unscanned, a batch per command. True once done.
+async fn announce(ctx: &ScanCtx) -> bool {
+    if ctx.meta.local().scanner_found() {
+        return true;
+    }
+    let mut queued = 0;
+    loop {
+        match ctx.meta.propose(Command::ScannerFound).await {
+            Ok(Outcome::Requeued(n)) => {
+                queued += n;
+                if n < model::RESCAN_PER_COMMAND as u64 {
+                    tracing::info!(files = queued, "stored unscanned, now queued for a scan");
+                    return true;
+                }
+            }
+            Ok(other) => {
+                tracing::warn!(?other, "unexpected answer to ScannerFound");
+                return false;
+            }
+            Err(e) => {
+                // Retried on the next round: until then, files from nodes with no scanner of
+                // their own may still be stored unscanned (and are queued by the retry).
+                tracing::warn!(error = %e, "recording that the cluster has a scanner failed");
+                return false;
+            }
+        }
+    }
 }
 
 fn candidates(ctx: &ScanCtx, in_flight: &HashSet<String>, n: usize) -> Vec<Candidate> {

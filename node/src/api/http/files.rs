@@ -1,5 +1,6 @@
 //! The `/v1/files` routes: list, get, rename and delete files, download them (ranges) or get a
-//! presigned download URL; and a file's record and whether the scan policy lets it be served.
+//! presigned download URL (clean files only); and a file's record and whether the scan policy
+//! lets it be served.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -11,6 +12,7 @@ use wharf_proto::{FileList, FileRecord, UpdateFile};
 use wharf_raft::model::{self, Command, File};
 use wharf_raft::{Outcome, StateView};
 
+use crate::actors::scanner;
 use crate::actors::uploads::SmallFile;
 use crate::api::http::uploads::{validate_create, BodyHeaders};
 use crate::api::http::{
@@ -47,27 +49,6 @@ pub(crate) fn file_record(state: &StateView, f: &File) -> FileRecord {
             model::ScanState::Scanning { holder, .. } => Some(*holder),
             _ => None,
         },
-    }
-}
-
-/// Whether a file may be served now, under the scan policy: infected files never are; under
-/// `required`, only clean ones.
-fn may_serve(policy: crate::actors::scanner::Policy, scan: &model::ScanState) -> Result<()> {
-    use crate::actors::scanner::Policy;
-    match scan {
-        model::ScanState::Infected { signature, .. } => Err(Error::Infected(format!(
-            "the file is infected ({signature}) and quarantined"
-        ))),
-        model::ScanState::Clean { .. } => Ok(()),
-        _ if policy != Policy::Required => Ok(()),
-        model::ScanState::Error { message, .. } => Err(Error::conflict(
-            "scan_failed",
-            format!("the file could not be scanned ({message}); an admin can rescan it"),
-        )),
-        _ => Err(Error::conflict(
-            "scan_pending",
-            "the file is waiting for its virus scan; retry shortly",
-        )),
     }
 }
 
@@ -144,20 +125,29 @@ pub(super) async fn get_file(
     Ok(Json(file_record(&applied, &f)))
 }
 
+/// The caller's file `id` (a linearizable read), its scan state and the scan policy's mode
+/// at that read.
+async fn file_and_scan(
+    s: &AppState,
+    c: &Claims,
+    id: &str,
+) -> Result<(File, model::ScanState, scanner::Mode)> {
+    let id = parse_id(id)?;
+    let applied = s.meta.linearizable().await?;
+    let f = applied.file(&c.sub, &id).ok_or(Error::NotFound)?;
+    let scan = blob_scan(&applied, &f);
+    let mode = s.scan_policy.mode(applied.scanner_found());
+    Ok((f, scan, mode))
+}
+
 /// The caller's file `id` (a linearizable read), once the scan policy lets it be served.
 pub(crate) async fn servable_file(
     s: &AppState,
     c: &Claims,
     id: &str,
 ) -> Result<(File, model::ScanState)> {
-    let id = parse_id(id)?;
-    let (f, scan) = {
-        let applied = s.meta.linearizable().await?;
-        let f = applied.file(&c.sub, &id).ok_or(Error::NotFound)?;
-        let scan = blob_scan(&applied, &f);
-        (f, scan)
-    };
-    may_serve(s.scan_policy, &scan)?;
+    let (f, scan, mode) = file_and_scan(s, c, id).await?;
+    scanner::may_serve(mode, &scan)?;
     Ok((f, scan))
 }
 
@@ -268,7 +258,10 @@ pub(super) async fn download_url(
     Caller(c): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
-    let (f, _) = servable_file(&s, &c, &id).await?;
+    // Only a clean file gets a URL (unless scanning is off): a URL cannot be taken back, and
+    // one handed out before the verdict would serve the file whatever the verdict.
+    let (f, scan, mode) = file_and_scan(&s, &c, &id).await?;
+    scanner::may_presign(mode, &scan)?;
     let ttl = std::time::Duration::from_secs(s.presign_ttl_secs);
     let url = s
         .store
