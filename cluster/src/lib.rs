@@ -106,13 +106,15 @@ pub async fn join(
     if reply.pending {
         tracing::info!(
             node_id = reply.node_id,
-            "admitted; waiting for a holder of the CA key to sign this node's certificate              (`wharf cluster sign-csr`)"
+            "admitted; waiting for a holder of the CA key to sign this node's certificate \
+             (`wharf cluster sign-csr`)"
         );
     }
     while reply.pending {
         if std::time::Instant::now() > deadline {
             return Err(Error::JoinRefused(format!(
-                "admitted as node {}, but no certificate was signed within {sign_wait:?};                  start again with the same token to keep waiting",
+                "admitted as node {}, but no certificate was signed within {sign_wait:?}; \
+                 start again with the same token to keep waiting",
                 reply.node_id
             )));
         }
@@ -208,6 +210,16 @@ fn nothing_listens(e: &(dyn std::error::Error + 'static)) -> bool {
         source = err.source();
     }
     false
+}
+
+/// The cluster's HS256 secret for user tokens, asked with this node's new certificate.
+pub async fn fetch_secrets(peers: &Peers, addr: &str) -> Result<String, Error> {
+    let reply = peers
+        .cluster_client(addr)?
+        .secrets(wharf_proto::cluster::Empty {})
+        .await
+        .map_err(Error::from_status)?;
+    Ok(reply.into_inner().jwt_secret)
 }
 
 /// Asks the cluster (through the node at `addr`) to add this node, now that it serves Raft.

@@ -375,12 +375,33 @@ impl Metadata {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let membership = membership.membership();
         if membership.get_node(&id).is_none() {
+            // Admitted (it holds a certificate) but never added: its certificate is revoked.
+            if self.local().node(id).is_some_and(|n| !n.removed) {
+                self.propose(Command::RemoveNode { node: id }).await?;
+                return Ok(());
+            }
             return Err(Error::Membership(format!("node {id} is not a member")));
         }
         if id == self.node_id && membership.voter_ids().count() == 1 {
             return Err(Error::Membership(format!(
                 "node {id} is the cluster's only voter"
             )));
+        }
+        if id == self.node_id {
+            // The leader removes itself: its followers must keep taking its entries until the
+            // membership change commits; its certificate is revoked after, through the next
+            // leader.
+            let change = if membership.voter_ids().any(|v| v == id) {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            };
+            membership_change(&format!("removing node {id}"), || {
+                self.raft.change_membership(change.clone(), false)
+            })
+            .await?;
+            self.propose(Command::RemoveNode { node: id }).await?;
+            return Ok(());
         }
         // Its certificate is refused first, on every node as it applies this, so that the
         // node being removed cannot act during the membership change.
@@ -414,16 +435,23 @@ impl Metadata {
         }
     }
 
-    /// Whether the node `id` (named by the certificate a call came with) may act in the
-    /// cluster: it has a record (a member, or admitted by a join token) and was not removed.
-    /// A node whose log names no node yet (it is joining) trusts the members `seed` it was
-    /// given at join, and the members of its (possibly uncommitted) membership.
-    pub fn peer_trusted(&self, id: NodeId, seed: &[NodeId]) -> bool {
+    /// Whether the node `id`, named by the certificate `der` a call came with, may act in the
+    /// cluster. A node with a record must not be removed, and must present the certificate it
+    /// was issued (when one is recorded). A node without a record is trusted when the
+    /// membership names it (clusters older than records), when it was in the `seed` this node
+    /// joined with, or when its id is above every id this node knows was handed out (a node
+    /// admitted after what this node has applied); a removed node always has a record.
+    pub fn peer_trusted(&self, id: NodeId, der: &[u8], seed: &crate::tls::Seed) -> bool {
         let state = self.local();
         match state.node(id) {
-            Some(n) => !n.removed,
-            None if state.nodes().is_empty() => {
-                seed.contains(&id)
+            Some(n) if n.removed => false,
+            Some(n) => match &n.cert_pem {
+                Some(pem) => crate::tls::pem_der(pem).is_some_and(|d| d == der),
+                None => true,
+            },
+            None => {
+                id > state.last_node_id().max(seed.floor)
+                    || seed.peers.contains(&id)
                     || self
                         .raft
                         .metrics()
@@ -433,8 +461,18 @@ impl Metadata {
                         .get_node(&id)
                         .is_some()
             }
-            None => false,
         }
+    }
+
+    /// Whether `id` is in the membership (as a voter or a learner).
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
     }
 
     /// The nodes the cluster trusts now (not removed), for a joiner's seed.

@@ -20,7 +20,7 @@ use wharf_proto::cluster::cluster_service_server::{ClusterService, ClusterServic
 use wharf_proto::cluster::raft_service_server::{RaftService, RaftServiceServer};
 use wharf_proto::cluster::{
     AddNodeRequest, Empty, ForwardReply, ForwardRequest, JoinReply, JoinRequest, JoinStatusRequest,
-    NodeIdRequest, NodeStatus, RaftReply, RaftRequest, ReadIndexReply, SnapshotChunk,
+    NodeIdRequest, NodeStatus, RaftReply, RaftRequest, ReadIndexReply, SecretsReply, SnapshotChunk,
 };
 use wharf_raft::model::{Command, NodeRecord};
 use wharf_raft::{NodeId, Outcome, Raft, Request as LogRequest, TypeConfig, WharfNode};
@@ -43,11 +43,11 @@ pub struct PeerNode(pub NodeId);
 #[derive(Clone)]
 pub struct PeerCheck {
     meta: Metadata,
-    seed: Arc<Vec<NodeId>>,
+    seed: Arc<tls::Seed>,
 }
 
 impl PeerCheck {
-    pub fn new(meta: Metadata, seed: Vec<NodeId>) -> Self {
+    pub fn new(meta: Metadata, seed: tls::Seed) -> Self {
         Self {
             meta,
             seed: Arc::new(seed),
@@ -64,7 +64,7 @@ impl PeerCheck {
         let id = tls::cert_node_id(cert.as_ref()).ok_or_else(|| {
             Status::unauthenticated("the certificate names no node of this cluster")
         })?;
-        if !self.meta.peer_trusted(id, &self.seed) {
+        if !self.meta.peer_trusted(id, cert.as_ref(), &self.seed) {
             return Err(Status::permission_denied(format!(
                 "node {id} is not a member of this cluster (removed, or never admitted)"
             )));
@@ -106,7 +106,7 @@ fn acting_as(from: NodeId, claimed: Option<NodeId>) -> Result<(), Status> {
 fn command_node(cmd: &Command) -> Option<NodeId> {
     match cmd {
         Command::Once { cmd, .. } => command_node(cmd),
-        Command::ChunkStaged { node, .. } => Some(*node),
+        Command::ChunkStaged { node, .. } | Command::ChunkOffloaded { node, .. } => Some(*node),
         Command::LeaseScan { holder, .. } | Command::ScanFinished { holder, .. } => Some(*holder),
         _ => None,
     }
@@ -223,13 +223,9 @@ impl ClusterSvc {
             node_id: node.id,
             ca_pem: self.identity.ca_pem.clone(),
             cert_pem: node.cert_pem.unwrap_or_default(),
-            jwt_secret: if pending {
-                String::new()
-            } else {
-                self.jwt_secret.clone()
-            },
             seed_peers: self.meta.trusted_ids(),
             pending,
+            seed_floor: self.meta.local().last_node_id(),
         }))
     }
 }
@@ -260,13 +256,24 @@ impl ClusterService for ClusterSvc {
                 "the certificate signing request is too large",
             ));
         }
+        if req.peer_addr.len() > 256 || req.http_addr.len() > 256 {
+            return Err(Status::invalid_argument("an address is too long"));
+        }
         tls::check_csr(&req.csr_pem).map_err(|e| e.to_status())?;
+        // The token is checked before anything is proposed: a caller without a valid one
+        // cannot write to the log. (The committed AdmitNode checks it again, and consumes it.)
+        let hash = token.secret_hash();
+        let state = self.meta.linearizable().await.map_err(|e| e.to_status())?;
+        if wharf_raft::model::admitted_by(&state, &token.id, &hash, &req.csr_pem).is_none() {
+            wharf_raft::model::check_token(&state, &token.id, &hash, now_ms())
+                .map_err(|e| Error::Model(e).to_status())?;
+        }
         let floor = self.meta.next_node_id_floor();
         let node_id = match self
             .meta
             .propose(Command::AdmitNode {
                 token_id: token.id.clone(),
-                secret_hash: token.secret_hash(),
+                secret_hash: hash,
                 min: floor,
                 peer_addr: req.peer_addr.clone(),
                 http_addr: req.http_addr,
@@ -310,11 +317,20 @@ impl ClusterService for ClusterSvc {
         self.join_reply(node).await
     }
 
-    /// A node adds itself (with the certificate it was admitted with) to the membership.
+    /// A node adds itself (with the certificate it was admitted with) to the membership, or a
+    /// member relays that request to the leader for a node admitted and not yet a member.
     async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<Empty>, Status> {
         let from = peer(&req)?;
         let r = req.into_inner();
-        acting_as(from, Some(r.node_id))?;
+        let joining = !self.meta.is_member(r.node_id)
+            && self
+                .meta
+                .local()
+                .node(r.node_id)
+                .is_some_and(|n| !n.removed && n.cert_pem.is_some());
+        if !(joining && self.meta.is_member(from)) {
+            acting_as(from, Some(r.node_id))?;
+        }
         let node = WharfNode {
             peer_addr: r.peer_addr,
             http_addr: r.http_addr,
@@ -324,6 +340,15 @@ impl ClusterService for ClusterSvc {
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(Empty {}))
+    }
+
+    /// The cluster's HS256 secret for user tokens, to the holder of a trusted node's
+    /// certificate (a joiner, once signed): it never travels in a join reply.
+    async fn secrets(&self, req: Request<Empty>) -> Result<Response<SecretsReply>, Status> {
+        peer(&req)?;
+        Ok(Response::new(SecretsReply {
+            jwt_secret: self.jwt_secret.clone(),
+        }))
     }
 
     async fn promote(&self, req: Request<NodeIdRequest>) -> Result<Response<Empty>, Status> {
@@ -395,7 +420,8 @@ pub async fn sign_pending_requests(
     };
     let mut stop = std::pin::pin!(stop);
     loop {
-        if meta.is_leader() {
+        // Every holder of the key signs (a second signature of a request is ignored).
+        {
             for n in meta.local().nodes() {
                 let (None, Some(csr), false) = (&n.cert_pem, &n.csr_pem, n.removed) else {
                     continue;
@@ -445,7 +471,7 @@ pub async fn serve(
     jwt_secret: String,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let check = PeerCheck::new(meta.clone(), identity.seed_peers.clone());
+    let check = PeerCheck::new(meta.clone(), identity.seed.clone());
     let raft = InterceptedService::new(
         RaftServiceServer::new(RaftSvc { meta: meta.clone() })
             .max_decoding_message_size(MAX_MESSAGE)

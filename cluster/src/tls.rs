@@ -35,9 +35,16 @@ pub struct Identity {
     pub ca_key_pem: Option<String>,
     pub cert_pem: String,
     pub key_pem: String,
-    /// The nodes a joiner trusts before its own log names any: the cluster's nodes when it
-    /// joined.
-    pub seed_peers: Vec<u64>,
+    /// What a joiner trusts before its own log names its peers: the cluster's nodes when it
+    /// joined, and every id above the highest one handed out then (nodes admitted later).
+    pub seed: Seed,
+}
+
+/// See [`Identity::seed`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Seed {
+    pub peers: Vec<u64>,
+    pub floor: u64,
 }
 
 fn ca_params() -> Result<CertificateParams, Error> {
@@ -124,6 +131,11 @@ pub fn issued_by(cert_pem: &str, ca_pem: &str) -> bool {
     cert.verify_signature(Some(ca.public_key())).is_ok()
 }
 
+/// The DER bytes of a PEM certificate.
+pub fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    pem_body(pem)
+}
+
 /// Whether two PEM texts hold the same certificate.
 pub fn same_certificate(a: &str, b: &str) -> bool {
     matches!((pem_body(a), pem_body(b)), (Some(x), Some(y)) if x == y)
@@ -147,7 +159,7 @@ impl Identity {
             ca_key_pem: Some(ca_key_pem),
             cert_pem,
             key_pem,
-            seed_peers: Vec::new(),
+            seed: Seed::default(),
         })
     }
 
@@ -163,7 +175,7 @@ impl Identity {
             d.join("ca.key"),
             d.join("node.pem"),
             d.join("node.key"),
-            d.join("seed-peers"),
+            d.join("seed.json"),
         ]
     }
 
@@ -177,20 +189,17 @@ impl Identity {
             std::fs::read_to_string(p)
                 .map_err(|e| Error::Tls(format!("reading {}: {e}", p.display())))
         };
-        let seed_peers = match std::fs::read_to_string(&seed) {
-            Ok(s) => s
-                .split_whitespace()
-                .map(|t| t.parse::<u64>())
-                .collect::<Result<_, _>>()
+        let seed = match std::fs::read_to_string(&seed) {
+            Ok(s) => serde_json::from_str(&s)
                 .map_err(|e| Error::Tls(format!("{}: {e}", seed.display())))?,
-            Err(_) => Vec::new(),
+            Err(_) => Seed::default(),
         };
         Ok(Identity {
             ca_pem: read(&ca)?,
             ca_key_pem: ca_key.exists().then(|| read(&ca_key)).transpose()?,
             cert_pem: read(&cert)?,
             key_pem: read(&key)?,
-            seed_peers,
+            seed,
         })
     }
 
@@ -203,8 +212,8 @@ impl Identity {
         if let Some(k) = &self.ca_key_pem {
             write_file(&ca_key, k, true)?;
         }
-        let seeds: Vec<String> = self.seed_peers.iter().map(u64::to_string).collect();
-        write_file(&seed, &seeds.join("\n"), false)?;
+        let seeds = serde_json::to_string(&self.seed).map_err(tls_err)?;
+        write_file(&seed, &seeds, false)?;
         // The CA certificate last: its presence says the directory is complete.
         write_file(&ca, &self.ca_pem, false)?;
         sync_dir(&dir)?;
@@ -425,7 +434,10 @@ mod tests {
     fn identity_round_trips_through_the_data_dir_with_private_keys_private() {
         let dir = tempfile::tempdir().unwrap();
         let mut id = Identity::new_cluster(1).unwrap();
-        id.seed_peers = vec![1, 3];
+        id.seed = Seed {
+            peers: vec![1, 3],
+            floor: 3,
+        };
         assert!(!Identity::exists(dir.path()));
         // A leftover temporary file, world-readable, from a crash: not reused for a key.
         std::fs::create_dir_all(dir.path().join("tls")).unwrap();
@@ -435,7 +447,8 @@ mod tests {
         let back = Identity::load(dir.path()).unwrap();
         assert_eq!(back.ca_pem, id.ca_pem);
         assert_eq!(back.ca_key_pem, id.ca_key_pem);
-        assert_eq!(back.seed_peers, vec![1, 3]);
+        assert_eq!(back.seed.peers, vec![1, 3]);
+        assert_eq!(back.seed.floor, 3);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -37,6 +37,8 @@ use crate::store::{s3, ObjectStore};
 const NODE_ID_FILE: &str = "node_id";
 /// Present when the node entered its cluster by joining (its content: the address joined).
 const JOINED_FILE: &str = "joined";
+/// A joining node's key and certificate request until it has its certificate.
+const PENDING_JOIN_FILE: &str = "pending-join.json";
 
 /// The addresses a running node serves, kept in `<data-dir>/listen.json` so that the operator
 /// commands find the node from its data dir (its ports may be 0, or anything a config chose).
@@ -173,6 +175,30 @@ async fn record_bootstrap_token(meta: &Metadata, data_dir: &Path) -> anyhow::Res
     Ok(())
 }
 
+/// Records this node's certificate as the only one its peers accept for it, when its record
+/// has none yet (the founder; nodes of clusters older than records).
+async fn pin_own_certificate(meta: &Metadata, identity: &Identity, node_id: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match meta.local().node(node_id) {
+            Some(n) if n.cert_pem.is_some() || n.removed => return,
+            Some(_) => {
+                let cmd = wharf_raft::Command::NodeCertIssued {
+                    node: node_id,
+                    cert_pem: identity.cert_pem.clone(),
+                };
+                match meta.propose(cmd).await {
+                    Ok(_) => return,
+                    Err(e) => tracing::warn!(error = %e, "recording this node's certificate"),
+                }
+            }
+            // Its record comes with the membership entry that names it.
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Makes a join token and records it in Raft: returns the token (shown once) and its record.
 pub async fn create_join_token(
     meta: &Metadata,
@@ -210,7 +236,22 @@ async fn join_cluster(
     sign_wait: Duration,
 ) -> anyhow::Result<(Identity, u64)> {
     let parsed = wharf_cluster::tls::parse_join_token(token)?;
-    let (csr_pem, key_pem) = wharf_cluster::tls::new_key_and_csr()?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    // The key and request are kept before the join is sent: a joiner restarted (or whose
+    // answer was lost) sends the same request again and is the same admitted node.
+    let pending = data_dir.join(PENDING_JOIN_FILE);
+    let (csr_pem, key_pem) = match std::fs::read_to_string(&pending)
+        .ok()
+        .and_then(|t| serde_json::from_str::<(String, String)>(&t).ok())
+    {
+        Some(kept) => kept,
+        None => {
+            let made = wharf_cluster::tls::new_key_and_csr()?;
+            wharf_cluster::tls::write_file(&pending, &serde_json::to_string(&made)?, true)?;
+            made
+        }
+    };
     let reply = wharf_cluster::join(
         addr,
         token,
@@ -235,17 +276,23 @@ async fn join_cluster(
         ca_key_pem: None,
         cert_pem: reply.cert_pem,
         key_pem,
-        seed_peers: reply.seed_peers,
+        seed: wharf_cluster::tls::Seed {
+            peers: reply.seed_peers,
+            floor: reply.seed_floor,
+        },
     };
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    if !reply.jwt_secret.is_empty() {
-        auth::store_secret(data_dir, &reply.jwt_secret)?;
+    // The user-token secret comes to the holder of the new certificate only.
+    let secret = wharf_cluster::fetch_secrets(&Peers::new(identity.client_tls()), addr)
+        .await
+        .with_context(|| format!("asking {addr} for the cluster's secrets"))?;
+    if !secret.is_empty() {
+        auth::store_secret(data_dir, &secret)?;
     }
     write_durably(data_dir, NODE_ID_FILE, &reply.node_id.to_string())?;
     write_durably(data_dir, JOINED_FILE, addr)?;
     // Saved last: a complete identity is what says "this data dir belongs to a cluster".
     identity.save(data_dir)?;
+    let _ = std::fs::remove_file(&pending);
     tracing::info!(node_id = reply.node_id, "joined the cluster through {addr}");
     Ok((identity, reply.node_id))
 }
@@ -420,6 +467,10 @@ pub async fn run(
     }
     meta.wait_ready(Duration::from_secs(60)).await?;
     record_bootstrap_token(&meta, data_dir).await?;
+    {
+        let (meta, identity) = (meta.clone(), identity.clone());
+        tokio::spawn(async move { pin_own_certificate(&meta, &identity, node_id).await });
+    }
     if identity.ca_key_pem.is_some() {
         tokio::spawn(wharf_cluster::server::sign_pending_requests(
             meta.clone(),

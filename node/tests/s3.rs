@@ -440,3 +440,60 @@ async fn the_lifetime_of_presigned_urls_is_capped() {
         (200, Some(&b"scanning is off"[..]))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_chunks_cannot_all_pass_the_staging_limit() {
+    // A moto of our own, frozen once the node is up: nothing leaves staging.
+    let s3 = S3::own();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(
+        dir.path(),
+        &s3,
+        &[
+            ("WHARF_STORE_REQUEST_TIMEOUT_SECS", "2"),
+            ("WHARF_UPLOAD_MAX_STAGING_BYTES", &(2 * 8 * MIB).to_string()),
+        ],
+        &[],
+    );
+    let t = node.token("dora", Tier::Basic);
+    let data = random_bytes(8 * 8 * MIB, 33);
+    let (_, up) = node
+        .create(&t, json!({"name": "many.bin", "size": data.len()}))
+        .await;
+    let id = up["upload_id"].as_str().unwrap().to_string();
+    s3.signal("-STOP");
+    // Eight chunks at once against room for two: the check and the count are one step.
+    let sends = data
+        .chunks(8 * MIB)
+        .enumerate()
+        .map(|(i, c)| node.try_put_chunk(&t, &id, i, c));
+    let answers = futures::future::join_all(sends).await;
+    let accepted = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(StatusCode::NO_CONTENT)))
+        .count();
+    let full = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(StatusCode::SERVICE_UNAVAILABLE)))
+        .count();
+    s3.signal("-CONT");
+    assert!(
+        (1..=2).contains(&accepted) && accepted + full == 8,
+        "{answers:?}"
+    );
+    let staged = staged_bytes(&dir.path().join("staging"));
+    assert!(staged <= 2 * 8 * MIB as u64, "{staged} bytes staged");
+}
+
+fn staged_bytes(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        n += if p.is_dir() {
+            staged_bytes(&p)
+        } else {
+            e.metadata().map(|m| m.len()).unwrap_or(0)
+        };
+    }
+    n
+}

@@ -295,18 +295,43 @@ async fn a_nodes_certificate_cannot_act_as_another_node() {
         .forward(forward(chunk_staged_by(b.node_id)))
         .await;
     assert!(own.is_ok(), "{own:?}");
-    // The cluster still has its three voters and its leader.
+    // A certificate the CA signs for node 2's id, with another key (what a stolen CA key
+    // would make): refused, because node 2's record names the certificate it was issued.
+    let forged = dir.path().join("forged");
+    std::fs::create_dir_all(forged.join("tls")).unwrap();
+    let (csr, key) = wharf_cluster::tls::new_key_and_csr().unwrap();
+    let ca_key = std::fs::read_to_string(a.data_dir.join("tls/ca.key")).unwrap();
+    let cert = wharf_cluster::tls::sign_csr(&ca_key, &csr, b.node_id).unwrap();
+    std::fs::copy(a.data_dir.join("tls/ca.pem"), forged.join("tls/ca.pem")).unwrap();
+    std::fs::write(forged.join("tls/node.pem"), cert).unwrap();
+    std::fs::write(forged.join("tls/node.key"), key).unwrap();
+    let ch = channel_as(&forged, &a.peer_addr).await;
+    let st = ClusterServiceClient::new(ch)
+        .status(Empty {})
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::PermissionDenied, "{st}");
+
+    // A fourth node joins through a follower (node 2), which relays its AddNode.
+    let t4 = token(&a.data_dir, &[]);
+    let d = Node::spawn(
+        &dir.path().join("d"),
+        &[],
+        &["--join", &b.peer_addr, "--token", &t4],
+    );
+    assert_eq!(d.node_id, 4);
+    // The cluster has its four voters and a leader.
     let s: Value = serde_json::from_str(&wharf_cli(&[
         "cluster",
         "status",
         "--json",
         "--wait",
-        "3",
+        "4",
         "--data-dir",
         &dd,
     ]))
     .unwrap();
-    assert_eq!(s["nodes"].as_array().unwrap().len(), 3, "{s}");
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 4, "{s}");
 }
 
 #[test]
@@ -323,12 +348,7 @@ fn a_joiner_never_holds_the_ca_key_and_waits_for_an_offline_signature() {
     let a = Node::start(&a_dir);
     let b_dir = dir.path().join("b");
     let peer = a.peer_addr.clone();
-    let (bd, tt) = (b_dir.clone(), t.clone());
-    let joiner =
-        std::thread::spawn(move || Node::spawn(&bd, &[], &["--join", &peer, "--token", &tt]));
-    // The joiner waits, listed as a request.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let node_id = loop {
+    let requests = || -> Vec<Value> {
         let v: Value = serde_json::from_str(&wharf_cli(&[
             "cluster",
             "requests",
@@ -337,16 +357,65 @@ fn a_joiner_never_holds_the_ca_key_and_waits_for_an_offline_signature() {
             &ad,
         ]))
         .unwrap();
-        if let Some(r) = v["requests"].as_array().and_then(|r| r.first()) {
-            assert!(r["csr_pem"]
-                .as_str()
-                .unwrap()
-                .contains("CERTIFICATE REQUEST"));
-            break r["node_id"].as_u64().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no request showed up");
-        std::thread::sleep(Duration::from_millis(200));
+        v["requests"].as_array().cloned().unwrap_or_default()
     };
+    let wait_request = || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(r) = requests().first() {
+                assert!(r["csr_pem"]
+                    .as_str()
+                    .unwrap()
+                    .contains("CERTIFICATE REQUEST"));
+                return r["node_id"].as_u64().unwrap();
+            }
+            assert!(Instant::now() < deadline, "no request showed up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // A first run of the joiner waits, listed as a request, and is killed while it waits.
+    let mut first = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "node",
+            "start",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--quic-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--peer-addr",
+            "127.0.0.1:0",
+            "--join",
+            &peer,
+            "--token",
+            &t,
+            "--data-dir",
+        ])
+        .arg(&b_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first_id = wait_request();
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the joiner did not wait"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Started again with the same (single-use, used) token: the same request, the same node.
+    let (bd, tt, pp) = (b_dir.clone(), t.clone(), peer.clone());
+    let joiner =
+        std::thread::spawn(move || Node::spawn(&bd, &[], &["--join", &pp, "--token", &tt]));
+    std::thread::sleep(Duration::from_secs(1));
+    let node_id = wait_request();
+    assert_eq!(node_id, first_id);
+    assert_eq!(
+        requests().len(),
+        1,
+        "the restarted joiner made a second request"
+    );
     assert!(
         !joiner.is_finished(),
         "the joiner did not wait for its certificate"

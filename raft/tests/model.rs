@@ -344,6 +344,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let Some((owner, id)) = pick(&upload_ids, upload) else {
                     continue;
                 };
+                // Offloads come from the holder, or (a node declared lost, late) from another.
+                let holder = r.uploads[&id]
+                    .chunks
+                    .get(chunk as usize)
+                    .copied()
+                    .flatten()
+                    .map(|(_, _, n)| n);
+                let by = if chunk % 3 == 2 {
+                    99
+                } else {
+                    holder.unwrap_or(1)
+                };
                 let res = apply(
                     &mut s,
                     Command::ChunkOffloaded {
@@ -351,10 +363,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         upload_id: id.clone(),
                         index: chunk,
                         etag: format!("e{chunk}"),
+                        node: by,
                     },
                 );
                 let up = r.uploads.get_mut(&id).unwrap();
-                let ok = up.live && matches!(up.chunks.get(chunk as usize), Some(Some(_)));
+                let offloaded = matches!(up.chunks.get(chunk as usize), Some(Some((_, true, _))));
+                let ok = up.live
+                    && matches!(up.chunks.get(chunk as usize), Some(Some(_)))
+                    && (offloaded || holder == Some(by));
                 prop_assert_eq!(res.is_ok(), ok, "offload {:?}", res);
                 if ok {
                     up.chunks[chunk as usize].as_mut().unwrap().1 = true;

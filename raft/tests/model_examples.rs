@@ -250,3 +250,54 @@ fn a_retried_delete_answers_with_the_file_it_deleted() {
     assert_eq!(apply(&mut s, delete).unwrap(), file);
     assert!(s.file("ann", "f1").is_none());
 }
+
+#[test]
+fn a_late_offload_from_a_node_declared_lost_is_refused() {
+    let mut s = State::default();
+    let up = Command::CreateUpload {
+        upload_id: "u".into(),
+        owner: "ann".into(),
+        tier: Tier::Basic,
+        limits: LIMITS,
+        name: "x".into(),
+        mime: None,
+        size: 10,
+        chunk_size: CHUNK,
+        blake3: None,
+        idempotency_key: None,
+        ttl_ms: TTL,
+        now: 1,
+    };
+    apply(&mut s, up).unwrap();
+    let staged = |node: u64| Command::ChunkStaged {
+        owner: "ann".into(),
+        upload_id: "u".into(),
+        index: 0,
+        node,
+        len: 10,
+        blake3: "c".into(),
+        cv: "cv".into(),
+        now: 2,
+    };
+    let offloaded = |node: u64| Command::ChunkOffloaded {
+        owner: "ann".into(),
+        upload_id: "u".into(),
+        index: 0,
+        etag: format!("etag-of-{node}"),
+        node,
+    };
+    apply(&mut s, staged(1)).unwrap();
+    // Node 1 is declared lost; the client sends the chunk to node 2.
+    apply(&mut s, Command::NodeLost { node: 1 }).unwrap();
+    apply(&mut s, staged(2)).unwrap();
+    // Node 1 comes back and finishes its offload: its ETag must not go to node 2's chunk.
+    assert!(matches!(
+        apply(&mut s, offloaded(1)),
+        Err(ModelError::ChunkConflict { index: 0 })
+    ));
+    apply(&mut s, offloaded(2)).unwrap();
+    match s.chunk("ann", "u", 0) {
+        Chunk::Offloaded { node, etag, .. } => assert_eq!((node, etag.as_str()), (2, "etag-of-2")),
+        other => panic!("{other:?}"),
+    }
+}

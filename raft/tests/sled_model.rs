@@ -173,6 +173,7 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
             upload_id: format!("up{up}"),
             index,
             etag: format!("e{index}"),
+            node: 1 + u64::from(index % 2),
         },
         Op::Complete {
             owner,

@@ -112,7 +112,7 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
                     );
                 }
                 let spec = crate::TokenSpec {
-                    uses: 100,
+                    uses: 10,
                     ttl: Duration::from_secs(86400),
                 };
                 let token =
@@ -121,7 +121,7 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
                 let path = data_dir.join("join-token");
                 wharf_cluster::tls::write_file(&path, &format!("{token}\n"), true)?;
                 tracing::info!(
-                    "made a new cluster; other nodes join it with `wharf node start --join <this node's peer address> --token-file {}` (100 joins within 24 h)",
+                    "made a new cluster; other nodes join it with `wharf node start --join <this node's peer address> --token-file {}` (10 joins within 24 h)",
                     path.display()
                 );
             }

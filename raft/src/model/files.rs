@@ -196,12 +196,12 @@ pub(super) fn delete<K: KvMut>(
         .is_some_and(|b| matches!(b.scan, ScanState::Infected { .. }));
     if let Some(mut user) = state.user(owner) {
         if !infected {
-            user.used -= file.size;
+            super::release(&mut user.used, file.size);
             state.put_user(&user);
         }
     }
     if let Some(mut blob) = blob {
-        blob.refcount -= 1;
+        super::release(&mut blob.refcount, 1);
         if blob.refcount > 0 {
             state.save_blob(&blob);
         } else {

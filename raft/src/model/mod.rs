@@ -23,7 +23,7 @@ mod users;
 use serde::{Deserialize, Serialize};
 
 use crate::kv::KvMut;
-pub use nodes::{check_token, note_member_ids, note_members, JoinToken, NodeRecord};
+pub use nodes::{admitted_by, check_token, note_member_ids, note_members, JoinToken, NodeRecord};
 pub use requests::REQUEST_MEMORY_MS;
 pub use scans::RESCAN_PER_COMMAND;
 pub use state::{blob_id, keys, State};
@@ -66,11 +66,16 @@ pub enum Command {
         cv: String,
         now: Millis,
     },
+    /// `node` put its staged chunk into the object store: only the chunk's holder may say so
+    /// (a node declared lost that offloads late must not attach its ETag to another holder's
+    /// chunk). Entries written before the field existed carry 0 and are not checked.
     ChunkOffloaded {
         owner: String,
         upload_id: String,
         index: u32,
         etag: String,
+        #[serde(default)]
+        node: u64,
     },
     /// The object is complete in the object store; `blake3` is the whole-file hash the proposer
     /// combined from the chunks' subtree hashes.
@@ -264,6 +269,13 @@ pub enum ModelError {
 
 pub type ApplyResult = Result<Outcome, ModelError>;
 
+/// Takes `by` off a counter that the accounting says holds at least that much. A state that
+/// broke this (a bug) stops the counter at 0 instead of wrapping it to about 2^64 in a release
+/// build, which would lock the user out.
+pub(crate) fn release(counter: &mut u64, by: u64) {
+    *counter = counter.saturating_sub(by);
+}
+
 /// Applies one command: the whole of the model's behaviour.
 pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
     match cmd {
@@ -330,7 +342,8 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
             upload_id,
             index,
             etag,
-        } => uploads::chunk_offloaded(state, &owner, &upload_id, index, etag),
+            node,
+        } => uploads::chunk_offloaded(state, &owner, &upload_id, index, etag, node),
         Command::CompleteUpload {
             owner,
             upload_id,

@@ -57,8 +57,9 @@ pub struct NodeRecord {
     /// its certificate later).
     pub token_id: Option<String>,
     pub token_hash: Option<String>,
-    /// Its certificate signing request, until a holder of the CA key signs it.
+    /// Its certificate signing request (kept: a retried join is recognised by it).
     pub csr_pem: Option<String>,
+    /// The certificate it was issued: the only one accepted for it.
     pub cert_pem: Option<String>,
     /// Removed from the cluster: its certificate is refused from then on, on every node.
     pub removed: bool,
@@ -170,8 +171,30 @@ pub(super) struct Admission {
     pub now: Millis,
 }
 
-/// Consumes one use of a join token and admits a new node under a new id.
+/// The node a join with this token and signing request already admitted (a join retried
+/// after its answer was lost, or a joiner restarted while it waited for its certificate).
+pub fn admitted_by<K: Kv>(
+    state: &State<K>,
+    token_id: &str,
+    secret_hash: &str,
+    csr_pem: &str,
+) -> Option<NodeRecord> {
+    state.nodes().into_iter().find(|n| {
+        !n.removed
+            && n.token_id.as_deref() == Some(token_id)
+            && n.token_hash
+                .as_deref()
+                .is_some_and(|h| same_hash(h, secret_hash))
+            && n.csr_pem.as_deref() == Some(csr_pem)
+    })
+}
+
+/// Consumes one use of a join token and admits a new node under a new id; the same join
+/// again gets the same node, and consumes nothing.
 pub(super) fn admit<K: KvMut>(state: &mut State<K>, a: Admission) -> ApplyResult {
+    if let Some(n) = admitted_by(state, &a.token_id, &a.secret_hash, &a.csr_pem) {
+        return Ok(Outcome::NodeId(n.id));
+    }
     let mut t = check_token(state, &a.token_id, &a.secret_hash, a.now)?;
     t.uses_left -= 1;
     if t.uses_left == 0 {
@@ -211,7 +234,6 @@ pub(super) fn cert_issued<K: KvMut>(
     }
     if n.cert_pem.is_none() {
         n.cert_pem = Some(cert_pem);
-        n.csr_pem = None;
         state.write_at(&node_key(node), &n);
     }
     Ok(Outcome::Done)

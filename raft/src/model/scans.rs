@@ -53,7 +53,7 @@ pub(super) fn finished<K: KvMut>(
             .map(|(_, s)| s)
             .sum();
         if let Some(mut user) = state.user(&b.owner) {
-            user.used -= size;
+            super::release(&mut user.used, size);
             state.put_user(&user);
         }
     }

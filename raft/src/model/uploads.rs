@@ -55,7 +55,9 @@ pub(super) fn check_size(size: u64, limits: &TierLimits) -> Result<(), ModelErro
 }
 
 pub(super) fn check_quota(user: &User, size: u64) -> Result<(), ModelError> {
-    let available = user.quota.saturating_sub(user.used + user.reserved);
+    let available = user
+        .quota
+        .saturating_sub(user.used.saturating_add(user.reserved));
     if size > available {
         return Err(ModelError::QuotaExceeded {
             requested: size,
@@ -212,6 +214,7 @@ pub(super) fn chunk_offloaded<K: KvMut>(
     upload_id: &str,
     index: u32,
     etag: String,
+    by: u64,
 ) -> ApplyResult {
     let up = active(state, owner, upload_id)?;
     let count = up.chunk_count();
@@ -219,6 +222,9 @@ pub(super) fn chunk_offloaded<K: KvMut>(
         return Err(ModelError::ChunkOutOfRange { index, count });
     }
     match state.chunk(owner, upload_id, index) {
+        Chunk::Staged { node, .. } if by != 0 && node != by => {
+            Err(ModelError::ChunkConflict { index })
+        }
         Chunk::Staged {
             node,
             len,
@@ -295,6 +301,13 @@ pub(super) fn complete<K: KvMut>(
         return Err(ModelError::Invalid("file id already used".into()));
     }
     let mut user = state.user(owner).ok_or(ModelError::NotFound)?;
+    if user.reserved < up.size || user.active_uploads == 0 {
+        // Accounting that lost this upload's reservation: refused, and nothing written.
+        return Err(ModelError::Invalid(format!(
+            "the user's reservation ({} bytes, {} uploads) does not hold this upload's {} bytes",
+            user.reserved, user.active_uploads, up.size
+        )));
+    }
     user.reserved -= up.size;
     user.active_uploads -= 1;
     let file = record_file(
@@ -334,8 +347,8 @@ pub(super) fn abort<K: KvMut>(
 fn end<K: KvMut>(state: &mut State<K>, up: Upload, to: UploadState, now: Millis) -> Upload {
     debug_assert_eq!(up.state, UploadState::Uploading);
     if let Some(mut user) = state.user(&up.owner) {
-        user.reserved -= up.size;
-        user.active_uploads -= 1;
+        super::release(&mut user.reserved, up.size);
+        user.active_uploads = user.active_uploads.saturating_sub(1);
         state.put_user(&user);
     }
     state.put_garbage(&Garbage {
@@ -374,4 +387,97 @@ pub(super) fn expire<K: KvMut>(
         }
     }
     Ok(Outcome::Expired(ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{apply, Command, ModelError, State, Tier, TierLimits};
+
+    const LIMITS: TierLimits = TierLimits {
+        quota: 1_000,
+        max_file_size: 500,
+        max_concurrent_uploads: 4,
+    };
+
+    fn create(id: &str, size: u64) -> Command {
+        Command::CreateUpload {
+            upload_id: id.into(),
+            owner: "ann".into(),
+            tier: Tier::Basic,
+            limits: LIMITS,
+            name: "x".into(),
+            mime: None,
+            size,
+            chunk_size: 64,
+            blake3: None,
+            idempotency_key: None,
+            ttl_ms: 10_000,
+            now: 1,
+        }
+    }
+
+    /// A state whose accounting lost a reservation (a bug) neither wraps a counter to ~2^64,
+    /// which would lock the user out, nor completes an upload it cannot account for.
+    #[test]
+    fn accounting_that_lost_a_reservation_stops_at_zero_and_refuses_to_complete() {
+        let mut s: State = State::default();
+        apply(&mut s, create("a", 10)).unwrap();
+        apply(&mut s, create("b", 10)).unwrap();
+        let mut u = s.user("ann").unwrap();
+        u.reserved = 3;
+        s.put_user(&u);
+        apply(
+            &mut s,
+            Command::AbortUpload {
+                owner: "ann".into(),
+                upload_id: "a".into(),
+                now: 2,
+            },
+        )
+        .unwrap();
+        let u = s.user("ann").unwrap();
+        assert_eq!((u.reserved, u.active_uploads), (0, 1));
+
+        // Upload b, staged and offloaded whole, cannot complete against a reservation of 0.
+        apply(
+            &mut s,
+            Command::ChunkStaged {
+                owner: "ann".into(),
+                upload_id: "b".into(),
+                index: 0,
+                node: 1,
+                len: 10,
+                blake3: "c".into(),
+                cv: "cv".into(),
+                now: 3,
+            },
+        )
+        .unwrap();
+        apply(
+            &mut s,
+            Command::ChunkOffloaded {
+                owner: "ann".into(),
+                upload_id: "b".into(),
+                index: 0,
+                etag: "e".into(),
+                node: 1,
+            },
+        )
+        .unwrap();
+        let before = s.clone();
+        let r = apply(
+            &mut s,
+            Command::CompleteUpload {
+                owner: "ann".into(),
+                upload_id: "b".into(),
+                file_id: "f".into(),
+                blake3: "c".into(),
+                scan: false,
+                now: 4,
+            },
+        );
+        assert!(matches!(r, Err(ModelError::Invalid(_))), "{r:?}");
+        assert_eq!(s, before, "a refused complete wrote something");
+        assert_eq!(s.user("ann").unwrap().used, 0);
+    }
 }

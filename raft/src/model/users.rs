@@ -13,7 +13,7 @@ pub(super) fn set_quota<K: KvMut>(state: &mut State<K>, user: String, quota: u64
         reserved: 0,
         active_uploads: 0,
     });
-    let committed = u.used + u.reserved;
+    let committed = u.used.saturating_add(u.reserved);
     if quota < committed {
         return Err(ModelError::QuotaBelowUsage { quota, committed });
     }

@@ -45,6 +45,7 @@ pub(super) async fn offload(ctx: &Ctx, owner: &str, upload_id: &str, index: u32)
             upload_id: upload_id.to_string(),
             index,
             etag,
+            node: ctx.meta.node_id,
         })
         .await
         .map_err(Error::from);

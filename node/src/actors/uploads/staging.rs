@@ -15,6 +15,44 @@ use crate::store::sync_dir;
 
 const WRITE_BUF: usize = 1 << 20;
 
+/// Bytes counted in staging for a chunk being received: given back unless [`Self::keep`] is
+/// called (the chunk is staged), also when the receive is dropped half-way.
+struct Reservation<'a> {
+    ctx: &'a Ctx,
+    len: u64,
+    kept: bool,
+}
+
+impl<'a> Reservation<'a> {
+    /// Counts `len` bytes if they fit under `upload.max_staging_bytes`.
+    fn take(ctx: &'a Ctx, len: u64) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        let max = ctx.config.max_staging_bytes;
+        ctx.staged_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b.saturating_add(len) <= max).then_some(b + len)
+            })
+            .ok()
+            .map(|_| Self {
+                ctx,
+                len,
+                kept: false,
+            })
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.ctx.unstage(self.len);
+        }
+    }
+}
+
 pub(super) fn staged_path(staging: &Path, upload_id: &str, index: u32) -> PathBuf {
     staging.join(upload_id).join(index.to_string())
 }
@@ -92,8 +130,14 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
             return Err(length_mismatch(index, len, expected_len));
         }
     }
-    let staged = ctx.staged_bytes.load(std::sync::atomic::Ordering::Relaxed);
-    if already.is_none() && staged + expected_len > ctx.config.max_staging_bytes {
+    // The chunk's bytes are counted in staging before it is received (check and count in one
+    // step: concurrent chunks cannot all pass a check made before any of them counted).
+    let reserved = match already {
+        Some(_) => None,
+        None => Reservation::take(ctx, expected_len),
+    };
+    if already.is_none() && reserved.is_none() {
+        let staged = ctx.staged_bytes.load(std::sync::atomic::Ordering::Relaxed);
         // Read the (bounded) body first: a client still sending would otherwise see a broken
         // pipe instead of this retryable answer.
         let mut seen = 0u64;
@@ -109,7 +153,11 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
     }
 
     let dir = ctx.staging.join(&upload_id);
-    tokio::fs::create_dir_all(&dir).await?;
+    if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+        tokio::fs::create_dir_all(&dir).await?;
+        // The new directory's name must survive a crash with the chunk acknowledged in it.
+        sync_dir(&ctx.staging).await?;
+    }
     let tmp = dir.join(format!("{index}.part-{}", uuid::Uuid::now_v7().simple()));
     let received = async {
         let mut file =
@@ -175,8 +223,10 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
     let path = staged_path(&ctx.staging, &upload_id, index);
     tokio::fs::rename(&tmp, &path).await?;
     sync_dir(&dir).await?;
-    ctx.staged_bytes
-        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    // The staged file now holds the bytes counted for it.
+    if let Some(r) = reserved {
+        r.keep();
+    }
     let staged = Command::ChunkStaged {
         owner,
         upload_id,

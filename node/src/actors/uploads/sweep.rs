@@ -14,6 +14,38 @@ use crate::actors::uploads::{dir_bytes, Ctx, Done};
 use crate::error::Error;
 use crate::meta::now_ms;
 
+/// How far the wall clock may drift from the monotonic clock before it counts as stepped.
+const CLOCK_STEP_MS: u64 = 2_000;
+
+/// The time the leader expires uploads by: never ahead of the wall clock, and never running
+/// faster than the monotonic clock since this node began to lead. A wall clock stepped forward
+/// (a bad NTP source, an operator) therefore does not expire every active upload at once;
+/// a clock stepped back only delays expiry.
+#[derive(Default)]
+struct ExpiryClock {
+    anchor: Option<(u64, Instant)>,
+    warned: bool,
+}
+
+impl ExpiryClock {
+    fn now(&mut self, wall: u64) -> u64 {
+        let (w0, t0) = *self.anchor.get_or_insert((wall, Instant::now()));
+        let steady = w0.saturating_add(t0.elapsed().as_millis() as u64);
+        if wall > steady + CLOCK_STEP_MS {
+            if !self.warned {
+                tracing::warn!(
+                    ahead_ms = wall - steady,
+                    "the wall clock stepped forward; uploads expire by the monotonic clock"
+                );
+                self.warned = true;
+            }
+        } else {
+            self.warned = false;
+        }
+        wall.min(steady)
+    }
+}
+
 /// Periodic work: the leader expires idle uploads and collects garbage objects; every node frees
 /// staging of uploads that ended and re-queues staged chunks whose offload was lost.
 pub(super) async fn sweeper(
@@ -28,6 +60,7 @@ pub(super) async fn sweeper(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Orphan multipart uploads are looked for when this node becomes leader, then now and then.
     let mut orphans_checked: Option<Instant> = None;
+    let mut clock = ExpiryClock::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -37,7 +70,7 @@ pub(super) async fn sweeper(
             match ctx
                 .quota
                 .propose(Command::ExpireUploads {
-                    now: now_ms(),
+                    now: clock.now(now_ms()),
                     retention_ms: Some(ctx.upload_retention_ms),
                 })
                 .await
@@ -60,6 +93,7 @@ pub(super) async fn sweeper(
         } else {
             leader_since.clear();
             orphans_checked = None;
+            clock = ExpiryClock::default();
         }
         if let Err(e) = sweep_staging(&ctx).await {
             tracing::warn!(error = %e, "sweeping staging failed");
@@ -221,5 +255,22 @@ async fn forget_stale_bodies(dir: &std::path::Path) {
         if old {
             let _ = tokio::fs::remove_file(e.path()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExpiryClock;
+
+    #[test]
+    fn a_wall_clock_stepped_forward_does_not_move_expiry_time() {
+        let mut c = ExpiryClock::default();
+        let start = 1_000_000;
+        assert_eq!(c.now(start), start);
+        // A day ahead a moment later: expiry time moves by the moment only.
+        let later = c.now(start + 86_400_000);
+        assert!(later >= start && later < start + 1_000, "{later}");
+        // Stepped back: expiry goes by the wall clock (later, never sooner).
+        assert_eq!(c.now(start - 5_000), start - 5_000);
     }
 }
