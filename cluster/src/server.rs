@@ -44,21 +44,28 @@ pub struct PeerNode(pub NodeId);
 pub struct PeerCheck {
     meta: Metadata,
     seed: Arc<tls::Seed>,
+    /// Refuse calls without a certificate here (every Raft RPC), rather than in the handler
+    /// (the cluster service, whose Join and JoinStatus come without one).
+    certificate_required: bool,
 }
 
 impl PeerCheck {
-    pub fn new(meta: Metadata, seed: tls::Seed) -> Self {
+    pub fn new(meta: Metadata, seed: tls::Seed, certificate_required: bool) -> Self {
         Self {
             meta,
             seed: Arc::new(seed),
+            certificate_required,
         }
     }
 
     fn check<T>(&self, req: &Request<T>) -> Result<Option<NodeId>, Status> {
-        let Some(certs) = req.peer_certs() else {
-            return Ok(None);
-        };
-        let Some(cert) = certs.first() else {
+        let cert = req.peer_certs().and_then(|c| c.first().cloned());
+        let Some(cert) = cert else {
+            if self.certificate_required {
+                return Err(Status::unauthenticated(
+                    "a certificate signed by the cluster CA is required",
+                ));
+            }
             return Ok(None);
         };
         let id = tls::cert_node_id(cert.as_ref()).ok_or_else(|| {
@@ -471,13 +478,13 @@ pub async fn serve(
     jwt_secret: String,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let check = PeerCheck::new(meta.clone(), identity.seed.clone());
     let raft = InterceptedService::new(
         RaftServiceServer::new(RaftSvc { meta: meta.clone() })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
-        check.clone(),
+        PeerCheck::new(meta.clone(), identity.seed.clone(), true),
     );
+    let check = PeerCheck::new(meta.clone(), identity.seed.clone(), false);
     let tls = identity.server_tls();
     let cluster = InterceptedService::new(
         ClusterServiceServer::new(ClusterSvc {

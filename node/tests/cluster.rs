@@ -395,13 +395,38 @@ async fn intruders_are_refused_a_bad_join_token_and_a_client_without_certificate
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
-    let err = RaftServiceClient::new(channel)
+    let err = RaftServiceClient::new(channel.clone())
         .vote(wharf_proto::cluster::RaftRequest {
             json: b"{}".to_vec(),
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    // A message above the size limit, without a certificate: refused for the certificate,
+    // before the node reads (and decodes) it.
+    let err = RaftServiceClient::new(channel.clone())
+        .max_encoding_message_size(128 << 20)
+        .append_entries(wharf_proto::cluster::RaftRequest {
+            json: vec![b' '; 70 << 20],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    // The cluster service (where Join comes without a certificate) decodes at most 8 MiB.
+    let err = ClusterServiceClient::new(channel)
+        .max_encoding_message_size(128 << 20)
+        .forward(wharf_proto::cluster::ForwardRequest {
+            command_json: vec![b' '; 9 << 20],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+        ),
+        "{err}"
+    );
 
     // A certificate from another cluster's CA does not get past the TLS handshake.
     let foreign_cert = std::fs::read_to_string(other_dir.path().join("tls/node.pem")).unwrap();
