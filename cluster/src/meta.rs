@@ -436,8 +436,8 @@ impl Metadata {
     }
 
     /// Whether the node `id`, named by the certificate `der` a call came with, may act in the
-    /// cluster. A node with a record must not be removed, and must present the certificate it
-    /// was issued (when one is recorded). A node without a record is trusted when the
+    /// cluster. A node with a record must not be removed, and must present a certificate for
+    /// the key it was issued one for (when one is recorded). A node without a record is trusted when the
     /// membership names it (clusters older than records), when it was in the `seed` this node
     /// joined with, or when its id is above every id this node knows was handed out (a node
     /// admitted after what this node has applied); a removed node always has a record.
@@ -446,7 +446,7 @@ impl Metadata {
         match state.node(id) {
             Some(n) if n.removed => false,
             Some(n) => match &n.cert_pem {
-                Some(pem) => crate::tls::pem_der(pem).is_some_and(|d| d == der),
+                Some(pem) => crate::tls::same_key(pem, der),
                 None => true,
             },
             None => {

@@ -75,6 +75,29 @@ fn node_params(node_id: u64) -> Result<CertificateParams, Error> {
     Ok(p)
 }
 
+/// A new CA, as PEM (certificate, private key): the start of a rotation of the cluster CA.
+pub fn new_ca() -> Result<(String, String), Error> {
+    let key = KeyPair::generate().map_err(tls_err)?;
+    let ca = ca_params()?.self_signed(&key).map_err(tls_err)?;
+    Ok((ca.pem(), key.serialize_pem()))
+}
+
+/// Whether the certificate `pem` and the certificate `der` are for the same key: a node's
+/// record pins its key, so that a certificate made again by a new CA (a rotation) for the
+/// same key and id is still the node's.
+pub fn same_key(pem: &str, der: &[u8]) -> bool {
+    let Some(recorded) = pem_body(pem) else {
+        return false;
+    };
+    match (
+        x509_parser::parse_x509_certificate(&recorded),
+        x509_parser::parse_x509_certificate(der),
+    ) {
+        (Ok((_, a)), Ok((_, b))) => a.public_key().raw == b.public_key().raw,
+        _ => false,
+    }
+}
+
 /// A new key pair and a certificate signing request for it (the key stays with the caller).
 pub fn new_key_and_csr() -> Result<(String, String), Error> {
     let key = KeyPair::generate().map_err(tls_err)?;
@@ -237,6 +260,31 @@ impl Identity {
             .signed_by(&key, &issuer)
             .map_err(tls_err)?
             .pem();
+        Ok(())
+    }
+
+    /// This node's certificate made again by the CA `ca_pem`/`ca_key_pem`, for the same key
+    /// and node id: one step of rotating the cluster CA, done on every node while it is
+    /// stopped. A node that held the old CA key holds the new one.
+    pub fn reissue_under(
+        &mut self,
+        node_id: u64,
+        ca_pem: &str,
+        ca_key_pem: &str,
+    ) -> Result<(), Error> {
+        let key = KeyPair::from_pem(&self.key_pem).map_err(tls_err)?;
+        let issuer = Issuer::new(
+            ca_params()?,
+            KeyPair::from_pem(ca_key_pem).map_err(tls_err)?,
+        );
+        self.cert_pem = node_params(node_id)?
+            .signed_by(&key, &issuer)
+            .map_err(tls_err)?
+            .pem();
+        self.ca_pem = ca_pem.to_string();
+        if self.ca_key_pem.is_some() {
+            self.ca_key_pem = Some(ca_key_pem.to_string());
+        }
         Ok(())
     }
 

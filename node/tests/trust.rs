@@ -541,3 +541,83 @@ fn join_tokens_never_appear_in_logs() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_ca_is_rotated_with_the_nodes_stopped_and_the_old_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::start(&dir.path().join("a"));
+    let t = token(&a.data_dir, &["--uses", "2"]);
+    let b = Node::spawn(
+        &dir.path().join("b"),
+        &[],
+        &["--join", &a.peer_addr, "--token", &t],
+    );
+    let c = Node::spawn(
+        &dir.path().join("c"),
+        &[],
+        &["--join", &a.peer_addr, "--token", &t],
+    );
+    let dd = a.data_dir.display().to_string();
+    wharf_cli(&["cluster", "status", "--wait", "3", "--data-dir", &dd]);
+    let user = a.token("ria", wharf_raft::model::Tier::Basic);
+    let file = a.upload(&user, "kept.bin", b"before the rotation").await;
+    // Node 2's identity under the old CA, kept to try it afterwards.
+    let old_b = dir.path().join("old-b");
+    std::fs::create_dir_all(old_b.join("tls")).unwrap();
+    for f in ["ca.pem", "node.pem", "node.key"] {
+        std::fs::copy(b.data_dir.join("tls").join(f), old_b.join("tls").join(f)).unwrap();
+    }
+
+    // Every node stopped; a new CA; each node's certificate made again under it.
+    let dirs: Vec<_> = [a, b, c].into_iter().map(Node::kill9).collect();
+    let ca = dir.path().join("new-ca").display().to_string();
+    wharf_cli(&["cluster", "new-ca", "--out", &ca]);
+    for d in [
+        &dir.path().join("a"),
+        &dir.path().join("b"),
+        &dir.path().join("c"),
+    ] {
+        let ds = d.display().to_string();
+        wharf_cli(&["cluster", "reissue", "--ca-dir", &ca, "--data-dir", &ds]);
+    }
+    let new_ca = std::fs::read_to_string(dir.path().join("new-ca/ca.pem")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("a/tls/ca.pem")).unwrap(),
+        new_ca
+    );
+    assert!(!dir.path().join("b/tls/ca.key").exists());
+    // Started together: none is ready before a quorum is back.
+    let nodes: Vec<Node> = std::thread::scope(|s| {
+        let started: Vec<_> = dirs
+            .into_iter()
+            .map(|d| s.spawn(move || d.restart()))
+            .collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    wharf_cli(&["cluster", "status", "--wait", "3", "--data-dir", &dd]);
+    let id = file["id"].as_str().unwrap();
+    assert_eq!(nodes[0].download(&user, id).await, b"before the rotation");
+    // A certificate of the old CA no longer gets through: the nodes trust the new CA only.
+    let read = |f: &str| std::fs::read_to_string(old_b.join("tls").join(f)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&new_ca))
+        .identity(Identity::from_pem(read("node.pem"), read("node.key")))
+        .domain_name("wharf-node");
+    let refused = match Endpoint::from_shared(format!("https://{}", nodes[0].peer_addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+    {
+        Err(_) => true,
+        Ok(ch) => ClusterServiceClient::new(ch)
+            .status(Empty {})
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a certificate of the old CA was accepted");
+    // The same key under the new CA is still node 2 (its record pins the key).
+    let ch = channel_as(&dir.path().join("b"), &nodes[0].peer_addr).await;
+    assert!(ClusterServiceClient::new(ch).status(Empty {}).await.is_ok());
+}

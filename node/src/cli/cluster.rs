@@ -80,6 +80,20 @@ pub(super) enum ClusterCommand {
         #[arg(long, value_name = "FILE")]
         ca_key: std::path::PathBuf,
     },
+    /// Make a new cluster CA in DIR (ca.pem, ca.key): the first step of rotating the CA.
+    /// Then, with every node stopped, `wharf cluster reissue` on each; then start them.
+    NewCa {
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
+    /// Make this (stopped) node's certificate again under the CA in DIR, for the same key and
+    /// node id, and trust only that CA from now on.
+    Reissue {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_name = "DIR")]
+        ca_dir: std::path::PathBuf,
+    },
     /// Nodes, roles, leader, term, log and applied index, reachability.
     Status {
         #[command(flatten)]
@@ -120,6 +134,43 @@ pub(super) fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
                 Some(spec.spec()),
             )?;
             println!("{}", token.unwrap_or_default());
+            Ok(())
+        }
+        ClusterCommand::NewCa { out } => {
+            if out.join("ca.key").exists() {
+                anyhow::bail!("{} already holds a CA key", out.display());
+            }
+            std::fs::create_dir_all(&out)?;
+            crate::private_dir(&out)?;
+            let (ca_pem, ca_key) = wharf_cluster::tls::new_ca()?;
+            wharf_cluster::tls::write_file(&out.join("ca.key"), &ca_key, true)?;
+            wharf_cluster::tls::write_file(&out.join("ca.pem"), &ca_pem, false)?;
+            println!(
+                "a new cluster CA is in {}; stop every node, run `wharf cluster reissue --ca-dir {}` \
+                 on each, start them, then make new join tokens",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        ClusterCommand::Reissue { common, ca_dir } => {
+            let config = common.load()?;
+            let data_dir = &config.node.data_dir;
+            if !wharf_cluster::Identity::exists(data_dir) {
+                anyhow::bail!("{} holds no cluster", data_dir.display());
+            }
+            let read = |f: &str| {
+                let p = ca_dir.join(f);
+                std::fs::read_to_string(&p)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
+            };
+            let mut identity = wharf_cluster::Identity::load(data_dir)?;
+            let node_id = identity
+                .node_id()
+                .ok_or_else(|| anyhow::anyhow!("this node's certificate names no node id"))?;
+            identity.reissue_under(node_id, &read("ca.pem")?, &read("ca.key")?)?;
+            identity.save(data_dir)?;
+            println!("node {node_id}: certificate made again under the new CA");
             Ok(())
         }
         ClusterCommand::Token {
