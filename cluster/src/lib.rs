@@ -2,12 +2,14 @@
 //!
 //! - [`tls`]: the cluster CA, node certificates that name their node, join tokens.
 //! - [`network`]: openraft's transport over gRPC with mutual TLS, and the peer channel pool.
+//! - [`peer`]: who a call comes from (the certificate's node id) and whether it is trusted.
 //! - [`server`]: the gRPC services (Raft RPCs; join, forward, read index, status, membership).
 //! - [`meta`]: `Metadata`, a node's handle for writes (forwarded to the leader) and
 //!   linearizable reads.
 
 pub mod meta;
 pub mod network;
+pub mod peer;
 pub mod server;
 pub mod tls;
 

@@ -1,19 +1,17 @@
 //! The gRPC services a node serves to its peers: Raft's RPCs and the cluster service.
 //!
 //! Every call but Join and JoinStatus comes with a certificate signed by the cluster CA that
-//! names a node (see [`crate::tls`]); [`PeerCheck`] refuses it unless that node has a record
-//! in the cluster's state and was not removed, before the message is decoded. Calls that act
-//! for a node (Raft's RPCs as a leader or candidate, a command naming a node, AddNode) must
-//! name the certificate's node.
+//! names a node (see [`crate::tls`]); [`PeerCheck`] (in [`crate::peer`]) refuses it unless the
+//! cluster trusts that node, before the message is decoded. Calls that act for a node (Raft's
+//! RPCs as a leader or candidate, a command naming a node, AddNode) must name the
+//! certificate's node.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
 };
-use openraft::Vote;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use wharf_proto::cluster::cluster_service_server::{ClusterService, ClusterServiceServer};
@@ -27,101 +25,14 @@ use wharf_raft::{NodeId, Outcome, Raft, Request as LogRequest, TypeConfig, Wharf
 
 use crate::meta::Metadata;
 use crate::network::MAX_MESSAGE;
+use crate::peer::{acting_as, command_node, peer, vote_node};
+pub use crate::peer::{PeerCheck, PeerNode};
 use crate::tls::{self, Identity};
 use crate::Error;
 
 /// The largest cluster-service message (a forwarded command, a join request). Raft's own
 /// messages may be larger ([`MAX_MESSAGE`]); they are decoded only after the peer check.
 pub const MAX_CLUSTER_MESSAGE: usize = 8 << 20;
-
-/// The node a call comes from, as its certificate names it (set by [`PeerCheck`]).
-#[derive(Clone, Copy, Debug)]
-pub struct PeerNode(pub NodeId);
-
-/// Checks the certificate a call comes with, before its message is decoded: rustls has
-/// checked it against the cluster CA; here it must name a node the cluster trusts.
-#[derive(Clone)]
-pub struct PeerCheck {
-    meta: Metadata,
-    seed: Arc<tls::Seed>,
-    /// Refuse calls without a certificate here (every Raft RPC), rather than in the handler
-    /// (the cluster service, whose Join and JoinStatus come without one).
-    certificate_required: bool,
-}
-
-impl PeerCheck {
-    pub fn new(meta: Metadata, seed: tls::Seed, certificate_required: bool) -> Self {
-        Self {
-            meta,
-            seed: Arc::new(seed),
-            certificate_required,
-        }
-    }
-
-    fn check<T>(&self, req: &Request<T>) -> Result<Option<NodeId>, Status> {
-        let cert = req.peer_certs().and_then(|c| c.first().cloned());
-        let Some(cert) = cert else {
-            if self.certificate_required {
-                return Err(Status::unauthenticated(
-                    "a certificate signed by the cluster CA is required",
-                ));
-            }
-            return Ok(None);
-        };
-        let id = tls::cert_node_id(cert.as_ref()).ok_or_else(|| {
-            Status::unauthenticated("the certificate names no node of this cluster")
-        })?;
-        if !self.meta.peer_trusted(id, cert.as_ref(), &self.seed) {
-            return Err(Status::permission_denied(format!(
-                "node {id} is not a member of this cluster (removed, or never admitted)"
-            )));
-        }
-        Ok(Some(id))
-    }
-}
-
-impl tonic::service::Interceptor for PeerCheck {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(id) = self.check(&req)? {
-            req.extensions_mut().insert(PeerNode(id));
-        }
-        Ok(req)
-    }
-}
-
-/// The calling node; calls without a (trusted) certificate are refused.
-fn peer<T>(req: &Request<T>) -> Result<NodeId, Status> {
-    req.extensions()
-        .get::<PeerNode>()
-        .map(|p| p.0)
-        .ok_or_else(|| {
-            Status::unauthenticated("a certificate signed by the cluster CA is required")
-        })
-}
-
-/// A call that acts for `claimed` must come from that node's certificate.
-fn acting_as(from: NodeId, claimed: Option<NodeId>) -> Result<(), Status> {
-    match claimed {
-        Some(c) if c != from => Err(Status::permission_denied(format!(
-            "node {from}'s certificate cannot act as node {c}"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The node a command is on behalf of, when it names one.
-fn command_node(cmd: &Command) -> Option<NodeId> {
-    match cmd {
-        Command::Once { cmd, .. } => command_node(cmd),
-        Command::ChunkStaged { node, .. } | Command::ChunkOffloaded { node, .. } => Some(*node),
-        Command::LeaseScan { holder, .. } | Command::ScanFinished { holder, .. } => Some(*holder),
-        _ => None,
-    }
-}
-
-fn vote_node(v: &Vote<NodeId>) -> Option<NodeId> {
-    v.leader_id().voted_for()
-}
 
 fn decode<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, Status> {
     serde_json::from_slice(json).map_err(|e| Status::invalid_argument(format!("bad request: {e}")))
