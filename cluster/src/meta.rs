@@ -387,34 +387,26 @@ impl Metadata {
                 "node {id} is the cluster's only voter"
             )));
         }
-        if id == self.node_id {
-            // The leader removes itself: its followers must keep taking its entries until the
-            // membership change commits; its certificate is revoked after, through the next
-            // leader.
-            let change = if membership.voter_ids().any(|v| v == id) {
-                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-            } else {
-                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-            };
-            membership_change(&format!("removing node {id}"), || {
-                self.raft.change_membership(change.clone(), false)
-            })
-            .await?;
-            self.propose(Command::RemoveNode { node: id }).await?;
-            return Ok(());
-        }
-        // Its certificate is refused first, on every node as it applies this, so that the
-        // node being removed cannot act during the membership change.
-        self.propose(Command::RemoveNode { node: id }).await?;
         let change = if membership.voter_ids().any(|v| v == id) {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        membership_change(&format!("removing node {id}"), || {
-            self.raft.change_membership(change.clone(), false)
-        })
-        .await?;
+        let what = format!("removing node {id}");
+        let change_membership =
+            || membership_change(&what, || self.raft.change_membership(change.clone(), false));
+        if id == self.node_id {
+            // The leader removes itself: its followers must keep taking its entries until the
+            // membership change commits; its certificate is revoked after, through the next
+            // leader.
+            change_membership().await?;
+            self.propose(Command::RemoveNode { node: id }).await?;
+        } else {
+            // Its certificate is refused first, on every node as it applies this, so that the
+            // node being removed cannot act during the membership change.
+            self.propose(Command::RemoveNode { node: id }).await?;
+            change_membership().await?;
+        }
         Ok(())
     }
 

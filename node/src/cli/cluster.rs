@@ -195,12 +195,7 @@ pub(super) fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
             action: Some(TokenAction::List { api, json }),
             ..
         } => block_on(async {
-            let url = api.url("/v1/cluster/tokens");
-            let v: serde_json::Value = api
-                .send(reqwest::Client::new().get(url))
-                .await?
-                .json()
-                .await?;
+            let v = get_json(&api, "/v1/cluster/tokens").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
@@ -228,12 +223,7 @@ pub(super) fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }),
         ClusterCommand::Requests { api, json } => block_on(async {
-            let url = api.url("/v1/cluster/requests");
-            let v: serde_json::Value = api
-                .send(reqwest::Client::new().get(url))
-                .await?
-                .json()
-                .await?;
+            let v = get_json(&api, "/v1/cluster/requests").await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
@@ -256,12 +246,7 @@ pub(super) fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
         } => block_on(async {
             let key = std::fs::read_to_string(&ca_key)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", ca_key.display()))?;
-            let url = api.url("/v1/cluster/requests");
-            let v: serde_json::Value = api
-                .send(reqwest::Client::new().get(url))
-                .await?
-                .json()
-                .await?;
+            let v = get_json(&api, "/v1/cluster/requests").await?;
             let Some(csr) = v["requests"]
                 .as_array()
                 .into_iter()
@@ -309,6 +294,11 @@ pub(super) fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }),
     }
+}
+
+async fn get_json(api: &Api, path: &str) -> anyhow::Result<serde_json::Value> {
+    let resp = api.send(reqwest::Client::new().get(api.url(path))).await?;
+    Ok(resp.json().await?)
 }
 
 async fn fetch_status(api: &Api) -> anyhow::Result<ClusterStatus> {
