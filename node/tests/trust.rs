@@ -72,6 +72,23 @@ fn chunk_staged_by(node: u64) -> ModelCommand {
     }
 }
 
+/// Nodes a, b and c of one cluster under `dir`, all voters and caught up.
+fn three_nodes(dir: &Path) -> [Node; 3] {
+    let a = Node::start(&dir.join("a"));
+    let t = token(&a.data_dir, &["--uses", "2"]);
+    let join = |name: &str| {
+        Node::spawn(
+            &dir.join(name),
+            &[],
+            &["--join", &a.peer_addr, "--token", &t],
+        )
+    };
+    let (b, c) = (join("b"), join("c"));
+    let dd = a.data_dir.display().to_string();
+    wharf_cli(&["cluster", "status", "--wait", "3", "--data-dir", &dd]);
+    [a, b, c]
+}
+
 #[test]
 fn a_join_token_admits_as_many_nodes_as_it_says_and_a_revoked_or_expired_one_none() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,20 +183,8 @@ fn a_join_token_admits_as_many_nodes_as_it_says_and_a_revoked_or_expired_one_non
 #[tokio::test(flavor = "multi_thread")]
 async fn a_removed_nodes_certificate_is_refused_by_every_node_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Node::start(&dir.path().join("a"));
-    let t = token(&a.data_dir, &["--uses", "2"]);
-    let b = Node::spawn(
-        &dir.path().join("b"),
-        &[],
-        &["--join", &a.peer_addr, "--token", &t],
-    );
-    let c = Node::spawn(
-        &dir.path().join("c"),
-        &[],
-        &["--join", &a.peer_addr, "--token", &t],
-    );
+    let [a, b, c] = three_nodes(dir.path());
     let dd = a.data_dir.display().to_string();
-    wharf_cli(&["cluster", "status", "--wait", "3", "--data-dir", &dd]);
 
     // While it is a member, node 3's certificate is accepted by the others.
     for n in [&a, &b] {
@@ -245,20 +250,8 @@ async fn a_removed_nodes_certificate_is_refused_by_every_node_within_a_second() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nodes_certificate_cannot_act_as_another_node() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Node::start(&dir.path().join("a"));
-    let t = token(&a.data_dir, &["--uses", "2"]);
-    let b = Node::spawn(
-        &dir.path().join("b"),
-        &[],
-        &["--join", &a.peer_addr, "--token", &t],
-    );
-    let c = Node::spawn(
-        &dir.path().join("c"),
-        &[],
-        &["--join", &a.peer_addr, "--token", &t],
-    );
+    let [a, b, c] = three_nodes(dir.path());
     let dd = a.data_dir.display().to_string();
-    wharf_cli(&["cluster", "status", "--wait", "3", "--data-dir", &dd]);
 
     let ch = channel_as(&b.data_dir, &a.peer_addr).await;
     let cant = |e: tonic::Status| {
@@ -545,20 +538,8 @@ fn join_tokens_never_appear_in_logs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cluster_ca_is_rotated_with_the_nodes_stopped_and_the_old_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Node::start(&dir.path().join("a"));
-    let t = token(&a.data_dir, &["--uses", "2"]);
-    let b = Node::spawn(
-        &dir.path().join("b"),
-        &[],
-        &["--join", &a.peer_addr, "--token", &t],
-    );
-    let c = Node::spawn(
-        &dir.path().join("c"),
-        &[],
-        &["--join", &a.peer_addr, "--token", &t],
-    );
+    let [a, b, c] = three_nodes(dir.path());
     let dd = a.data_dir.display().to_string();
-    wharf_cli(&["cluster", "status", "--wait", "3", "--data-dir", &dd]);
     let user = a.token("ria", wharf_raft::model::Tier::Basic);
     let file = a.upload(&user, "kept.bin", b"before the rotation").await;
     // Node 2's identity under the old CA, kept to try it afterwards.
