@@ -175,14 +175,14 @@ impl Cluster {
         };
         c.spawn(0, &[])?;
         c.wait_ready(0, Duration::from_secs(30)).await?;
-        let token = c.join_token(0)?;
-        let join = [
-            "--join".to_string(),
-            c.slots[0].peer.to_string(),
-            "--token".into(),
-            token,
-        ];
         for i in 1..n {
+            // A join token admits one node.
+            let join = [
+                "--join".to_string(),
+                c.slots[0].peer.to_string(),
+                "--token".into(),
+                c.join_token(0)?,
+            ];
             c.spawn(i, &join)?;
             c.wait_ready(i, Duration::from_secs(60)).await?;
         }
@@ -344,10 +344,12 @@ impl Cluster {
         self.wait_ready(i, Duration::from_secs(60)).await
     }
 
+    /// A join token for one node, made through node `i` (a running member) with an admin token.
     fn join_token(&self, i: usize) -> anyhow::Result<String> {
         let out = Command::new(&self.wharf)
-            .args(["cluster", "token", "--data-dir"])
-            .arg(&self.slots[i].data_dir)
+            .args(["cluster", "token", "--node"])
+            .arg(format!("http://{}", self.slots[i].http))
+            .env("WHARF_ADMIN_TOKEN", token("chaos-operator", "admin"))
             .output()?;
         if !out.status.success() {
             bail!(
