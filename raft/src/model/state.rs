@@ -188,6 +188,27 @@ impl<K: Kv> State<K> {
         out
     }
 
+    /// Up to `limit` keys under `prefix` that sort before `before`.
+    pub(crate) fn keys_under_before(
+        &self,
+        prefix: &[u8],
+        before: &[u8],
+        limit: usize,
+    ) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return out;
+        }
+        self.kv.scan(prefix, None, &mut |k, _| {
+            if k >= before {
+                return false;
+            }
+            out.push(k.to_vec());
+            out.len() < limit
+        });
+        out
+    }
+
     pub(crate) fn read_at<T: DeserializeOwned>(&self, key: &[u8]) -> Option<T> {
         self.read(key)
     }
