@@ -49,8 +49,9 @@ fn open(dir: &std::path::Path) -> (LogStore, StateMachineStore) {
     retry(|| wharf_raft::open(dir, &Options::default()))
 }
 
+/// sled opened the way wharf opens a database it created (8 MiB segments).
 fn sled_open(dir: &std::path::Path) -> sled::Db {
-    retry(|| sled::open(dir))
+    retry(|| sled::Config::new().path(dir).segment_size(8 << 20).open())
 }
 
 fn retry<T, E: std::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> T {
@@ -212,6 +213,31 @@ async fn a_data_dir_of_an_unknown_format_version_is_refused() {
     };
     let msg = err.to_string();
     assert!(msg.contains("format version 7"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_database_made_with_sleds_default_segment_size_still_opens() {
+    // Data dirs made before wharf set its own segment size have sled's 512 KiB, which sled
+    // requires at every later open.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = retry(|| sled::open(dir.path()));
+        db.open_tree("raft").unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let (mut log, _sm) = open(dir.path());
+        let vote = openraft::Vote::new_committed(2, 1);
+        log.save_vote(&vote).await.unwrap();
+    }
+    let (mut log, _sm) = open(dir.path());
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(openraft::Vote::new_committed(2, 1))
+    );
+    let conf =
+        String::from_utf8_lossy(&std::fs::read(dir.path().join("conf")).unwrap()).into_owned();
+    assert!(conf.contains("segment_size: 524288"), "{conf}");
 }
 
 #[tokio::test]

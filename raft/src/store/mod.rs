@@ -60,6 +60,7 @@ pub fn open(dir: &Path, opts: &Options) -> Result<(LogStore, StateMachineStore),
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(opts.cache_capacity)
+        .segment_size(segment_size(dir))
         .open()?;
     migrate::prepare(&db, dir)?;
     let logs = LogStore {
@@ -69,6 +70,26 @@ pub fn open(dir: &Path, opts: &Options) -> Result<(LogStore, StateMachineStore),
     };
     let sm = StateMachineStore::open(db, dir)?;
     Ok((logs, sm))
+}
+
+/// sled's segment size for a new database. sled frees a segment only once at most half of it
+/// is live, and its pages are rewritten often, so small segments hold much dead data: with
+/// 8 MiB instead of sled's 512 KiB, 40,000 one-request files took about 40% less disk (sled
+/// alone, the same records). sled accepts at most 16 MiB.
+const SEGMENT_SIZE: usize = 8 << 20;
+
+/// The segment size of the database in `dir`: sled refuses to open a database with another
+/// one than it was created with, so an existing database keeps its own (sled's 512 KiB
+/// before this default).
+fn segment_size(dir: &Path) -> usize {
+    // The file ends in a binary checksum: read it as bytes.
+    let Ok(conf) = std::fs::read(dir.join("conf")) else {
+        return SEGMENT_SIZE;
+    };
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size: ")?.trim().parse().ok())
+        .unwrap_or(SEGMENT_SIZE)
 }
 
 #[derive(Clone)]
