@@ -191,6 +191,47 @@ async fn a_damaged_snapshot_is_refused_and_the_state_kept() {
 }
 
 #[tokio::test]
+async fn a_snapshot_file_of_version_1_uncompressed_still_installs() {
+    // Nodes before compressed snapshots wrote version 1: the same records, not compressed.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_la, mut sa) = open(a.path());
+    sa.apply((1..=50).map(set_quota)).await.unwrap();
+    let snap = sa
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut v2 = Vec::new();
+    let mut from = snap.snapshot;
+    tokio::io::AsyncReadExt::read_to_end(&mut from, &mut v2)
+        .await
+        .unwrap();
+    assert_eq!(
+        &v2[8..12],
+        &2u32.to_le_bytes(),
+        "snapshots are written as version 2"
+    );
+    let mut v1 = v2[..8].to_vec();
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    let body = zstd::decode_all(&v2[12..]).unwrap();
+    // The records and the end mark, without version 2's checksum; version 1's covers its own
+    // header.
+    v1.extend_from_slice(&body[..body.len() - 32]);
+    let sum = *blake3::hash(&v1).as_bytes();
+    v1.extend_from_slice(&sum);
+    assert!(v1.len() > v2.len(), "version 2 is compressed");
+
+    let (_lb, mut sb) = open(b.path());
+    let mut into = sb.begin_receiving_snapshot().await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut *into, &v1)
+        .await
+        .unwrap();
+    sb.install_snapshot(&snap.meta, into).await.unwrap();
+    assert_eq!(sb.view().digest(), sa.view().digest());
+}
+
+#[tokio::test]
 async fn a_data_dir_of_an_unknown_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));

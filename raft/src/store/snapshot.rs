@@ -1,8 +1,10 @@
 //! Snapshot files, and the point-in-time view of the `state` tree they are built from.
 //!
-//! A file is `SNAPSHOT_MAGIC`, the format version (u32 LE), then records `(u32 LE key length,
+//! A file is `SNAPSHOT_MAGIC`, the snapshot version (u32 LE), then records `(u32 LE key length,
 //! key, u32 LE value length, value)` in key order, then `u32::MAX` and the BLAKE3 of every byte
-//! before it. It is written and read as a stream: neither side holds the state in memory.
+//! before it (uncompressed). From version 2 on, everything after the version is one zstd stream
+//! (version 1, written before, is read too). It is written and read as a stream: neither side
+//! holds the state in memory.
 //!
 //! sled has no point-in-time view, so the builder makes one. It walks the tree in key order,
 //! a page at a time; while it does, every commit of the state machine first saves, for each key
@@ -20,11 +22,16 @@ use std::path::Path;
 use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::FORMAT_VERSION;
 use crate::model::keys;
 use crate::{NodeId, WharfNode};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"WHARFSNP";
+/// Snapshot versions (the records inside are the data dir's format version 1 either way).
+const PLAIN: u32 = 1;
+const COMPRESSED: u32 = 2;
+/// zstd's fastest level: the records (hex ids and hashes, repeated key prefixes) shrink to
+/// about a third already, and the build stays cheap.
+const ZSTD_LEVEL: i32 = 1;
 const END: u32 = u32::MAX;
 /// No record is this large; a length above it means a corrupt file.
 const MAX_RECORD: usize = 256 << 20;
@@ -133,12 +140,16 @@ pub fn write_file(
     mut pages: impl FnMut() -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>>,
 ) -> std::io::Result<u64> {
     let file = std::fs::File::create(path)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(SNAPSHOT_MAGIC)?;
+    out.write_all(&COMPRESSED.to_le_bytes())?;
+    let mut hash = blake3::Hasher::new();
+    hash.update(SNAPSHOT_MAGIC);
+    hash.update(&COMPRESSED.to_le_bytes());
     let mut w = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hash: blake3::Hasher::new(),
+        inner: zstd::Encoder::new(out, ZSTD_LEVEL)?,
+        hash,
     };
-    w.write_all(SNAPSHOT_MAGIC)?;
-    w.write_all(&FORMAT_VERSION.to_le_bytes())?;
     let mut n = 0;
     loop {
         let page = pages()?;
@@ -155,9 +166,10 @@ pub fn write_file(
     }
     w.write_all(&END.to_le_bytes())?;
     let sum = *w.hash.finalize().as_bytes();
-    let mut inner = w.inner;
-    inner.write_all(&sum)?;
-    let file = inner.into_inner().map_err(|e| e.into_error())?;
+    let mut zstd = w.inner;
+    zstd.write_all(&sum)?;
+    let out = zstd.finish()?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     Ok(n)
 }
@@ -189,8 +201,26 @@ pub fn read_file(
     mut visit: impl FnMut(Vec<u8>, Vec<u8>) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
     let file = std::fs::File::open(path)?;
-    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut file = BufReader::with_capacity(1 << 20, file);
+    let mut header = [0u8; 12];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(format!("snapshot file ends early: {e}")))?;
+    if &header[..8] != SNAPSHOT_MAGIC {
+        return Err(bad("not a wharf snapshot (bad magic bytes)"));
+    }
+    let version = u32::from_le_bytes(header[8..].try_into().expect("4 bytes"));
+    let mut r: Box<dyn Read> = match version {
+        PLAIN => Box::new(file),
+        COMPRESSED => Box::new(zstd::Decoder::with_buffer(file)?),
+        _ => {
+            return Err(bad(format!(
+                "snapshot version {version} is not supported by this wharf (it reads versions \
+                 {PLAIN} and {COMPRESSED})"
+            )))
+        }
+    };
     let mut hash = blake3::Hasher::new();
+    hash.update(&header);
     let mut read = |n: usize, hash: &mut blake3::Hasher| -> std::io::Result<Vec<u8>> {
         if n > MAX_RECORD {
             return Err(bad(format!(
@@ -199,21 +229,10 @@ pub fn read_file(
         }
         let mut buf = vec![0u8; n];
         r.read_exact(&mut buf)
-            .map_err(|e| bad(format!("snapshot file ends early: {e}")))?;
+            .map_err(|e| bad(format!("snapshot file is damaged or ends early: {e}")))?;
         hash.update(&buf);
         Ok(buf)
     };
-    let magic = read(8, &mut hash)?;
-    if magic != SNAPSHOT_MAGIC {
-        return Err(bad("not a wharf snapshot (bad magic bytes)"));
-    }
-    let version = u32::from_le_bytes(read(4, &mut hash)?.try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
-        return Err(bad(format!(
-            "snapshot format version {version} is not supported by this wharf (it reads version \
-             {FORMAT_VERSION})"
-        )));
-    }
     let mut n = 0;
     loop {
         let len = u32::from_le_bytes(read(4, &mut hash)?.try_into().expect("4 bytes"));
@@ -228,6 +247,7 @@ pub fn read_file(
     }
     let expected = *hash.finalize().as_bytes();
     let mut sum = [0u8; 32];
+    drop(read);
     r.read_exact(&mut sum)
         .map_err(|e| bad(format!("snapshot file has no checksum: {e}")))?;
     if sum != expected {
