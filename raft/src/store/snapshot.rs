@@ -247,7 +247,6 @@ pub fn read_file(
     }
     let expected = *hash.finalize().as_bytes();
     let mut sum = [0u8; 32];
-    drop(read);
     r.read_exact(&mut sum)
         .map_err(|e| bad(format!("snapshot file has no checksum: {e}")))?;
     if sum != expected {
