@@ -94,15 +94,27 @@ impl Metadata {
             .map_err(|e| Error::Unavailable(format!("initialising the cluster: {e}")))
     }
 
-    /// Waits for a leader and for this node to apply what is committed.
+    /// Waits (up to `timeout` in all) for a leader and for this node to apply what is
+    /// committed.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
         self.raft
             .wait(Some(timeout))
             .metrics(|m| m.current_leader.is_some(), "a leader")
             .await
             .map_err(|e| Error::Unavailable(format!("waiting for a leader: {e}")))?;
-        drop(self.linearizable().await?);
-        Ok(())
+        // A node that restarts far behind may need longer than one read waits (snapshots to
+        // receive and install): it asks again, with a new read index, until the deadline.
+        loop {
+            match self.linearizable().await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::info!(error = %e, "not caught up with the cluster yet; waiting");
+                    tokio::time::sleep(RETRY).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The applied state as this node has it (may lag the leader).

@@ -447,7 +447,8 @@ mod tests {
         }
     }
 
-    /// A snapshot of `users` users with long names, as a leader would send it.
+    /// A snapshot of `users` users with long names, as a leader would send it. The names are
+    /// hex digits of a hash, so the compressed file still has about 5 KB per user.
     async fn snapshot_of(
         dir: &std::path::Path,
         users: u64,
@@ -456,7 +457,14 @@ mod tests {
         let entries = (1..=users).map(|i| Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
             payload: EntryPayload::Normal(LogRequest(Command::SetQuota {
-                user: format!("{i:0>2000}"),
+                user: {
+                    let mut name = vec![0u8; 5_000];
+                    blake3::Hasher::new()
+                        .update(&i.to_le_bytes())
+                        .finalize_xof()
+                        .fill(&mut name);
+                    hex::encode(name)
+                },
                 quota: i,
             })),
         });
