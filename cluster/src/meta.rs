@@ -145,13 +145,17 @@ impl Metadata {
         // One request id for every try: a try whose outcome was lost may still commit, and
         // the state machine then answers the next try with its outcome instead of applying
         // the command twice.
-        let cmd = Command::Once {
-            id: request_id(),
-            at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            cmd: Box::new(cmd),
+        let cmd = if cmd.answers_its_own_retries() {
+            cmd
+        } else {
+            Command::Once {
+                id: request_id(),
+                at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                cmd: Box::new(cmd),
+            }
         };
         let deadline = Instant::now() + PATIENCE;
         loop {

@@ -57,6 +57,56 @@ fn racing_creates_for_the_last_quota_admit_exactly_one() {
 }
 
 #[test]
+fn a_create_applied_again_answers_the_same_upload_and_reserves_once() {
+    // Creates are proposed without a request id (`answers_its_own_retries`): a retry whose
+    // first try committed is this same command applied a second time.
+    let mut s = State::default();
+    let create = Command::CreateUpload {
+        upload_id: "u1".into(),
+        owner: "ann".into(),
+        tier: Tier::Basic,
+        limits: LIMITS,
+        name: "x".into(),
+        mime: None,
+        size: 60,
+        chunk_size: CHUNK,
+        blake3: None,
+        idempotency_key: Some("k".into()),
+        ttl_ms: TTL,
+        now: 1,
+    };
+    assert!(create.answers_its_own_retries());
+    let Ok(Outcome::Upload(first)) = apply(&mut s, create.clone()) else {
+        panic!("the create was refused")
+    };
+    let Ok(Outcome::Upload(again)) = apply(&mut s, create.clone()) else {
+        panic!("the create applied again was refused")
+    };
+    assert_eq!(again, first);
+    let user = s.user("ann").unwrap();
+    assert_eq!((user.reserved, user.active_uploads), (60, 1));
+
+    // Applied again after the upload was aborted: the aborted upload, as it is now, and no
+    // new reservation.
+    apply(
+        &mut s,
+        Command::AbortUpload {
+            owner: "ann".into(),
+            upload_id: "u1".into(),
+            now: 2,
+        },
+    )
+    .unwrap();
+    let Ok(Outcome::Upload(late)) = apply(&mut s, create) else {
+        panic!("the create applied after the abort was refused")
+    };
+    assert_eq!(late.id, "u1");
+    assert_ne!(late.state, first.state);
+    let user = s.user("ann").unwrap();
+    assert_eq!((user.reserved, user.active_uploads), (0, 0));
+}
+
+#[test]
 fn staged_chunk_with_different_content_is_a_conflict() {
     let mut s = State::default();
     apply(

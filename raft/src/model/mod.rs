@@ -217,6 +217,16 @@ pub enum Command {
     ScannerFound,
 }
 
+impl Command {
+    /// Whether applying this command a second time (a proposal retried after its first try
+    /// committed) already answers as the first time did, so it needs no `Once` request id.
+    /// A create names its upload id: applied again, it finds that upload and answers it as it
+    /// is now, as `Once` would, and it saves the request id's two records on every create.
+    pub fn answers_its_own_retries(&self) -> bool {
+        matches!(self, Command::CreateUpload { .. })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Done,
