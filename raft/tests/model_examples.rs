@@ -21,6 +21,24 @@ fn apply(s: &mut State, cmd: Command) -> Result<Outcome, ModelError> {
     res
 }
 
+/// A create by ann of an upload named "x" (the fields the examples vary are arguments).
+fn create_upload(id: &str, size: u64, idempotency_key: Option<&str>, now: u64) -> Command {
+    Command::CreateUpload {
+        upload_id: id.into(),
+        owner: "ann".into(),
+        tier: Tier::Basic,
+        limits: LIMITS,
+        name: "x".into(),
+        mime: None,
+        size,
+        chunk_size: CHUNK,
+        blake3: None,
+        idempotency_key: idempotency_key.map(Into::into),
+        ttl_ms: TTL,
+        now,
+    }
+}
+
 #[test]
 fn racing_creates_for_the_last_quota_admit_exactly_one() {
     let mut s = State::default();
@@ -32,20 +50,7 @@ fn racing_creates_for_the_last_quota_admit_exactly_one() {
         },
     )
     .unwrap();
-    let create = |id: &str| Command::CreateUpload {
-        upload_id: id.into(),
-        owner: "ann".into(),
-        tier: Tier::Basic,
-        limits: LIMITS,
-        name: "x".into(),
-        mime: None,
-        size: 60,
-        chunk_size: CHUNK,
-        blake3: None,
-        idempotency_key: None,
-        ttl_ms: TTL,
-        now: 1,
-    };
+    let create = |id: &str| create_upload(id, 60, None, 1);
     assert!(apply(&mut s, create("a")).is_ok());
     assert!(matches!(
         apply(&mut s, create("b")),
@@ -61,20 +66,7 @@ fn a_create_applied_again_answers_the_same_upload_and_reserves_once() {
     // Creates are proposed without a request id (`answers_its_own_retries`): a retry whose
     // first try committed is this same command applied a second time.
     let mut s = State::default();
-    let create = Command::CreateUpload {
-        upload_id: "u1".into(),
-        owner: "ann".into(),
-        tier: Tier::Basic,
-        limits: LIMITS,
-        name: "x".into(),
-        mime: None,
-        size: 60,
-        chunk_size: CHUNK,
-        blake3: None,
-        idempotency_key: Some("k".into()),
-        ttl_ms: TTL,
-        now: 1,
-    };
+    let create = create_upload("u1", 60, Some("k"), 1);
     assert!(create.answers_its_own_retries());
     let Ok(Outcome::Upload(first)) = apply(&mut s, create.clone()) else {
         panic!("the create was refused")
@@ -109,24 +101,7 @@ fn a_create_applied_again_answers_the_same_upload_and_reserves_once() {
 #[test]
 fn staged_chunk_with_different_content_is_a_conflict() {
     let mut s = State::default();
-    apply(
-        &mut s,
-        Command::CreateUpload {
-            upload_id: "u".into(),
-            owner: "ann".into(),
-            tier: Tier::Basic,
-            limits: LIMITS,
-            name: "x".into(),
-            mime: None,
-            size: 100,
-            chunk_size: CHUNK,
-            blake3: None,
-            idempotency_key: None,
-            ttl_ms: TTL,
-            now: 1,
-        },
-    )
-    .unwrap();
+    apply(&mut s, create_upload("u", 100, None, 1)).unwrap();
     let stage = |h: &str, len: u64| Command::ChunkStaged {
         owner: "ann".into(),
         upload_id: "u".into(),
@@ -193,20 +168,7 @@ fn a_retried_request_is_applied_once_and_forgotten_after_a_while() {
 #[test]
 fn ended_uploads_and_their_idempotency_keys_are_forgotten_after_the_retention() {
     let mut s = State::default();
-    let create = |id: &str, now: u64| Command::CreateUpload {
-        upload_id: id.into(),
-        owner: "ann".into(),
-        tier: Tier::Basic,
-        limits: LIMITS,
-        name: "x".into(),
-        mime: None,
-        size: 10,
-        chunk_size: CHUNK,
-        blake3: None,
-        idempotency_key: Some("k".into()),
-        ttl_ms: TTL,
-        now,
-    };
+    let create = |id: &str, now: u64| create_upload(id, 10, Some("k"), now);
     let expire = |now: u64| Command::ExpireUploads {
         now,
         retention_ms: Some(5_000),
@@ -304,20 +266,7 @@ fn a_retried_delete_answers_with_the_file_it_deleted() {
 #[test]
 fn a_late_offload_from_a_node_declared_lost_is_refused() {
     let mut s = State::default();
-    let up = Command::CreateUpload {
-        upload_id: "u".into(),
-        owner: "ann".into(),
-        tier: Tier::Basic,
-        limits: LIMITS,
-        name: "x".into(),
-        mime: None,
-        size: 10,
-        chunk_size: CHUNK,
-        blake3: None,
-        idempotency_key: None,
-        ttl_ms: TTL,
-        now: 1,
-    };
+    let up = create_upload("u", 10, None, 1);
     apply(&mut s, up).unwrap();
     let staged = |node: u64| Command::ChunkStaged {
         owner: "ann".into(),

@@ -54,6 +54,27 @@ fn sled_open(dir: &std::path::Path) -> sled::Db {
     retry(|| sled::Config::new().path(dir).segment_size(8 << 20).open())
 }
 
+/// A snapshot of `sm` built now: its meta and the file's bytes.
+async fn built_snapshot(
+    sm: &mut StateMachineStore,
+) -> (
+    openraft::SnapshotMeta<NodeId, wharf_raft::WharfNode>,
+    Vec<u8>,
+) {
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    let mut from = snap.snapshot;
+    tokio::io::AsyncReadExt::read_to_end(&mut from, &mut bytes)
+        .await
+        .unwrap();
+    (snap.meta, bytes)
+}
+
 fn retry<T, E: std::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -152,17 +173,7 @@ async fn a_damaged_snapshot_is_refused_and_the_state_kept() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_la, mut sa) = open(a.path());
     sa.apply((1..=50).map(set_quota)).await.unwrap();
-    let snap = sa
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-    let mut bytes = Vec::new();
-    let mut from = snap.snapshot;
-    tokio::io::AsyncReadExt::read_to_end(&mut from, &mut bytes)
-        .await
-        .unwrap();
+    let (meta, bytes) = built_snapshot(&mut sa).await;
 
     let (_lb, mut sb) = open(b.path());
     sb.apply((1..=7).map(set_quota)).await.unwrap();
@@ -184,7 +195,7 @@ async fn a_damaged_snapshot_is_refused_and_the_state_kept() {
         tokio::io::AsyncWriteExt::write_all(&mut *into, &damaged)
             .await
             .unwrap();
-        let err = sb.install_snapshot(&snap.meta, into).await.unwrap_err();
+        let err = sb.install_snapshot(&meta, into).await.unwrap_err();
         eprintln!("{what}: {err}");
         assert_eq!(sb.view().digest(), before, "{what} changed the state");
     }
@@ -196,17 +207,7 @@ async fn a_snapshot_file_of_version_1_uncompressed_still_installs() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_la, mut sa) = open(a.path());
     sa.apply((1..=50).map(set_quota)).await.unwrap();
-    let snap = sa
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-    let mut v2 = Vec::new();
-    let mut from = snap.snapshot;
-    tokio::io::AsyncReadExt::read_to_end(&mut from, &mut v2)
-        .await
-        .unwrap();
+    let (meta, v2) = built_snapshot(&mut sa).await;
     assert_eq!(
         &v2[8..12],
         &2u32.to_le_bytes(),
@@ -227,7 +228,7 @@ async fn a_snapshot_file_of_version_1_uncompressed_still_installs() {
     tokio::io::AsyncWriteExt::write_all(&mut *into, &v1)
         .await
         .unwrap();
-    sb.install_snapshot(&snap.meta, into).await.unwrap();
+    sb.install_snapshot(&meta, into).await.unwrap();
     assert_eq!(sb.view().digest(), sa.view().digest());
 }
 
