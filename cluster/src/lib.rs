@@ -224,23 +224,56 @@ pub async fn fetch_secrets(peers: &Peers, addr: &str) -> Result<String, Error> {
     Ok(reply.into_inner().jwt_secret)
 }
 
-/// Asks the cluster (through the node at `addr`) to add this node, now that it serves Raft.
+/// Asks the cluster (through the node at `addr`) to add this node, now that it serves Raft;
+/// retrying for [`JOIN_WAIT`] while the cluster cannot be reached or has no leader. The answer
+/// can be lost after the change was made (the node asked dies before it answers): this node's
+/// own log then names it, and that is an answer too. Later attempts go to the leader this
+/// node has learned of, if any.
 pub async fn add_self(
+    meta: &meta::Metadata,
     peers: &Peers,
     addr: &str,
     node_id: u64,
     node: &wharf_raft::WharfNode,
     learner: bool,
 ) -> Result<(), Error> {
-    peers
-        .cluster_client(addr)?
-        .add_node(AddNodeRequest {
-            node_id,
-            peer_addr: node.peer_addr.clone(),
-            http_addr: node.http_addr.clone(),
-            learner,
-        })
-        .await
-        .map_err(Error::from_status)?;
-    Ok(())
+    let deadline = std::time::Instant::now() + JOIN_WAIT;
+    let mut target = addr.to_string();
+    loop {
+        let asked = peers
+            .cluster_client(&target)?
+            .add_node(AddNodeRequest {
+                node_id,
+                peer_addr: node.peer_addr.clone(),
+                http_addr: node.http_addr.clone(),
+                learner,
+            })
+            .await;
+        let status = match asked {
+            Ok(_) => return Ok(()),
+            Err(s) => s,
+        };
+        if meta.membership_names(node_id, !learner) {
+            tracing::info!(
+                node_id,
+                "the cluster added this node (its answer was lost: {status})"
+            );
+            return Ok(());
+        }
+        let worth_retrying = matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+        );
+        if !worth_retrying || std::time::Instant::now() > deadline {
+            return Err(Error::from_status(status));
+        }
+        tracing::info!(node_id, "asking {target} to add this node again: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        if let Some(leader) = meta.leader_peer_addr() {
+            target = leader;
+        }
+    }
 }

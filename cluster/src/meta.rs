@@ -473,6 +473,22 @@ impl Metadata {
     }
 
     /// Whether `id` is in the membership (as a voter or a learner).
+    /// Whether this node's latest membership names `id` (as a voter, when `voter`).
+    pub fn membership_names(&self, id: NodeId, voter: bool) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        if voter {
+            membership.voter_ids().any(|v| v == id)
+        } else {
+            membership.get_node(&id).is_some()
+        }
+    }
+
+    /// The peer address of the leader this node knows of, if any.
+    pub fn leader_peer_addr(&self) -> Option<String> {
+        self.leader_addr().map(|(_, addr)| addr)
+    }
+
     pub fn is_member(&self, id: NodeId) -> bool {
         self.raft
             .metrics()

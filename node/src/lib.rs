@@ -461,7 +461,7 @@ pub async fn run(
     if let (false, Some(addr)) = (initialized, joined_through) {
         let addr = if join.is_empty() { addr } else { join.clone() };
         tracing::info!(node_id, "asking the cluster to add this node");
-        wharf_cluster::add_self(&peers, &addr, node_id, &me, config.cluster.learner)
+        wharf_cluster::add_self(&meta, &peers, &addr, node_id, &me, config.cluster.learner)
             .await
             .with_context(|| format!("asking {addr} to add node {node_id}"))?;
     }
