@@ -225,28 +225,70 @@ fn ended_uploads_and_their_idempotency_keys_are_forgotten_after_the_retention() 
     }
 }
 
+/// A one-request file of ann's, 5 bytes named "a.txt" (upload and file ids, and the key, vary).
+fn store_file(upload_id: &str, file_id: &str, idempotency_key: Option<&str>) -> Command {
+    Command::StoreFile {
+        upload_id: upload_id.into(),
+        file_id: file_id.into(),
+        owner: "ann".into(),
+        tier: Tier::Basic,
+        limits: LIMITS,
+        name: "a.txt".into(),
+        mime: None,
+        size: 5,
+        blake3: "h".into(),
+        idempotency_key: idempotency_key.map(Into::into),
+        object_key: format!("uploads/{upload_id}"),
+        scan: false,
+        now: 1,
+    }
+}
+
+/// The keys of `s` by their kind (the part before the first `/`).
+fn kinds(s: &State) -> Vec<String> {
+    let mut kinds: Vec<String> = s
+        .kv()
+        .0
+        .keys()
+        .map(|k| {
+            String::from_utf8_lossy(k)
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    kinds.dedup();
+    kinds
+}
+
+#[test]
+fn a_one_request_file_keeps_an_upload_record_only_for_its_idempotency_key() {
+    let mut s = State::default();
+    let file = apply(&mut s, store_file("u1", "f1", None)).unwrap();
+    // The file, its id index, its blob and the blob's file index, and the owner: no upload.
+    assert_eq!(kinds(&s), ["b", "f", "fb", "fi", "u"]);
+    assert!(s.upload_record("ann", "u1").is_none());
+    // Applied again (a retry whose first answer was lost), it answers the same file, once.
+    assert_eq!(apply(&mut s, store_file("u1", "f1", None)).unwrap(), file);
+    assert_eq!(s.file("ann", "f1").map(|f| f.size), Some(5));
+    assert_eq!(s.user("ann").unwrap().used, 5);
+
+    let keyed = apply(&mut s, store_file("u2", "f2", Some("k"))).unwrap();
+    assert!(s.upload_record("ann", "u2").is_some());
+    // The key answers the file it made, and nothing more is stored.
+    assert_eq!(
+        apply(&mut s, store_file("u3", "f3", Some("k"))).unwrap(),
+        keyed
+    );
+    assert!(s.file("ann", "f3").is_none());
+    assert_eq!(s.user("ann").unwrap().used, 10);
+}
+
 #[test]
 fn a_retried_delete_answers_with_the_file_it_deleted() {
     let mut s = State::default();
-    let file = apply(
-        &mut s,
-        Command::StoreFile {
-            upload_id: "u1".into(),
-            file_id: "f1".into(),
-            owner: "ann".into(),
-            tier: Tier::Basic,
-            limits: LIMITS,
-            name: "a.txt".into(),
-            mime: None,
-            size: 5,
-            blake3: "h".into(),
-            idempotency_key: None,
-            object_key: "uploads/u1".into(),
-            scan: false,
-            now: 1,
-        },
-    )
-    .unwrap();
+    let file = apply(&mut s, store_file("u1", "f1", None)).unwrap();
     let delete = Command::Once {
         id: "r1".into(),
         at: 2,

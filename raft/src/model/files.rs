@@ -162,10 +162,13 @@ pub(super) fn store<K: KvMut>(state: &mut State<K>, n: NewFile) -> ApplyResult {
         },
     );
     state.put_user(&user);
+    // The upload record of a one-request file serves only its idempotency key (no client
+    // ever sees its upload id): without a key, the file, its blob and their indexes are all
+    // that is kept, half the records of a small file.
     if let Some(k) = &n.idempotency_key {
         state.put_idempotency(owner, k, &n.upload_id);
+        state.save_upload(None, &upload);
     }
-    state.save_upload(None, &upload);
     Ok(Outcome::File(file))
 }
 

@@ -116,7 +116,8 @@ pub enum Command {
     },
     /// A whole file in one command (the one-request upload of a small file): its bytes are
     /// already durable at `object_key`. Reserves nothing: checks the limits and the quota,
-    /// records the blob, the file and an upload record (stored), and counts the bytes as used.
+    /// records the blob and the file (and, with an idempotency key, a stored upload record that
+    /// keeps the key), and counts the bytes as used.
     StoreFile {
         upload_id: String,
         file_id: String,
