@@ -2,7 +2,7 @@
 //! and the store's own guarantees: snapshots as files that are exactly the state at their log
 //! id (even while writes go on), installs that replace the state, refused unknown formats.
 
-use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
@@ -373,6 +373,29 @@ async fn a_purge_cut_short_by_a_crash_leaves_the_log_ending_at_the_purge_point()
         Some(log_id(8)),
         "the log ends before its purge point"
     );
+}
+
+#[tokio::test]
+async fn a_purge_of_more_entries_than_one_batch_removes_them_all_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let db = sled_open(dir.path());
+        let log = db.open_tree("log").unwrap();
+        for i in 1..=3_000u64 {
+            log.insert(i.to_be_bytes(), wharf_raft::codec::encode(&set_quota(i)))
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let (mut log, _sm) = open(dir.path());
+    log.purge(log_id(2_500)).await.unwrap();
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!(st.last_purged_log_id, Some(log_id(2_500)));
+    assert_eq!(st.last_log_id, Some(log_id(3_000)));
+    let left = log.try_get_log_entries(0..=3_000).await.unwrap();
+    let indexes: Vec<u64> = left.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(indexes, (2_501..=3_000).collect::<Vec<_>>());
 }
 
 #[tokio::test]

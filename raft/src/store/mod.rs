@@ -78,6 +78,9 @@ pub fn open(dir: &Path, opts: &Options) -> Result<(LogStore, StateMachineStore),
 /// alone, the same records). sled accepts at most 16 MiB.
 const SEGMENT_SIZE: usize = 8 << 20;
 
+/// Log entries removed per sled batch when the log is purged.
+const PURGE_BATCH: usize = 1024;
+
 /// The segment size of the database in `dir`: sled refuses to open a database with another
 /// one than it was created with, so an existing database keeps its own (sled's 512 KiB
 /// before this default).
@@ -245,11 +248,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Record the purge point first: a crash half-way leaves extra entries, never a hole.
         self.put_meta(LAST_PURGED, &log_id).await?;
-        let mut batch = sled::Batch::default();
-        for kv in self.logs.range(..=log_id.index.to_be_bytes()) {
-            batch.remove(kv.map_err(read_err)?.0);
+        // Oldest first, a batch at a time: a crash between batches leaves a suffix of the
+        // purged entries (harmless, as above), and no batch holds the whole purge (a purge
+        // after a snapshot covers up to `snapshot_every` entries).
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for k in self
+                .logs
+                .range(..=log_id.index.to_be_bytes())
+                .keys()
+                .take(PURGE_BATCH)
+            {
+                batch.remove(k.map_err(read_err)?);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            self.logs.apply_batch(batch).map_err(write_err)?;
         }
-        self.logs.apply_batch(batch).map_err(write_err)?;
         self.db.flush_async().await.map_err(write_err)?;
         Ok(())
     }
