@@ -5,7 +5,8 @@
 //! `BTreeMap` ([`MemKv`], for the model tests) or in sled (the node's state machine, which
 //! buffers a batch's writes and commits them with the last-applied log id in one sled batch).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 /// Read access: point lookups and ordered scans by prefix.
@@ -176,6 +177,10 @@ pub struct Overlay<B> {
     pub base: B,
     /// `None` is a deletion.
     pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What point reads found in the base, by key. Most keys a command writes it read first:
+    /// the commit, which needs each written key's old value (for the digest), finds it here
+    /// instead of reading the tree again.
+    read: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl<B: Kv> Overlay<B> {
@@ -183,16 +188,33 @@ impl<B: Kv> Overlay<B> {
         Self {
             base,
             writes: BTreeMap::new(),
+            read: RefCell::default(),
         }
+    }
+
+    /// The buffered writes, and what point reads found in the base (its values as they are
+    /// until the writes commit).
+    pub fn into_parts(self) -> (Writes, BaseReads) {
+        (self.writes, self.read.into_inner())
     }
 }
 
+/// A batch of buffered writes (`None` is a deletion).
+pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// Values read from a base, by key (`None`: it had none).
+pub type BaseReads = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
 impl<B: Kv> Kv for Overlay<B> {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        match self.writes.get(key) {
-            Some(w) => w.clone(),
-            None => self.base.get(key),
+        if let Some(w) = self.writes.get(key) {
+            return w.clone();
         }
+        if let Some(v) = self.read.borrow().get(key) {
+            return v.clone();
+        }
+        let v = self.base.get(key);
+        self.read.borrow_mut().insert(key.to_vec(), v.clone());
+        v
     }
 
     fn scan(
@@ -303,5 +325,11 @@ mod tests {
         }
         assert_eq!(o.get(b"a/3"), None);
         assert_eq!(o.get(b"a/1"), Some(b"a/1".to_vec()));
+        assert_eq!(o.get(b"b/7"), None);
+        // The base's values as they were, for the keys read from it (not from the writes).
+        let (_, read) = o.into_parts();
+        assert_eq!(read.get(&b"a/1"[..]), Some(&Some(b"a/1".to_vec())));
+        assert_eq!(read.get(&b"b/7"[..]), Some(&None));
+        assert_eq!(read.get(&b"a/3"[..]), None);
     }
 }

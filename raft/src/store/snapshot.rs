@@ -60,16 +60,21 @@ impl Track {
     }
 
     /// Called with the commit lock held, before a batch writing `keys` is applied to `tree`.
+    /// `read`: values the batch read from `tree`, as they are until it commits.
     pub fn before_write<'a>(
         &mut self,
         tree: &sled::Tree,
         keys: impl Iterator<Item = &'a Vec<u8>>,
+        read: &crate::kv::BaseReads,
     ) -> sled::Result<()> {
         for k in keys {
             if k.first() == Some(&keys::STORE) || self.passed(k) || self.saved.contains_key(k) {
                 continue;
             }
-            let old = tree.get(k)?.map(|v| v.to_vec());
+            let old = match read.get(k) {
+                Some(old) => old.clone(),
+                None => tree.get(k)?.map(|v| v.to_vec()),
+            };
             self.saved.insert(k.clone(), old);
         }
         Ok(())

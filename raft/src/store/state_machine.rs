@@ -17,7 +17,7 @@ use openraft::{
 use super::snapshot::{self, Pointer, Track};
 use super::StorageResult;
 use crate::codec;
-use crate::kv::{scan_start, Kv, KvMut, Overlay, SetHash};
+use crate::kv::{scan_start, BaseReads, Kv, KvMut, Overlay, SetHash, Writes};
 use crate::model::{self, keys, State};
 use crate::{NodeId, Request, Response, TypeConfig, WharfNode};
 
@@ -216,20 +216,23 @@ impl Inner {
     }
 
     /// Commits a batch of buffered writes, keeping the digest and any snapshot walk in step.
-    fn commit(
-        &self,
-        mut writes: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    ) -> sled::Result<()> {
+    /// `read`: values the batch read from the tree (as they are until this commit), so that
+    /// the old values of the keys it writes need not be read again.
+    fn commit(&self, mut writes: Writes, read: BaseReads) -> sled::Result<()> {
         let mut track = self.track.lock().expect("lock poisoned");
         if let Some(t) = track.as_mut() {
-            t.before_write(&self.tree, writes.keys())?;
+            t.before_write(&self.tree, writes.keys(), &read)?;
         }
         let mut digest = SetHash::from_bytes(&self.tree.get(DIGEST)?.unwrap_or_default());
         let mut batch = sled::Batch::default();
         writes.remove(DIGEST);
         for (k, v) in writes {
             if k.first() != Some(&keys::STORE) {
-                if let Some(old) = self.tree.get(&k)? {
+                let old = match read.get(&k) {
+                    Some(old) => old.clone(),
+                    None => self.tree.get(&k)?.map(|v| v.to_vec()),
+                };
+                if let Some(old) = old {
                     digest.remove(&k, &old);
                 }
                 if let Some(new) = &v {
@@ -432,9 +435,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if let Some(e) = base.take_error() {
             return Err(sm_err(ErrorVerb::Read, e));
         }
-        let writes = state.into_kv().writes;
+        let (writes, read) = state.into_kv().into_parts();
         self.inner
-            .commit(writes)
+            .commit(writes, read)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         Ok(out)
     }
