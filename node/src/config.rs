@@ -382,7 +382,8 @@ pub struct RaftConfig {
     /// reads the whole state (and sled's memory grows while it does): not too often.
     pub snapshot_every: u64,
     /// sled's page cache for the metadata, in bytes: what bounds the metadata's memory (sled
-    /// may use a few times it).
+    /// may use a few times it). At a million files on one node, 32 MiB kept RSS at 332 MiB
+    /// where 64 MiB gave 409 MiB, at the same files/s.
     pub cache_capacity: u64,
 }
 
@@ -393,7 +394,7 @@ impl Default for RaftConfig {
             election_timeout_min_ms: 750,
             election_timeout_max_ms: 1500,
             snapshot_every: 100_000,
-            cache_capacity: 64 * MIB,
+            cache_capacity: 32 * MIB,
         }
     }
 }

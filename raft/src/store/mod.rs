@@ -48,7 +48,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            cache_capacity: 64 << 20,
+            cache_capacity: 32 << 20,
         }
     }
 }
