@@ -347,24 +347,30 @@ async fn a_joiner_never_gets_an_id_that_a_membership_already_names() {
     assert_eq!(ids, vec![2, 3]);
 }
 
+/// A data dir whose log holds entries `1..=last`, written straight into sled, and the purge
+/// point `last_purged` when given: as a process that died there left it.
+fn data_dir_with_log(dir: &std::path::Path, last: u64, last_purged: Option<u64>) {
+    drop(open(dir));
+    let db = sled_open(dir);
+    let log = db.open_tree("log").unwrap();
+    for i in 1..=last {
+        log.insert(i.to_be_bytes(), wharf_raft::codec::encode(&set_quota(i)))
+            .unwrap();
+    }
+    if let Some(p) = last_purged {
+        let raft = db.open_tree("raft").unwrap();
+        raft.insert("last_purged", wharf_raft::codec::encode(&log_id(p)))
+            .unwrap();
+    }
+    db.flush().unwrap();
+}
+
 #[tokio::test]
 async fn a_purge_cut_short_by_a_crash_leaves_the_log_ending_at_the_purge_point() {
     let dir = tempfile::tempdir().unwrap();
-    drop(open(dir.path()));
     // Entries 1..=5 were appended; a purge up to 8 (a snapshot installed at 8) recorded its
     // point, and the process died before the entries went.
-    {
-        let db = sled_open(dir.path());
-        let log = db.open_tree("log").unwrap();
-        for i in 1..=5u64 {
-            log.insert(i.to_be_bytes(), wharf_raft::codec::encode(&set_quota(i)))
-                .unwrap();
-        }
-        let raft = db.open_tree("raft").unwrap();
-        raft.insert("last_purged", wharf_raft::codec::encode(&log_id(8)))
-            .unwrap();
-        db.flush().unwrap();
-    }
+    data_dir_with_log(dir.path(), 5, Some(8));
     let (mut log, _sm) = open(dir.path());
     let st = log.get_log_state().await.unwrap();
     assert_eq!(st.last_purged_log_id, Some(log_id(8)));
@@ -378,16 +384,7 @@ async fn a_purge_cut_short_by_a_crash_leaves_the_log_ending_at_the_purge_point()
 #[tokio::test]
 async fn a_purge_of_more_entries_than_one_batch_removes_them_all_and_no_more() {
     let dir = tempfile::tempdir().unwrap();
-    drop(open(dir.path()));
-    {
-        let db = sled_open(dir.path());
-        let log = db.open_tree("log").unwrap();
-        for i in 1..=3_000u64 {
-            log.insert(i.to_be_bytes(), wharf_raft::codec::encode(&set_quota(i)))
-                .unwrap();
-        }
-        db.flush().unwrap();
-    }
+    data_dir_with_log(dir.path(), 3_000, None);
     let (mut log, _sm) = open(dir.path());
     log.purge(log_id(2_500)).await.unwrap();
     let st = log.get_log_state().await.unwrap();
