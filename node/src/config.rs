@@ -383,7 +383,7 @@ pub struct RaftConfig {
     pub snapshot_every: u64,
     /// sled's page cache for the metadata, in bytes: what bounds the metadata's memory (sled
     /// may use a few times it). At a million files on one node, 32 MiB kept RSS at 332 MiB
-    /// where 64 MiB gave 409 MiB, at the same files/s.
+    /// where 64 MiB gave 409 MiB, and loaded no slower (937 against 753 files/s).
     pub cache_capacity: u64,
 }
 
