@@ -505,7 +505,10 @@ pub async fn run(
         config: config.upload.clone(),
         staging_grace: Duration::from_secs(config.cluster.staging_grace_secs),
         upload_retention_ms: config.upload.retention_secs.saturating_mul(1000),
-        staged_bytes: uploads::dir_bytes(&staging).into(),
+        staged: uploads::StagingGauge::new(
+            config.upload.max_staging_bytes,
+            uploads::staged_chunk_bytes(&staging),
+        ),
         staging,
         scanner,
     });

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::clamd::{scan_env, Clamd};
 use common::s3::S3;
 use common::*;
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use wharf_raft::model::Tier;
@@ -483,6 +484,78 @@ async fn concurrent_chunks_cannot_all_pass_the_staging_limit() {
     );
     let staged = staged_bytes(&dir.path().join("staging"));
     assert!(staged <= 2 * 8 * MIB as u64, "{staged} bytes staged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunk_being_received_still_counts_when_staging_is_recounted() {
+    let s3 = S3::shared();
+    let dir = tempfile::tempdir().unwrap();
+    // Room for one chunk and a little; staging is recounted from the disk every second.
+    let node = start_node(
+        dir.path(),
+        &s3,
+        &[
+            ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
+            (
+                "WHARF_UPLOAD_MAX_STAGING_BYTES",
+                &(8 * MIB + 64 * 1024).to_string(),
+            ),
+        ],
+        &[],
+    );
+    let t = node.token("ezra", Tier::Basic);
+    let data = random_bytes(2 * 8 * MIB, 34);
+    let (_, up) = node
+        .create(&t, json!({"name": "two.bin", "size": data.len()}))
+        .await;
+    let id = up["upload_id"].as_str().unwrap().to_string();
+    // Chunk 0 sends one byte, then stalls through several recounts (its `.part` holds a byte).
+    let first = data[..8 * MIB].to_vec();
+    let (head, rest) = (first[..1].to_vec(), first[1..].to_vec());
+    let frames = futures::stream::iter([head, rest])
+        .enumerate()
+        .then(|(i, frame)| async move {
+            if i == 1 {
+                tokio::time::sleep(Duration::from_millis(3500)).await;
+            }
+            Ok::<_, std::io::Error>(frame)
+        });
+    let slow = node
+        .put(&t, &format!("/v1/uploads/{id}/chunks/0"))
+        .header("content-length", (8 * MIB).to_string())
+        .header("x-wharf-blake3", blake3::hash(&first).to_hex().to_string())
+        .body(reqwest::Body::wrap_stream(frames))
+        .send();
+    let slow = tokio::spawn(slow);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        node.try_put_chunk(&t, &id, 1, &data[8 * MIB..])
+            .await
+            .unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a recount forgot the chunk being received"
+    );
+    assert_eq!(
+        slow.await.unwrap().unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    // Once chunk 0 is in the object store, its room is given back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = node
+            .try_put_chunk(&t, &id, 1, &data[8 * MIB..])
+            .await
+            .unwrap();
+        if st == StatusCode::NO_CONTENT {
+            break;
+        }
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "staging never made room again");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (st, f) = node.complete(&t, &id).await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+    assert_eq!(f["blake3"], blake3::hash(&data).to_hex().as_str());
 }
 
 fn staged_bytes(dir: &std::path::Path) -> u64 {

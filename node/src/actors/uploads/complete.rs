@@ -7,6 +7,7 @@ use wharf_proto::hash;
 use wharf_raft::model::{Chunk, Command, File, Upload, UploadState};
 use wharf_raft::Outcome;
 
+use crate::actors::uploads::gauge::remove_upload_dir;
 use crate::actors::uploads::Ctx;
 use crate::error::{Error, Result};
 use crate::meta::now_ms;
@@ -102,7 +103,7 @@ pub(super) async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<
     if let Some(s) = &ctx.scanner {
         s.kick();
     }
-    let _ = tokio::fs::remove_dir_all(ctx.staging.join(upload_id)).await;
+    remove_upload_dir(&ctx.staged, &ctx.staging.join(upload_id)).await;
     match out {
         Outcome::File(f) => Ok(f),
         other => Err(Error::Internal(format!("unexpected {other:?}"))),
@@ -119,7 +120,7 @@ pub(super) async fn abort(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<Upl
         })
         .await?;
     // The object and multipart upload go to the garbage collector; staging is freed here.
-    let _ = tokio::fs::remove_dir_all(ctx.staging.join(upload_id)).await;
+    remove_upload_dir(&ctx.staged, &ctx.staging.join(upload_id)).await;
     match out {
         Outcome::Upload(u) => Ok(u),
         other => Err(Error::Internal(format!("unexpected {other:?}"))),

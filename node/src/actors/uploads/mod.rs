@@ -10,13 +10,14 @@
 //! uploads, `sweep` is the periodic sweeper.
 
 mod complete;
+mod gauge;
 mod offload;
 mod single;
 mod staging;
 mod sweep;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::meta::Metadata;
 use crate::store::{ByteStream, ObjectStore};
 use complete::{abort, complete};
+pub use gauge::{staged_chunk_bytes, StagingGauge};
 use offload::offload;
 use single::store_small;
 pub use single::SmallFile;
@@ -112,22 +114,13 @@ pub struct Ctx {
     pub staging_grace: Duration,
     /// How long ended uploads (and their idempotency keys) are kept.
     pub upload_retention_ms: u64,
-    /// Bytes in staging now (chunks received, not yet in the object store).
-    pub staged_bytes: std::sync::atomic::AtomicU64,
+    /// Bytes in staging now (chunks received or being received, not yet in the object store).
+    pub staged: StagingGauge,
     /// New blobs wait for this scanner; without one they are stored unscanned.
     pub scanner: Option<crate::scanner::ScanHandle>,
 }
 
 impl Ctx {
-    fn unstage(&self, len: u64) {
-        use std::sync::atomic::Ordering;
-        let _ = self
-            .staged_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(len))
-            });
-    }
-
     fn chunk_len_hint(&self, owner: &str, upload_id: &str, index: u32) -> u64 {
         self.meta
             .local()
@@ -135,20 +128,6 @@ impl Ctx {
             .map(|u| u.chunk_len(index))
             .unwrap_or(0)
     }
-}
-
-/// Bytes of the files under `dir` (the staging directory), for the staging limit.
-pub fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-        })
-        .sum()
 }
 
 #[derive(Clone)]

@@ -52,7 +52,8 @@ pub(super) async fn offload(ctx: &Ctx, owner: &str, upload_id: &str, index: u32)
     match res {
         Ok(_) | Err(Error::Conflict { .. }) => {
             if tokio::fs::remove_file(&path).await.is_ok() {
-                ctx.unstage(ctx.chunk_len_hint(owner, upload_id, index));
+                ctx.staged
+                    .unstage(ctx.chunk_len_hint(owner, upload_id, index));
             }
             Ok(())
         }

@@ -15,44 +15,6 @@ use crate::store::sync_dir;
 
 const WRITE_BUF: usize = 1 << 20;
 
-/// Bytes counted in staging for a chunk being received: given back unless [`Self::keep`] is
-/// called (the chunk is staged), also when the receive is dropped half-way.
-struct Reservation<'a> {
-    ctx: &'a Ctx,
-    len: u64,
-    kept: bool,
-}
-
-impl<'a> Reservation<'a> {
-    /// Counts `len` bytes if they fit under `upload.max_staging_bytes`.
-    fn take(ctx: &'a Ctx, len: u64) -> Option<Self> {
-        use std::sync::atomic::Ordering;
-        let max = ctx.config.max_staging_bytes;
-        ctx.staged_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                (b.saturating_add(len) <= max).then_some(b + len)
-            })
-            .ok()
-            .map(|_| Self {
-                ctx,
-                len,
-                kept: false,
-            })
-    }
-
-    fn keep(mut self) {
-        self.kept = true;
-    }
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if !self.kept {
-            self.ctx.unstage(self.len);
-        }
-    }
-}
-
 pub(super) fn staged_path(staging: &Path, upload_id: &str, index: u32) -> PathBuf {
     staging.join(upload_id).join(index.to_string())
 }
@@ -134,10 +96,10 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
     // step: concurrent chunks cannot all pass a check made before any of them counted).
     let reserved = match already {
         Some(_) => None,
-        None => Reservation::take(ctx, expected_len),
+        None => ctx.staged.reserve(expected_len),
     };
     if already.is_none() && reserved.is_none() {
-        let staged = ctx.staged_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let staged = ctx.staged.bytes();
         // Read the (bounded) body first: a client still sending would otherwise see a broken
         // pipe instead of this retryable answer.
         let mut seen = 0u64;
@@ -253,7 +215,7 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
         // the command may still commit, and the rescan then offloads it.)
         Err(e) if !matches!(e, Error::Unavailable(_)) => {
             if tokio::fs::remove_file(&path).await.is_ok() {
-                ctx.unstage(len);
+                ctx.staged.unstage(len);
             }
             Err(e)
         }

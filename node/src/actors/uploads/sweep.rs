@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use wharf_raft::model::{Chunk, Command};
 use wharf_raft::Outcome;
 
-use crate::actors::uploads::{dir_bytes, Ctx, Done};
+use crate::actors::uploads::gauge::{remove_upload_dir, staged_chunk_bytes};
+use crate::actors::uploads::{Ctx, Done};
 use crate::error::Error;
 use crate::meta::now_ms;
 
@@ -98,11 +99,12 @@ pub(super) async fn sweeper(
         if let Err(e) = sweep_staging(&ctx).await {
             tracing::warn!(error = %e, "sweeping staging failed");
         }
-        // Recount from the disk: the running count is only kept between sweeps.
+        // Recount from the disk: corrects what the running count could not know (a chunk
+        // whose length was forgotten), unless a chunk came or went while the disk was read.
         let staging = ctx.staging.clone();
-        if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_bytes(&staging)).await {
-            ctx.staged_bytes
-                .store(bytes, std::sync::atomic::Ordering::Relaxed);
+        let recount = ctx.staged.begin_recount();
+        if let Ok(bytes) = tokio::task::spawn_blocking(move || staged_chunk_bytes(&staging)).await {
+            ctx.staged.finish_recount(recount, bytes);
         }
         let _ = done.send(Done::Rescan);
     }
@@ -218,6 +220,14 @@ pub fn clean_partial_chunks(staging: &std::path::Path) -> std::io::Result<usize>
 
 /// Removes the staging directories of uploads that are no longer uploading.
 async fn sweep_staging(ctx: &Ctx) -> std::io::Result<()> {
+    // The directories first, the open uploads second: a chunk's directory is made only after
+    // its upload was applied here, so an upload created during the sweep is never taken for
+    // an ended one.
+    let mut dirs = Vec::new();
+    let mut dir = tokio::fs::read_dir(&ctx.staging).await?;
+    while let Some(entry) = dir.next_entry().await? {
+        dirs.push(entry);
+    }
     let active: HashSet<String> = ctx
         .meta
         .local()
@@ -225,15 +235,14 @@ async fn sweep_staging(ctx: &Ctx) -> std::io::Result<()> {
         .into_iter()
         .map(|(_, id)| id)
         .collect();
-    let mut dir = tokio::fs::read_dir(&ctx.staging).await?;
-    while let Some(entry) = dir.next_entry().await? {
+    for entry in dirs {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == super::single::SINGLE_DIR {
             forget_stale_bodies(&entry.path()).await;
             continue;
         }
         if !active.contains(&name) {
-            tokio::fs::remove_dir_all(entry.path()).await?;
+            remove_upload_dir(&ctx.staged, &entry.path()).await;
         }
     }
     Ok(())
