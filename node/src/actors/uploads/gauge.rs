@@ -63,10 +63,22 @@ impl StagingGauge {
     }
 
     /// `len` bytes of chunks left the disk.
-    pub fn unstage(&self, len: u64) {
+    fn unstage(&self, len: u64) {
         let mut c = self.counts();
         c.on_disk = c.on_disk.saturating_sub(len);
         c.changes += 1;
+    }
+
+    /// Removes a staged chunk of `len` bytes and gives its bytes back, once: whoever removes
+    /// the file gives them back. The removal counts as a change before the file goes, so a
+    /// recount that cannot see the file any more is not taken (it would count it gone twice).
+    pub async fn remove_staged(&self, path: &Path, len: u64) -> bool {
+        self.counts().changes += 1;
+        let removed = tokio::fs::remove_file(path).await.is_ok();
+        if removed {
+            self.unstage(len);
+        }
+        removed
     }
 
     pub fn begin_recount(&self) -> Recount {
@@ -134,10 +146,13 @@ pub async fn remove_upload_dir(gauge: &StagingGauge, dir: &Path) {
     if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
         while let Ok(Some(e)) = entries.next_entry().await {
             let part = e.file_name().to_string_lossy().contains(".part-");
-            let len = e.metadata().await.map(|m| m.len()).unwrap_or(0);
-            if tokio::fs::remove_file(e.path()).await.is_ok() && !part {
-                gauge.unstage(len);
-            }
+            // A `.part` is counted by its reservation, not as on disk.
+            let len = if part {
+                0
+            } else {
+                e.metadata().await.map(|m| m.len()).unwrap_or(0)
+            };
+            gauge.remove_staged(&e.path(), len).await;
         }
     }
     let _ = tokio::fs::remove_dir_all(dir).await;
@@ -184,6 +199,21 @@ mod tests {
         let begin = g.begin_recount();
         g.unstage(8);
         assert!(!g.finish_recount(begin, 8));
+        assert_eq!(g.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_recount_that_missed_a_removed_chunk_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = dir.path().join("0");
+        std::fs::write(&chunk, [0u8; 8]).unwrap();
+        let g = StagingGauge::new(32, 8);
+        let begin = g.begin_recount();
+        // The removal starts after the recount began: the disk read may no longer see the file.
+        assert!(g.remove_staged(&chunk, 8).await);
+        assert!(!g.finish_recount(begin, 0));
+        assert_eq!(g.bytes(), 0, "given back once, not twice");
+        assert!(!g.remove_staged(&chunk, 8).await);
         assert_eq!(g.bytes(), 0);
     }
 }

@@ -51,10 +51,8 @@ pub(super) async fn offload(ctx: &Ctx, owner: &str, upload_id: &str, index: u32)
         .map_err(Error::from);
     match res {
         Ok(_) | Err(Error::Conflict { .. }) => {
-            if tokio::fs::remove_file(&path).await.is_ok() {
-                ctx.staged
-                    .unstage(ctx.chunk_len_hint(owner, upload_id, index));
-            }
+            let len = ctx.chunk_len_hint(owner, upload_id, index);
+            ctx.staged.remove_staged(&path, len).await;
             Ok(())
         }
         Err(e) => Err(e),

@@ -214,9 +214,7 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
         // Refused for certain: this copy is not needed. (If the outcome is unknown, keep it:
         // the command may still commit, and the rescan then offloads it.)
         Err(e) if !matches!(e, Error::Unavailable(_)) => {
-            if tokio::fs::remove_file(&path).await.is_ok() {
-                ctx.staged.unstage(len);
-            }
+            ctx.staged.remove_staged(&path, len).await;
             Err(e)
         }
         Err(e) => Err(e),
