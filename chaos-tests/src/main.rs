@@ -334,11 +334,12 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let until = Instant::now() + args.duration;
     let mut tasks = Vec::new();
     let mut id = 0;
+    let mut register_roles = workload::RegisterRole::all(args.nodes).into_iter();
     for w in &workloads {
         let n = match w.as_str() {
             "upload" => 3,
             "quota" | "quic-upload" => 1,
-            _ => workload::REGISTER_CLIENTS,
+            _ => register_roles.len(),
         };
         for _ in 0..n {
             id += 1;
@@ -355,7 +356,16 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
                     cluster.ca_pem()?,
                     dir.clone(),
                 )),
-                _ => tokio::spawn(workload::register_client(c, id, keys.clone(), seed, until)),
+                _ => tokio::spawn(workload::register_client(
+                    c,
+                    id,
+                    register_roles
+                        .next()
+                        .unwrap_or(workload::RegisterRole::Mixed),
+                    keys.clone(),
+                    seed,
+                    until,
+                )),
             });
         }
     }

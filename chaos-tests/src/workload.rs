@@ -14,9 +14,36 @@ use crate::history::History;
 
 pub const ALL: [&str; 4] = ["upload", "quic-upload", "quota", "register"];
 
-/// Register keys (files renamed and read) and clients per key.
+/// Register keys (files renamed and read), and the clients that read and write them through
+/// random nodes; each node also has a reader and a writer of its own ([`RegisterRole`]).
 pub const REGISTER_KEYS: usize = 2;
 pub const REGISTER_CLIENTS: usize = 4;
+
+/// What a register client does, and where.
+#[derive(Clone, Copy, Debug)]
+pub enum RegisterRole {
+    /// Reads and writes, each through a random node.
+    Mixed,
+    /// Only reads, always through this node (0-based slot). A node cut off from the leader
+    /// keeps being asked: a client that also wrote would soon wait on a write there instead.
+    Reader(usize),
+    /// Only writes, always through this node, so the side with a quorum keeps taking writes
+    /// while another node is cut off.
+    Writer(usize),
+}
+
+impl RegisterRole {
+    /// The roles of the register's clients on `nodes` nodes: the mixed ones, then a reader and
+    /// a writer per node.
+    pub fn all(nodes: usize) -> Vec<RegisterRole> {
+        let mut roles = vec![RegisterRole::Mixed; REGISTER_CLIENTS];
+        for n in 0..nodes {
+            roles.push(RegisterRole::Reader(n));
+            roles.push(RegisterRole::Writer(n));
+        }
+        roles
+    }
+}
 /// Racing creates per quota round, and the size of each.
 pub const QUOTA_RACERS: usize = 6;
 pub const QUOTA_CREATE: u64 = 1536 * 1024;
@@ -474,8 +501,15 @@ pub async fn register_setup(c: &Clients) -> anyhow::Result<Vec<String>> {
     Ok(ids)
 }
 
-/// Renames (writes) and reads of the register files' names, through random nodes.
-pub async fn register_client(c: Clients, id: usize, keys: Vec<String>, seed: u64, until: Instant) {
+/// Renames (writes) and reads of the register files' names, as `role` says.
+pub async fn register_client(
+    c: Clients,
+    id: usize,
+    role: RegisterRole,
+    keys: Vec<String>,
+    seed: u64,
+    until: Instant,
+) {
     let p = format!("c{id}");
     let mut rng = StdRng::seed_from_u64(seed ^ 0x0072_6567 ^ ((id as u64) << 32));
     let n = c.urls.len();
@@ -483,9 +517,13 @@ pub async fn register_client(c: Clients, id: usize, keys: Vec<String>, seed: u64
     while Instant::now() < until {
         let key = rng.gen_range(0..keys.len());
         let fid = &keys[key];
-        let node = rng.gen_range(0..n);
+        let (node, write) = match role {
+            RegisterRole::Mixed => (rng.gen_range(0..n), rng.gen_bool(0.5)),
+            RegisterRole::Reader(node) => (node, false),
+            RegisterRole::Writer(node) => (node, true),
+        };
         let path = format!("/v1/files/{fid}");
-        if rng.gen_bool(0.5) {
+        if write {
             k += 1;
             let v = format!("v{id}-{k}");
             let req = c
