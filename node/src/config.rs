@@ -614,6 +614,12 @@ impl Config {
         if self.upload.single_request_max > 64 * MIB {
             bail!("upload.single_request_max is at most 64 MiB (a body is held in memory)");
         }
+        if self.upload.max_staging_bytes < self.upload.single_request_max {
+            bail!(
+                "upload.max_staging_bytes must hold at least one upload.single_request_max \
+                 (a one-request body is staged until it is stored)"
+            );
+        }
         let r = &self.raft;
         if r.cache_capacity < MIB {
             bail!("raft.cache_capacity must be at least 1 MiB");
@@ -767,6 +773,16 @@ mod tests {
             err.to_string().contains("WHARF_UPLOAD_EXPIRY_SECS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn staging_must_hold_a_one_request_body() {
+        let mut c = Config::default();
+        c.upload.max_staging_bytes = c.upload.single_request_max - 1;
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("max_staging_bytes"), "{err}");
+        c.upload.max_staging_bytes = c.upload.single_request_max;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -558,6 +558,81 @@ async fn a_chunk_being_received_still_counts_when_staging_is_recounted() {
     assert_eq!(f["blake3"], blake3::hash(&data).to_hex().as_str());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn one_request_bodies_count_against_the_staging_limit() {
+    let s3 = S3::shared();
+    let dir = tempfile::tempdir().unwrap();
+    // Room for one 8 MiB body and a little.
+    let node = start_node(
+        dir.path(),
+        &s3,
+        &[(
+            "WHARF_UPLOAD_MAX_STAGING_BYTES",
+            &(8 * MIB + 64 * 1024).to_string(),
+        )],
+        &[],
+    );
+    let t = node.token("fay", Tier::Basic);
+    // A one-request upload of 8 MiB sends one byte, then stalls for 5 s: the checks below
+    // run in that window.
+    let big = random_bytes(8 * MIB, 35);
+    let (head, rest) = (big[..1].to_vec(), big[1..].to_vec());
+    let frames = futures::stream::iter([head, rest])
+        .enumerate()
+        .then(|(i, frame)| async move {
+            if i == 1 {
+                tokio::time::sleep(Duration::from_millis(5000)).await;
+            }
+            Ok::<_, std::io::Error>(frame)
+        });
+    let slow = node
+        .post(&t, "/v1/files?name=big.bin")
+        .header("content-length", (8 * MIB).to_string())
+        .body(reqwest::Body::wrap_stream(frames))
+        .send();
+    let slow = tokio::spawn(slow);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // While its body is staged, neither a chunk nor another one-request body fits.
+    let small = random_bytes(MIB, 36);
+    let r = node
+        .post(&t, "/v1/files?name=small.bin")
+        .body(small.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    assert_error(&json(r).await, 503, "unavailable");
+    let chunk = random_bytes(64 * 1024 + 1, 37);
+    let (_, up) = node
+        .create(&t, json!({"name": "chunked.bin", "size": chunk.len()}))
+        .await;
+    let id = up["upload_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        node.try_put_chunk(&t, &id, 0, &chunk).await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a chunk passed the staging limit while a one-request body was staged"
+    );
+
+    let (st, f) = json(slow.await.unwrap().unwrap()).await;
+    assert_eq!(st, StatusCode::CREATED, "{f}");
+    assert_eq!(f["blake3"], blake3::hash(&big).to_hex().as_str());
+    // Stored, its room is given back: both now get in.
+    let r = node
+        .post(&t, "/v1/files?name=small.bin")
+        .body(small.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", json(r).await);
+    assert_eq!(
+        node.try_put_chunk(&t, &id, 0, &chunk).await.unwrap(),
+        StatusCode::NO_CONTENT
+    );
+    let (st, f) = node.complete(&t, &id).await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+}
+
 fn staged_bytes(dir: &std::path::Path) -> u64 {
     let mut n = 0;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -54,6 +54,26 @@ pub(super) async fn store_small(ctx: &Ctx, f: SmallFile) -> Result<File> {
         idempotency_key: f.idempotency_key.clone(),
     };
     ctx.quota.check(f.owner.clone(), f.tier, declared).await?;
+    // The body is staged until it is in the object store: it counts against
+    // `upload.max_staging_bytes` like a chunk, at its declared length (or the most it may be),
+    // for as long as this request holds `_room`.
+    let bound = f.content_length.unwrap_or(max);
+    let Some(_room) = ctx.staged.reserve(bound) else {
+        let staged = ctx.staged.bytes();
+        // Read the (bounded) body first: a client still sending would otherwise see a broken
+        // pipe instead of this retryable answer.
+        let mut body = f.body;
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.next().await {
+            seen += frame.len() as u64;
+            if seen > bound {
+                break;
+            }
+        }
+        return Err(Error::Unavailable(format!(
+            "staging is full ({staged} bytes wait for the object store); retry later"
+        )));
+    };
 
     let dir = ctx.staging.join(SINGLE_DIR);
     tokio::fs::create_dir_all(&dir).await?;
