@@ -511,20 +511,11 @@ async fn a_chunk_being_received_still_counts_when_staging_is_recounted() {
     let id = up["upload_id"].as_str().unwrap().to_string();
     // Chunk 0 sends one byte, then stalls through several recounts (its `.part` holds a byte).
     let first = data[..8 * MIB].to_vec();
-    let (head, rest) = (first[..1].to_vec(), first[1..].to_vec());
-    let frames = futures::stream::iter([head, rest])
-        .enumerate()
-        .then(|(i, frame)| async move {
-            if i == 1 {
-                tokio::time::sleep(Duration::from_millis(3500)).await;
-            }
-            Ok::<_, std::io::Error>(frame)
-        });
     let slow = node
         .put(&t, &format!("/v1/uploads/{id}/chunks/0"))
         .header("content-length", (8 * MIB).to_string())
         .header("x-wharf-blake3", blake3::hash(&first).to_hex().to_string())
-        .body(reqwest::Body::wrap_stream(frames))
+        .body(stalled_body(&first, Duration::from_millis(3500)))
         .send();
     let slow = tokio::spawn(slow);
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -576,19 +567,10 @@ async fn one_request_bodies_count_against_the_staging_limit() {
     // A one-request upload of 8 MiB sends one byte, then stalls for 5 s: the checks below
     // run in that window.
     let big = random_bytes(8 * MIB, 35);
-    let (head, rest) = (big[..1].to_vec(), big[1..].to_vec());
-    let frames = futures::stream::iter([head, rest])
-        .enumerate()
-        .then(|(i, frame)| async move {
-            if i == 1 {
-                tokio::time::sleep(Duration::from_millis(5000)).await;
-            }
-            Ok::<_, std::io::Error>(frame)
-        });
     let slow = node
         .post(&t, "/v1/files?name=big.bin")
         .header("content-length", (8 * MIB).to_string())
-        .body(reqwest::Body::wrap_stream(frames))
+        .body(stalled_body(&big, Duration::from_millis(5000)))
         .send();
     let slow = tokio::spawn(slow);
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -631,6 +613,21 @@ async fn one_request_bodies_count_against_the_staging_limit() {
     );
     let (st, f) = node.complete(&t, &id).await;
     assert_eq!(st, StatusCode::OK, "{f}");
+}
+
+/// A request body that sends `data`'s first byte, waits `stall`, then sends the rest.
+fn stalled_body(data: &[u8], stall: Duration) -> reqwest::Body {
+    let (head, rest) = (data[..1].to_vec(), data[1..].to_vec());
+    let frames =
+        futures::stream::iter([head, rest])
+            .enumerate()
+            .then(move |(i, frame)| async move {
+                if i == 1 {
+                    tokio::time::sleep(stall).await;
+                }
+                Ok::<_, std::io::Error>(frame)
+            });
+    reqwest::Body::wrap_stream(frames)
 }
 
 fn staged_bytes(dir: &std::path::Path) -> u64 {

@@ -59,20 +59,8 @@ pub(super) async fn store_small(ctx: &Ctx, f: SmallFile) -> Result<File> {
     // for as long as this request holds `_room`.
     let bound = f.content_length.unwrap_or(max);
     let Some(_room) = ctx.staged.reserve(bound) else {
-        let staged = ctx.staged.bytes();
-        // Read the (bounded) body first: a client still sending would otherwise see a broken
-        // pipe instead of this retryable answer.
         let mut body = f.body;
-        let mut seen = 0u64;
-        while let Some(Ok(frame)) = body.next().await {
-            seen += frame.len() as u64;
-            if seen > bound {
-                break;
-            }
-        }
-        return Err(Error::Unavailable(format!(
-            "staging is full ({staged} bytes wait for the object store); retry later"
-        )));
+        return Err(super::staging::staging_full(ctx, &mut body, bound).await);
     };
 
     let dir = ctx.staging.join(SINGLE_DIR);

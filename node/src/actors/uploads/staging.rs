@@ -11,7 +11,7 @@ use wharf_raft::model::{Command, UploadState};
 use crate::actors::uploads::{ChunkPut, Ctx};
 use crate::error::{Error, Result};
 use crate::meta::now_ms;
-use crate::store::sync_dir;
+use crate::store::{sync_dir, ByteStream};
 
 const WRITE_BUF: usize = 1 << 20;
 
@@ -49,6 +49,22 @@ pub(super) fn body_error(e: &std::io::Error, written: u64) -> Error {
             format!("the body ended with an error after {written} bytes: {e}"),
         ),
     }
+}
+
+/// The answer to a body that found no room in staging (503, retryable), once up to `len` bytes
+/// of it were read: a client still sending would otherwise see a broken pipe instead.
+pub(super) async fn staging_full(ctx: &Ctx, body: &mut ByteStream, len: u64) -> Error {
+    let staged = ctx.staged.bytes();
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.next().await {
+        seen += frame.len() as u64;
+        if seen > len {
+            break;
+        }
+    }
+    Error::Unavailable(format!(
+        "staging is full ({staged} bytes wait for the object store); retry later"
+    ))
 }
 
 async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
@@ -99,19 +115,7 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
         None => ctx.staged.reserve(expected_len),
     };
     if already.is_none() && reserved.is_none() {
-        let staged = ctx.staged.bytes();
-        // Read the (bounded) body first: a client still sending would otherwise see a broken
-        // pipe instead of this retryable answer.
-        let mut seen = 0u64;
-        while let Some(Ok(frame)) = body.next().await {
-            seen += frame.len() as u64;
-            if seen > expected_len {
-                break;
-            }
-        }
-        return Err(Error::Unavailable(format!(
-            "staging is full ({staged} bytes wait for the object store); retry later"
-        )));
+        return Err(staging_full(ctx, &mut body, expected_len).await);
     }
 
     let dir = ctx.staging.join(&upload_id);
