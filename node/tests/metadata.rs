@@ -194,14 +194,29 @@ async fn wharf_put_sends_small_files_in_one_request_over_both_transports() {
 }
 
 #[tokio::test]
-async fn a_data_dir_of_the_previous_format_is_migrated_and_every_file_reads_back() {
+async fn a_data_dir_of_format_version_0_is_migrated_and_every_file_reads_back() {
+    // JSON in sled: migrated to version 1 in sled, then into fjall.
+    migrated_fixture_reads_back("v0-datadir.tar.gz", &[]).await;
+}
+
+#[tokio::test]
+async fn a_data_dir_of_format_version_1_is_migrated_and_every_file_reads_back() {
+    // Written by the wharf before fjall (the version-0 fixture, migrated by it, and one more
+    // file stored through it).
+    migrated_fixture_reads_back(
+        "v1-datadir.tar.gz",
+        &[("v1-file.txt", "written by format version 1")],
+    )
+    .await;
+}
+
+/// Starts a node on the data dir in `fixture` and reads back every file it holds: the
+/// version-0 fixture's, then `more` (name, content).
+async fn migrated_fixture_reads_back(fixture: &str, more: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/v0-datadir.tar.gz"
-    );
+    let fixture = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
     let st = std::process::Command::new("tar")
-        .args(["xzf", fixture, "-C"])
+        .args(["xzf", &fixture, "-C"])
         .arg(dir.path())
         .status()
         .unwrap();
@@ -213,23 +228,26 @@ async fn a_data_dir_of_the_previous_format_is_migrated_and_every_file_reads_back
     assert_eq!(st, StatusCode::OK, "{list}");
     let files = list["files"].as_array().unwrap();
     let names: Vec<&str> = files.iter().map(|f| f["name"].as_str().unwrap()).collect();
-    assert_eq!(
-        names,
-        [
-            "doc-1.txt",
-            "renamed.txt",
-            "doc-4.txt",
-            "doc-5.txt",
-            "doc-6.txt",
-            "doc-7.txt",
-            "doc-8.txt",
-            "same-as-1.txt"
-        ]
-    );
+    let mut want_names = vec![
+        "doc-1.txt",
+        "renamed.txt",
+        "doc-4.txt",
+        "doc-5.txt",
+        "doc-6.txt",
+        "doc-7.txt",
+        "doc-8.txt",
+        "same-as-1.txt",
+    ];
+    want_names.extend(more.iter().map(|(n, _)| *n));
+    assert_eq!(names, want_names);
     for f in files {
-        let want = match f["name"].as_str().unwrap() {
+        let name = f["name"].as_str().unwrap();
+        let want = match name {
             "renamed.txt" => "content of document 2".to_string(),
             "same-as-1.txt" => "content of document 1".to_string(),
+            n if more.iter().any(|(m, _)| *m == n) => {
+                more.iter().find(|(m, _)| *m == n).unwrap().1.to_string()
+            }
             n => format!(
                 "content of document {}",
                 n.trim_start_matches("doc-").trim_end_matches(".txt")
@@ -238,8 +256,15 @@ async fn a_data_dir_of_the_previous_format_is_migrated_and_every_file_reads_back
         let got = node.download(&alice, f["id"].as_str().unwrap()).await;
         assert_eq!(String::from_utf8_lossy(&got), want, "{f}");
     }
+    for f in ["conf", "db", "blobs"] {
+        assert!(
+            !data_dir.join("raft").join(f).exists(),
+            "sled's {f} is left"
+        );
+    }
     let usage = node.usage(&alice).await;
-    assert_eq!(usage["used"], 8 * 21);
+    let more_bytes: usize = more.iter().map(|(_, c)| c.len()).sum();
+    assert_eq!(usage["used"], 8 * 21 + more_bytes);
     assert_eq!(
         usage["reserved"], 12,
         "the open upload keeps its reservation"
@@ -267,7 +292,7 @@ async fn a_data_dir_of_the_previous_format_is_migrated_and_every_file_reads_back
     assert_eq!(st, StatusCode::CREATED, "{f}");
     let node = node.kill9().restart();
     let (_, list) = json(node.get(&alice, "/v1/files").send().await.unwrap()).await;
-    assert_eq!(list["files"].as_array().unwrap().len(), 9);
+    assert_eq!(list["files"].as_array().unwrap().len(), 9 + more.len());
     assert_eq!(
         node.download(&alice, f["id"].as_str().unwrap()).await,
         b"after"

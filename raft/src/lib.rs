@@ -2,7 +2,7 @@
 //!
 //! - [`model`]: the deterministic state machine (`apply` is a pure function over [`kv`]).
 //! - [`kv`]: the storage interface the model reads and writes through, and an in-memory store.
-//! - [`store`]: openraft's storage-v2 traits over one sled database; snapshots as files.
+//! - [`store`]: openraft's storage-v2 traits over one fjall database; snapshots as files.
 //! - [`codec`]: the versioned encoding of everything written.
 //!
 //! This crate knows nothing of HTTP, QUIC, S3, gRPC or actors.
@@ -56,6 +56,8 @@ pub type Raft = openraft::Raft<TypeConfig>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("metadata database: {0}")]
+    Store(#[from] fjall::Error),
+    #[error("metadata database of format version 1: {0}")]
     Sled(#[from] sled::Error),
     #[error("metadata file: {0}")]
     Io(#[from] std::io::Error),

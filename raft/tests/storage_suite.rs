@@ -1,6 +1,7 @@
-//! openraft's storage conformance suite against the sled store, each case on a fresh database,
-//! and the store's own guarantees: snapshots as files that are exactly the state at their log
-//! id (even while writes go on), installs that replace the state, refused unknown formats.
+//! openraft's storage conformance suite against the fjall store, each case on a fresh
+//! database, and the store's own guarantees: snapshots as files that are exactly the state at
+//! their log id (even while writes go on), installs that replace the state, refused unknown
+//! formats, data dirs of the sled formats migrated.
 
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
@@ -10,9 +11,9 @@ use wharf_raft::kv::MemKv;
 use wharf_raft::model::{Command, Outcome};
 use wharf_raft::{LogStore, NodeId, Options, Request, State, StateMachineStore, TypeConfig};
 
-struct SledBuilder;
+struct FjallBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for FjallBuilder {
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
@@ -23,8 +24,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
 }
 
 #[test]
-fn sled_store_passes_openraft_storage_suite() {
-    if let Err(e) = Suite::test_all(SledBuilder) {
+fn the_store_passes_openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(FjallBuilder) {
         panic!("storage suite failed: {e}");
     }
 }
@@ -43,15 +44,20 @@ fn set_quota(i: u64) -> Entry<TypeConfig> {
     }
 }
 
-/// Opens the store, waiting for a previous open of the same dir to let go of it: sled's
-/// background flusher keeps the database (and its lock) a moment after the last handle drops.
+/// Opens the store, waiting for a previous open of the same dir to let go of it: background
+/// threads may hold the database (and its lock) a moment after the last handle drops.
 fn open(dir: &std::path::Path) -> (LogStore, StateMachineStore) {
     retry(|| wharf_raft::open(dir, &Options::default()))
 }
 
-/// sled opened the way wharf opens a database it created (8 MiB segments).
-fn sled_open(dir: &std::path::Path) -> sled::Db {
-    retry(|| sled::Config::new().path(dir).segment_size(8 << 20).open())
+/// The store's fjall database, opened directly (to write what a crashed process left).
+fn fjall_open(dir: &std::path::Path) -> fjall::Database {
+    retry(|| fjall::Database::builder(dir.join(wharf_raft::store::STORE_DIR)).open())
+}
+
+fn keyspace(db: &fjall::Database, name: &str) -> fjall::Keyspace {
+    db.keyspace(name, fjall::KeyspaceCreateOptions::default)
+        .unwrap()
 }
 
 /// A snapshot of `sm` built now: its meta and the file's bytes.
@@ -80,7 +86,10 @@ fn retry<T, E: std::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> T {
     loop {
         match f() {
             Ok(v) => return v,
-            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
+            Err(e)
+                if e.to_string().to_lowercase().contains("lock")
+                    && std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => panic!("opening the store: {e}"),
@@ -232,54 +241,113 @@ async fn a_snapshot_file_of_version_1_uncompressed_still_installs() {
     assert_eq!(sb.view().digest(), sa.view().digest());
 }
 
+fn refusal(dir: &std::path::Path) -> String {
+    loop {
+        match wharf_raft::open(dir, &Options::default()) {
+            Err(e) if e.to_string().to_lowercase().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => break e.to_string(),
+            Ok(_) => panic!("a data dir of an unknown format version was opened"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_data_dir_of_an_unknown_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     {
-        let db = sled_open(dir.path());
+        let db = fjall_open(dir.path());
+        keyspace(&db, "raft")
+            .insert("format", 7u32.to_le_bytes())
+            .unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let msg = refusal(dir.path());
+    assert!(msg.contains("format version 7"), "{msg}");
+    assert!(msg.contains("reads version 2"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_sled_data_dir_of_an_unknown_format_version_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
         db.open_tree("raft")
             .unwrap()
             .insert("format", &7u32.to_le_bytes())
             .unwrap();
         db.flush().unwrap();
     }
-    let err = loop {
-        match wharf_raft::open(dir.path(), &Options::default()) {
-            Err(e) if e.to_string().contains("lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            Err(e) => break e,
-            Ok(_) => panic!("a data dir of format version 7 was opened"),
-        }
-    };
-    let msg = err.to_string();
+    let msg = refusal(dir.path());
     assert!(msg.contains("format version 7"), "{msg}");
+    assert!(dir.path().join("conf").exists(), "the old data stays");
+}
+
+/// A data dir as wharf's format version 1 left it: sled (with its default 512 KiB segments,
+/// as the oldest such data dirs have), a vote, log entries `1..=entries` and the state they
+/// made, applied up to `applied`.
+fn sled_v1_data_dir(dir: &std::path::Path, entries: u64, applied: u64) {
+    use wharf_raft::codec::encode;
+    let db = sled::open(dir).unwrap();
+    let raft = db.open_tree("raft").unwrap();
+    raft.insert("format", &1u32.to_le_bytes()).unwrap();
+    raft.insert(
+        "vote",
+        encode(&openraft::Vote::<NodeId>::new_committed(4, 1)),
+    )
+    .unwrap();
+    let log = db.open_tree("log").unwrap();
+    for i in 1..=entries {
+        log.insert(i.to_be_bytes(), encode(&set_quota(i))).unwrap();
+    }
+    let mut s = State::new(MemKv::default());
+    for i in 1..=applied {
+        if let EntryPayload::Normal(Request(cmd)) = set_quota(i).payload {
+            wharf_raft::apply(&mut s, cmd).unwrap();
+        }
+    }
+    let state = db.open_tree("state").unwrap();
+    let mut digest = wharf_raft::kv::SetHash::default();
+    for (k, v) in s.into_kv().0 {
+        digest.add(&k, &v);
+        state.insert(k, v).unwrap();
+    }
+    state
+        .insert(b"\xffapplied", encode(&Some(log_id(applied))))
+        .unwrap();
+    state
+        .insert(b"\xffdigest", digest.to_bytes().to_vec())
+        .unwrap();
+    db.flush().unwrap();
 }
 
 #[tokio::test]
-async fn a_database_made_with_sleds_default_segment_size_still_opens() {
-    // Data dirs made before wharf set its own segment size have sled's 512 KiB, which sled
-    // requires at every later open.
+async fn a_sled_data_dir_of_version_1_is_migrated_and_its_sled_files_removed() {
     let dir = tempfile::tempdir().unwrap();
+    sled_v1_data_dir(dir.path(), 120, 100);
     {
-        let db = retry(|| sled::open(dir.path()));
-        db.open_tree("raft").unwrap();
-        db.flush().unwrap();
+        let (mut log, mut sm) = open(dir.path());
+        assert_eq!(
+            log.read_vote().await.unwrap(),
+            Some(openraft::Vote::new_committed(4, 1))
+        );
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id, Some(log_id(120)));
+        let entries = log.try_get_log_entries(1..=120).await.unwrap();
+        assert_eq!(entries.len(), 120);
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(log_id(100)));
+        assert_eq!(sm.view().digest(), expected_digest(100));
+        // It goes on from there.
+        sm.apply((101..=120).map(set_quota)).await.unwrap();
     }
-    {
-        let (mut log, _sm) = open(dir.path());
-        let vote = openraft::Vote::new_committed(2, 1);
-        log.save_vote(&vote).await.unwrap();
+    for f in ["conf", "db", "blobs"] {
+        assert!(!dir.path().join(f).exists(), "sled's {f} is left");
     }
-    let (mut log, _sm) = open(dir.path());
-    assert_eq!(
-        log.read_vote().await.unwrap(),
-        Some(openraft::Vote::new_committed(2, 1))
-    );
-    let conf =
-        String::from_utf8_lossy(&std::fs::read(dir.path().join("conf")).unwrap()).into_owned();
-    assert!(conf.contains("segment_size: 524288"), "{conf}");
+    let (_log, sm) = open(dir.path());
+    assert_eq!(sm.view().digest(), expected_digest(120));
 }
 
 #[tokio::test]
@@ -347,22 +415,22 @@ async fn a_joiner_never_gets_an_id_that_a_membership_already_names() {
     assert_eq!(ids, vec![2, 3]);
 }
 
-/// A data dir whose log holds entries `1..=last`, written straight into sled, and the purge
-/// point `last_purged` when given: as a process that died there left it.
+/// A data dir whose log holds entries `1..=last`, written straight into the database, and
+/// the purge point `last_purged` when given: as a process that died there left it.
 fn data_dir_with_log(dir: &std::path::Path, last: u64, last_purged: Option<u64>) {
     drop(open(dir));
-    let db = sled_open(dir);
-    let log = db.open_tree("log").unwrap();
+    let db = fjall_open(dir);
+    let log = keyspace(&db, "log");
     for i in 1..=last {
         log.insert(i.to_be_bytes(), wharf_raft::codec::encode(&set_quota(i)))
             .unwrap();
     }
     if let Some(p) = last_purged {
-        let raft = db.open_tree("raft").unwrap();
-        raft.insert("last_purged", wharf_raft::codec::encode(&log_id(p)))
+        keyspace(&db, "raft")
+            .insert("last_purged", wharf_raft::codec::encode(&log_id(p)))
             .unwrap();
     }
-    db.flush().unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
 }
 
 #[tokio::test]

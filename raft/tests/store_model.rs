@@ -1,4 +1,4 @@
-//! The same random command sequences applied to the in-memory store and to the sled state
+//! The same random command sequences applied to the in-memory store and to the on-disk state
 //! machine (in random batches, with a snapshot built and installed on a third store half-way):
 //! every answer and the final digests must agree.
 
@@ -298,12 +298,12 @@ async fn install_copy(from: &mut StateMachineStore, into: &mut StateMachineStore
     into.install_snapshot(&snap.meta, data).await.unwrap();
 }
 
-/// Applies the pending commands to both sled stores as one batch and compares the answers
+/// Applies the pending commands to both on-disk stores as one batch and compares the answers
 /// with the in-memory model's.
 async fn flush(
     pending: &mut Vec<(Command, wharf_raft::Response)>,
     index: &mut u64,
-    sled: &mut StateMachineStore,
+    disk: &mut StateMachineStore,
     copy: &mut StateMachineStore,
 ) -> Result<(), TestCaseError> {
     if pending.is_empty() {
@@ -316,10 +316,15 @@ async fn flush(
             entry(*index, c.clone())
         })
         .collect();
-    let got = sled.apply(entries.clone()).await.unwrap();
+    let got = disk.apply(entries.clone()).await.unwrap();
     let got_copy = copy.apply(entries).await.unwrap();
     for (((cmd, expected), g), gc) in pending.iter().zip(&got).zip(&got_copy) {
-        prop_assert_eq!(g, expected, "sled answered {:?} differently", cmd);
+        prop_assert_eq!(
+            g,
+            expected,
+            "the on-disk store answered {:?} differently",
+            cmd
+        );
         prop_assert_eq!(
             gc,
             expected,
@@ -333,7 +338,7 @@ async fn flush(
 
 async fn run(ops: Vec<Op>, batches: Vec<usize>) -> Result<(), TestCaseError> {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (_l1, mut sled) = wharf_raft::open(dirs.0.path(), &Options::default()).unwrap();
+    let (_l1, mut disk) = wharf_raft::open(dirs.0.path(), &Options::default()).unwrap();
     let (_l2, mut copy) = wharf_raft::open(dirs.1.path(), &Options::default()).unwrap();
     let mut mem = State::new(MemKv::default());
     let mut now = 10_000;
@@ -365,18 +370,18 @@ async fn run(ops: Vec<Op>, batches: Vec<usize>) -> Result<(), TestCaseError> {
         let answer = wharf_raft::Response(wharf_raft::apply(&mut mem, cmd.clone()));
         pending.push((cmd, answer));
         if pending.len() >= want || n == half {
-            flush(&mut pending, &mut index, &mut sled, &mut copy).await?;
+            flush(&mut pending, &mut index, &mut disk, &mut copy).await?;
             want = batch_sizes.next().unwrap_or(1);
-            prop_assert_eq!(sled.view().digest(), mem.digest());
+            prop_assert_eq!(disk.view().digest(), mem.digest());
             if n == half {
-                // The copy takes the sled store's state by snapshot and goes on from there.
-                install_copy(&mut sled, &mut copy).await;
+                // The copy takes the on-disk store's state by snapshot and goes on from there.
+                install_copy(&mut disk, &mut copy).await;
                 prop_assert_eq!(copy.view().digest(), mem.digest());
             }
         }
     }
-    flush(&mut pending, &mut index, &mut sled, &mut copy).await?;
-    prop_assert_eq!(sled.view().digest(), mem.digest());
+    flush(&mut pending, &mut index, &mut disk, &mut copy).await?;
+    prop_assert_eq!(disk.view().digest(), mem.digest());
     prop_assert_eq!(copy.view().digest(), mem.digest());
     Ok(())
 }
@@ -385,7 +390,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn sled_answers_every_command_as_the_in_memory_model_does(
+    fn the_on_disk_store_answers_every_command_as_the_in_memory_model_does(
         ops in proptest::collection::vec(op(), 1..160),
         batches in proptest::collection::vec(1..8usize, 1..10),
     ) {

@@ -1,9 +1,11 @@
-//! The data dir's format version, and the migration of version 0 (JSON, the whole state in
-//! one snapshot value, wharf up to 0.1 before the state moved into sled).
+//! The data dir's format version, and the migration of older ones, which kept the metadata
+//! in sled: version 1 (trees `log`, `raft`, `state`, the records of today) and version 0
+//! (JSON, the whole state in one snapshot value, wharf up to 0.1).
 //!
-//! Version 0 kept trees `logs`, `meta` and `sm`; version 1 keeps `log`, `raft` and `state`, so
-//! a migration writes the new trees beside the old ones and flips the version last: a crash
-//! half-way leaves the old trees intact, and the next start migrates again from scratch.
+//! Version 0 is first migrated to version 1 inside sled: the new trees are written beside the
+//! old ones and the version flips last. Version 1 is then copied into fjall, whose format
+//! version is written last, and only then are sled's files removed. A crash at any point
+//! leaves the old data intact, and the next start migrates again from there.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,30 +16,131 @@ use serde_json::Value;
 
 use super::snapshot::{self, Pointer};
 use super::state_machine::{APPLIED, DIGEST, MEMBERSHIP, SNAPSHOT};
-use super::{COMMITTED, LAST_PURGED, VOTE};
+use super::{Db, COMMITTED, LAST_PURGED, VOTE};
 use crate::codec::{self, FORMAT_VERSION};
 use crate::kv::{MemKv, SetHash};
 use crate::model::{Blob, Chunk, File, Garbage, State, Upload, UploadState, User};
 use crate::{Error, NodeId, TypeConfig, WharfNode};
 
 const FORMAT: &[u8] = b"format";
+/// The last format version kept in sled.
+const SLED_VERSION: u32 = 1;
 const V0_TREES: [&str; 3] = ["logs", "meta", "sm"];
+/// The files sled keeps in its directory (the data dir's `raft/`).
+const SLED_FILES: [&str; 3] = ["conf", "db", "blobs"];
+/// Records copied per fjall batch.
+const COPY_BATCH: usize = 4096;
 
-/// Makes `db` a version-1 store: new, already version 1, or migrated from version 0.
-pub fn prepare(db: &sled::Db, dir: &Path) -> Result<(), Error> {
+fn refused(dir: &Path, version: u32) -> Error {
+    Error::Format(format!(
+        "the metadata in {} is format version {version}; this wharf reads version \
+         {FORMAT_VERSION} (and migrates versions 0 and 1): run the wharf that wrote it, or a newer one",
+        dir.display()
+    ))
+}
+
+fn version_of(v: &[u8]) -> u32 {
+    v.try_into().map(u32::from_le_bytes).unwrap_or(u32::MAX)
+}
+
+/// Makes `db` a store of this build's format: new, already current, or migrated from the sled
+/// database an older wharf left in `dir`.
+pub fn prepare(db: &Db, dir: &Path) -> Result<(), Error> {
+    if let Some(v) = db.raft.get(FORMAT)? {
+        let version = version_of(&v);
+        if version != FORMAT_VERSION {
+            return Err(refused(dir, version));
+        }
+        // What a migration that stopped after its last step left behind.
+        remove_sled(dir)?;
+        return Ok(());
+    }
+    if SLED_FILES.iter().any(|f| dir.join(f).exists()) {
+        let old = sled::Config::new()
+            .path(dir)
+            .segment_size(segment_size(dir))
+            .open()?;
+        prepare_sled(&old, dir)?;
+        tracing::warn!(dir = %dir.display(), "migrating metadata from format version 1 (sled)");
+        copy_from_sled(&old, db)?;
+    }
+    db.raft.insert(FORMAT, FORMAT_VERSION.to_le_bytes())?;
+    db.persist()?;
+    remove_sled(dir)
+}
+
+/// Copies the version-1 trees into the (emptied) keyspaces of the same names.
+fn copy_from_sled(old: &sled::Db, db: &Db) -> Result<(), Error> {
+    let mut records = 0u64;
+    for (name, ks, into) in [
+        ("log", &db.log, &db.db),
+        ("raft", &db.raft, &db.db),
+        ("state", &db.state, &db.state_db),
+    ] {
+        ks.clear()?;
+        let tree = old.open_tree(name)?;
+        let mut batch = into.batch();
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            if name == "raft" && k.as_ref() == FORMAT {
+                continue;
+            }
+            batch.insert(ks, k.to_vec(), v.to_vec());
+            records += 1;
+            if batch.len() == COPY_BATCH {
+                std::mem::replace(&mut batch, into.batch()).commit()?;
+            }
+        }
+        batch.commit()?;
+    }
+    db.persist_state()?;
+    db.persist()?;
+    tracing::warn!(
+        records,
+        "migrated metadata to format version {FORMAT_VERSION}"
+    );
+    Ok(())
+}
+
+/// Removes sled's files from `dir` (its snapshots named `snap.*` too).
+fn remove_sled(dir: &Path) -> Result<(), Error> {
+    for f in SLED_FILES {
+        let p = dir.join(f);
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p)?;
+        } else if p.exists() {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with("snap.") {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The segment size of the sled database in `dir`: sled refuses to open a database with
+/// another one than it was created with (wharf made new ones with 8 MiB, sled's default is
+/// 512 KiB).
+fn segment_size(dir: &Path) -> usize {
+    // The file ends in a binary checksum: read it as bytes.
+    let Ok(conf) = std::fs::read(dir.join("conf")) else {
+        return 8 << 20;
+    };
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size: ")?.trim().parse().ok())
+        .unwrap_or(512 << 10)
+}
+
+/// Makes the sled database `db` a version-1 one: already version 1, or migrated from 0.
+fn prepare_sled(db: &sled::Db, dir: &Path) -> Result<(), Error> {
     let raft = db.open_tree("raft")?;
     if let Some(v) = raft.get(FORMAT)? {
-        let version = v
-            .as_ref()
-            .try_into()
-            .map(u32::from_le_bytes)
-            .unwrap_or(u32::MAX);
-        if version != FORMAT_VERSION {
-            return Err(Error::Format(format!(
-                "the metadata in {} is format version {version}; this wharf reads version \
-                 {FORMAT_VERSION} (and migrates version 0): run the wharf that wrote it, or a newer one",
-                dir.display()
-            )));
+        let version = version_of(&v);
+        if version != SLED_VERSION {
+            return Err(refused(dir, version));
         }
         drop_v0(db)?;
         return Ok(());
@@ -53,7 +156,7 @@ pub fn prepare(db: &sled::Db, dir: &Path) -> Result<(), Error> {
         tracing::warn!(dir = %dir.display(), "migrating metadata from format version 0 (JSON)");
         migrate_v0(db, dir)?;
     }
-    raft.insert(FORMAT, &FORMAT_VERSION.to_le_bytes())?;
+    raft.insert(FORMAT, &SLED_VERSION.to_le_bytes())?;
     db.flush()?;
     drop_v0(db)?;
     Ok(())
@@ -267,7 +370,7 @@ fn migrate_v0(db: &sled::Db, dir: &Path) -> Result<(), Error> {
         entries,
         records,
         files,
-        "migrated metadata to format version {FORMAT_VERSION}"
+        "migrated metadata to format version {SLED_VERSION}"
     );
     Ok(())
 }

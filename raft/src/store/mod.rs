@@ -1,12 +1,15 @@
-//! openraft storage (the storage-v2 traits) over one sled `Db`, format version 1.
+//! openraft storage (the storage-v2 traits) over one fjall database, format version 2.
 //!
-//! Trees: `log` (big-endian index -> entry), `raft` (format version, vote, committed, last
-//! purged, the current snapshot and an install marker) and `state` (the model's records, plus
-//! the last applied log id and membership under keys starting with `0xff`). Snapshots are
-//! files under `snapshots/`. Every value is postcard ([`crate::codec`]). sled flushes lazily,
-//! so every write that openraft or a client relies on is followed by `flush_async().await`
-//! before it is reported done; applied state needs no flush of its own, since the log it was
-//! applied from was flushed first and sled recovers a prefix of its writes.
+//! Keyspaces: `log` (big-endian index -> entry) and `raft` (format version, vote, committed,
+//! last purged, the current snapshot and an install marker) in one database, `store/`; `state`
+//! (the model's records, plus the last applied log id and membership under keys starting with
+//! `0xff`) in another, `state/`, so that applying entries never waits for the log's fsync
+//! (fjall syncs a journal under the lock its writers take). Snapshots are files under
+//! `snapshots/`. Every value is postcard ([`crate::codec`]). A write batch goes to its
+//! database's journal (the OS's buffers); every write that openraft or a client relies on is
+//! followed by a journal fsync ([`Db::persist`]) before it is reported done. Applied state needs
+//! no fsync of its own: the log it was applied from was synced first, and the state's journal
+//! recovers a prefix of its batches.
 
 // openraft's traits dictate `StorageError` (a large type) as the error of every storage call.
 #![allow(clippy::result_large_err)]
@@ -19,6 +22,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
     AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
@@ -37,11 +41,18 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
+/// The directory of the database with the `log` and `raft` keyspaces, under the data dir's
+/// `raft/`.
+pub const STORE_DIR: &str = "store";
+/// The directory of the database with the `state` keyspace.
+pub const STATE_DIR: &str = "state";
+
 /// How the store is opened.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// sled's page cache, in bytes: the bound on the memory the metadata uses, whatever the
-    /// number of records (sled may use a few times this: measure it).
+    /// fjall's block caches, in bytes (three quarters for the state, the rest for the log).
+    /// With the memtables ([`MEMTABLE`] per keyspace) and the index and filter blocks fjall
+    /// keeps pinned, this bounds the memory the metadata uses, whatever the number of records.
     pub cache_capacity: u64,
 }
 
@@ -53,53 +64,93 @@ impl Default for Options {
     }
 }
 
-/// Opens (or creates) the sled database under `dir` and returns the log store and the state
-/// machine, both backed by it. A data dir of format version 0 (JSON) is migrated first; one of
-/// a newer version is refused.
+/// A keyspace's write buffer: the unit fjall writes out as a table. What is in it at a crash is
+/// replayed from the journal at the next start, so it also bounds the restart time.
+const MEMTABLE: u64 = 8 << 20;
+/// The journal's size at which fjall writes out the oldest memtables (its smallest allowed).
+const MAX_JOURNAL: u64 = 64 << 20;
+
+/// The two databases and their three keyspaces.
+#[derive(Clone)]
+pub(crate) struct Db {
+    /// Holds `log` and `raft`.
+    pub db: Database,
+    /// Holds `state`.
+    pub state_db: Database,
+    pub log: Keyspace,
+    pub raft: Keyspace,
+    pub state: Keyspace,
+}
+
+fn open_db(path: &Path, cache: u64) -> fjall::Result<Database> {
+    Database::builder(path)
+        .cache_size(cache)
+        .max_journaling_size(MAX_JOURNAL)
+        .open()
+}
+
+fn keyspace(db: &Database, name: &str) -> fjall::Result<Keyspace> {
+    db.keyspace(name, || {
+        KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE)
+    })
+}
+
+impl Db {
+    fn open(dir: &Path, opts: &Options) -> Result<Self, crate::Error> {
+        let log_cache = (opts.cache_capacity / 4).max(1 << 20);
+        let db = open_db(&dir.join(STORE_DIR), log_cache)?;
+        let state_db = open_db(
+            &dir.join(STATE_DIR),
+            opts.cache_capacity.saturating_sub(log_cache).max(1 << 20),
+        )?;
+        Ok(Self {
+            log: keyspace(&db, "log")?,
+            raft: keyspace(&db, "raft")?,
+            state: keyspace(&state_db, "state")?,
+            db,
+            state_db,
+        })
+    }
+
+    /// Makes every write to `log` and `raft` so far durable: one fsync of their journal,
+    /// however many batches.
+    pub fn persist(&self) -> fjall::Result<()> {
+        self.db.persist(PersistMode::SyncData)
+    }
+
+    /// The same for `state`.
+    pub fn persist_state(&self) -> fjall::Result<()> {
+        self.state_db.persist(PersistMode::SyncData)
+    }
+
+    /// [`Db::persist`] on tokio's blocking pool.
+    pub async fn persist_async(&self) -> fjall::Result<()> {
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.persist(PersistMode::SyncData)).await {
+            Ok(r) => r,
+            Err(e) => Err(fjall::Error::Io(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Opens (or creates) the metadata database under `dir` and returns the log store and the
+/// state machine, both backed by it. A data dir of an older format (sled: version 0, JSON, or
+/// version 1) is migrated first; one of a newer version is refused.
 pub fn open(dir: &Path, opts: &Options) -> Result<(LogStore, StateMachineStore), crate::Error> {
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(opts.cache_capacity)
-        .segment_size(segment_size(dir))
-        .open()?;
+    std::fs::create_dir_all(dir)?;
+    let db = Db::open(dir, opts)?;
     migrate::prepare(&db, dir)?;
-    let logs = LogStore {
-        db: db.clone(),
-        logs: db.open_tree("log")?,
-        meta: db.open_tree("raft")?,
-    };
+    let logs = LogStore { db: db.clone() };
     let sm = StateMachineStore::open(db, dir)?;
     Ok((logs, sm))
 }
 
-/// sled's segment size for a new database. sled frees a segment only once at most half of it
-/// is live, and its pages are rewritten often, so small segments hold much dead data: with
-/// 8 MiB instead of sled's 512 KiB, 40,000 one-request files took about 40% less disk (sled
-/// alone, the same records). sled accepts at most 16 MiB.
-const SEGMENT_SIZE: usize = 8 << 20;
-
-/// Log entries removed per sled batch when the log is purged.
+/// Log entries removed per batch when the log is purged.
 const PURGE_BATCH: usize = 1024;
-
-/// The segment size of the database in `dir`: sled refuses to open a database with another
-/// one than it was created with, so an existing database keeps its own (sled's 512 KiB
-/// before this default).
-fn segment_size(dir: &Path) -> usize {
-    // The file ends in a binary checksum: read it as bytes.
-    let Ok(conf) = std::fs::read(dir.join("conf")) else {
-        return SEGMENT_SIZE;
-    };
-    String::from_utf8_lossy(&conf)
-        .lines()
-        .find_map(|l| l.strip_prefix("segment_size: ")?.trim().parse().ok())
-        .unwrap_or(SEGMENT_SIZE)
-}
 
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
-    logs: sled::Tree,
-    meta: sled::Tree,
+    db: Db,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -112,21 +163,25 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 
 impl LogStore {
     fn get_meta<T: DeserializeOwned>(&self, k: &[u8]) -> StorageResult<Option<T>> {
-        match self.meta.get(k).map_err(read_err)? {
+        match self.db.raft.get(k).map_err(read_err)? {
             Some(v) => Ok(Some(codec::decode(&v).map_err(read_err)?)),
             None => Ok(None),
         }
     }
 
     async fn put_meta<T: Serialize>(&self, k: &[u8], v: &T) -> StorageResult<()> {
-        self.meta.insert(k, codec::encode(v)).map_err(write_err)?;
-        self.db.flush_async().await.map_err(write_err)?;
+        self.db
+            .raft
+            .insert(k, codec::encode(v))
+            .map_err(write_err)?;
+        self.db.persist_async().await.map_err(write_err)?;
         Ok(())
     }
 
     fn last_entry_log_id(&self) -> StorageResult<Option<LogId<NodeId>>> {
-        match self.logs.last().map_err(read_err)? {
-            Some((_, v)) => {
+        match self.db.log.last_key_value() {
+            Some(g) => {
+                let v = g.value().map_err(read_err)?;
                 let e: Entry<TypeConfig> = codec::decode(&v).map_err(read_err)?;
                 Ok(Some(e.log_id))
             }
@@ -149,10 +204,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
         let range = (bound_key(range.start_bound()), bound_key(range.end_bound()));
-        self.logs
+        self.db
+            .log
             .range(range)
-            .map(|kv| {
-                let (_, v) = kv.map_err(read_err)?;
+            .map(|g| {
+                let v = g.value().map_err(read_err)?;
                 codec::decode(&v).map_err(read_err)
             })
             .collect()
@@ -190,7 +246,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
         // A hint for a faster restart, not a promise (openraft re-learns what is committed):
         // it goes to disk with the next append's flush instead of costing a flush of its own.
-        self.meta
+        self.db
+            .raft
             .insert(COMMITTED, codec::encode(&committed))
             .map_err(write_err)?;
         Ok(())
@@ -206,15 +263,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         // Group commit: openraft hands over every entry proposed since the last append, and
-        // they share one batch and one flush.
-        let mut batch = sled::Batch::default();
+        // they share one batch and one fsync.
+        let mut batch = self.db.db.batch();
         for e in entries {
-            batch.insert(&e.log_id.index.to_be_bytes(), codec::encode(&e));
+            batch.insert(
+                &self.db.log,
+                e.log_id.index.to_be_bytes(),
+                codec::encode(&e),
+            );
         }
-        self.logs.apply_batch(batch).map_err(write_err)?;
+        batch.commit().map_err(write_err)?;
         // openraft may count the entries towards a quorum once the callback fires: they must be
         // on disk by then.
-        let res = self.db.flush_async().await.map(|_| ());
+        let res = self.db.persist_async().await;
         let io = res
             .as_ref()
             .map(|_| ())
@@ -224,12 +285,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let mut batch = sled::Batch::default();
-        for kv in self.logs.range(log_id.index.to_be_bytes()..) {
-            batch.remove(kv.map_err(read_err)?.0);
+        let mut batch = self.db.db.batch();
+        for g in self.db.log.range(log_id.index.to_be_bytes()..) {
+            batch.remove(&self.db.log, g.key().map_err(read_err)?);
         }
-        self.logs.apply_batch(batch).map_err(write_err)?;
-        self.db.flush_async().await.map_err(write_err)?;
+        batch.commit().map_err(write_err)?;
+        self.db.persist_async().await.map_err(write_err)?;
         Ok(())
     }
 
@@ -252,23 +313,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // purged entries (harmless, as above), and no batch holds the whole purge (a purge
         // after a snapshot covers up to `snapshot_every` entries).
         loop {
-            let mut batch = sled::Batch::default();
+            let mut batch = self.db.db.batch();
             let mut n = 0;
-            for k in self
-                .logs
+            for g in self
+                .db
+                .log
                 .range(..=log_id.index.to_be_bytes())
-                .keys()
                 .take(PURGE_BATCH)
             {
-                batch.remove(k.map_err(read_err)?);
+                batch.remove(&self.db.log, g.key().map_err(read_err)?);
                 n += 1;
             }
             if n == 0 {
                 break;
             }
-            self.logs.apply_batch(batch).map_err(write_err)?;
+            batch.commit().map_err(write_err)?;
         }
-        self.db.flush_async().await.map_err(write_err)?;
+        self.db.persist_async().await.map_err(write_err)?;
         Ok(())
     }
 }

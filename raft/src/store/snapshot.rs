@@ -6,27 +6,20 @@
 //! (version 1, written before, is read too). It is written and read as a stream: neither side
 //! holds the state in memory.
 //!
-//! sled has no point-in-time view, so the builder makes one. It walks the tree in key order,
-//! a page at a time; while it does, every commit of the state machine first saves, for each key
-//! it writes that the walk has not reached yet, the value the key had when the snapshot began
-//! (or that it had none). The walk reads a key's saved value when there is one. So writes keep
-//! being applied while a snapshot is built, and the file is exactly the state at the log id
-//! the build began at. The saved values are the only memory this costs: the keys written
-//! during one build, not the size of the state.
+//! The records come from a point-in-time view of the `state` keyspace (a fjall snapshot, which
+//! keeps the versions it sees until it is dropped), so writes keep being applied while a
+//! snapshot is built, and the file is exactly the state at the log id the build began at.
 
-use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::ops::Bound;
 use std::path::Path;
 
 use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
-use crate::model::keys;
 use crate::{NodeId, WharfNode};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"WHARFSNP";
-/// Snapshot versions (the records inside are the data dir's format version 1 either way).
+/// Snapshot versions (the records inside are the same from data dir format version 1 on).
 const PLAIN: u32 = 1;
 const COMPRESSED: u32 = 2;
 /// zstd's fastest level: the records (hex ids and hashes, repeated key prefixes) shrink to
@@ -35,8 +28,8 @@ const ZSTD_LEVEL: i32 = 1;
 const END: u32 = u32::MAX;
 /// No record is this large; a length above it means a corrupt file.
 const MAX_RECORD: usize = 256 << 20;
-/// Records read under the commit lock at a time.
-const PAGE: usize = 1024;
+/// Records read from the view at a time.
+pub(crate) const PAGE: usize = 1024;
 
 /// Where the current snapshot is (in the `raft` tree).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,99 +37,6 @@ pub struct Pointer {
     pub meta: SnapshotMeta<NodeId, WharfNode>,
     /// File name under `snapshots/`, made by this node (never taken from a peer).
     pub file: String,
-}
-
-/// The walk of a snapshot being built: how far it got, and the values keys had at its start.
-#[derive(Default)]
-pub struct Track {
-    cursor: Option<Vec<u8>>,
-    done: bool,
-    saved: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-}
-
-impl Track {
-    fn passed(&self, key: &[u8]) -> bool {
-        self.done || self.cursor.as_deref().is_some_and(|c| key <= c)
-    }
-
-    /// Called with the commit lock held, before a batch writing `keys` is applied to `tree`.
-    /// `read`: values the batch read from `tree`, as they are until it commits.
-    pub fn before_write<'a>(
-        &mut self,
-        tree: &sled::Tree,
-        keys: impl Iterator<Item = &'a Vec<u8>>,
-        read: &crate::kv::BaseReads,
-    ) -> sled::Result<()> {
-        for k in keys {
-            if k.first() == Some(&keys::STORE) || self.passed(k) || self.saved.contains_key(k) {
-                continue;
-            }
-            let old = match read.get(k) {
-                Some(old) => old.clone(),
-                None => tree.get(k)?.map(|v| v.to_vec()),
-            };
-            self.saved.insert(k.clone(), old);
-        }
-        Ok(())
-    }
-
-    /// The next page of the state as it was when the walk began; empty once it is done.
-    pub fn next_page(&mut self, tree: &sled::Tree) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        if self.done {
-            return Ok(Vec::new());
-        }
-        let lo = match &self.cursor {
-            Some(c) => Bound::Excluded(c.clone()),
-            None => Bound::Unbounded,
-        };
-        let hi = Bound::Excluded(vec![keys::STORE]);
-        let mut live = Vec::with_capacity(PAGE);
-        for kv in tree.range::<Vec<u8>, _>((lo.clone(), hi.clone())) {
-            let (k, v) = kv?;
-            live.push((k.to_vec(), v.to_vec()));
-            if live.len() == PAGE {
-                break;
-            }
-        }
-        let last_live = live.last().map(|(k, _)| k.clone());
-        let upper = if live.len() == PAGE {
-            Bound::Included(last_live.clone().expect("a full page"))
-        } else {
-            self.done = true;
-            hi
-        };
-        let mut saved = self.saved.range((lo, upper)).peekable();
-        let mut out = Vec::with_capacity(live.len());
-        let mut live = live.into_iter().peekable();
-        loop {
-            let take_saved = match (saved.peek(), live.peek()) {
-                (None, None) => break,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some((sk, _)), Some((lk, _))) => sk.as_slice() <= lk.as_slice(),
-            };
-            if take_saved {
-                let (sk, sv) = saved.next().expect("peeked");
-                if live.peek().is_some_and(|(lk, _)| lk == sk) {
-                    live.next();
-                }
-                if let Some(v) = sv {
-                    out.push((sk.clone(), v.clone()));
-                }
-            } else {
-                out.push(live.next().expect("peeked"));
-            }
-        }
-        if !self.done {
-            // The page's last live key, even if its saved value hid it from the snapshot.
-            self.cursor = last_live;
-        }
-        if out.is_empty() && !self.done {
-            // Every record of this page was hidden: go on to the next one.
-            return self.next_page(tree);
-        }
-        Ok(out)
-    }
 }
 
 /// Writes a snapshot file from `pages` (called until it returns an empty page).

@@ -1,21 +1,24 @@
-//! The state machine: the model's records in the sled tree `state`.
+//! The state machine: the model's records in the fjall keyspace `state`.
 //!
-//! A batch of entries is applied through an [`Overlay`] over the tree; its writes, the new
-//! last-applied log id, membership and digest then commit as one sled batch, so a crash never
-//! shows a state between two of them. Readers (the node) get a [`StateView`] over the tree.
+//! A batch of entries is applied through an [`Overlay`] over the keyspace; its writes, the new
+//! last-applied log id, membership and digest then commit as one fjall batch, so a crash never
+//! shows a state between two of them. Readers (the node) get a [`StateView`] over the
+//! keyspace; snapshots read a point-in-time view of it (fjall's MVCC snapshots).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use fjall::{Keyspace, Readable};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
     RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 
-use super::snapshot::{self, Pointer, Track};
-use super::StorageResult;
+use super::snapshot::{self, Pointer};
+use super::{Db, StorageResult};
 use crate::codec;
 use crate::kv::{scan_start, BaseReads, Kv, KvMut, Overlay, SetHash, Writes};
 use crate::model::{self, keys, State};
@@ -24,39 +27,132 @@ use crate::{NodeId, Request, Response, TypeConfig, WharfNode};
 pub(crate) const APPLIED: &[u8] = b"\xffapplied";
 pub(crate) const MEMBERSHIP: &[u8] = b"\xffmembership";
 pub(crate) const DIGEST: &[u8] = b"\xffdigest";
-/// In the `raft` tree.
+/// In the `raft` keyspace.
 pub(crate) const SNAPSHOT: &[u8] = b"snapshot";
 pub(crate) const INSTALLING: &[u8] = b"installing";
+/// Records loaded per batch when a snapshot is installed.
+const LOAD_BATCH: usize = 4096;
 
-/// Read access to the `state` tree. A read error is logged and reads as absent (the node's
-/// readers have no better answer); the apply path checks [`TreeKv::take_error`].
+/// Where the live records under a prefix begin, as far as the apply path has seen: a removed
+/// key stays in an LSM tree as a tombstone until compaction drops it, so a scan from the start
+/// of a prefix used as a queue (request ids by time, the scan queue, expiry indexes) would walk
+/// every record removed from its front since then, and forgetting old request ids scans one
+/// on every apply. A hint is a key below which the prefix holds no live record; removals keep
+/// it true, and every commit lowers it below any key it writes under that prefix.
+#[derive(Default)]
+struct Hints(HashMap<Vec<u8>, Start>);
+
+#[derive(Clone)]
+enum Start {
+    /// No live record under the prefix sorts below this key.
+    At(Vec<u8>),
+    /// The prefix holds no live record.
+    Empty,
+}
+
+/// Prefixes tracked at most (then forgotten all at once; a hint only saves work).
+const MAX_HINTS: usize = 4096;
+
+impl Hints {
+    /// Only prefixes ending in `/` are tracked: [`Hints::written`] finds them at a key's `/`s.
+    fn tracks(prefix: &[u8]) -> bool {
+        prefix.last() == Some(&b'/')
+    }
+
+    fn note(&mut self, prefix: &[u8], start: Start) {
+        if self.0.len() >= MAX_HINTS && !self.0.contains_key(prefix) {
+            self.0.clear();
+        }
+        self.0.insert(prefix.to_vec(), start);
+    }
+
+    /// A key is about to be written: no hint may stay above it.
+    fn written(&mut self, key: &[u8]) {
+        if self.0.is_empty() {
+            return;
+        }
+        for (i, b) in key.iter().enumerate() {
+            if *b != b'/' {
+                continue;
+            }
+            if let Some(h) = self.0.get_mut(&key[..=i]) {
+                let above = match h {
+                    Start::At(k) => key < k.as_slice(),
+                    Start::Empty => true,
+                };
+                if above {
+                    *h = Start::At(key.to_vec());
+                }
+            }
+        }
+    }
+}
+
+/// Read access to the `state` keyspace, live or as of a point in time. A read error is logged
+/// and reads as absent (the node's readers have no better answer); the apply path checks
+/// [`TreeKv::take_error`].
 #[derive(Clone)]
 pub struct TreeKv {
-    tree: sled::Tree,
-    error: Arc<Mutex<Option<sled::Error>>>,
+    ks: Keyspace,
+    at: Option<fjall::Snapshot>,
+    /// The apply path's, which alone writes the keyspace (between its scans, never during).
+    hints: Option<Arc<Mutex<Hints>>>,
+    error: Arc<Mutex<Option<fjall::Error>>>,
 }
 
 impl TreeKv {
-    pub(crate) fn new(tree: sled::Tree) -> Self {
+    pub(crate) fn new(ks: Keyspace) -> Self {
         Self {
-            tree,
+            ks,
+            at: None,
+            hints: None,
             error: Arc::default(),
         }
     }
 
-    fn failed(&self, e: sled::Error) {
+    /// The keyspace as it is in `snapshot`, whatever is written after.
+    fn at(ks: Keyspace, snapshot: fjall::Snapshot) -> Self {
+        Self {
+            at: Some(snapshot),
+            ..Self::new(ks)
+        }
+    }
+
+    /// The live keyspace, read by the apply path with its scan hints.
+    fn for_apply(ks: Keyspace, hints: Arc<Mutex<Hints>>) -> Self {
+        Self {
+            hints: Some(hints),
+            ..Self::new(ks)
+        }
+    }
+
+    fn failed(&self, e: fjall::Error) {
         tracing::error!(error = %e, "reading the metadata store");
         *self.error.lock().expect("lock poisoned") = Some(e);
     }
 
-    fn take_error(&self) -> Option<sled::Error> {
+    fn take_error(&self) -> Option<fjall::Error> {
         self.error.lock().expect("lock poisoned").take()
+    }
+
+    fn read(&self, key: &[u8]) -> fjall::Result<Option<fjall::Slice>> {
+        match &self.at {
+            Some(s) => s.get(&self.ks, key),
+            None => self.ks.get(key),
+        }
+    }
+
+    fn iter(&self, range: (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>)) -> fjall::Iter {
+        match &self.at {
+            Some(s) => s.range(&self.ks, range),
+            None => self.ks.range(range),
+        }
     }
 }
 
 impl Kv for TreeKv {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        match self.tree.get(key) {
+        match self.read(key) {
             Ok(v) => v.map(|v| v.to_vec()),
             Err(e) => {
                 self.failed(e);
@@ -71,18 +167,56 @@ impl Kv for TreeKv {
         after: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) {
-        let range = (scan_start(prefix, after), std::ops::Bound::Unbounded);
-        for kv in self.tree.range::<Vec<u8>, _>(range) {
-            match kv {
+        use std::ops::Bound;
+        let mut start = scan_start(prefix, after);
+        // With a hint, a scan that would begin at or below it begins at it, and what it finds
+        // first becomes the new hint.
+        let hints = self.hints.as_ref().filter(|_| Hints::tracks(prefix));
+        let mut learn = false;
+        if let Some(h) = hints {
+            let below = |k: &[u8]| match &start {
+                Bound::Included(s) | Bound::Excluded(s) => s.as_slice() < k,
+                Bound::Unbounded => true,
+            };
+            match h.lock().expect("lock poisoned").0.get(prefix) {
+                Some(Start::Empty) => return,
+                Some(Start::At(k)) if below(k) => {
+                    start = Bound::Included(k.clone());
+                    learn = true;
+                }
+                Some(Start::At(_)) => {}
+                None => learn = after.is_none(),
+            }
+        }
+        let mut first = true;
+        for g in self.iter((start, Bound::Unbounded)) {
+            match g.into_inner() {
                 Ok((k, v)) => {
-                    if !k.starts_with(prefix) || !visit(&k, &v) {
-                        break;
+                    let inside = k.starts_with(prefix);
+                    if learn && first {
+                        let at = if inside {
+                            Start::At(k.to_vec())
+                        } else {
+                            Start::Empty
+                        };
+                        if let Some(h) = hints {
+                            h.lock().expect("lock poisoned").note(prefix, at);
+                        }
+                    }
+                    first = false;
+                    if !inside || !visit(&k, &v) {
+                        return;
                     }
                 }
                 Err(e) => {
                     self.failed(e);
-                    break;
+                    return;
                 }
+            }
+        }
+        if learn && first {
+            if let Some(h) = hints {
+                h.lock().expect("lock poisoned").note(prefix, Start::Empty);
             }
         }
     }
@@ -99,12 +233,11 @@ pub type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, WharfNo
 pub type StateView = State<TreeKv>;
 
 struct Inner {
-    db: sled::Db,
-    tree: sled::Tree,
-    meta: sled::Tree,
+    db: Db,
     snapshots: PathBuf,
-    /// Held while a batch commits, and while a snapshot's walk reads a page.
-    track: Mutex<Option<Track>>,
+    hints: Arc<Mutex<Hints>>,
+    /// Held while a batch commits.
+    commit: Mutex<()>,
     /// One snapshot is built or installed at a time.
     gate: tokio::sync::Mutex<()>,
     /// Held while the current snapshot changes (pointer written, old file removed) and while
@@ -128,15 +261,14 @@ fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
 }
 
 impl StateMachineStore {
-    pub(crate) fn open(db: sled::Db, dir: &Path) -> Result<Self, crate::Error> {
+    pub(crate) fn open(db: Db, dir: &Path) -> Result<Self, crate::Error> {
         let snapshots = dir.join("snapshots");
         std::fs::create_dir_all(&snapshots)?;
         let inner = Inner {
-            tree: db.open_tree("state")?,
-            meta: db.open_tree("raft")?,
             db,
             snapshots,
-            track: Mutex::new(None),
+            hints: Arc::default(),
+            commit: Mutex::new(()),
             gate: tokio::sync::Mutex::new(()),
             swap: Mutex::new(()),
             receiving: Mutex::new(None),
@@ -148,7 +280,7 @@ impl StateMachineStore {
             ),
         };
         // An install that a crash interrupted is done again from its (complete) file.
-        if let Some(v) = inner.meta.get(INSTALLING)? {
+        if let Some(v) = inner.db.raft.get(INSTALLING)? {
             let ptr: Pointer = codec::decode(&v)?;
             tracing::warn!(snapshot = %ptr.meta.snapshot_id, "finishing an interrupted snapshot install");
             inner.load(&ptr)?;
@@ -166,45 +298,51 @@ impl StateMachineStore {
         })
     }
 
-    /// The applied state, read straight from the tree (what this node has applied so far).
+    /// The applied state, read straight from the keyspace (what this node has applied so far).
     pub fn view(&self) -> StateView {
-        State::new(TreeKv::new(self.inner.tree.clone()))
+        State::new(TreeKv::new(self.inner.db.state.clone()))
     }
 
-    /// The last applied log index and the state's digest, read together (between commits).
+    /// The last applied log index and the state's digest, read together (as of one instant).
     pub fn applied_digest(&self) -> (u64, String) {
-        let _commits = self.inner.track.lock().expect("lock poisoned");
-        let index = self
-            .inner
-            .applied()
+        let kv = TreeKv::at(
+            self.inner.db.state.clone(),
+            self.inner.db.state_db.snapshot(),
+        );
+        let index = applied_in(&kv)
             .ok()
             .and_then(|(l, _)| l)
             .map(|l| l.index)
             .unwrap_or(0);
-        (index, self.view().digest())
+        (index, State::new(kv).digest())
     }
 
     /// The last applied log id and membership, as committed with the state.
     pub fn applied(&self) -> Result<AppliedState, crate::Error> {
-        self.inner.applied()
+        applied_in(&TreeKv::new(self.inner.db.state.clone()))
     }
+}
+
+/// The last applied log id and membership in `kv`.
+fn applied_in(kv: &TreeKv) -> Result<AppliedState, crate::Error> {
+    let applied = match kv.read(APPLIED)? {
+        Some(v) => codec::decode(&v)?,
+        None => None,
+    };
+    let membership = match kv.read(MEMBERSHIP)? {
+        Some(v) => codec::decode(&v)?,
+        None => StoredMembership::default(),
+    };
+    Ok((applied, membership))
 }
 
 impl Inner {
     fn applied(&self) -> Result<AppliedState, crate::Error> {
-        let applied = match self.tree.get(APPLIED)? {
-            Some(v) => codec::decode(&v)?,
-            None => None,
-        };
-        let membership = match self.tree.get(MEMBERSHIP)? {
-            Some(v) => codec::decode(&v)?,
-            None => StoredMembership::default(),
-        };
-        Ok((applied, membership))
+        applied_in(&TreeKv::new(self.db.state.clone()))
     }
 
     fn pointer(&self) -> Result<Option<Pointer>, crate::Error> {
-        Ok(match self.meta.get(SNAPSHOT)? {
+        Ok(match self.db.raft.get(SNAPSHOT)? {
             Some(v) => Some(codec::decode(&v)?),
             None => None,
         })
@@ -215,22 +353,24 @@ impl Inner {
         self.snapshots.join(format!("snap-{n}.{ext}"))
     }
 
-    /// Commits a batch of buffered writes, keeping the digest and any snapshot walk in step.
-    /// `read`: values the batch read from the tree (as they are until this commit), so that
-    /// the old values of the keys it writes need not be read again.
-    fn commit(&self, mut writes: Writes, read: BaseReads) -> sled::Result<()> {
-        let mut track = self.track.lock().expect("lock poisoned");
-        if let Some(t) = track.as_mut() {
-            t.before_write(&self.tree, writes.keys(), &read)?;
-        }
-        let mut digest = SetHash::from_bytes(&self.tree.get(DIGEST)?.unwrap_or_default());
-        let mut batch = sled::Batch::default();
+    /// Commits a batch of buffered writes, keeping the digest in step. `read`: values the
+    /// batch read from the keyspace (as they are until this commit), so that the old values
+    /// of the keys it writes need not be read again.
+    fn commit(&self, mut writes: Writes, read: BaseReads) -> fjall::Result<()> {
+        let _commit = self.commit.lock().expect("lock poisoned");
+        let state = &self.db.state;
+        let mut digest = SetHash::from_bytes(&state.get(DIGEST)?.unwrap_or_default());
+        let mut batch = self.db.state_db.batch();
         writes.remove(DIGEST);
+        let mut hints = self.hints.lock().expect("lock poisoned");
         for (k, v) in writes {
+            if v.is_some() {
+                hints.written(&k);
+            }
             if k.first() != Some(&keys::STORE) {
                 let old = match read.get(&k) {
                     Some(old) => old.clone(),
-                    None => self.tree.get(&k)?.map(|v| v.to_vec()),
+                    None => state.get(&k)?.map(|v| v.to_vec()),
                 };
                 if let Some(old) = old {
                     digest.remove(&k, &old);
@@ -240,77 +380,84 @@ impl Inner {
                 }
             }
             match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
+                Some(v) => batch.insert(state, k, v),
+                None => batch.remove(state, k),
             }
         }
-        batch.insert(DIGEST, digest.to_bytes().to_vec());
-        self.tree.apply_batch(batch)
+        batch.insert(state, DIGEST, digest.to_bytes().to_vec());
+        batch.commit()
     }
 
     /// Replaces the state with a snapshot file's records (already checked), then records the
     /// snapshot as current and drops the install marker.
     fn load(&self, ptr: &Pointer) -> Result<(), crate::Error> {
         let path = self.snapshots.join(&ptr.file);
-        self.tree.clear()?;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
+        let state = &self.db.state;
+        let _commit = self.commit.lock().expect("lock poisoned");
+        self.hints.lock().expect("lock poisoned").0.clear();
+        state.clear()?;
+        let mut batch = self.db.state_db.batch();
         let mut digest = SetHash::default();
         snapshot::read_file(&path, |k, v| {
             digest.add(&k, &v);
-            batch.insert(k, v);
-            in_batch += 1;
-            if in_batch == 4096 {
-                self.tree
-                    .apply_batch(std::mem::take(&mut batch))
+            batch.insert(state, k, v);
+            if batch.len() == LOAD_BATCH {
+                std::mem::replace(&mut batch, self.db.state_db.batch())
+                    .commit()
                     .map_err(std::io::Error::other)?;
-                in_batch = 0;
             }
             Ok(())
         })?;
-        batch.insert(APPLIED, codec::encode(&ptr.meta.last_log_id));
-        batch.insert(MEMBERSHIP, codec::encode(&ptr.meta.last_membership));
-        batch.insert(DIGEST, digest.to_bytes().to_vec());
-        self.tree.apply_batch(batch)?;
+        batch.insert(state, APPLIED, codec::encode(&ptr.meta.last_log_id));
+        batch.insert(state, MEMBERSHIP, codec::encode(&ptr.meta.last_membership));
+        batch.insert(state, DIGEST, digest.to_bytes().to_vec());
+        batch.commit()?;
+        // The state first: the log it replaces may be purged once the snapshot is current.
+        self.db.persist_state()?;
         let _swap = self.swap.lock().expect("lock poisoned");
         let old = self.pointer()?;
-        let mut meta = sled::Batch::default();
-        meta.insert(SNAPSHOT, codec::encode(ptr));
-        meta.remove(INSTALLING);
-        self.meta.apply_batch(meta)?;
-        self.db.flush()?;
+        let mut meta = self.db.db.batch();
+        meta.insert(&self.db.raft, SNAPSHOT, codec::encode(ptr));
+        meta.remove(&self.db.raft, INSTALLING);
+        meta.commit()?;
+        self.db.persist()?;
         if let Some(old) = old.filter(|o| o.file != ptr.file) {
             let _ = std::fs::remove_file(self.snapshots.join(old.file));
         }
         Ok(())
     }
 
-    /// Builds a snapshot file of the state as of now, while applies go on.
+    /// Builds a snapshot file of the state as of now, while applies go on: it reads a
+    /// point-in-time view of the keyspace.
     fn build(&self) -> Result<Pointer, crate::Error> {
-        let (last_log_id, last_membership) = {
-            let mut track = self.track.lock().expect("lock poisoned");
-            *track = Some(Track::default());
-            self.applied()?
+        let view = {
+            // Between commits, so the view holds whole batches.
+            let _commit = self.commit.lock().expect("lock poisoned");
+            TreeKv::at(self.db.state.clone(), self.db.state_db.snapshot())
         };
-        // Stop tracking however this ends.
-        struct Stop<'a>(&'a Mutex<Option<Track>>);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                *self.0.lock().expect("lock poisoned") = None;
-            }
-        }
-        let _stop = Stop(&self.track);
+        let (last_log_id, last_membership) = applied_in(&view)?;
         // The logs this snapshot covers may be purged once it is current: the state at its
         // log id must be on disk first.
-        self.db.flush()?;
+        self.db.persist_state()?;
         let path = self.next_name("part");
         let started = std::time::Instant::now();
+        let mut cursor: Option<Vec<u8>> = None;
         let n = snapshot::write_file(&path, || {
-            let mut track = self.track.lock().expect("lock poisoned");
-            let t = track.as_mut().expect("tracking during a build");
-            t.next_page(&self.tree).map_err(std::io::Error::other)
+            let mut page = Vec::with_capacity(snapshot::PAGE);
+            view.scan(b"", cursor.as_deref(), &mut |k, v| {
+                if k.first() == Some(&keys::STORE) {
+                    return false;
+                }
+                page.push((k.to_vec(), v.to_vec()));
+                page.len() < snapshot::PAGE
+            });
+            if let Some(e) = view.take_error() {
+                return Err(std::io::Error::other(e));
+            }
+            cursor = page.last().map(|(k, _)| k.clone());
+            Ok(page)
         })?;
-        drop(_stop);
+        drop(view);
         let final_path = path.with_extension("snap");
         std::fs::rename(&path, &final_path)?;
         std::fs::File::open(&self.snapshots)?.sync_all()?;
@@ -333,8 +480,8 @@ impl Inner {
         {
             let _swap = self.swap.lock().expect("lock poisoned");
             let old = self.pointer()?;
-            self.meta.insert(SNAPSHOT, codec::encode(&ptr))?;
-            self.db.flush()?;
+            self.db.raft.insert(SNAPSHOT, codec::encode(&ptr))?;
+            self.db.persist()?;
             if let Some(old) = old.filter(|o| o.file != ptr.file) {
                 let _ = std::fs::remove_file(self.snapshots.join(old.file));
             }
@@ -401,7 +548,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let base = TreeKv::new(self.inner.tree.clone());
+        let base = TreeKv::for_apply(self.inner.db.state.clone(), self.inner.hints.clone());
         let mut state = State::new(Overlay::new(base.clone()));
         let mut out = Vec::new();
         for e in entries {
@@ -518,8 +665,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .to_string_lossy()
                     .into_owned(),
             };
-            inner.meta.insert(INSTALLING, codec::encode(&ptr))?;
-            inner.db.flush()?;
+            inner.db.raft.insert(INSTALLING, codec::encode(&ptr))?;
+            inner.db.persist()?;
             inner.load(&ptr)
         })
         .await
@@ -529,5 +676,55 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
         self.inner.current_snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(sm: &StateMachineStore, puts: &[&str], deletes: &[&str]) {
+        let mut w = Writes::new();
+        for k in puts {
+            w.insert(k.as_bytes().to_vec(), Some(b"v".to_vec()));
+        }
+        for k in deletes {
+            w.insert(k.as_bytes().to_vec(), None);
+        }
+        sm.inner.commit(w, BaseReads::new()).unwrap();
+    }
+
+    fn scan(sm: &StateMachineStore, prefix: &str) -> Vec<String> {
+        let kv = TreeKv::for_apply(sm.inner.db.state.clone(), sm.inner.hints.clone());
+        let mut out = Vec::new();
+        kv.scan(prefix.as_bytes(), None, &mut |k, _| {
+            out.push(String::from_utf8_lossy(k).into_owned());
+            true
+        });
+        out
+    }
+
+    #[test]
+    fn scan_hints_never_hide_a_record_written_below_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = super::super::open(dir.path(), &Default::default()).unwrap();
+        commit(&sm, &["q/5", "q/6", "r/1"], &[]);
+        assert_eq!(scan(&sm, "q/"), ["q/5", "q/6"]);
+        commit(&sm, &[], &["q/5"]);
+        assert_eq!(scan(&sm, "q/"), ["q/6"]);
+        // Below the hint (q/6) now.
+        commit(&sm, &["q/1"], &[]);
+        assert_eq!(scan(&sm, "q/"), ["q/1", "q/6"]);
+        commit(&sm, &[], &["q/1", "q/6"]);
+        assert!(scan(&sm, "q/").is_empty());
+        // Into a prefix known to be empty.
+        commit(&sm, &["q/3"], &[]);
+        assert_eq!(scan(&sm, "q/"), ["q/3"]);
+        assert_eq!(scan(&sm, "r/"), ["r/1"]);
+        // A longer prefix under a tracked one has hints of its own, lowered alike.
+        assert_eq!(scan(&sm, "q/a/"), Vec::<String>::new());
+        commit(&sm, &["q/a/1"], &[]);
+        assert_eq!(scan(&sm, "q/a/"), ["q/a/1"]);
+        assert_eq!(scan(&sm, "q/"), ["q/3", "q/a/1"]);
     }
 }
