@@ -27,7 +27,7 @@ pub struct RaftOptions {
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub snapshot_every: u64,
-    /// sled's page cache for the metadata, in bytes.
+    /// The metadata store's block caches, in bytes.
     pub cache_capacity: u64,
 }
 

@@ -379,11 +379,10 @@ pub struct RaftConfig {
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// Build a snapshot (and purge the log before it) after this many entries. A snapshot
-    /// reads the whole state (and sled's memory grows while it does): not too often.
+    /// reads the whole state: not too often.
     pub snapshot_every: u64,
-    /// sled's page cache for the metadata, in bytes: what bounds the metadata's memory (sled
-    /// may use a few times it). At a million files on one node, 32 MiB kept RSS at 332 MiB
-    /// where 64 MiB gave 409 MiB, and loaded no slower (937 against 753 files/s).
+    /// The metadata store's block caches, in bytes: with its 8 MiB write buffers per
+    /// keyspace, what bounds the metadata's memory.
     pub cache_capacity: u64,
 }
 
