@@ -4,9 +4,11 @@
 //! - [`network`]: openraft's transport over gRPC with mutual TLS, and the peer channel pool.
 //! - [`peer`]: who a call comes from (the certificate's node id) and whether it is trusted.
 //! - [`server`]: the gRPC services (Raft RPCs; join, forward, read index, status, membership).
+//! - [`batch`]: group commit above Raft (concurrent proposals share one entry).
 //! - [`meta`]: `Metadata`, a node's handle for writes (forwarded to the leader) and
 //!   linearizable reads.
 
+pub mod batch;
 pub mod meta;
 pub mod network;
 pub mod peer;

@@ -14,6 +14,7 @@ use wharf_raft::{
     Command, NodeId, Outcome, Raft, Request, Response, StateMachineStore, StateView, WharfNode,
 };
 
+use crate::batch::Proposer;
 use crate::network::{GrpcNetwork, Peers};
 use crate::Error;
 
@@ -36,6 +37,8 @@ pub struct Metadata {
     pub raft: Raft,
     pub node_id: NodeId,
     pub peers: Peers,
+    /// Proposes on this node's Raft, grouping concurrent proposals.
+    pub proposer: Proposer,
     sm: StateMachineStore,
 }
 
@@ -72,6 +75,7 @@ impl Metadata {
             .await
             .map_err(|e| Error::Unavailable(format!("starting raft: {e}")))?;
         Ok(Self {
+            proposer: Proposer::spawn(raft.clone()),
             raft,
             node_id,
             peers,
@@ -163,14 +167,14 @@ impl Metadata {
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .max(RETRY);
-            let written = tokio::time::timeout(left, self.raft.client_write(Request(cmd.clone())));
+            let written = tokio::time::timeout(left, self.proposer.write(cmd.clone()));
             let Ok(written) = written.await else {
                 return Err(Error::Unavailable(
                     "the write was not committed in time (no quorum?); it may still commit".into(),
                 ));
             };
             let err = match written {
-                Ok(resp) => return resp.data.0.map_err(Error::Model),
+                Ok(answer) => return answer.map_err(Error::Model),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     match f.leader_node {
                         Some(node) => {

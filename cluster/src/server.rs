@@ -296,14 +296,18 @@ impl ClusterService for ClusterSvc {
         let from = peer(&req)?;
         let cmd: LogRequest = decode(&req.into_inner().command_json)?;
         acting_as(from, command_node(&cmd.0))?;
-        let resp = self
+        // Only the leader's own proposer groups commands: a peer forwards them one by one.
+        if matches!(cmd.0, Command::Batch { .. }) {
+            return Err(Status::invalid_argument("a batch is not forwarded"));
+        }
+        let answer = self
             .meta
-            .raft
-            .client_write(cmd)
+            .proposer
+            .write(cmd.0)
             .await
             .map_err(|e| Status::unavailable(format!("not accepted here: {e}")))?;
-        let response_json =
-            serde_json::to_vec(&resp.data).map_err(|e| Status::internal(e.to_string()))?;
+        let response_json = serde_json::to_vec(&wharf_raft::Response(answer))
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ForwardReply { response_json }))
     }
 

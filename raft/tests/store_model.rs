@@ -1,12 +1,14 @@
 //! The same random command sequences applied to the in-memory store and to the on-disk state
 //! machine (in random batches, with a snapshot built and installed on a third store half-way):
-//! every answer and the final digests must agree.
+//! every answer and the final digests must agree. Some batches go in as one entry, a
+//! `Command::Batch`, as the leader's proposer groups concurrent proposals: its answers must be
+//! those of the same commands applied one by one.
 
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
 use proptest::prelude::*;
 use wharf_raft::kv::MemKv;
-use wharf_raft::model::{blob_id, Command, ScanVerdict, State, Tier, TierLimits};
+use wharf_raft::model::{blob_id, Command, Outcome, ScanVerdict, State, Tier, TierLimits};
 use wharf_raft::{Options, Request, StateMachineStore, TypeConfig};
 
 const OWNERS: [&str; 2] = ["ann", "bob"];
@@ -298,26 +300,47 @@ async fn install_copy(from: &mut StateMachineStore, into: &mut StateMachineStore
     into.install_snapshot(&snap.meta, data).await.unwrap();
 }
 
-/// Applies the pending commands to both on-disk stores as one batch and compares the answers
-/// with the in-memory model's.
+/// Applies the pending commands to both on-disk stores as one batch of entries (or, when
+/// `grouped`, as one entry holding a `Command::Batch`) and compares the answers with the
+/// in-memory model's, which applied them one by one.
 async fn flush(
     pending: &mut Vec<(Command, wharf_raft::Response)>,
     index: &mut u64,
     disk: &mut StateMachineStore,
     copy: &mut StateMachineStore,
+    grouped: bool,
 ) -> Result<(), TestCaseError> {
     if pending.is_empty() {
         return Ok(());
     }
-    let entries: Vec<_> = pending
-        .iter()
-        .map(|(c, _)| {
-            *index += 1;
-            entry(*index, c.clone())
-        })
-        .collect();
-    let got = disk.apply(entries.clone()).await.unwrap();
-    let got_copy = copy.apply(entries).await.unwrap();
+    let entries: Vec<_> = if grouped {
+        *index += 1;
+        let cmds = pending.iter().map(|(c, _)| c.clone()).collect();
+        vec![entry(*index, Command::Batch { cmds })]
+    } else {
+        pending
+            .iter()
+            .map(|(c, _)| {
+                *index += 1;
+                entry(*index, c.clone())
+            })
+            .collect()
+    };
+    let ungroup = |answers: Vec<wharf_raft::Response>| -> Vec<wharf_raft::Response> {
+        if !grouped {
+            return answers;
+        }
+        match answers.into_iter().next() {
+            Some(wharf_raft::Response(Ok(Outcome::Batch(v)))) => {
+                v.into_iter().map(wharf_raft::Response).collect()
+            }
+            other => panic!("a batch was answered {other:?}"),
+        }
+    };
+    let got = ungroup(disk.apply(entries.clone()).await.unwrap());
+    let got_copy = ungroup(copy.apply(entries).await.unwrap());
+    prop_assert_eq!(got.len(), pending.len());
+    prop_assert_eq!(got_copy.len(), pending.len());
     for (((cmd, expected), g), gc) in pending.iter().zip(&got).zip(&got_copy) {
         prop_assert_eq!(
             g,
@@ -336,7 +359,7 @@ async fn flush(
     Ok(())
 }
 
-async fn run(ops: Vec<Op>, batches: Vec<usize>) -> Result<(), TestCaseError> {
+async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseError> {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_l1, mut disk) = wharf_raft::open(dirs.0.path(), &Options::default()).unwrap();
     let (_l2, mut copy) = wharf_raft::open(dirs.1.path(), &Options::default()).unwrap();
@@ -346,7 +369,7 @@ async fn run(ops: Vec<Op>, batches: Vec<usize>) -> Result<(), TestCaseError> {
     let mut once: Option<u8> = None;
     let mut pending: Vec<(Command, wharf_raft::Response)> = Vec::new();
     let mut batch_sizes = batches.into_iter().cycle();
-    let mut want = batch_sizes.next().unwrap_or(1);
+    let (mut want, mut grouped) = batch_sizes.next().unwrap_or((1, false));
     let half = ops.len() / 2;
     for (n, op) in ops.iter().enumerate() {
         if let Op::Expire { advance, .. } = op {
@@ -370,8 +393,8 @@ async fn run(ops: Vec<Op>, batches: Vec<usize>) -> Result<(), TestCaseError> {
         let answer = wharf_raft::Response(wharf_raft::apply(&mut mem, cmd.clone()));
         pending.push((cmd, answer));
         if pending.len() >= want || n == half {
-            flush(&mut pending, &mut index, &mut disk, &mut copy).await?;
-            want = batch_sizes.next().unwrap_or(1);
+            flush(&mut pending, &mut index, &mut disk, &mut copy, grouped).await?;
+            (want, grouped) = batch_sizes.next().unwrap_or((1, false));
             prop_assert_eq!(disk.view().digest(), mem.digest());
             if n == half {
                 // The copy takes the on-disk store's state by snapshot and goes on from there.
@@ -380,7 +403,7 @@ async fn run(ops: Vec<Op>, batches: Vec<usize>) -> Result<(), TestCaseError> {
             }
         }
     }
-    flush(&mut pending, &mut index, &mut disk, &mut copy).await?;
+    flush(&mut pending, &mut index, &mut disk, &mut copy, grouped).await?;
     prop_assert_eq!(disk.view().digest(), mem.digest());
     prop_assert_eq!(copy.view().digest(), mem.digest());
     Ok(())
@@ -392,7 +415,7 @@ proptest! {
     #[test]
     fn the_on_disk_store_answers_every_command_as_the_in_memory_model_does(
         ops in proptest::collection::vec(op(), 1..160),
-        batches in proptest::collection::vec(1..8usize, 1..10),
+        batches in proptest::collection::vec((1..8usize, any::<bool>()), 1..10),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(run(ops, batches))?;

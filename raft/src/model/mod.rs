@@ -216,6 +216,12 @@ pub enum Command {
     /// blob waits for a scan, whatever node stores it, and up to [`RESCAN_PER_COMMAND`]
     /// unscanned blobs are queued (the proposer repeats it while it answers that many).
     ScannerFound,
+    /// Several commands that were proposed at once, applied in order as if each were an entry
+    /// of its own (a refused one changes nothing and the next still applies). The leader's
+    /// proposer groups concurrent proposals so that they share one Raft entry.
+    Batch {
+        cmds: Vec<Command>,
+    },
 }
 
 impl Command {
@@ -242,6 +248,8 @@ pub enum Outcome {
     Blob(Blob),
     /// Blobs queued for a scan again.
     Requeued(u64),
+    /// The answers of a [`Command::Batch`], in its order.
+    Batch(Vec<Result<Outcome, ModelError>>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -474,5 +482,8 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
         Command::NodeCertIssued { node, cert_pem } => nodes::cert_issued(state, node, cert_pem),
         Command::RemoveNode { node } => nodes::remove(state, node),
         Command::ScannerFound => scans::scanner_found(state),
+        Command::Batch { cmds } => Ok(Outcome::Batch(
+            cmds.into_iter().map(|c| apply(state, c)).collect(),
+        )),
     }
 }

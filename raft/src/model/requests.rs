@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::state::keys;
-use super::{apply, ApplyResult, Blob, Command, File, Millis, Outcome, State, Upload, User};
+use super::{
+    apply, ApplyResult, Blob, Command, File, Millis, ModelError, Outcome, State, Upload, User,
+};
 use crate::kv::KvMut;
 
 /// How long a request id is remembered: much longer than a proposal is ever retried (the
@@ -28,6 +30,7 @@ enum Answer {
     ChunksLost(u64),
     Blob(Blob),
     Requeued(u64),
+    Batch(Vec<Result<Answer, ModelError>>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -51,6 +54,11 @@ fn compact(o: &Outcome) -> Answer {
         Outcome::ChunksLost(n) => Answer::ChunksLost(*n),
         Outcome::Blob(b) => Answer::Blob(b.clone()),
         Outcome::Requeued(n) => Answer::Requeued(*n),
+        Outcome::Batch(v) => Answer::Batch(
+            v.iter()
+                .map(|r| r.as_ref().map(compact).map_err(Clone::clone))
+                .collect(),
+        ),
     }
 }
 
@@ -66,6 +74,11 @@ fn expand<K: KvMut>(state: &State<K>, a: Answer) -> ApplyResult {
         Answer::ChunksLost(n) => Outcome::ChunksLost(n),
         Answer::Blob(b) => Outcome::Blob(b),
         Answer::Requeued(n) => Outcome::Requeued(n),
+        Answer::Batch(v) => Outcome::Batch(
+            v.into_iter()
+                .map(|r| r.and_then(|a| expand(state, a)))
+                .collect(),
+        ),
     })
 }
 
