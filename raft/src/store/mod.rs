@@ -93,7 +93,8 @@ fn open_db(path: &Path, cache: u64) -> fjall::Result<Database> {
 fn keyspace(db: &Database, name: &str) -> fjall::Result<Keyspace> {
     db.keyspace(name, || {
         // fjall leaves its first two levels uncompressed; wharf's records are full of hex
-        // hashes and ids, and LZ4 on every level took a fifth to two fifths off the disk.
+        // hashes and ids, and LZ4 on every level took bytes per file from 2,005 to 1,646 at
+        // 100,000 files. Only keyspaces created from now on get it.
         KeyspaceCreateOptions::default()
             .max_memtable_size(MEMTABLE)
             .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
