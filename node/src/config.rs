@@ -421,6 +421,36 @@ pub struct HttpConfig {
     /// An error answered before the request body was read: up to this many body bytes are
     /// read and dropped first, so the client sees the answer instead of a broken pipe.
     pub linger_max_bytes: u64,
+    /// Browser pages on these origins (comma-separated, e.g. `https://app.example.com`; `*`
+    /// for any) may call the API and tus: CORS. Empty (the default): same origin only.
+    pub cors_origins: String,
+}
+
+impl HttpConfig {
+    /// `cors_origins` as a list, each checked to be `*` or `scheme://host[:port]`.
+    pub fn cors_origins(&self) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for o in self
+            .cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
+            let ok = o == "*"
+                || ((o.starts_with("http://") || o.starts_with("https://"))
+                    && !o.ends_with('/')
+                    && o.split_once("://").is_some_and(|(_, rest)| {
+                        !rest.is_empty()
+                            && !rest.contains('/')
+                            && rest.bytes().all(|b| b.is_ascii_graphic())
+                    }));
+            if !ok {
+                bail!("http.cors_origins: {o:?} is not * or scheme://host[:port] (no path)");
+            }
+            out.push(o.to_string());
+        }
+        Ok(out)
+    }
 }
 
 impl Default for HttpConfig {
@@ -434,6 +464,7 @@ impl Default for HttpConfig {
             max_connections_per_ip: 256,
             json_body_max: 64 * 1024,
             linger_max_bytes: 64 * MIB,
+            cors_origins: String::new(),
         }
     }
 }
@@ -604,6 +635,7 @@ impl Config {
         if self.scan.lease_secs == 0 || self.scan.poll_ms == 0 || self.scan.timeout_secs == 0 {
             bail!("scan.lease_secs, scan.poll_ms and scan.timeout_secs must be positive");
         }
+        self.http.cors_origins()?;
         if self.upload.offload_concurrency == 0 {
             bail!("upload.offload_concurrency must be at least 1");
         }

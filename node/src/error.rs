@@ -45,11 +45,29 @@ pub enum Error {
     BodyTimeout(String),
     #[error("this method is not allowed on this path (the Allow header lists those that are)")]
     MethodNotAllowed,
+    /// tus: `Tus-Resumable` is missing or names another version.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The resource existed and never will again (an expired tus upload).
+    #[error("{0}")]
+    Gone(String),
+    /// tus: a PATCH at another offset than the upload's.
+    #[error("the upload is at offset {offset}; send the bytes from there (HEAD gives it)")]
+    OffsetMismatch { offset: u64 },
+    /// tus's own status for an `Upload-Checksum` that does not match the body (460).
+    #[error("{0}")]
+    TusChecksumMismatch(String),
     #[error("object store: {0}")]
     Store(#[from] std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// tus's checksum extension answers a digest mismatch with this status of its own.
+pub const TUS_CHECKSUM_MISMATCH: StatusCode = match StatusCode::from_u16(460) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -101,6 +119,10 @@ impl Error {
             Error::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Error::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "tus_version"),
+            Error::Gone(_) => (StatusCode::GONE, "gone"),
+            Error::OffsetMismatch { .. } => (StatusCode::CONFLICT, "offset_mismatch"),
+            Error::TusChecksumMismatch(_) => (TUS_CHECKSUM_MISMATCH, "checksum_mismatch"),
             Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

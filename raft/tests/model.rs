@@ -23,6 +23,14 @@ enum Op {
         user: usize,
         size: u64,
         idem: Option<u8>,
+        /// Made through tus (`CreateTusUpload`).
+        tus: bool,
+    },
+    /// A tus tail of `len` bytes of chunk `chunk` (a PATCH that ended inside it).
+    Tail {
+        upload: usize,
+        chunk: u32,
+        len: u64,
     },
     Stage {
         upload: usize,
@@ -64,8 +72,10 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..USERS.len(), 0u64..400, proptest::option::of(0u8..3))
-            .prop_map(|(user, size, idem)| Op::Create { user, size, idem }),
+        3 => (0..USERS.len(), 0u64..400, proptest::option::of(0u8..3), any::<bool>())
+            .prop_map(|(user, size, idem, tus)| Op::Create { user, size, idem, tus }),
+        3 => (any::<usize>(), 0u32..6, 0u64..70)
+            .prop_map(|(upload, chunk, len)| Op::Tail { upload, chunk, len }),
         5 => (any::<usize>(), 0u32..6, 0u8..2, 1u64..3)
             .prop_map(|(upload, chunk, content, node)| Op::Stage { upload, chunk, content, node }),
         1 => (1u64..3).prop_map(|node| Op::NodeLost { node }),
@@ -103,6 +113,8 @@ struct RefUpload {
     chunks: Vec<Option<(u8, bool, u64)>>,
     expires_at: u64,
     stored_as: Option<String>,
+    /// A tus upload's tail (chunk, len), when it was made through tus.
+    tus: Option<Option<(u32, u64)>>,
 }
 
 impl Reference {
@@ -118,6 +130,9 @@ impl Reference {
     fn end(&mut self, id: &str) {
         let up = self.uploads.get_mut(id).unwrap();
         up.live = false;
+        if let Some(tail) = up.tus.as_mut() {
+            *tail = None;
+        }
         *self.reserved.get_mut(&up.owner).unwrap() -= up.size;
     }
 }
@@ -233,17 +248,31 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut now = 1_000u64;
     let mut next_id = 0u32;
     let mut upload_ids: Vec<(String, String)> = Vec::new(); // (owner, id)
+                                                            // Every tail ever recorded: each is the current one or garbage.
+    let mut tails: Vec<String> = Vec::new();
 
     for op in ops {
         now += 1;
         next_id += 1;
         match op {
-            Op::Create { user, size, idem } => {
+            Op::Create {
+                user,
+                size,
+                idem,
+                tus,
+            } => {
                 let owner = USERS[user].to_string();
                 let id = format!("up{next_id}");
+                let wrap = |c: Command| match tus {
+                    true => Command::CreateTusUpload {
+                        create: Box::new(c),
+                        metadata: Some(format!("filename {size}")),
+                    },
+                    false => c,
+                };
                 let res = apply(
                     &mut s,
-                    Command::CreateUpload {
+                    wrap(Command::CreateUpload {
                         upload_id: id.clone(),
                         owner: owner.clone(),
                         tier: Tier::Basic,
@@ -256,7 +285,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         idempotency_key: idem.map(|k| format!("k{k}")),
                         ttl_ms: TTL,
                         now,
-                    },
+                    }),
                 );
                 r.quota.entry(owner.clone()).or_insert(LIMITS.quota);
                 // A key whose upload ended without a file is free again.
@@ -292,6 +321,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             chunks: vec![None; n],
                             expires_at: now + TTL,
                             stored_as: None,
+                            tus: tus.then_some(None),
                         },
                     );
                     if let Some(k) = idem {
@@ -337,7 +367,44 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let slot = &mut up.chunks[chunk as usize];
                     if slot.is_none() {
                         *slot = Some((content, false, node));
+                        // A whole chunk needs no tail of it.
+                        if let Some(tail) = up.tus.as_mut() {
+                            if tail.is_some_and(|(c, _)| c == chunk) {
+                                *tail = None;
+                            }
+                        }
                     }
+                }
+            }
+            Op::Tail { upload, chunk, len } => {
+                let Some((owner, id)) = pick(&upload_ids, upload) else {
+                    continue;
+                };
+                let res = apply(
+                    &mut s,
+                    Command::TusTail {
+                        owner: owner.clone(),
+                        upload_id: id.clone(),
+                        index: chunk,
+                        len,
+                        object_key: format!("tail/{id}/{chunk}-{len}-{now}"),
+                        now,
+                    },
+                );
+                let up = &r.uploads[&id];
+                let ok = up.live
+                    && up.tus.is_some()
+                    && (chunk as usize) < up.chunks.len()
+                    && len > 0
+                    && len < chunk_len(up.size, chunk)
+                    && up.chunks[chunk as usize].is_none()
+                    && !matches!(up.tus, Some(Some((c, l))) if c == chunk && l >= len);
+                prop_assert_eq!(res.is_ok(), ok, "tail {:?}", res);
+                if ok {
+                    let up = r.uploads.get_mut(&id).unwrap();
+                    up.tus = Some(Some((chunk, len)));
+                    up.expires_at = up.expires_at.max(now + TTL);
+                    tails.push(format!("tail/{id}/{chunk}-{len}-{now}"));
                 }
             }
             Op::Offload { upload, chunk } => {
@@ -628,6 +695,59 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         check_invariants(&s, &r)?;
+        check_tus(&s, &r, &tails)?;
+    }
+    Ok(())
+}
+
+/// tus: the offset is the bytes held from the start plus the tail of the first chunk not
+/// held; a tail no longer current is garbage (its object is never lost track of).
+fn check_tus(s: &State, r: &Reference, tails: &[String]) -> Result<(), TestCaseError> {
+    let garbage: BTreeMap<String, wharf_raft::model::Garbage> = all(s, "g/");
+    let mut current = std::collections::BTreeSet::new();
+    for (id, up) in &r.uploads {
+        let Some(tail) = up.tus else {
+            prop_assert!(s.tus(&up.owner, id).is_none());
+            continue;
+        };
+        let record = s.tus(&up.owner, id);
+        prop_assert!(record.is_some(), "tus record of {}", id);
+        let record = record.unwrap();
+        prop_assert_eq!(
+            record.tail.as_ref().map(|t| (t.index, t.len)),
+            tail,
+            "tail of {}",
+            id
+        );
+        if let Some(t) = &record.tail {
+            current.insert(t.object_key.clone());
+        }
+        let model = s.upload(&up.owner, id).unwrap();
+        let held = up.chunks.iter().take_while(|c| c.is_some()).count();
+        let want = if !up.live && up.stored_as.is_some() || held == up.chunks.len() {
+            up.size
+        } else {
+            let prefix = held as u64 * CHUNK;
+            match tail {
+                Some((c, l)) if c as usize == held => prefix + l,
+                _ => prefix,
+            }
+        };
+        if up.live || up.stored_as.is_some() {
+            prop_assert_eq!(
+                wharf_raft::model::tus::offset(&model, Some(&record)),
+                want,
+                "offset of {}",
+                id
+            );
+        }
+    }
+    for t in tails {
+        prop_assert!(
+            current.contains(t) || garbage.contains_key(t),
+            "tail {} is neither current nor garbage",
+            t
+        );
     }
     Ok(())
 }

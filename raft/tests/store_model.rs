@@ -96,6 +96,13 @@ enum Op {
     Garbage {
         up: u8,
     },
+    /// A tus tail (uploads `up3` to `up5` are made through tus).
+    Tail {
+        owner: usize,
+        up: u8,
+        index: u32,
+        len: u64,
+    },
     /// Wrap the next command in `Once` with this request id (repeats are likely).
     Once {
         id: u8,
@@ -121,8 +128,26 @@ fn op() -> impl Strategy<Value = Op> {
         1 => proptest::option::of(0..8u8).prop_map(|file| Op::Rescan { file }),
         1 => (1..4u64).prop_map(|node| Op::NodeLost { node }),
         1 => (0..12u8).prop_map(|up| Op::Garbage { up }),
+        2 => (o.clone(), 0..6u8, 0..5u32, 0..70u64).prop_map(|(owner, up, index, len)| Op::Tail { owner, up, index, len }),
         2 => (0..4u8).prop_map(|id| Op::Once { id }),
     ]
+}
+
+fn create(owner: String, up: u8, size: u64, idem: Option<u8>, now: u64) -> Command {
+    Command::CreateUpload {
+        upload_id: format!("up{up}"),
+        owner,
+        tier: Tier::Basic,
+        limits: LIMITS,
+        name: format!("n{size}"),
+        mime: None,
+        size,
+        chunk_size: 64,
+        blake3: None,
+        idempotency_key: idem.map(|k| format!("k{k}")),
+        ttl_ms: 1_000,
+        now,
+    }
 }
 
 /// Turns an op into a command; the in-memory state supplies plausible lengths.
@@ -134,20 +159,29 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
             up,
             size,
             idem,
-        } => Command::CreateUpload {
-            upload_id: format!("up{up}"),
+        } if up >= 3 => Command::CreateTusUpload {
+            create: Box::new(create(ow(owner), up, size, idem, now)),
+            metadata: Some(format!("filename {size}")),
+        },
+        Op::Tail {
+            owner,
+            up,
+            index,
+            len,
+        } => Command::TusTail {
             owner: ow(owner),
-            tier: Tier::Basic,
-            limits: LIMITS,
-            name: format!("n{size}"),
-            mime: None,
-            size,
-            chunk_size: 64,
-            blake3: None,
-            idempotency_key: idem.map(|k| format!("k{k}")),
-            ttl_ms: 1_000,
+            upload_id: format!("up{up}"),
+            index,
+            len,
+            object_key: format!("tus/up{up}/{index}-{len}-{now}"),
             now,
         },
+        Op::Create {
+            owner,
+            up,
+            size,
+            idem,
+        } => create(ow(owner), up, size, idem, now),
         Op::Stage {
             owner,
             up,

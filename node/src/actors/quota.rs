@@ -21,6 +21,8 @@ enum Msg {
         user: String,
         tier: Tier,
         req: CreateUpload,
+        /// A tus upload, with the client's `Upload-Metadata`.
+        tus: Option<Option<String>>,
         reply: oneshot::Sender<Result<Upload>>,
     },
     Propose {
@@ -67,6 +69,25 @@ impl QuotaHandle {
             user,
             tier,
             req,
+            tus: None,
+            reply,
+        })
+        .await
+    }
+
+    /// A tus upload: the same create, and its tus record (`Upload-Metadata`) in the same apply.
+    pub async fn create_tus(
+        &self,
+        user: String,
+        tier: Tier,
+        req: CreateUpload,
+        metadata: Option<String>,
+    ) -> Result<Upload> {
+        self.call(|reply| Msg::Create {
+            user,
+            tier,
+            req,
+            tus: Some(metadata),
             reply,
         })
         .await
@@ -107,15 +128,25 @@ impl QuotaActor {
                     user,
                     tier,
                     req,
+                    tus,
                     reply,
                 } => match self.prepare_create(user, tier, req) {
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
-                    Ok(cmd) => self.propose_in_background(cmd, reply, |o| match o {
-                        Outcome::Upload(u) => Ok(u),
-                        other => Err(unexpected(other)),
-                    }),
+                    Ok(cmd) => {
+                        let cmd = match tus {
+                            Some(metadata) => Command::CreateTusUpload {
+                                create: Box::new(cmd),
+                                metadata,
+                            },
+                            None => cmd,
+                        };
+                        self.propose_in_background(cmd, reply, |o| match o {
+                            Outcome::Upload(u) => Ok(u),
+                            other => Err(unexpected(other)),
+                        })
+                    }
                 },
                 Msg::Propose { cmd, reply } => self.propose_in_background(cmd, reply, Ok),
                 Msg::Check {

@@ -402,6 +402,7 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                     blake3,
                     sha256: None,
                     body,
+                    keep_short: false,
                 })
                 .await?;
             Ok(serde_json::Value::Null)

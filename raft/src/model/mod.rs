@@ -9,13 +9,15 @@
 //! so that users can later be hashed to several Raft groups. A refused command writes nothing.
 //!
 //! By entity: [`uploads`] (sessions and chunks), [`files`] (files and blobs), [`scans`],
-//! [`users`], [`nodes`] (cluster bookkeeping), [`requests`] (at-most-once proposals).
+//! [`users`], [`nodes`] (cluster bookkeeping), [`requests`] (at-most-once proposals),
+//! [`tus`] (what a tus upload adds to its session).
 
 mod files;
 mod nodes;
 mod requests;
 mod scans;
 mod state;
+pub mod tus;
 mod types;
 mod uploads;
 mod users;
@@ -222,6 +224,23 @@ pub enum Command {
     Batch {
         cmds: Vec<Command>,
     },
+    /// An upload made through tus: `create` (a `CreateUpload`) and the tus record beside it
+    /// (the client's `Upload-Metadata`), in one apply.
+    CreateTusUpload {
+        create: Box<Command>,
+        metadata: Option<String>,
+    },
+    /// A tus upload's bytes of chunk `index` so far (`len`, less than the chunk) are durable at
+    /// `object_key`: the next PATCH, on any node, continues after them. Offsets only grow: a
+    /// tail no longer than the one recorded, or of a chunk already held, is refused.
+    TusTail {
+        owner: String,
+        upload_id: String,
+        index: u32,
+        len: u64,
+        object_key: String,
+        now: Millis,
+    },
 }
 
 impl Command {
@@ -230,7 +249,10 @@ impl Command {
     /// A create names its upload id: applied again, it finds that upload and answers it as it
     /// is now, as `Once` would, and it saves the request id's two records on every create.
     pub fn answers_its_own_retries(&self) -> bool {
-        matches!(self, Command::CreateUpload { .. })
+        matches!(
+            self,
+            Command::CreateUpload { .. } | Command::CreateTusUpload { .. }
+        )
     }
 }
 
@@ -485,5 +507,24 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
         Command::Batch { cmds } => Ok(Outcome::Batch(
             cmds.into_iter().map(|c| apply(state, c)).collect(),
         )),
+        Command::CreateTusUpload { create, metadata } => tus::create(state, *create, metadata),
+        Command::TusTail {
+            owner,
+            upload_id,
+            index,
+            len,
+            object_key,
+            now,
+        } => tus::tail(
+            state,
+            &owner,
+            &upload_id,
+            tus::TusTail {
+                index,
+                len,
+                object_key,
+            },
+            now,
+        ),
     }
 }

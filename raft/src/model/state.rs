@@ -94,6 +94,10 @@ pub mod keys {
     pub const LAST_NODE_ID: &[u8] = b"n/last_node_id";
     /// Present once a node of the cluster has had a clamd (see `Command::ScannerFound`).
     pub const SCANNER_FOUND: &[u8] = b"sc/found";
+    /// The tus side of an upload (its metadata and tail): `tu/{owner}/{upload_id}`.
+    pub fn tus(owner: &str, id: &str) -> Vec<u8> {
+        format!("tu/{owner}/{id}").into_bytes()
+    }
     /// Keys from here on belong to the store, not to the model.
     pub const STORE: u8 = 0xff;
 }
@@ -221,6 +225,11 @@ impl<K: Kv> State<K> {
     pub fn users(&self, after: Option<&str>, limit: usize) -> Vec<User> {
         let after = after.map(keys::user);
         self.values(keys::USERS, after.as_deref(), limit, |_| true)
+    }
+
+    /// The tus side of an upload, if it was made through tus.
+    pub fn tus(&self, owner: &str, id: &str) -> Option<super::tus::TusUpload> {
+        self.read(&keys::tus(owner, id))
     }
 
     /// The stored upload record, without its chunks.
@@ -471,6 +480,7 @@ impl<K: KvMut> State<K> {
         self.unindex_upload(up);
         self.clear_chunks(&up.owner, &up.id);
         self.kv.delete(&keys::upload(&up.owner, &up.id));
+        self.kv.delete(&keys::tus(&up.owner, &up.id));
         if let Some(k) = &up.idempotency_key {
             if self.idempotent_upload(&up.owner, k).as_deref() == Some(&up.id) {
                 self.kv.delete(&keys::idempotency(&up.owner, k));

@@ -140,7 +140,11 @@ pub(super) fn create<K: KvMut>(state: &mut State<K>, n: NewUpload) -> ApplyResul
 }
 
 /// The upload's record, if it is still uploading.
-fn active<K: KvMut>(state: &State<K>, owner: &str, upload_id: &str) -> Result<Upload, ModelError> {
+pub(super) fn active<K: KvMut>(
+    state: &State<K>,
+    owner: &str,
+    upload_id: &str,
+) -> Result<Upload, ModelError> {
     let up = state
         .upload_record(owner, upload_id)
         .ok_or(ModelError::NotFound)?;
@@ -177,7 +181,7 @@ pub(super) fn chunk_staged<K: KvMut>(
     staged: Chunk,
     now: Millis,
 ) -> ApplyResult {
-    let mut up = active(state, owner, upload_id)?;
+    let up = active(state, owner, upload_id)?;
     let count = up.chunk_count();
     if index >= count {
         return Err(ModelError::ChunkOutOfRange { index, count });
@@ -194,18 +198,26 @@ pub(super) fn chunk_staged<K: KvMut>(
         });
     }
     match state.chunk(owner, upload_id, index).blake3() {
-        None => state.put_chunk(owner, upload_id, index, &staged),
+        None => {
+            state.put_chunk(owner, upload_id, index, &staged);
+            super::tus::chunk_held(state, owner, upload_id, index, now);
+        }
         Some(h) if h == blake3 => {}
         // A refused command changes nothing, the expiry included.
         Some(_) => return Err(ModelError::ChunkConflict { index }),
     }
+    bump_expiry(state, up, now);
+    Ok(Outcome::Done)
+}
+
+/// Bytes arrived for an upload at `now`: it expires `ttl_ms` after the last of them.
+pub(super) fn bump_expiry<K: KvMut>(state: &mut State<K>, mut up: Upload, now: Millis) {
     let expires_at = now.saturating_add(up.ttl_ms).max(up.expires_at);
     if expires_at != up.expires_at {
         let before = up.clone();
         up.expires_at = expires_at;
         state.save_upload(Some(&before), &up);
     }
-    Ok(Outcome::Done)
 }
 
 pub(super) fn chunk_offloaded<K: KvMut>(
@@ -328,6 +340,7 @@ pub(super) fn complete<K: KvMut>(
     done.file_id = Some(file_id);
     done.ended_at = Some(now);
     state.clear_chunks(owner, upload_id);
+    super::tus::ended(state, owner, upload_id, now);
     state.save_upload(Some(&before), &done);
     Ok(Outcome::File(file))
 }
@@ -357,6 +370,7 @@ fn end<K: KvMut>(state: &mut State<K>, up: Upload, to: UploadState, now: Millis)
         since: now,
     });
     state.clear_chunks(&up.owner, &up.id);
+    super::tus::ended(state, &up.owner, &up.id, now);
     let mut ended = up.clone();
     ended.state = to;
     ended.ended_at = Some(now);

@@ -15,6 +15,7 @@ mod offload;
 mod single;
 mod staging;
 mod sweep;
+mod tail;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ pub use single::SmallFile;
 use staging::stage_chunk;
 pub use sweep::clean_partial_chunks;
 use sweep::sweeper;
+pub use tail::Tail;
 
 const MAILBOX: usize = 256;
 
@@ -51,12 +53,25 @@ pub struct ChunkPut {
     pub blake3: Option<[u8; 32]>,
     pub sha256: Option<[u8; 32]>,
     pub body: ByteStream,
+    /// A body that ends before the chunk is whole is kept (tus: the bytes of a PATCH that broke
+    /// off, or that ended mid-chunk, are not lost) instead of refused.
+    pub keep_short: bool,
+}
+
+/// What became of a chunk's body.
+#[derive(Debug)]
+pub enum Received {
+    /// Whole, fsynced in staging, and `ChunkStaged` committed.
+    Staged,
+    /// The body ended after `len` bytes, before the chunk was whole (only with `keep_short`):
+    /// they are in the file at `path` (not staged, not fsynced), which the caller now owns.
+    Short { path: PathBuf, len: u64 },
 }
 
 enum Msg {
     Put {
         put: ChunkPut,
-        reply: oneshot::Sender<Result<()>>,
+        reply: oneshot::Sender<Result<Received>>,
     },
     Complete {
         owner: String,
@@ -72,6 +87,10 @@ enum Msg {
         file: SmallFile,
         reply: oneshot::Sender<Result<File>>,
     },
+    KeepTail {
+        tail: Tail,
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 type ChunkKey = (String, u32);
@@ -83,8 +102,8 @@ enum Done {
     Chunk {
         key: ChunkKey,
         owner: String,
-        res: Result<()>,
-        reply: oneshot::Sender<Result<()>>,
+        res: Result<Received>,
+        reply: oneshot::Sender<Result<Received>>,
     },
     Offload {
         key: ChunkKey,
@@ -133,6 +152,8 @@ impl Ctx {
 #[derive(Clone)]
 pub struct UploadsHandle {
     tx: mpsc::Sender<Msg>,
+    /// Where request bodies wait before they become a chunk or a file (swept when stale).
+    spool: Arc<PathBuf>,
 }
 
 impl UploadsHandle {
@@ -151,17 +172,30 @@ impl UploadsHandle {
             attempts: HashMap::new(),
             completing: HashSet::new(),
         };
+        let spool = Arc::new(ctx.staging.join(single::SINGLE_DIR));
         tokio::spawn(actor.run(stop.clone()));
         tokio::spawn(sweeper(ctx, done_tx, stop));
-        Self { tx }
+        Self { tx, spool }
     }
 
     async fn call<T>(&self, msg: impl FnOnce(oneshot::Sender<Result<T>>) -> Msg) -> Result<T> {
         crate::actors::call(&self.tx, msg).await
     }
 
+    /// The directory for request bodies held before they are taken in (a tus PATCH with a
+    /// checksum); what a crash leaves there is removed by the staging sweep.
+    pub fn spool_dir(&self) -> &std::path::Path {
+        &self.spool
+    }
+
     /// Resolves once the chunk is fsynced in staging and `ChunkStaged` is committed.
     pub async fn put_chunk(&self, put: ChunkPut) -> Result<()> {
+        self.put_chunk_part(put).await.map(drop)
+    }
+
+    /// [`put_chunk`](Self::put_chunk), and with `keep_short` the bytes of a body that ended
+    /// before the chunk was whole.
+    pub async fn put_chunk_part(&self, put: ChunkPut) -> Result<Received> {
         self.call(|reply| Msg::Put { put, reply }).await
     }
 
@@ -177,6 +211,11 @@ impl UploadsHandle {
     /// A whole small file in one request (see `single`).
     pub async fn store_file(&self, file: SmallFile) -> Result<File> {
         self.call(|reply| Msg::Store { file, reply }).await
+    }
+
+    /// A tus upload's bytes of a chunk not yet whole become its tail (see `tail`).
+    pub async fn keep_tail(&self, tail: Tail) -> Result<()> {
+        self.call(|reply| Msg::KeepTail { tail, reply }).await
     }
 
     pub async fn abort(&self, owner: String, upload_id: String) -> Result<Upload> {
@@ -279,6 +318,12 @@ impl UploadsActor {
                     let _ = reply.send(res);
                 });
             }
+            Msg::KeepTail { tail, reply } => {
+                let ctx = self.ctx.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(tail::keep_tail(&ctx, tail).await);
+                });
+            }
             Msg::Store { file, reply } => {
                 let ctx = self.ctx.clone();
                 tokio::spawn(async move {
@@ -297,7 +342,7 @@ impl UploadsActor {
                 reply,
             } => {
                 let waiting = self.in_flight.remove(&key).and_then(|f| f.waiting);
-                let staged = res.is_ok();
+                let staged = matches!(res, Ok(Received::Staged));
                 let _ = reply.send(res);
                 if let Some((put, reply)) = waiting {
                     // The next sender's turn: the same bytes again are acknowledged at once.
@@ -348,7 +393,7 @@ impl UploadsActor {
         &self,
         key: ChunkKey,
         mut put: ChunkPut,
-        reply: oneshot::Sender<Result<()>>,
+        reply: oneshot::Sender<Result<Received>>,
     ) -> Flight {
         let progress = Arc::new(std::sync::atomic::AtomicU64::new(now_ms()));
         let cancel = CancellationToken::new();
@@ -435,7 +480,7 @@ struct Flight {
     /// When the body last brought bytes (ms since the epoch).
     progress: Arc<std::sync::atomic::AtomicU64>,
     cancel: CancellationToken,
-    waiting: Option<(ChunkPut, oneshot::Sender<Result<()>>)>,
+    waiting: Option<(ChunkPut, oneshot::Sender<Result<Received>>)>,
 }
 
 /// Milliseconds on a monotonic clock: a wall-clock step must not look like a stall.

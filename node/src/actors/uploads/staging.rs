@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 use wharf_proto::hash::ChunkHasher;
 use wharf_raft::model::{Command, UploadState};
 
-use crate::actors::uploads::{ChunkPut, Ctx};
+use crate::actors::uploads::{ChunkPut, Ctx, Received};
 use crate::error::{Error, Result};
 use crate::meta::now_ms;
 use crate::store::{sync_dir, ByteStream};
@@ -21,7 +21,7 @@ pub(super) fn staged_path(staging: &Path, upload_id: &str, index: u32) -> PathBu
 
 /// Receives one chunk: stream to a temporary file while hashing, fsync, verify, rename, record
 /// `ChunkStaged` in Raft. Nothing is recorded unless every check passed.
-pub(super) async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
+pub(super) async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<Received> {
     let (owner, upload_id) = (put.owner.clone(), put.upload_id.clone());
     match receive_chunk(ctx, put).await {
         // An abort or expiry that removed the upload's staging directory under this chunk.
@@ -67,7 +67,13 @@ pub(super) async fn staging_full(ctx: &Ctx, body: &mut ByteStream, len: u64) -> 
     ))
 }
 
-async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
+/// What the body brought: the whole chunk (its length and hashes) or fewer bytes.
+enum Got {
+    Whole(u64, String, String),
+    Short(u64),
+}
+
+async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<Received> {
     let ChunkPut {
         owner,
         upload_id,
@@ -76,6 +82,7 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
         blake3,
         sha256,
         mut body,
+        keep_short,
     } = put;
     // This node may not have applied the upload's creation yet: then ask the leader.
     if ctx.meta.local().upload_record(&owner, &upload_id).is_none() {
@@ -144,6 +151,10 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
             file.write_all(&frame).await?;
         }
         if written != expected_len {
+            if keep_short {
+                file.flush().await?;
+                return Ok(Got::Short(written));
+            }
             return Err(length_mismatch(index, written, expected_len));
         }
         file.flush().await?;
@@ -164,11 +175,13 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
                 )));
             }
         }
-        Ok((written, plain, cv))
+        Ok(Got::Whole(written, plain, cv))
     }
     .await;
     let (len, plain, cv) = match received {
-        Ok(v) => v,
+        Ok(Got::Whole(len, plain, cv)) => (len, plain, cv),
+        // The caller owns the file now; `reserved` (dropped) frees its count in staging.
+        Ok(Got::Short(len)) => return Ok(Received::Short { path: tmp, len }),
         Err(e) => {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
@@ -178,7 +191,7 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
         // Already received: the same bytes again are a no-op, other bytes a conflict.
         let _ = tokio::fs::remove_file(&tmp).await;
         return if have == plain {
-            Ok(())
+            Ok(Received::Staged)
         } else {
             Err(Error::conflict(
                 "chunk_conflict",
@@ -210,11 +223,11 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<()> {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             let _ = meta.propose(staged).await;
         });
-        return Ok(());
+        return Ok(Received::Staged);
     }
     let res = ctx.meta.propose(staged).await.map_err(Error::from);
     match res {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(Received::Staged),
         // Refused for certain: this copy is not needed. (If the outcome is unknown, keep it:
         // the command may still commit, and the rescan then offloads it.)
         Err(e) if !matches!(e, Error::Unavailable(_)) => {

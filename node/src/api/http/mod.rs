@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod cors;
 pub mod files;
 pub mod guard;
 pub mod quota;
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(cluster::revoke_token),
         )
         .route("/v1/cluster/requests", get(cluster::list_requests))
+        .merge(crate::api::tus::routes())
         .fallback(|| async { Error::NotFound })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.http.json_body_max as usize,
@@ -102,6 +104,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,
+        ))
+        // Outermost: a browser's preflight is answered before the guard counts it.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::cors,
         ))
         .with_state(state)
 }
@@ -118,10 +125,14 @@ impl FromRequestParts<AppState> for Caller {
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
         let claims = state.keys.verify_header(header).await?;
-        // Chunk bodies and one-request files are limited by bytes (and creations) instead.
-        let body_route = (parts.method == axum::http::Method::PUT
-            && parts.uri.path().contains("/chunks/"))
-            || (parts.method == axum::http::Method::POST && parts.uri.path() == "/v1/files");
+        // Chunk bodies, one-request files and tus PATCHes are limited by bytes (and creations)
+        // instead.
+        let path = parts.uri.path();
+        let body_route = (parts.method == axum::http::Method::PUT && path.contains("/chunks/"))
+            || (parts.method == axum::http::Method::POST && path == "/v1/files")
+            || (path.starts_with("/files")
+                && (parts.method == axum::http::Method::PATCH
+                    || parts.method == axum::http::Method::POST));
         if !body_route {
             state
                 .rate

@@ -305,6 +305,7 @@ async fn receive_chunk(
             blake3,
             sha256,
             body,
+            keep_short: false,
         })
         .await
 }

@@ -1,0 +1,452 @@
+//! tus 1.0 at `/files/`: core (HEAD, PATCH, OPTIONS), creation, creation-with-upload,
+//! expiration, checksum and termination, on every node.
+//!
+//! A tus upload is a wharf upload session made by `CreateTusUpload`. A PATCH's bytes are cut
+//! into the session's chunks on the node ([`patch`]); whole chunks are staged as any chunk is,
+//! and the bytes of a chunk not yet whole go to the object store as its tail (`TusTail`), so the
+//! next PATCH continues from `Upload-Offset` on any node. There is no lock: two PATCHes racing
+//! for one offset both write the same chunk or tail, and Raft takes the first (offsets only
+//! grow). The offset is derived from the committed state (`model::tus::offset`).
+
+mod headers;
+mod patch;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use wharf_proto::CreateUpload;
+use wharf_raft::model::{self, UploadState};
+
+use crate::api::http::uploads::validate_create;
+use crate::api::http::{idle_limited, parse_id, AppState, Caller};
+use crate::error::{Error, Result};
+pub use headers::{parse_metadata, Checksum};
+
+pub const VERSION: &str = "1.0.0";
+/// The extensions this server speaks, as `Tus-Extension` lists them.
+pub const EXTENSIONS: &str = "creation,creation-with-upload,expiration,checksum,termination";
+pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256,md5";
+/// The body of a PATCH (and of a creation with upload).
+pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
+
+const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
+const TUS_VERSION: HeaderName = HeaderName::from_static("tus-version");
+const TUS_EXTENSION: HeaderName = HeaderName::from_static("tus-extension");
+const TUS_MAX_SIZE: HeaderName = HeaderName::from_static("tus-max-size");
+const TUS_CHECKSUM_ALGORITHM: HeaderName = HeaderName::from_static("tus-checksum-algorithm");
+const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
+const UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
+const UPLOAD_METADATA: HeaderName = HeaderName::from_static("upload-metadata");
+const UPLOAD_EXPIRES: HeaderName = HeaderName::from_static("upload-expires");
+const UPLOAD_DEFER_LENGTH: HeaderName = HeaderName::from_static("upload-defer-length");
+const UPLOAD_CONCAT: HeaderName = HeaderName::from_static("upload-concat");
+const UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
+const METHOD_OVERRIDE: HeaderName = HeaderName::from_static("x-http-method-override");
+/// What became of a finished upload: the file it made and its scan state (tus itself has no
+/// way to say, so clients would report success for a file later refused).
+const WHARF_FILE_ID: HeaderName = HeaderName::from_static("wharf-file-id");
+const WHARF_SCAN: HeaderName = HeaderName::from_static("wharf-scan");
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/files", post(create).options(options))
+        .route("/files/", post(create).options(options))
+        .route(
+            "/files/{id}",
+            axum::routing::head(head)
+                .patch(patch_route)
+                .delete(terminate)
+                .options(options)
+                .post(method_override),
+        )
+}
+
+/// Every tus answer says which protocol version it speaks.
+fn tus_response(status: StatusCode, headers: HeaderMap) -> Response {
+    let mut resp = (status, headers).into_response();
+    resp.headers_mut()
+        .insert(TUS_RESUMABLE, HeaderValue::from_static(VERSION));
+    resp
+}
+
+/// A wharf error as a tus answer: its status and JSON body, and `Tus-Resumable`.
+/// A 412 also names the version spoken (`Tus-Version`).
+pub(crate) fn tus_error(e: Error) -> Response {
+    let version_refused = matches!(e, Error::PreconditionFailed(_));
+    let mut resp = e.into_response();
+    let h = resp.headers_mut();
+    h.insert(TUS_RESUMABLE, HeaderValue::from_static(VERSION));
+    if version_refused {
+        h.insert(TUS_VERSION, HeaderValue::from_static(VERSION));
+    }
+    resp
+}
+
+/// Every request but OPTIONS must speak this version (412 with the versions we speak).
+fn check_version(h: &HeaderMap) -> Result<()> {
+    if h.get(&TUS_RESUMABLE).and_then(|v| v.to_str().ok()) == Some(VERSION) {
+        return Ok(());
+    }
+    Err(Error::PreconditionFailed(format!(
+        "Tus-Resumable must be {VERSION}, the version this server speaks"
+    )))
+}
+
+fn header_value(v: impl ToString) -> HeaderValue {
+    HeaderValue::from_str(&v.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn expires(ms: u64) -> HeaderValue {
+    header_value(httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + Duration::from_millis(ms),
+    ))
+}
+
+fn unwrap_response(r: Result<Response>) -> Response {
+    r.unwrap_or_else(tus_error)
+}
+
+async fn options(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    // Discovery needs no token; with one, the caller's own tier sets the maximum size.
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let tier = match auth {
+        Some(h) => s
+            .keys
+            .verify_header(Some(h))
+            .await
+            .map(|c| c.tier)
+            .unwrap_or_default(),
+        None => model::Tier::default(),
+    };
+    let max = s
+        .quota
+        .limits(tier)
+        .max_file_size
+        .min(model::MAX_OBJECT_SIZE);
+    let mut h = HeaderMap::new();
+    h.insert(TUS_VERSION, HeaderValue::from_static(VERSION));
+    h.insert(TUS_EXTENSION, HeaderValue::from_static(EXTENSIONS));
+    h.insert(TUS_MAX_SIZE, header_value(max));
+    h.insert(
+        TUS_CHECKSUM_ALGORITHM,
+        HeaderValue::from_static(CHECKSUM_ALGORITHMS),
+    );
+    tus_response(StatusCode::NO_CONTENT, h)
+}
+
+fn parse_u64(h: &HeaderMap, name: &HeaderName) -> Result<Option<u64>> {
+    let Some(v) = h.get(name) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Error::bad_request(
+                "invalid_header",
+                format!("{name} must be a non-negative integer"),
+            )
+        })
+}
+
+fn is_offset_stream(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(OFFSET_OCTET_STREAM))
+}
+
+/// `POST /files/`: a new upload of `Upload-Length` bytes, its `Upload-Metadata` (`filename`
+/// and `filetype`, as tusd and Uppy use them), and with a body, its first bytes.
+async fn create(
+    State(s): State<AppState>,
+    caller: std::result::Result<Caller, Error>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    unwrap_response(create_inner(s, caller, headers, body).await)
+}
+
+async fn create_inner(
+    s: AppState,
+    caller: std::result::Result<Caller, Error>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    check_version(&headers)?;
+    let Caller(c) = caller?;
+    let size = (|| {
+        if headers.contains_key(&UPLOAD_CONCAT) {
+            return Err(Error::NotSupported(
+                "concatenation is not offered by this server (see Tus-Extension)".into(),
+            ));
+        }
+        match parse_u64(&headers, &UPLOAD_LENGTH)? {
+            Some(n) => Ok(n),
+            None if headers.contains_key(&UPLOAD_DEFER_LENGTH) => Err(Error::bad_request(
+                "length_required",
+                "creation-defer-length is not offered: send Upload-Length",
+            )),
+            None => Err(Error::bad_request(
+                "length_required",
+                "Upload-Length is required",
+            )),
+        }
+    })()?;
+    let raw_metadata = headers
+        .get(&UPLOAD_METADATA)
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| Error::bad_request("invalid_metadata", "Upload-Metadata must be ASCII"))?;
+    let meta = parse_metadata(raw_metadata.as_deref().unwrap_or(""))?;
+    let name = meta
+        .get("filename")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_else(|| "untitled".into());
+    let mime = meta
+        .get("filetype")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .filter(|m| !m.is_empty());
+    let with_body = is_offset_stream(&headers);
+    let checksum = if with_body {
+        Checksum::parse(headers.get(&UPLOAD_CHECKSUM))?
+    } else {
+        None
+    };
+    let req = CreateUpload {
+        name,
+        size,
+        blake3: None,
+        mime,
+        idempotency_key: None,
+    };
+    validate_create(&req)?;
+    s.rate
+        .user_create(&c.sub, c.tier)
+        .map_err(Error::RateLimited)?;
+    let up = s
+        .quota
+        .create_tus(c.sub.clone(), c.tier, req, raw_metadata)
+        .await?;
+    let mut h = HeaderMap::new();
+    h.insert(header::LOCATION, header_value(format!("/files/{}", up.id)));
+    h.insert(UPLOAD_EXPIRES, expires(up.expires_at));
+    // An empty upload is whole at once: the same path completes it.
+    if with_body || size == 0 {
+        let length = parse_u64(&headers, &header::CONTENT_LENGTH)?;
+        let body = idle_limited(body, Duration::from_secs(s.http.body_idle_secs));
+        let sent = run_patch(&s, &c.sub, &up.id, 0, length, checksum, body).await;
+        match sent {
+            Ok(p) => {
+                h.insert(UPLOAD_OFFSET, header_value(p.offset));
+                h.insert(UPLOAD_EXPIRES, expires(p.expires_at));
+            }
+            // The upload exists: its Location lets the client resume from HEAD's offset.
+            Err(e) => {
+                let mut resp = tus_error(e);
+                resp.headers_mut()
+                    .insert(header::LOCATION, header_value(format!("/files/{}", up.id)));
+                return Ok(resp);
+            }
+        }
+    }
+    Ok(tus_response(StatusCode::CREATED, h))
+}
+
+async fn head(
+    State(s): State<AppState>,
+    caller: std::result::Result<Caller, Error>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    unwrap_response(head_inner(s, caller, id, headers).await)
+}
+
+async fn head_inner(
+    s: AppState,
+    caller: std::result::Result<Caller, Error>,
+    id: String,
+    headers: HeaderMap,
+) -> Result<Response> {
+    check_version(&headers)?;
+    let Caller(c) = caller?;
+    let id = parse_id(&id)?;
+    let applied = s.meta.linearizable().await?;
+    let up = applied.upload(&c.sub, &id).ok_or(Error::NotFound)?;
+    let tus = applied.tus(&c.sub, &id).ok_or(Error::NotFound)?;
+    gone_unless_live(up.state)?;
+    let mut h = HeaderMap::new();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(UPLOAD_LENGTH, header_value(up.size));
+    let offset = model::tus::offset(&up, Some(&tus));
+    h.insert(UPLOAD_OFFSET, header_value(offset));
+    if let Some(m) = &tus.metadata {
+        h.insert(UPLOAD_METADATA, header_value(m));
+    }
+    match up.state {
+        UploadState::Uploading => {
+            h.insert(UPLOAD_EXPIRES, expires(up.expires_at));
+            if offset == up.size {
+                // Every byte is here but the completion did not finish (the node that took the
+                // last PATCH died, or the object store was away): finish it now.
+                let (uploads, owner) = (s.uploads.clone(), c.sub.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = uploads.complete(owner, id).await {
+                        tracing::debug!(error = %e, "completing a whole tus upload");
+                    }
+                });
+            }
+        }
+        UploadState::Stored => {
+            if let Some(f) = up.file_id.as_deref().and_then(|f| applied.file(&c.sub, f)) {
+                h.insert(WHARF_FILE_ID, header_value(&f.id));
+                let scan = applied
+                    .blob(&model::blob_id(&f.owner, &f.blake3))
+                    .map(|b| b.scan.as_str())
+                    .unwrap_or("unscanned");
+                h.insert(WHARF_SCAN, HeaderValue::from_static(scan));
+            }
+        }
+        _ => {}
+    }
+    Ok(tus_response(StatusCode::OK, h))
+}
+
+/// A terminated upload is gone (404, as if it never was); an expired one is 410.
+pub(super) fn gone_unless_live(state: UploadState) -> Result<()> {
+    match state {
+        UploadState::Aborted => Err(Error::NotFound),
+        UploadState::Expired => Err(Error::Gone("the upload expired".into())),
+        _ => Ok(()),
+    }
+}
+
+async fn patch_route(
+    State(s): State<AppState>,
+    caller: std::result::Result<Caller, Error>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    unwrap_response(patch_inner(s, caller, id, headers, body).await)
+}
+
+async fn patch_inner(
+    s: AppState,
+    caller: std::result::Result<Caller, Error>,
+    id: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    check_version(&headers)?;
+    let Caller(c) = caller?;
+    let id = parse_id(&id)?;
+    if !is_offset_stream(&headers) {
+        return Err(Error::UnsupportedMediaType(format!(
+            "a PATCH body is Content-Type: {OFFSET_OCTET_STREAM}"
+        )));
+    }
+    let offset = parse_u64(&headers, &UPLOAD_OFFSET).and_then(|o| {
+        o.ok_or_else(|| Error::bad_request("offset_required", "Upload-Offset is required"))
+    })?;
+    let checksum = Checksum::parse(headers.get(&UPLOAD_CHECKSUM))?;
+    let length = parse_u64(&headers, &header::CONTENT_LENGTH)?;
+    s.rate
+        .user_bytes(&c.sub, c.tier, length.unwrap_or(1).max(1))
+        .map_err(Error::RateLimited)?;
+    let body = idle_limited(body, Duration::from_secs(s.http.body_idle_secs));
+    let done = run_patch(&s, &c.sub, &id, offset, length, checksum, body).await?;
+    let mut h = HeaderMap::new();
+    h.insert(UPLOAD_OFFSET, header_value(done.offset));
+    h.insert(UPLOAD_EXPIRES, expires(done.expires_at));
+    Ok(tus_response(StatusCode::NO_CONTENT, h))
+}
+
+/// [`patch::patch`] in a task of its own: a client that goes away must not cancel it between
+/// storing a tail and recording it.
+async fn run_patch(
+    s: &AppState,
+    owner: &str,
+    id: &str,
+    offset: u64,
+    length: Option<u64>,
+    checksum: Option<Checksum>,
+    body: crate::store::ByteStream,
+) -> Result<patch::Patched> {
+    let (s, owner, id) = (s.clone(), owner.to_string(), id.to_string());
+    tokio::spawn(async move { patch::patch(&s, &owner, &id, offset, length, checksum, body).await })
+        .await
+        .map_err(|e| Error::Internal(format!("a PATCH's task failed: {e}")))?
+}
+
+/// `DELETE /files/{id}` (termination): the upload is aborted and its bytes freed.
+async fn terminate(
+    State(s): State<AppState>,
+    caller: std::result::Result<Caller, Error>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    unwrap_response(terminate_inner(s, caller, id, headers).await)
+}
+
+async fn terminate_inner(
+    s: AppState,
+    caller: std::result::Result<Caller, Error>,
+    id: String,
+    headers: HeaderMap,
+) -> Result<Response> {
+    check_version(&headers)?;
+    let Caller(c) = caller?;
+    let id = parse_id(&id)?;
+    {
+        let applied = s.meta.linearizable().await?;
+        let up = applied.upload(&c.sub, &id).ok_or(Error::NotFound)?;
+        applied.tus(&c.sub, &id).ok_or(Error::NotFound)?;
+        gone_unless_live(up.state)?;
+        if up.state == UploadState::Stored {
+            return Err(Error::conflict(
+                "upload_not_active",
+                "the upload is finished: delete its file (DELETE /v1/files/{id}) instead",
+            ));
+        }
+    }
+    s.uploads.abort(c.sub, id).await?;
+    Ok(tus_response(StatusCode::NO_CONTENT, HeaderMap::new()))
+}
+
+/// `POST /files/{id}` with `X-HTTP-Method-Override` (for clients that cannot send PATCH or
+/// DELETE).
+async fn method_override(
+    state: State<AppState>,
+    caller: std::result::Result<Caller, Error>,
+    path: Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let method = headers
+        .get(&METHOD_OVERRIDE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|m| Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).ok());
+    match method {
+        Some(Method::PATCH) => patch_route(state, caller, path, headers, body).await,
+        Some(Method::DELETE) => terminate(state, caller, path, headers).await,
+        Some(Method::HEAD) => head(state, caller, path, headers).await,
+        _ => {
+            let mut resp = tus_error(Error::MethodNotAllowed);
+            resp.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("HEAD, PATCH, DELETE, OPTIONS"),
+            );
+            resp
+        }
+    }
+}

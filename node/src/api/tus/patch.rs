@@ -1,0 +1,338 @@
+//! A PATCH's bytes, cut into the upload's chunks.
+//!
+//! The body is read once, in order. For the chunk the offset falls in, the node feeds the
+//! uploads actor that chunk's tail (the bytes an earlier PATCH left in the object store) and
+//! then the body's bytes up to the chunk's end: a whole chunk is staged as any chunk is; a
+//! body that ends first leaves its bytes as the chunk's new tail (`TusTail`). So a PATCH that
+//! breaks off keeps what arrived, and the next one continues from there on any node.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+use wharf_raft::model::{self, UploadState};
+
+use super::headers::Checksum;
+use crate::actors::uploads::{ChunkPut, Received, Tail};
+use crate::api::http::AppState;
+use crate::error::{Error, Result};
+use crate::store::ByteStream;
+
+/// Where a PATCH is after its bytes were taken in.
+pub(super) struct Patched {
+    pub offset: u64,
+    pub expires_at: u64,
+}
+
+/// `PATCH /files/{id}` at `offset`: refuses a wrong offset (409) or a body longer than the
+/// upload's rest (413) before a byte is kept; with `Upload-Checksum`, the body is held in
+/// staging until its digest is checked (460 on a mismatch: nothing kept, the offset unchanged).
+pub(super) async fn patch(
+    s: &AppState,
+    owner: &str,
+    id: &str,
+    offset: u64,
+    length: Option<u64>,
+    checksum: Option<Checksum>,
+    body: ByteStream,
+) -> Result<Patched> {
+    let applied = s.meta.linearizable().await?;
+    let up = applied.upload(owner, id).ok_or(Error::NotFound)?;
+    let tus = applied.tus(owner, id).ok_or(Error::NotFound)?;
+    super::gone_unless_live(up.state)?;
+    let at = model::tus::offset(&up, Some(&tus));
+    if offset != at {
+        return Err(Error::OffsetMismatch { offset: at });
+    }
+    if length.is_some_and(|n| n > up.size - offset) {
+        return Err(past_the_end(up.size - offset));
+    }
+    if up.state == UploadState::Stored {
+        // Every byte is here: an empty PATCH at the end is answered, anything else refused.
+        return Ok(Patched {
+            offset,
+            expires_at: up.expires_at,
+        });
+    }
+    drop(applied);
+    let tail = tus.tail;
+    match checksum {
+        None => receive(s, &up, tail, offset, body).await,
+        Some(c) => {
+            let rest = up.size - offset;
+            if length.is_some_and(|n| n > CHECKSUMMED_BODY_MAX) {
+                return Err(checksummed_too_large());
+            }
+            let spool = Spool::new(s).await?;
+            spool.fill(body, &c, rest).await?;
+            let file = tokio::fs::File::open(&spool.path).await?;
+            let body: ByteStream = Box::pin(tokio_util::io::ReaderStream::new(file));
+            let done = receive(s, &up, tail, offset, body).await;
+            spool.remove().await;
+            done
+        }
+    }
+}
+
+/// A PATCH with `Upload-Checksum` is held in staging until its digest is checked: at most this
+/// much of it (tus clients that send checksums cut their PATCHes much smaller).
+const CHECKSUMMED_BODY_MAX: u64 = 256 << 20;
+
+fn checksummed_too_large() -> Error {
+    Error::BodyTooLarge(format!(
+        "a PATCH with Upload-Checksum carries at most {CHECKSUMMED_BODY_MAX} bytes: send the \
+         upload in smaller PATCHes"
+    ))
+}
+
+fn past_the_end(rest: u64) -> Error {
+    Error::BodyTooLarge(format!(
+        "the body runs past Upload-Length: {rest} bytes of the upload are left"
+    ))
+}
+
+/// Takes the body in from `offset` (already checked against the committed state), and
+/// completes the upload when its last byte arrived.
+pub(super) async fn receive(
+    s: &AppState,
+    up: &model::Upload,
+    mut tail: Option<model::tus::TusTail>,
+    offset: u64,
+    body: ByteStream,
+) -> Result<Patched> {
+    let (owner, id) = (up.owner.as_str(), up.id.as_str());
+    let src = Arc::new(Mutex::new(Source {
+        body,
+        leftover: None,
+        failed: None,
+        ended: false,
+    }));
+    let mut pos = offset;
+    if up.size == 0 {
+        // An empty file is one empty chunk, whole as soon as the upload exists.
+        let put = ChunkPut {
+            owner: owner.to_string(),
+            upload_id: id.to_string(),
+            index: 0,
+            content_length: Some(0),
+            blake3: None,
+            sha256: None,
+            body: Box::pin(futures::stream::empty()),
+            keep_short: false,
+        };
+        s.uploads.put_chunk_part(put).await?;
+    }
+    while pos < up.size {
+        let index = (pos / up.chunk_size) as u32;
+        let within = pos % up.chunk_size;
+        if at_end(&src).await {
+            break;
+        }
+        let prefix: ByteStream = match tail.as_ref() {
+            _ if within == 0 => Box::pin(futures::stream::empty()),
+            Some(t) if t.index == index && t.len == within => {
+                s.store.get(&t.object_key, 0, within).await?
+            }
+            // The offset was checked against the committed state: its tail is this one.
+            _ => return Err(Error::Internal("a tus upload's tail went missing".into())),
+        };
+        let chunk_len = up.chunk_len(index);
+        let put = ChunkPut {
+            owner: owner.to_string(),
+            upload_id: id.to_string(),
+            index,
+            content_length: None,
+            blake3: None,
+            sha256: None,
+            body: Box::pin(prefix.chain(take(src.clone(), chunk_len - within))),
+            keep_short: true,
+        };
+        match s.uploads.put_chunk_part(put).await? {
+            Received::Staged => {
+                pos = u64::from(index) * up.chunk_size + chunk_len;
+                tail = None;
+            }
+            Received::Short { path, len } => {
+                let kept = if len > within {
+                    let tail = Tail {
+                        owner: owner.to_string(),
+                        upload_id: id.to_string(),
+                        index,
+                        len,
+                        path: path.clone(),
+                    };
+                    s.uploads.keep_tail(tail).await
+                } else {
+                    Ok(())
+                };
+                let _ = tokio::fs::remove_file(&path).await;
+                kept?;
+                pos = u64::from(index) * up.chunk_size + len;
+                break;
+            }
+        }
+    }
+    // Bytes that arrived before the body failed are kept; the failure is still the answer.
+    if let Some(e) = src.lock().await.failed.take() {
+        return Err(body_error(&e));
+    }
+    if pos < up.size {
+        let expires_at = s
+            .meta
+            .local()
+            .upload_record(owner, id)
+            .map_or(up.expires_at, |u| u.expires_at);
+        return Ok(Patched {
+            offset: pos,
+            expires_at,
+        });
+    }
+    if !at_end(&src).await {
+        // Every chunk is held; HEAD completes the upload if the client does not come back.
+        return Err(past_the_end(0));
+    }
+    s.uploads
+        .complete(owner.to_string(), id.to_string())
+        .await?;
+    Ok(Patched {
+        offset: pos,
+        expires_at: up.expires_at,
+    })
+}
+
+fn body_error(e: &io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::TimedOut => Error::BodyTimeout(format!(
+            "the body stalled ({e}); the bytes before it were kept (HEAD gives the offset)"
+        )),
+        _ => Error::bad_request(
+            "incomplete_body",
+            format!("the body ended with an error ({e}); the bytes before it were kept"),
+        ),
+    }
+}
+
+/// The PATCH body, shared by the chunks it is cut into (one at a time).
+struct Source {
+    body: ByteStream,
+    /// Bytes read past the end of the previous chunk.
+    leftover: Option<Bytes>,
+    /// The body broke off: what came before it is kept, and this is the answer.
+    failed: Option<io::Error>,
+    ended: bool,
+}
+
+/// Whether the body has no more bytes (reads ahead one frame to know).
+async fn at_end(src: &Arc<Mutex<Source>>) -> bool {
+    let mut s = src.lock().await;
+    while s.leftover.as_ref().is_none_or(Bytes::is_empty) {
+        if s.ended {
+            return true;
+        }
+        match s.body.next().await {
+            Some(Ok(b)) => s.leftover = Some(b),
+            Some(Err(e)) => {
+                s.failed = Some(e);
+                s.ended = true;
+            }
+            None => s.ended = true,
+        }
+    }
+    false
+}
+
+/// The next `n` bytes of the body. A body that fails ends here instead: the bytes before the
+/// failure are good, and the chunk receiver keeps them.
+fn take(src: Arc<Mutex<Source>>, n: u64) -> ByteStream {
+    Box::pin(futures::stream::unfold(
+        (src, n),
+        |(src, left)| async move {
+            if left == 0 {
+                return None;
+            }
+            let mut s = src.lock().await;
+            let mut b = match s.leftover.take() {
+                Some(b) => b,
+                None if s.ended => return None,
+                None => match s.body.next().await {
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => {
+                        s.failed = Some(e);
+                        s.ended = true;
+                        return None;
+                    }
+                    None => {
+                        s.ended = true;
+                        return None;
+                    }
+                },
+            };
+            if b.len() as u64 > left {
+                s.leftover = Some(b.split_off(left as usize));
+            }
+            let rest = left - b.len() as u64;
+            drop(s);
+            Some((Ok(b), (src, rest)))
+        },
+    ))
+}
+
+/// A PATCH body held in staging until its checksum is verified.
+struct Spool {
+    path: std::path::PathBuf,
+}
+
+impl Spool {
+    async fn new(s: &AppState) -> Result<Self> {
+        let dir = s.uploads.spool_dir();
+        tokio::fs::create_dir_all(dir).await?;
+        Ok(Self {
+            path: dir.join(uuid::Uuid::now_v7().simple().to_string()),
+        })
+    }
+
+    /// Writes the body (at most `max` bytes) and checks it against `c`.
+    async fn fill(&self, mut body: ByteStream, c: &Checksum, max: u64) -> Result<()> {
+        let filled = async {
+            let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(&self.path).await?);
+            let mut hasher = c.hasher();
+            let mut n = 0u64;
+            while let Some(frame) = body.next().await {
+                let frame = frame.map_err(|e| body_error(&e))?;
+                n += frame.len() as u64;
+                if n > max {
+                    return Err(past_the_end(max));
+                }
+                if n > CHECKSUMMED_BODY_MAX {
+                    return Err(checksummed_too_large());
+                }
+                hasher.update(&frame);
+                file.write_all(&frame).await?;
+            }
+            file.flush().await?;
+            if hasher.finish() != c.digest {
+                return Err(Error::TusChecksumMismatch(format!(
+                    "the body's {} digest is not the one in Upload-Checksum; nothing was kept",
+                    c.algorithm.name()
+                )));
+            }
+            Ok(())
+        }
+        .await;
+        if filled.is_err() {
+            self.remove_ref().await;
+        }
+        filled
+    }
+
+    async fn remove_ref(&self) {
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+
+    async fn remove(self) {
+        self.remove_ref().await;
+    }
+}

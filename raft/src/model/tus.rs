@@ -1,0 +1,309 @@
+//! tus uploads: what the tus protocol adds to an upload session.
+//!
+//! A tus client sends bytes at an offset, cut wherever it likes; wharf's chunks have a fixed
+//! size. The node stages every whole chunk as usual; the bytes of the next chunk received so
+//! far (the tail) go to the object store as one object, recorded here, so that the next PATCH
+//! continues from the same offset on any node. The offset is derived, never stored: the chunks
+//! held from the start, plus the tail when it belongs to the first chunk not held.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::keys;
+use super::uploads::{self, bump_expiry};
+use super::{ApplyResult, Command, Garbage, Millis, ModelError, Outcome, State, Upload};
+use crate::kv::KvMut;
+
+/// The tus side of an upload session (key `tu/{owner}/{upload_id}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TusUpload {
+    /// `Upload-Metadata` as the client sent it (echoed back by HEAD).
+    pub metadata: Option<String>,
+    /// The bytes of chunk `tail.index` received so far, when that chunk is not whole yet.
+    pub tail: Option<TusTail>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TusTail {
+    pub index: u32,
+    /// Bytes from the chunk's start: less than the chunk's length.
+    pub len: u64,
+    /// The object holding them ([`tail_key`]).
+    pub object_key: String,
+}
+
+/// The object key of a tail: one per PATCH (`nonce`), so that a newer tail never overwrites
+/// one that a reader may still read, nor a racing PATCH's copy the one that was recorded.
+pub fn tail_key(upload_id: &str, index: u32, len: u64, nonce: &str) -> String {
+    format!("tus/{upload_id}/{index}-{len}-{nonce}")
+}
+
+/// The tus offset of `up` (with its chunks): the bytes held from the start.
+pub fn offset(up: &Upload, tus: Option<&TusUpload>) -> u64 {
+    let Some(first_missing) = up.missing().first().copied() else {
+        return up.size;
+    };
+    let held = u64::from(first_missing) * up.chunk_size;
+    match tus.and_then(|t| t.tail.as_ref()) {
+        Some(t) if t.index == first_missing => held + t.len,
+        _ => held,
+    }
+}
+
+pub(super) fn create<K: KvMut>(
+    state: &mut State<K>,
+    create: Command,
+    metadata: Option<String>,
+) -> ApplyResult {
+    if !matches!(create, Command::CreateUpload { .. }) {
+        return Err(ModelError::Invalid(
+            "a tus upload is made by a CreateUpload".into(),
+        ));
+    }
+    let out = super::apply(state, create)?;
+    if let Outcome::Upload(up) = &out {
+        let key = keys::tus(&up.owner, &up.id);
+        if state.read_at::<TusUpload>(&key).is_none() {
+            state.write_at(
+                &key,
+                &TusUpload {
+                    metadata,
+                    tail: None,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn tail<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    upload_id: &str,
+    new: TusTail,
+    now: Millis,
+) -> ApplyResult {
+    let up = uploads::active(state, owner, upload_id)?;
+    let key = keys::tus(owner, upload_id);
+    let mut tus: TusUpload = state.read_at(&key).ok_or(ModelError::NotFound)?;
+    let count = up.chunk_count();
+    if new.index >= count {
+        return Err(ModelError::ChunkOutOfRange {
+            index: new.index,
+            count,
+        });
+    }
+    let chunk_len = up.chunk_len(new.index);
+    if new.len == 0 || new.len >= chunk_len {
+        return Err(ModelError::ChunkLength {
+            index: new.index,
+            got: new.len,
+            expected: chunk_len,
+        });
+    }
+    if state.chunk(owner, upload_id, new.index).blake3().is_some() {
+        // The whole chunk is already held: this tail adds nothing (a racing PATCH).
+        return Err(ModelError::ChunkConflict { index: new.index });
+    }
+    if let Some(old) = &tus.tail {
+        if old.index == new.index && old.len >= new.len {
+            // Offsets only grow: a PATCH that started from an older offset lost the race.
+            return Err(ModelError::ChunkConflict { index: new.index });
+        }
+        drop_tail(state, old, now);
+    }
+    tus.tail = Some(new);
+    state.write_at(&key, &tus);
+    bump_expiry(state, up, now);
+    Ok(Outcome::Done)
+}
+
+fn drop_tail<K: KvMut>(state: &mut State<K>, t: &TusTail, now: Millis) {
+    state.put_garbage(&Garbage {
+        object_key: t.object_key.clone(),
+        multipart_id: None,
+        since: now,
+    });
+}
+
+/// Chunk `index` of the upload is now held: a tail of it is not needed any more.
+pub(super) fn chunk_held<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    upload_id: &str,
+    index: u32,
+    now: Millis,
+) {
+    let key = keys::tus(owner, upload_id);
+    let Some(mut tus) = state.read_at::<TusUpload>(&key) else {
+        return;
+    };
+    if let Some(t) = tus.tail.take_if(|t| t.index == index) {
+        drop_tail(state, &t, now);
+        state.write_at(&key, &tus);
+    }
+}
+
+/// The upload ended (stored, aborted, expired): its tail goes to the garbage collector; the
+/// record stays (HEAD still answers with the metadata) until the upload is forgotten.
+pub(super) fn ended<K: KvMut>(state: &mut State<K>, owner: &str, upload_id: &str, now: Millis) {
+    let key = keys::tus(owner, upload_id);
+    let Some(mut tus) = state.read_at::<TusUpload>(&key) else {
+        return;
+    };
+    if let Some(t) = tus.tail.take() {
+        drop_tail(state, &t, now);
+        state.write_at(&key, &tus);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{apply, Command, ModelError, Outcome, State, Tier, TierLimits};
+    use super::*;
+
+    const LIMITS: TierLimits = TierLimits {
+        quota: 10_000,
+        max_file_size: 5_000,
+        max_concurrent_uploads: 4,
+    };
+
+    fn create(id: &str, size: u64) -> Command {
+        Command::CreateTusUpload {
+            create: Box::new(Command::CreateUpload {
+                upload_id: id.into(),
+                owner: "ann".into(),
+                tier: Tier::Basic,
+                limits: LIMITS,
+                name: "x".into(),
+                mime: None,
+                size,
+                chunk_size: 64,
+                blake3: None,
+                idempotency_key: None,
+                ttl_ms: 10_000,
+                now: 1,
+            }),
+            metadata: Some("filename eA==".into()),
+        }
+    }
+
+    fn tail(index: u32, len: u64, now: u64) -> Command {
+        Command::TusTail {
+            owner: "ann".into(),
+            upload_id: "a".into(),
+            index,
+            len,
+            object_key: tail_key("a", index, len, "n"),
+            now,
+        }
+    }
+
+    fn stage(index: u32, len: u64) -> Command {
+        Command::ChunkStaged {
+            owner: "ann".into(),
+            upload_id: "a".into(),
+            index,
+            node: 1,
+            len,
+            blake3: format!("h{index}"),
+            cv: "cv".into(),
+            now: 5,
+        }
+    }
+
+    fn offset_of(s: &State) -> u64 {
+        let up = s.upload("ann", "a").unwrap();
+        offset(&up, s.tus("ann", "a").as_ref())
+    }
+
+    #[test]
+    fn the_offset_is_the_chunks_held_from_the_start_plus_the_tail() {
+        let mut s: State = State::default();
+        apply(&mut s, create("a", 150)).unwrap();
+        assert_eq!(
+            s.tus("ann", "a").unwrap().metadata.as_deref(),
+            Some("filename eA==")
+        );
+        assert_eq!(offset_of(&s), 0);
+        apply(&mut s, tail(0, 10, 2)).unwrap();
+        assert_eq!(offset_of(&s), 10);
+        apply(&mut s, tail(0, 30, 3)).unwrap();
+        assert_eq!(offset_of(&s), 30);
+        // The older, shorter tail is garbage now.
+        assert!(s
+            .garbage(10)
+            .iter()
+            .any(|g| g.object_key == tail_key("a", 0, 10, "n")));
+        // Offsets only grow: a shorter or equal tail lost a race and is refused.
+        let before = s.clone();
+        assert!(matches!(
+            apply(&mut s, tail(0, 30, 4)),
+            Err(ModelError::ChunkConflict { index: 0 })
+        ));
+        assert_eq!(s, before);
+        apply(&mut s, stage(0, 64)).unwrap();
+        assert_eq!(offset_of(&s), 64);
+        assert!(s.tus("ann", "a").unwrap().tail.is_none());
+        assert!(s
+            .garbage(10)
+            .iter()
+            .any(|g| g.object_key == tail_key("a", 0, 30, "n")));
+        // A tail of a chunk already held, or as long as the chunk, is refused.
+        assert!(apply(&mut s, tail(0, 5, 6)).is_err());
+        assert!(apply(&mut s, tail(1, 64, 6)).is_err());
+        // The last chunk is 22 bytes long.
+        apply(&mut s, tail(2, 21, 6)).unwrap();
+        assert_eq!(
+            offset_of(&s),
+            64,
+            "a tail after a missing chunk is not counted"
+        );
+        apply(&mut s, stage(1, 64)).unwrap();
+        assert_eq!(offset_of(&s), 149);
+        apply(&mut s, stage(2, 22)).unwrap();
+        assert_eq!(offset_of(&s), 150);
+    }
+
+    #[test]
+    fn an_upload_that_ends_hands_its_tail_to_the_garbage_collector() {
+        let mut s: State = State::default();
+        apply(&mut s, create("a", 150)).unwrap();
+        apply(&mut s, tail(0, 10, 2)).unwrap();
+        let out = apply(
+            &mut s,
+            Command::AbortUpload {
+                owner: "ann".into(),
+                upload_id: "a".into(),
+                now: 3,
+            },
+        )
+        .unwrap();
+        assert!(matches!(out, Outcome::Upload(_)));
+        assert!(s.tus("ann", "a").unwrap().tail.is_none());
+        assert!(s
+            .garbage(10)
+            .iter()
+            .any(|g| g.object_key == tail_key("a", 0, 10, "n")));
+        assert!(matches!(
+            apply(&mut s, tail(0, 20, 4)),
+            Err(ModelError::UploadNotActive { .. })
+        ));
+    }
+
+    #[test]
+    fn a_tus_create_is_a_create_upload_and_nothing_else() {
+        let mut s: State = State::default();
+        let r = apply(
+            &mut s,
+            Command::CreateTusUpload {
+                create: Box::new(Command::ScannerFound),
+                metadata: None,
+            },
+        );
+        assert!(matches!(r, Err(ModelError::Invalid(_))));
+        // Applied twice (a retry), it answers the same upload and keeps the first metadata.
+        apply(&mut s, create("a", 10)).unwrap();
+        let again = apply(&mut s, create("a", 10)).unwrap();
+        assert!(matches!(again, Outcome::Upload(u) if u.id == "a"));
+    }
+}
