@@ -152,7 +152,10 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<Received> {
         }
         if written != expected_len {
             if keep_short {
+                // It becomes a tus tail, acknowledged once recorded: durable first (the local
+                // store hard-links it as it is).
                 file.flush().await?;
+                file.get_mut().sync_all().await?;
                 return Ok(Got::Short(written));
             }
             return Err(length_mismatch(index, written, expected_len));
