@@ -55,14 +55,7 @@ async fn create(node: &Node, t: &str, len: usize, name: &str) -> String {
 }
 
 async fn patch(node: &Node, t: &str, path: &str, offset: usize, body: &[u8]) -> Response {
-    tus(node.http.patch(node.url(path)))
-        .bearer_auth(t)
-        .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", offset.to_string())
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
+    patch_with(node, t, path, offset, body, |r| r).await
 }
 
 async fn head(node: &Node, t: &str, path: &str) -> Response {
