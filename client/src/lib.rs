@@ -13,9 +13,11 @@
 //! client may mix both.
 
 mod error;
+mod events;
 mod https;
 mod quic;
 pub use error::{Error, Result};
+pub use events::ServerEvent;
 pub use quic::Trust;
 
 use error::send;
@@ -91,6 +93,8 @@ pub struct Client {
     /// Shared with the QUIC transport: `set_token` replaces it for every later request.
     token: Arc<std::sync::RwLock<String>>,
     http: reqwest::Client,
+    /// For endless responses (event streams): no overall timeout.
+    stream_http: reqwest::Client,
     quic: Option<Arc<quic::Transport>>,
     /// Chunks (or ranges) in flight.
     pub parallel: usize,
@@ -151,10 +155,18 @@ impl Client {
         } else {
             None
         };
-        let mut http = reqwest::Client::builder();
-        if let Some(tls) = https::config(&trust)? {
-            http = http.use_preconfigured_tls(tls);
-        }
+        let builder = || -> Result<reqwest::ClientBuilder> {
+            let mut b = reqwest::Client::builder();
+            if let Some(tls) = https::config(&trust)? {
+                b = b.use_preconfigured_tls(tls);
+            }
+            Ok(b)
+        };
+        let http = builder()?;
+        let stream_http = builder()?
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
         let http = http
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(300))
@@ -164,6 +176,7 @@ impl Client {
             nodes: Arc::new(parsed),
             token,
             http,
+            stream_http,
             quic,
             parallel: 8,
             attempts: 8,

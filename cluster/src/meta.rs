@@ -137,6 +137,11 @@ impl Metadata {
         Some((leader, node.peer_addr))
     }
 
+    /// A watch of what this node has applied, for readers that follow the log (event streams).
+    pub fn applied_watch(&self) -> AppliedWatch {
+        AppliedWatch(self.raft.metrics())
+    }
+
     /// Resolves after the next change of the Raft metrics (an applied entry, for example).
     pub async fn changed(&self, within: Duration) {
         let mut rx = self.raft.metrics();
@@ -570,4 +575,25 @@ pub struct NodeReport {
 fn request_id() -> String {
     use rand::Rng;
     format!("{:032x}", rand::thread_rng().gen::<u128>())
+}
+
+/// This node's applied index, and a way to wait for it to move.
+pub struct AppliedWatch(tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, WharfNode>>);
+
+impl AppliedWatch {
+    /// The index applied now; [`AppliedWatch::changed`] then waits for anything newer.
+    pub fn applied(&mut self) -> u64 {
+        self.0
+            .borrow_and_update()
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+
+    /// Resolves once the Raft metrics changed since the last [`AppliedWatch::applied`] (or
+    /// never, once Raft has shut down).
+    pub async fn changed(&mut self) {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }

@@ -25,6 +25,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub quic: QuicConfig,
     pub rate: RateConfig,
+    pub events: EventsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -372,6 +373,27 @@ impl Default for UploadConfig {
     }
 }
 
+/// `GET /v1/events`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// How long events are kept: a client reconnecting with an older `Last-Event-ID` is told
+    /// to re-list (`reset`).
+    pub retention_secs: u64,
+    /// A stream with nothing to say sends a comment this often (proxies and the idle timeout
+    /// would close it otherwise).
+    pub keepalive_secs: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            retention_secs: 3600,
+            keepalive_secs: 15,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
@@ -700,6 +722,15 @@ impl Config {
             bail!(
                 "quic.hello_timeout_secs, max_connections, max_connections_per_user and \
                  max_connections_per_ip must be positive"
+            );
+        }
+        if self.events.retention_secs == 0 || self.events.keepalive_secs == 0 {
+            bail!("events.retention_secs and events.keepalive_secs must be positive");
+        }
+        if self.events.keepalive_secs >= self.http.idle_secs {
+            bail!(
+                "events.keepalive_secs must be below http.idle_secs (an idle event stream \
+                 would be closed between keepalives)"
             );
         }
         if self.rate.premium_factor == 0 {

@@ -505,6 +505,7 @@ pub async fn run(
         config: config.upload.clone(),
         staging_grace: Duration::from_secs(config.cluster.staging_grace_secs),
         upload_retention_ms: config.upload.retention_secs.saturating_mul(1000),
+        event_retention_ms: config.events.retention_secs.saturating_mul(1000),
         staged: uploads::StagingGauge::new(
             config.upload.max_staging_bytes,
             uploads::staged_chunk_bytes(&staging),
@@ -513,6 +514,8 @@ pub async fn run(
         scanner,
     });
     let uploads = uploads::UploadsHandle::spawn(ctx, stop.clone());
+    // Cancelled when the HTTP server begins to drain: endless responses (event streams) end.
+    let http_stop = CancellationToken::new();
     let app_state = http::AppState {
         keys,
         meta: meta.clone(),
@@ -525,6 +528,8 @@ pub async fn run(
         rate: Arc::new(limits::RateLimits::new(&config.rate)),
         http: Arc::new(config.http.clone()),
         single_request_max: config.upload.single_request_max,
+        events: Arc::new(config.events.clone()),
+        stopping: http_stop.clone(),
     };
     {
         // Full buckets are forgotten now and then: the tables stay small under many clients.
@@ -564,7 +569,6 @@ pub async fn run(
         me.peer_addr
     );
 
-    let http_stop = CancellationToken::new();
     {
         let (http_stop, server_stop) = (http_stop.clone(), stop.clone());
         tokio::spawn(async move {

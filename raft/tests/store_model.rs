@@ -229,6 +229,12 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
             upload_id: format!("up{up}"),
             now,
         },
+        // An odd retention also prunes the events older than it, as the leader's timer does.
+        Op::Expire {
+            retention: Some(r), ..
+        } if r % 2 == 1 => Command::PruneEvents {
+            before: now.saturating_sub(r),
+        },
         Op::Expire { retention, .. } => Command::ExpireUploads {
             now,
             retention_ms: retention,
@@ -423,6 +429,10 @@ async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseEr
                 at: now,
                 cmd: Box::new(cmd),
             };
+        }
+        // The in-memory model numbers entries as the stores will: events carry the index.
+        if !grouped || pending.is_empty() {
+            mem.begin_entry(index + pending.len() as u64 + 1);
         }
         let answer = wharf_raft::Response(wharf_raft::apply(&mut mem, cmd.clone()));
         pending.push((cmd, answer));

@@ -284,6 +284,56 @@ pub async fn ls(args: &ClientArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn watch(
+    args: &ClientArgs,
+    after: Option<String>,
+    count: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = args.client(1)?;
+    let mut seen = 0u64;
+    client
+        .watch(after, |ev| {
+            if json {
+                println!("{}", ev.data);
+            } else {
+                println!("{}", event_line(ev));
+            }
+            seen += 1;
+            count.is_none_or(|n| seen < n)
+        })
+        .await?;
+    Ok(())
+}
+
+/// `ID  TYPE  what happened  (usage)`, for a person reading along.
+fn event_line(ev: &wharf_client::ServerEvent) -> String {
+    let d = &ev.data;
+    let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
+    let n = |k: &str| d[k].as_u64().unwrap_or(0);
+    let what = match ev.event.as_str() {
+        "upload.created" => format!("{} {} ({} bytes)", s("upload_id"), s("name"), n("size")),
+        "upload.progress" => format!("{} {}/{} bytes", s("upload_id"), n("received"), n("size")),
+        "upload.completed" => format!("{} -> file {} {}", s("upload_id"), s("file_id"), s("name")),
+        "upload.aborted" | "upload.expired" => s("upload_id"),
+        "file.scanned" => format!("{} {}", s("file_id"), s("scan")),
+        "file.renamed" => format!("{} {}", s("file_id"), s("name")),
+        "file.deleted" => s("file_id"),
+        "reset" => s("message"),
+        _ => d.to_string(),
+    };
+    let usage = d
+        .get("usage")
+        .map(|u| {
+            format!(
+                "  (used {} + reserved {} of {})",
+                u["used"], u["reserved"], u["quota"]
+            )
+        })
+        .unwrap_or_default();
+    format!("{:<24}  {:<16}  {what}{usage}", ev.id, ev.event)
+}
+
 pub async fn rm(args: &ClientArgs, id: &str) -> anyhow::Result<()> {
     args.client(1)?.delete(id).await?;
     eprintln!("deleted {id}");

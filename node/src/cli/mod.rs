@@ -116,6 +116,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Follow your events live (uploads, progress, scans, deletions, usage), one per line;
+    /// a broken stream resumes on the next node without a gap.
+    Watch {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Start after this event id (default: from now).
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
+        /// Stop after this many events.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+        /// Print each event's JSON as it came.
+        #[arg(long)]
+        json: bool,
+    },
     /// Abort an unfinished upload: its reserved bytes and its slot are freed.
     Abort {
         #[command(flatten)]
@@ -278,6 +293,12 @@ pub fn main() -> anyhow::Result<()> {
         Command::Status { client, upload_id } => block_on(client::status(&client, &upload_id)),
         Command::Uploads { client, all, json } => block_on(client::uploads(&client, all, json)),
         Command::Abort { client, upload_id } => block_on(client::abort(&client, &upload_id)),
+        Command::Watch {
+            client,
+            after,
+            count,
+            json,
+        } => block_on(client::watch(&client, after, count, json)),
         Command::Admin { command } => admin::admin_command(command),
     }
 }

@@ -1,5 +1,6 @@
 //! Files and the blobs they point at (one blob per content per owner).
 
+use super::events::EventKind;
 use super::uploads::{check_quota, check_size, user_for};
 use super::{blob_id, ApplyResult, Blob, File, Garbage, Millis, ModelError, Outcome, State};
 use super::{ScanState, Tier, TierLimits, Upload, UploadState, User};
@@ -169,6 +170,15 @@ pub(super) fn store<K: KvMut>(state: &mut State<K>, n: NewFile) -> ApplyResult {
         state.put_idempotency(owner, k, &n.upload_id);
         state.save_upload(None, &upload);
     }
+    state.emit(
+        owner,
+        EventKind::UploadCompleted {
+            upload_id: n.upload_id,
+            file_id: file.id.clone(),
+            name: file.name.clone(),
+            size: file.size,
+        },
+    );
     Ok(Outcome::File(file))
 }
 
@@ -181,6 +191,13 @@ pub(super) fn rename<K: KvMut>(
     let mut file = state.file(owner, file_id).ok_or(ModelError::NotFound)?;
     file.name = name;
     state.put_file(&file);
+    state.emit(
+        owner,
+        EventKind::FileRenamed {
+            file_id: file.id.clone(),
+            name: file.name.clone(),
+        },
+    );
     Ok(Outcome::File(file))
 }
 
@@ -219,5 +236,11 @@ pub(super) fn delete<K: KvMut>(
             }
         }
     }
+    state.emit(
+        owner,
+        EventKind::FileDeleted {
+            file_id: file.id.clone(),
+        },
+    );
     Ok(Outcome::File(file))
 }

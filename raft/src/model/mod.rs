@@ -12,6 +12,7 @@
 //! [`users`], [`nodes`] (cluster bookkeeping), [`requests`] (at-most-once proposals),
 //! [`tus`] (what a tus upload adds to its session).
 
+pub mod events;
 mod files;
 mod nodes;
 mod requests;
@@ -241,9 +242,35 @@ pub enum Command {
         object_key: String,
         now: Millis,
     },
+    /// Proposed by the leader on a timer: events made before `before` are dropped (a bounded
+    /// number per command; see [`events::PRUNE_PER_COMMAND`]).
+    PruneEvents {
+        before: Millis,
+    },
 }
 
 impl Command {
+    /// The proposer's clock this command carries, if any (events take their time from it).
+    fn time(&self) -> Option<Millis> {
+        match self {
+            Command::Once { at, .. } => Some(*at),
+            Command::CreateUpload { now, .. }
+            | Command::ChunkStaged { now, .. }
+            | Command::CompleteUpload { now, .. }
+            | Command::AbortUpload { now, .. }
+            | Command::ExpireUploads { now, .. }
+            | Command::DeleteFile { now, .. }
+            | Command::StoreFile { now, .. }
+            | Command::LeaseScan { now, .. }
+            | Command::ScanFinished { now, .. }
+            | Command::CreateJoinToken { now, .. }
+            | Command::AdmitNode { now, .. }
+            | Command::TusTail { now, .. } => Some(*now),
+            Command::CreateTusUpload { create, .. } => create.time(),
+            _ => None,
+        }
+    }
+
     /// Whether applying this command a second time (a proposal retried after its first try
     /// committed) already answers as the first time did, so it needs no `Once` request id.
     /// A create names its upload id: applied again, it finds that upload and answers it as it
@@ -272,6 +299,8 @@ pub enum Outcome {
     Requeued(u64),
     /// The answers of a [`Command::Batch`], in its order.
     Batch(Vec<Result<Outcome, ModelError>>),
+    /// Events dropped by a `PruneEvents`.
+    Pruned(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -319,6 +348,9 @@ pub(crate) fn release(counter: &mut u64, by: u64) {
 
 /// Applies one command: the whole of the model's behaviour.
 pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
+    if let Some(at) = cmd.time() {
+        state.saw_time(at);
+    }
     match cmd {
         Command::Once { id, at, cmd } => requests::once(state, id, at, *cmd),
         Command::CreateUpload {
@@ -526,5 +558,6 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
             },
             now,
         ),
+        Command::PruneEvents { before } => events::prune(state, before),
     }
 }

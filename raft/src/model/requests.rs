@@ -31,6 +31,7 @@ enum Answer {
     Blob(Blob),
     Requeued(u64),
     Batch(Vec<Result<Answer, ModelError>>),
+    Pruned(u64),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +55,7 @@ fn compact(o: &Outcome) -> Answer {
         Outcome::ChunksLost(n) => Answer::ChunksLost(*n),
         Outcome::Blob(b) => Answer::Blob(b.clone()),
         Outcome::Requeued(n) => Answer::Requeued(*n),
+        Outcome::Pruned(n) => Answer::Pruned(*n),
         Outcome::Batch(v) => Answer::Batch(
             v.iter()
                 .map(|r| r.as_ref().map(compact).map_err(Clone::clone))
@@ -74,6 +76,7 @@ fn expand<K: KvMut>(state: &State<K>, a: Answer) -> ApplyResult {
         Answer::ChunksLost(n) => Outcome::ChunksLost(n),
         Answer::Blob(b) => Outcome::Blob(b),
         Answer::Requeued(n) => Outcome::Requeued(n),
+        Answer::Pruned(n) => Outcome::Pruned(n),
         Answer::Batch(v) => Outcome::Batch(
             v.into_iter()
                 .map(|r| r.and_then(|a| expand(state, a)))

@@ -57,6 +57,15 @@ pub(super) fn finished<K: KvMut>(
             state.put_user(&user);
         }
     }
+    if !matches!(b.scan, ScanState::Pending) {
+        for (file_id, _) in state.files_of_blob(&b.owner, &b.blake3) {
+            let scan = b.scan.as_str().to_string();
+            state.emit(
+                &b.owner,
+                super::events::EventKind::FileScanned { file_id, scan },
+            );
+        }
+    }
     Ok(Outcome::Blob(b))
 }
 

@@ -111,6 +111,8 @@ pub fn blob_id(owner: &str, blake3: &str) -> String {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State<K = MemKv> {
     kv: K,
+    /// The entry being applied, when the caller numbers entries (events need it).
+    pub(super) clock: Option<super::events::EntryClock>,
 }
 
 fn tail(key: &[u8], prefix: &[u8]) -> String {
@@ -126,7 +128,7 @@ fn owner_and_id(key: &[u8], skip: usize) -> Option<(String, String)> {
 
 impl<K> State<K> {
     pub fn new(kv: K) -> Self {
-        Self { kv }
+        Self { kv, clock: None }
     }
     pub fn kv(&self) -> &K {
         &self.kv
@@ -481,6 +483,7 @@ impl<K: KvMut> State<K> {
         self.clear_chunks(&up.owner, &up.id);
         self.kv.delete(&keys::upload(&up.owner, &up.id));
         self.kv.delete(&keys::tus(&up.owner, &up.id));
+        self.forget_progress(&up.owner, &up.id);
         if let Some(k) = &up.idempotency_key {
             if self.idempotent_upload(&up.owner, k).as_deref() == Some(&up.id) {
                 self.kv.delete(&keys::idempotency(&up.owner, k));

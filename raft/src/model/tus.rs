@@ -114,6 +114,7 @@ pub(super) fn tail<K: KvMut>(
     tus.tail = Some(new);
     state.write_at(&key, &tus);
     bump_expiry(state, up, now);
+    state.emit_progress(owner, upload_id, now);
     Ok(Outcome::Done)
 }
 

@@ -1,5 +1,6 @@
 //! Upload sessions: create, chunks staged and offloaded, complete, abort, expiry, retention.
 
+use super::events::EventKind;
 use super::files::{record_file, ContentOf};
 use super::{chunk_count, UploadState, MAX_CHUNKS, MAX_CHUNK_SIZE, MAX_OBJECT_SIZE};
 use super::{ApplyResult, Chunk, Millis, ModelError, Outcome, State, Tier, TierLimits, Upload};
@@ -136,6 +137,14 @@ pub(super) fn create<K: KvMut>(state: &mut State<K>, n: NewUpload) -> ApplyResul
         state.put_idempotency(owner, k, &n.upload_id);
     }
     state.save_upload(None, &upload);
+    state.emit(
+        owner,
+        EventKind::UploadCreated {
+            upload_id: upload.id.clone(),
+            name: upload.name.clone(),
+            size: upload.size,
+        },
+    );
     Ok(Outcome::Upload(upload))
 }
 
@@ -197,16 +206,20 @@ pub(super) fn chunk_staged<K: KvMut>(
             expected,
         });
     }
-    match state.chunk(owner, upload_id, index).blake3() {
+    let new = match state.chunk(owner, upload_id, index).blake3() {
         None => {
             state.put_chunk(owner, upload_id, index, &staged);
             super::tus::chunk_held(state, owner, upload_id, index, now);
+            true
         }
-        Some(h) if h == blake3 => {}
+        Some(h) if h == blake3 => false,
         // A refused command changes nothing, the expiry included.
         Some(_) => return Err(ModelError::ChunkConflict { index }),
-    }
+    };
     bump_expiry(state, up, now);
+    if new {
+        state.emit_progress(owner, upload_id, now);
+    }
     Ok(Outcome::Done)
 }
 
@@ -342,6 +355,16 @@ pub(super) fn complete<K: KvMut>(
     state.clear_chunks(owner, upload_id);
     super::tus::ended(state, owner, upload_id, now);
     state.save_upload(Some(&before), &done);
+    state.forget_progress(owner, upload_id);
+    state.emit(
+        owner,
+        EventKind::UploadCompleted {
+            upload_id: upload_id.to_string(),
+            file_id: file.id.clone(),
+            name: file.name.clone(),
+            size: file.size,
+        },
+    );
     Ok(Outcome::File(file))
 }
 
@@ -376,6 +399,14 @@ fn end<K: KvMut>(state: &mut State<K>, up: Upload, to: UploadState, now: Millis)
     ended.ended_at = Some(now);
     ended.chunks = Vec::new();
     state.save_upload(Some(&up), &ended);
+    state.forget_progress(&up.owner, &up.id);
+    state.emit(
+        &up.owner,
+        EventKind::UploadEnded {
+            upload_id: up.id.clone(),
+            state: to,
+        },
+    );
     ended
 }
 

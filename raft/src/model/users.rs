@@ -20,5 +20,6 @@ pub(super) fn set_quota<K: KvMut>(state: &mut State<K>, user: String, quota: u64
     u.quota = quota;
     u.quota_set_by_admin = true;
     state.put_user(&u);
+    state.emit(&u.id, super::events::EventKind::QuotaChanged);
     Ok(Outcome::User(u))
 }

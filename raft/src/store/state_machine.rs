@@ -324,6 +324,16 @@ impl StateMachineStore {
 }
 
 /// The last applied log id and membership in `kv`.
+impl StateView {
+    /// The index of the last entry applied to this state (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        applied_in(self.kv())
+            .ok()
+            .and_then(|(l, _)| l)
+            .map_or(0, |l| l.index)
+    }
+}
+
 fn applied_in(kv: &TreeKv) -> Result<AppliedState, crate::Error> {
     let applied = match kv.read(APPLIED)? {
         Some(v) => codec::decode(&v)?,
@@ -553,6 +563,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut out = Vec::new();
         for e in entries {
             state.kv_mut().put(APPLIED, codec::encode(&Some(e.log_id)));
+            state.begin_entry(e.log_id.index);
             let r = match e.payload {
                 EntryPayload::Blank => Ok(model::Outcome::Done),
                 EntryPayload::Normal(Request(cmd)) => {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use wharf_raft::model::events::PRUNE_PER_COMMAND;
 use wharf_raft::model::{Chunk, Command};
 use wharf_raft::Outcome;
 
@@ -82,6 +83,7 @@ pub(super) async fn sweeper(
                 Err(e) => tracing::warn!(error = %e, "expiring uploads failed"),
                 _ => {}
             }
+            prune_events(&ctx, clock.now(now_ms())).await;
             collect_garbage(&ctx).await;
             declare_lost_nodes(&ctx, &mut leader_since).await;
             let every = Duration::from_secs(ctx.config.orphan_grace_secs.clamp(1, 600));
@@ -107,6 +109,30 @@ pub(super) async fn sweeper(
             ctx.staged.finish_recount(recount, bytes);
         }
         let _ = done.send(Done::Rescan);
+    }
+}
+
+/// Drops the events older than `events.retention_secs`, a bounded batch per command, while
+/// some are due (nothing is proposed when none is).
+async fn prune_events(ctx: &Ctx, now: u64) {
+    let before = now.saturating_sub(ctx.event_retention_ms);
+    for _ in 0..16 {
+        if ctx
+            .meta
+            .local()
+            .events_oldest_at()
+            .is_none_or(|at| at >= before)
+        {
+            return;
+        }
+        match ctx.quota.propose(Command::PruneEvents { before }).await {
+            Ok(Outcome::Pruned(n)) if n as usize >= PRUNE_PER_COMMAND => continue,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning old events failed");
+                return;
+            }
+        }
     }
 }
 

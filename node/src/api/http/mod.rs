@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod cors;
+pub mod events;
 pub mod files;
 pub mod guard;
 pub mod quota;
@@ -46,6 +47,9 @@ pub struct AppState {
     pub http: Arc<crate::config::HttpConfig>,
     /// `upload.single_request_max`: what a one-request body without a length is charged.
     pub single_request_max: u64,
+    pub events: Arc<crate::config::EventsConfig>,
+    /// Cancelled when the server begins to drain (event streams end then).
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -72,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/files/{id}/content", get(files::download))
         .route("/v1/files/{id}/download-url", get(files::download_url))
         .route("/v1/usage", get(quota::usage))
+        .route("/v1/events", get(events::events))
         .route("/v1/admin/users/{user}/quota", put(quota::set_quota))
         .route("/v1/admin/rescan", post(admin::rescan))
         .route("/v1/cluster/status", get(cluster::cluster_status))
