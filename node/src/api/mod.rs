@@ -1,12 +1,13 @@
 //! The client-facing front ends: [`http`] (the HTTP API, axum), [`tus`] (tus 1.0 at `/files/`,
-//! on the same listener) and [`quic`] (the same operations over QUIC). All parse and
-//! authenticate requests and call the actor handles.
+//! on the same listener), [`web`] (the browser page at `/`, on it too) and [`quic`] (the same
+//! operations over QUIC). All parse and authenticate requests and call the actor handles.
 
 pub mod http;
 #[cfg(test)]
 mod props;
 pub mod quic;
 pub mod tus;
+pub mod web;
 
 /// A body as a stream that fails with `TimedOut` when no bytes came for `idle`: a sender that
 /// stalled or vanished frees what it held.

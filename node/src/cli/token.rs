@@ -23,6 +23,11 @@ pub(super) enum TokenCommand {
         /// Lifetime, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// Print a link to the node's browser page that signs in with the token (the token
+        /// rides in the link's fragment, which browsers never send). The page is at BASE, or
+        /// at the address the data dir's node serves.
+        #[arg(long, value_name = "BASE", num_args = 0..=1, default_missing_value = "")]
+        url: Option<String>,
     },
 }
 
@@ -50,6 +55,7 @@ pub(super) fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             user,
             tier,
             ttl,
+            url,
         } => {
             let config = common.load()?;
             config.validate()?;
@@ -61,8 +67,25 @@ pub(super) fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             }
             let keys = Keys::load_or_create(&config.auth.jwt_secret, &config.node.data_dir)
                 .context("loading the token secret")?;
-            println!("{}", keys.issue(&user, tier.into(), ttl)?);
+            let token = keys.issue(&user, tier.into(), ttl)?;
+            match url {
+                None => println!("{token}"),
+                Some(base) => println!("{}/#token={token}", page_base(&config, &base)),
+            }
             Ok(())
         }
     }
+}
+
+/// Where the browser page is: `base` when given, else the address the data dir's node
+/// recorded (else the configured one), over HTTPS when the node serves it.
+fn page_base(config: &crate::config::Config, base: &str) -> String {
+    if !base.is_empty() {
+        return base.trim_end_matches('/').to_string();
+    }
+    let http = crate::Listening::read(&config.node.data_dir)
+        .map(|l| l.http)
+        .unwrap_or_else(|| config.node.http_addr.to_string());
+    let https = !config.node.tls.is_empty() || !config.node.tls_cert.is_empty();
+    format!("{}://{http}", if https { "https" } else { "http" })
 }

@@ -102,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/cluster/requests", get(cluster::list_requests))
         .merge(crate::api::tus::routes())
+        .merge(crate::api::web::routes())
         .fallback(|| async { Error::NotFound })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.http.json_body_max as usize,
