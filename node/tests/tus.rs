@@ -343,6 +343,16 @@ async fn tus_core_creation_checksum_expiration_and_termination_answer_as_the_pro
             .status(),
         StatusCode::NOT_FOUND
     );
+    // Terminating a finished upload deletes its file: 204, then 404 for the URL and the file.
+    let r = tus(node.delete(&t, &path)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(head(&node, &t, &path).await.status(), StatusCode::NOT_FOUND);
+    let gone = node
+        .get(&t, &format!("/v1/files/{file}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
     assert_eq!(node.usage(&t).await["reserved"], 0);
 
     // An empty upload is finished at creation.
@@ -433,7 +443,10 @@ async fn one_tus_upload_is_sent_to_three_nodes_in_turn() {
     let s3 = S3::shared();
     let dir = tempfile::tempdir().unwrap();
     let probe = format!("unix:{}", dir.path().join("no-clamd.ctl").display());
-    let extra = [("WHARF_SCAN_CLAMD_PROBE", probe.as_str())];
+    let extra = [
+        ("WHARF_SCAN_CLAMD_PROBE", probe.as_str()),
+        ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
+    ];
     let n0 = spawn_with(&dir.path().join("n0"), &s3.env(), &extra, &[]);
     let join = join_args(&n0);
     let join: Vec<&str> = join.iter().map(String::as_str).collect();
@@ -451,12 +464,39 @@ async fn one_tus_upload_is_sent_to_three_nodes_in_turn() {
         let r = patch(node, &t, &path, from, &data[from..to]).await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT, "PATCH to node {i}");
         assert_eq!(header(&r, "upload-offset"), Some(to.to_string()));
+        if i == 0 {
+            // 3 MiB of the first 8 MiB chunk: kept as a tail object.
+            let id = path.trim_start_matches("/files/");
+            let tails = s3
+                .object_keys()
+                .into_iter()
+                .filter(|k| k.contains(&format!("tus/{id}/")));
+            assert_eq!(tails.count(), 1);
+        }
     }
     let r = head(&n0, &t, &path).await;
     let file = header(&r, "wharf-file-id").expect("finished");
     assert!(n2.download(&t, &file).await == data);
     let id = path.trim_start_matches("/files/");
     assert!(s3.object_keys().contains(&format!("uploads/{id}")));
+    // The tails were stored as objects of their own: once the upload ended, none is left.
+    let tails = format!("tus/{id}/");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<String> = s3
+            .object_keys()
+            .into_iter()
+            .filter(|k| k.contains(&tails))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tails left in the store: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]

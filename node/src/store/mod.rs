@@ -40,6 +40,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Streams `len` bytes of the object from `offset`.
     async fn get(&self, key: &str, offset: u64, len: u64) -> io::Result<ByteStream>;
     /// Deletes the object; a missing object is Ok.
+    /// Deletes an object; a key ending in `/` deletes every object under it.
     async fn delete(&self, key: &str) -> io::Result<()>;
     /// Moves an object to another key (quarantine). Moving a missing object that is already at
     /// `to` is Ok.

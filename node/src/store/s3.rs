@@ -90,6 +90,42 @@ impl S3Store {
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
+
+    async fn delete_raw(&self, full_key: String) -> io::Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(full_key)
+            .send()
+            .await
+            .map_err(|e| s3_err("DeleteObject", e))?;
+        Ok(())
+    }
+
+    /// Every object under `prefix` (a key ending in `/`, as the local store's directories).
+    async fn delete_under(&self, prefix: &str) -> io::Result<()> {
+        let mut token = None::<String>;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.key(prefix))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| s3_err("ListObjectsV2", e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    self.delete_raw(k.to_string()).await?;
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => return Ok(()),
+            }
+        }
+    }
 }
 
 /// A staged file as a request body: its base64 MD5 (for `Content-MD5`), length, and stream.
@@ -304,14 +340,10 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &str) -> io::Result<()> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .send()
-            .await
-            .map_err(|e| s3_err("DeleteObject", e))?;
-        Ok(())
+        if key.ends_with('/') {
+            return self.delete_under(key).await;
+        }
+        self.delete_raw(self.key(key)).await
     }
 
     async fn presign_get(

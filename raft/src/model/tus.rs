@@ -34,7 +34,7 @@ pub struct TusTail {
 /// The object key of a tail: one per PATCH (`nonce`), so that a newer tail never overwrites
 /// one that a reader may still read, nor a racing PATCH's copy the one that was recorded.
 pub fn tail_key(upload_id: &str, index: u32, len: u64, nonce: &str) -> String {
-    format!("tus/{upload_id}/{index}-{len}-{nonce}")
+    format!("{}{index}-{len}-{nonce}", tails_prefix(upload_id))
 }
 
 /// The tus offset of `up` (with its chunks): the bytes held from the start.
@@ -144,8 +144,10 @@ pub(super) fn chunk_held<K: KvMut>(
     }
 }
 
-/// The upload ended (stored, aborted, expired): its tail goes to the garbage collector; the
-/// record stays (HEAD still answers with the metadata) until the upload is forgotten.
+/// The upload ended (stored, aborted, expired): its tail goes to the garbage collector, and so
+/// does everything under its tails' prefix (a tail stored by a PATCH whose node died before
+/// recording it); the record stays (HEAD still answers with the metadata) until the upload is
+/// forgotten.
 pub(super) fn ended<K: KvMut>(state: &mut State<K>, owner: &str, upload_id: &str, now: Millis) {
     let key = keys::tus(owner, upload_id);
     let Some(mut tus) = state.read_at::<TusUpload>(&key) else {
@@ -155,6 +157,16 @@ pub(super) fn ended<K: KvMut>(state: &mut State<K>, owner: &str, upload_id: &str
         drop_tail(state, &t, now);
         state.write_at(&key, &tus);
     }
+    state.put_garbage(&Garbage {
+        object_key: tails_prefix(upload_id),
+        multipart_id: None,
+        since: now,
+    });
+}
+
+/// Where every tail of an upload is stored: `tus/{upload_id}/`.
+pub fn tails_prefix(upload_id: &str) -> String {
+    format!("tus/{upload_id}/")
 }
 
 #[cfg(test)]

@@ -85,9 +85,18 @@ pub(super) async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<
             .multipart_id
             .as_deref()
             .ok_or_else(|| Error::Internal("offloaded upload has no multipart id".into()))?;
-        ctx.store
+        if let Err(e) = ctx
+            .store
             .complete_multipart(&up.object_key, multipart_id, &parts)
-            .await?;
+            .await
+        {
+            // Another completion of the same upload (on another node, or one a tus HEAD
+            // started) finished the object first: its file is this call's answer too.
+            if let Some(f) = stored_file(ctx, owner, upload_id).await {
+                return Ok(f);
+            }
+            return Err(e.into());
+        }
     }
     let out = ctx
         .quota
@@ -108,6 +117,16 @@ pub(super) async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<
         Outcome::File(f) => Ok(f),
         other => Err(Error::Internal(format!("unexpected {other:?}"))),
     }
+}
+
+/// The file of the upload, if it is stored by now (as the leader knows it).
+async fn stored_file(ctx: &Ctx, owner: &str, upload_id: &str) -> Option<File> {
+    let applied = ctx.meta.linearizable().await.ok()?;
+    let up = applied.upload_record(owner, upload_id)?;
+    if up.state != UploadState::Stored {
+        return None;
+    }
+    applied.file(owner, up.file_id.as_deref()?)
 }
 
 pub(super) async fn abort(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<Upload> {

@@ -280,10 +280,7 @@ async fn head_inner(
     check_version(&headers)?;
     let Caller(c) = caller?;
     let id = parse_id(&id)?;
-    let applied = s.meta.linearizable().await?;
-    let up = applied.upload(&c.sub, &id).ok_or(Error::NotFound)?;
-    let tus = applied.tus(&c.sub, &id).ok_or(Error::NotFound)?;
-    gone_unless_live(up.state)?;
+    let (applied, up, tus) = live_upload(&s, &c.sub, &id).await?;
     let mut h = HeaderMap::new();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(UPLOAD_LENGTH, header_value(up.size));
@@ -328,6 +325,29 @@ pub(super) fn gone_unless_live(state: UploadState) -> Result<()> {
         UploadState::Expired => Err(Error::Gone("the upload expired".into())),
         _ => Ok(()),
     }
+}
+
+/// The caller's tus upload (with its chunks) and its tus record, as the leader knows them:
+/// 404 when unknown, terminated, or finished and its file deleted since; 410 once expired.
+pub(super) async fn live_upload(
+    s: &AppState,
+    owner: &str,
+    id: &str,
+) -> Result<(wharf_raft::StateView, model::Upload, model::tus::TusUpload)> {
+    let applied = s.meta.linearizable().await?;
+    let up = applied.upload(owner, id).ok_or(Error::NotFound)?;
+    let tus = applied.tus(owner, id).ok_or(Error::NotFound)?;
+    gone_unless_live(up.state)?;
+    let file_gone = || {
+        up.file_id
+            .as_deref()
+            .and_then(|f| applied.file(owner, f))
+            .is_none()
+    };
+    if up.state == UploadState::Stored && file_gone() {
+        return Err(Error::NotFound);
+    }
+    Ok((applied, up, tus))
 }
 
 async fn patch_route(
@@ -388,7 +408,8 @@ async fn run_patch(
         .map_err(|e| Error::Internal(format!("a PATCH's task failed: {e}")))?
 }
 
-/// `DELETE /files/{id}` (termination): the upload is aborted and its bytes freed.
+/// `DELETE /files/{id}` (termination): the upload is aborted and its bytes freed; a finished
+/// one's file is deleted.
 async fn terminate(
     State(s): State<AppState>,
     caller: std::result::Result<Caller, Error>,
@@ -407,19 +428,23 @@ async fn terminate_inner(
     check_version(&headers)?;
     let Caller(c) = caller?;
     let id = parse_id(&id)?;
-    {
-        let applied = s.meta.linearizable().await?;
-        let up = applied.upload(&c.sub, &id).ok_or(Error::NotFound)?;
-        applied.tus(&c.sub, &id).ok_or(Error::NotFound)?;
-        gone_unless_live(up.state)?;
-        if up.state == UploadState::Stored {
-            return Err(Error::conflict(
-                "upload_not_active",
-                "the upload is finished: delete its file (DELETE /v1/files/{id}) instead",
-            ));
+    let (_, up, _) = live_upload(&s, &c.sub, &id).await?;
+    match (up.state, up.file_id) {
+        // A finished upload's resources are its file: terminating it deletes the file (tus
+        // answers 204 to every termination; the URL is 404 from then on).
+        (UploadState::Stored, Some(file_id)) => {
+            s.quota
+                .propose(wharf_raft::model::Command::DeleteFile {
+                    owner: c.sub,
+                    file_id,
+                    now: crate::meta::now_ms(),
+                })
+                .await?;
+        }
+        _ => {
+            s.uploads.abort(c.sub, id).await?;
         }
     }
-    s.uploads.abort(c.sub, id).await?;
     Ok(tus_response(StatusCode::NO_CONTENT, HeaderMap::new()))
 }
 

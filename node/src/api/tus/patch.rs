@@ -7,7 +7,9 @@
 //! breaks off keeps what arrived, and the next one continues from there on any node.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -39,10 +41,7 @@ pub(super) async fn patch(
     checksum: Option<Checksum>,
     body: ByteStream,
 ) -> Result<Patched> {
-    let applied = s.meta.linearizable().await?;
-    let up = applied.upload(owner, id).ok_or(Error::NotFound)?;
-    let tus = applied.tus(owner, id).ok_or(Error::NotFound)?;
-    super::gone_unless_live(up.state)?;
+    let (applied, up, tus) = super::live_upload(s, owner, id).await?;
     let at = model::tus::offset(&up, Some(&tus));
     if offset != at {
         return Err(Error::OffsetMismatch { offset: at });
@@ -131,11 +130,14 @@ pub(super) async fn receive(
         if at_end(&src).await {
             break;
         }
+        let tail_failed = Arc::new(AtomicBool::new(false));
         let prefix: ByteStream = match tail.as_ref() {
             _ if within == 0 => Box::pin(futures::stream::empty()),
-            Some(t) if t.index == index && t.len == within => {
-                s.store.get(&t.object_key, 0, within).await?
-            }
+            Some(t) if t.index == index && t.len == within => exactly(
+                s.store.get(&t.object_key, 0, within).await?,
+                within,
+                tail_failed.clone(),
+            ),
             // The offset was checked against the committed state: its tail is this one.
             _ => return Err(Error::Internal("a tus upload's tail went missing".into())),
         };
@@ -150,7 +152,14 @@ pub(super) async fn receive(
             body: Box::pin(prefix.chain(take(src.clone(), chunk_len - within))),
             keep_short: true,
         };
-        match s.uploads.put_chunk_part(put).await? {
+        let received = s.uploads.put_chunk_part(put).await;
+        if tail_failed.load(Ordering::Relaxed) {
+            // Nothing of this chunk was kept (its body failed): the client may retry.
+            return Err(Error::Unavailable(format!(
+                "the stored bytes of chunk {index} could not be read back whole; retry"
+            )));
+        }
+        match received? {
             Received::Staged => {
                 pos = u64::from(index) * up.chunk_size + chunk_len;
                 tail = None;
@@ -194,13 +203,73 @@ pub(super) async fn receive(
         // Every chunk is held; HEAD completes the upload if the client does not come back.
         return Err(past_the_end(0));
     }
-    s.uploads
-        .complete(owner.to_string(), id.to_string())
-        .await?;
+    complete_or_join(s, owner, id).await?;
     Ok(Patched {
         offset: pos,
         expires_at: up.expires_at,
     })
+}
+
+/// Completes the upload, or waits for the completion already running (a HEAD that found every
+/// byte here may have started one on this node): either way the PATCH answers once it is done.
+async fn complete_or_join(s: &AppState, owner: &str, id: &str) -> Result<()> {
+    match s.uploads.complete(owner.to_string(), id.to_string()).await {
+        Err(Error::Conflict {
+            code: "upload_completing",
+            ..
+        }) => {}
+        other => return other.map(|_| ()),
+    }
+    let deadline = tokio::time::Instant::now() + COMPLETION_WAIT;
+    loop {
+        let applied = s.meta.linearizable().await?;
+        match applied.upload_record(owner, id).map(|u| u.state) {
+            Some(UploadState::Stored) => return Ok(()),
+            Some(UploadState::Uploading) if tokio::time::Instant::now() < deadline => {}
+            Some(UploadState::Uploading) => {
+                return Err(Error::Unavailable(
+                    "the upload is still being completed; HEAD it again shortly".into(),
+                ))
+            }
+            Some(other) => super::gone_unless_live(other)
+                .and_then(|()| Err(Error::conflict("upload_not_active", other.as_str())))?,
+            None => return Err(Error::NotFound),
+        }
+        drop(applied);
+        s.meta.changed(Duration::from_millis(500)).await;
+    }
+}
+
+/// How long a PATCH waits for a completion another request started.
+const COMPLETION_WAIT: Duration = Duration::from_secs(120);
+
+/// `stream`, which must carry exactly `len` bytes: fewer (a store that lost or cut an object),
+/// more, or an error of its own fail the stream and raise `failed`, so that the chunk it
+/// begins is refused whole instead of taking the body's bytes at the wrong offsets.
+fn exactly(stream: ByteStream, len: u64, failed: Arc<AtomicBool>) -> ByteStream {
+    Box::pin(futures::stream::unfold(
+        (Some(stream), 0u64),
+        move |(stream, seen)| {
+            let failed = failed.clone();
+            async move {
+                let mut stream = stream?;
+                let fail = |msg: String| {
+                    failed.store(true, Ordering::Relaxed);
+                    Some((Err(io::Error::other(msg)), (None, seen)))
+                };
+                match stream.next().await {
+                    Some(Ok(b)) if seen + b.len() as u64 <= len => {
+                        let seen = seen + b.len() as u64;
+                        Some((Ok(b), (Some(stream), seen)))
+                    }
+                    Some(Ok(_)) => fail(format!("a stored tail is longer than its {len} bytes")),
+                    Some(Err(e)) => fail(format!("reading a stored tail: {e}")),
+                    None if seen == len => None,
+                    None => fail(format!("a stored tail has {seen} of its {len} bytes")),
+                }
+            }
+        },
+    ))
 }
 
 fn body_error(e: &io::Error) -> Error {
@@ -334,5 +403,42 @@ impl Spool {
 
     async fn remove(self) {
         self.remove_ref().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn drain(s: ByteStream) -> (u64, bool) {
+        let mut s = s;
+        let mut n = 0;
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => n += b.len() as u64,
+                Err(_) => return (n, true),
+            }
+        }
+        (n, false)
+    }
+
+    fn of(parts: &[&'static [u8]]) -> ByteStream {
+        let items: Vec<io::Result<Bytes>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        Box::pin(futures::stream::iter(items))
+    }
+
+    #[tokio::test]
+    async fn a_stored_tail_must_carry_exactly_its_length() {
+        for (parts, len, want_err) in [
+            (&[b"abc" as &[u8], b"de"][..], 5, false),
+            (&[b"abc" as &[u8]][..], 5, true),
+            (&[b"abc" as &[u8], b"def"][..], 5, true),
+        ] {
+            let failed = Arc::new(AtomicBool::new(false));
+            let (_, err) = drain(exactly(of(parts), len, failed.clone())).await;
+            assert_eq!(err, want_err, "{parts:?} as {len} bytes");
+            assert_eq!(failed.load(Ordering::Relaxed), want_err);
+        }
     }
 }
