@@ -156,6 +156,8 @@ pub struct UploadsHandle {
     tx: mpsc::Sender<Msg>,
     /// Where request bodies wait before they become a chunk or a file (swept when stale).
     spool: Arc<PathBuf>,
+    /// Shared with the actor: the staging gauge that spooled bodies count against.
+    ctx: Arc<Ctx>,
 }
 
 impl UploadsHandle {
@@ -176,8 +178,8 @@ impl UploadsHandle {
         };
         let spool = Arc::new(ctx.staging.join(single::SINGLE_DIR));
         tokio::spawn(actor.run(stop.clone()));
-        tokio::spawn(sweeper(ctx, done_tx, stop));
-        Self { tx, spool }
+        tokio::spawn(sweeper(ctx.clone(), done_tx, stop));
+        Self { tx, spool, ctx }
     }
 
     async fn call<T>(&self, msg: impl FnOnce(oneshot::Sender<Result<T>>) -> Msg) -> Result<T> {
@@ -188,6 +190,12 @@ impl UploadsHandle {
     /// checksum); what a crash leaves there is removed by the staging sweep.
     pub fn spool_dir(&self) -> &std::path::Path {
         &self.spool
+    }
+
+    /// Room in staging (`upload.max_staging_bytes`) for a spooled body of up to `len` bytes,
+    /// held while the reservation lives; `None` when staging is full.
+    pub fn spool_room(&self, len: u64) -> Option<gauge::Reservation<'_>> {
+        self.ctx.staged.reserve(len)
     }
 
     /// Resolves once the chunk is fsynced in staging and `ChunkStaged` is committed.

@@ -233,6 +233,10 @@ async fn create_inner(
     s.rate
         .user_create(&c.sub, c.tier)
         .map_err(Error::RateLimited)?;
+    if with_body {
+        // Charged before the upload exists: a refusal leaves nothing behind.
+        charge_body(&s, &c, parse_u64(&headers, &header::CONTENT_LENGTH)?)?;
+    }
     let up = s
         .quota
         .create_tus(c.sub.clone(), c.tier, req, raw_metadata)
@@ -380,15 +384,25 @@ async fn patch_inner(
     })?;
     let checksum = Checksum::parse(headers.get(&UPLOAD_CHECKSUM))?;
     let length = parse_u64(&headers, &header::CONTENT_LENGTH)?;
-    s.rate
-        .user_bytes(&c.sub, c.tier, length.unwrap_or(1).max(1))
-        .map_err(Error::RateLimited)?;
+    charge_body(&s, &c, length)?;
     let body = idle_limited(body, Duration::from_secs(s.http.body_idle_secs));
     let done = run_patch(&s, &c.sub, &id, offset, length, checksum, body).await?;
     let mut h = HeaderMap::new();
     h.insert(UPLOAD_OFFSET, header_value(done.offset));
     h.insert(UPLOAD_EXPIRES, expires(done.expires_at));
     Ok(tus_response(StatusCode::NO_CONTENT, h))
+}
+
+/// Charges a body to the caller's byte rate: its `Content-Length`, or for a body without one
+/// what a one-request body without a length is charged (`upload.single_request_max`).
+fn charge_body(s: &AppState, c: &crate::auth::Claims, length: Option<u64>) -> Result<()> {
+    s.rate
+        .user_bytes(
+            &c.sub,
+            c.tier,
+            length.unwrap_or(s.single_request_max).max(1),
+        )
+        .map_err(Error::RateLimited)
 }
 
 /// [`patch::patch`] in a task of its own: a client that goes away must not cancel it between

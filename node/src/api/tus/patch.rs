@@ -65,6 +65,13 @@ pub(super) async fn patch(
             if length.is_some_and(|n| n > CHECKSUMMED_BODY_MAX) {
                 return Err(checksummed_too_large());
             }
+            // The spooled body counts against staging like a chunk, at the most it may be.
+            let bound = length.unwrap_or(rest).min(CHECKSUMMED_BODY_MAX);
+            let Some(_room) = s.uploads.spool_room(bound) else {
+                return Err(Error::Unavailable(
+                    "staging is full (bytes wait for the object store); retry later".into(),
+                ));
+            };
             let spool = Spool::new(s).await?;
             spool.fill(body, &c, rest).await?;
             let file = tokio::fs::File::open(&spool.path).await?;
