@@ -39,6 +39,9 @@ function response(status, headers, body)
   answered = answered + 1
   if status == 201 then
     created = created + 1
+  else
+    -- What the node said, so that a refusal in a long run can be told apart.
+    wrk.thread:set("refusal", string.format("%d %s", status, (body or ""):sub(1, 300)))
   end
   wrk.thread:set("created", created)
   wrk.thread:set("answered", answered)
@@ -56,6 +59,10 @@ function done(summary, latency, requests)
   for _, t in ipairs(threads) do
     c = c + (t:get("created") or 0)
     a = a + (t:get("answered") or 0)
+    local r = t:get("refusal")
+    if r then
+      io.write("REFUSED (last of a thread): " .. r .. "\n")
+    end
   end
   io.write(string.format("RESULT created=%d answered=%d secs=%.3f p50_ms=%.2f p99_ms=%.2f\n",
     c, a, summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
