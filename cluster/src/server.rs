@@ -452,7 +452,8 @@ mod tests {
     }
 
     /// A snapshot of `users` users with long names, as a leader would send it. The names are
-    /// hex digits of a hash, so the compressed file still has about 5 KB per user.
+    /// hex digits of a hash, so the compressed file still has about 15 KB per user (the user
+    /// record, and the `quota.changed` event's two records, which name the user too).
     async fn snapshot_of(
         dir: &std::path::Path,
         users: u64,
@@ -491,7 +492,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_snapshot_chunk_given_up_on_by_its_sender_and_sent_again_is_received_whole() {
         let src = tempfile::tempdir().unwrap();
-        let (meta, bytes, digest) = snapshot_of(src.path(), 900).await;
+        let (meta, bytes, digest) = snapshot_of(src.path(), 300).await;
         // Two chunks: the first above tokio's 2 MiB file buffer, so it takes two writes
         // (openraft's default chunk is 3 MiB).
         const CHUNK: usize = 3 << 20;

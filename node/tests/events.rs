@@ -120,16 +120,11 @@ async fn one_request_file(node: &Node, t: &str, name: &str, body: &[u8]) -> Valu
 async fn events_come_in_log_order_and_resume_on_another_node_without_gap_or_duplicate() {
     let s3 = S3::shared();
     let dir = tempfile::tempdir().unwrap();
-    let probe = format!("unix:{}", dir.path().join("no-clamd.ctl").display());
-    let extra = [
-        ("WHARF_SCAN_CLAMD_PROBE", probe.as_str()),
-        ("WHARF_UPLOAD_MIN_CHUNK_SIZE", "5242880"),
-    ];
-    let n0 = spawn_with(&dir.path().join("n0"), &s3.env(), &extra, &[]);
-    let join = join_args(&n0);
-    let join: Vec<&str> = join.iter().map(String::as_str).collect();
-    let n1 = spawn_with(&dir.path().join("n1"), &s3.env(), &extra, &join);
-    let n2 = spawn_with(&dir.path().join("n2"), &s3.env(), &extra, &join);
+    let [n0, n1, n2] = three_nodes_over_s3(
+        dir.path(),
+        &s3,
+        &[("WHARF_UPLOAD_MIN_CHUNK_SIZE", "5242880")],
+    );
     let (alice, bob) = (n0.token("alice", Tier::Basic), n0.token("bob", Tier::Basic));
 
     // A stream on n1 from now; the writes go through n0.
@@ -264,15 +259,18 @@ async fn an_id_past_the_retention_unknown_or_from_the_future_gets_reset() {
     let t = node.token("alice", Tier::Basic);
     let mut live = Stream::open(&node, &t, None).await;
     one_request_file(&node, &t, "a.txt", b"a").await;
+    one_request_file(&node, &t, "a2.txt", b"a2").await;
     let old = live.next(Duration::from_secs(30)).await.unwrap();
     assert_eq!(old.event, "upload.completed");
+    let newer = live.next(Duration::from_secs(30)).await.unwrap();
 
     for bad in ["nonsense", "99999999999-0"] {
         let mut s = Stream::open(&node, &t, Some(bad)).await;
         let ev = s.next(Duration::from_secs(10)).await.unwrap();
         assert_eq!(ev.event, "reset", "{bad}");
     }
-    // Once the leader pruned it (retention 5 s, swept every second), the old id resets too.
+    // Once the leader pruned both (retention 5 s, swept every second), the older id resets: an
+    // event after it is gone.
     let deadline = Instant::now() + Duration::from_secs(30);
     let reset = loop {
         let mut s = Stream::open(&node, &t, Some(&old.id)).await;
@@ -284,6 +282,8 @@ async fn an_id_past_the_retention_unknown_or_from_the_future_gets_reset() {
     };
     let (mut s, ev) = reset;
     assert!(ev.data["message"].as_str().unwrap().contains("list"));
+    // From the last event pruned itself nothing was missed: no reset.
+    let mut from_last = Stream::open(&node, &t, Some(&newer.id)).await;
     // After the reset the stream goes on with new events.
     one_request_file(&node, &t, "b.txt", b"b").await;
     let next = s.next(Duration::from_secs(30)).await.unwrap();
@@ -291,6 +291,7 @@ async fn an_id_past_the_retention_unknown_or_from_the_future_gets_reset() {
         (next.event.as_str(), &next.data["name"]),
         ("upload.completed", &json!("b.txt"))
     );
+    assert_eq!(from_last.next(Duration::from_secs(10)).await.unwrap(), next);
     // A reconnect from the reset's id is not reset again.
     let mut again = Stream::open(&node, &t, Some(&ev.id)).await;
     assert_eq!(again.next(Duration::from_secs(10)).await.unwrap(), next);
@@ -302,5 +303,5 @@ async fn an_id_past_the_retention_unknown_or_from_the_future_gets_reset() {
         "the node did not stop"
     );
     assert!(started.elapsed() < Duration::from_secs(8));
-    drop((live, s, again));
+    drop((live, s, again, from_last));
 }

@@ -442,16 +442,12 @@ async fn a_patch_that_breaks_off_keeps_the_bytes_that_arrived() {
 async fn one_tus_upload_is_sent_to_three_nodes_in_turn() {
     let s3 = S3::shared();
     let dir = tempfile::tempdir().unwrap();
-    let probe = format!("unix:{}", dir.path().join("no-clamd.ctl").display());
-    let extra = [
-        ("WHARF_SCAN_CLAMD_PROBE", probe.as_str()),
-        ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
-    ];
-    let n0 = spawn_with(&dir.path().join("n0"), &s3.env(), &extra, &[]);
-    let join = join_args(&n0);
-    let join: Vec<&str> = join.iter().map(String::as_str).collect();
-    let n1 = spawn_with(&dir.path().join("n1"), &s3.env(), &extra, &join);
-    let n2 = spawn_with(&dir.path().join("n2"), &s3.env(), &extra, &join);
+    // The leader collects the tails' objects at its next sweep.
+    let [n0, n1, n2] = three_nodes_over_s3(
+        dir.path(),
+        &s3,
+        &[("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1")],
+    );
 
     let t = n0.token("alice", Tier::Basic);
     // Two 8 MiB chunks and a bit; each PATCH ends inside a chunk, on another node than the last.

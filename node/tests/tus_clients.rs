@@ -126,18 +126,15 @@ fn on(node: &Node, url: &str) -> String {
 async fn interrupted_and_resumed_on_other_nodes(client: TusClient) {
     let s3 = S3::shared();
     let dir = tempfile::tempdir().unwrap();
-    let probe = format!("unix:{}", dir.path().join("no-clamd.ctl").display());
-    let extra = [
-        ("WHARF_SCAN_CLAMD_PROBE", probe.as_str()),
-        ("WHARF_UPLOAD_MIN_CHUNK_SIZE", "5242880"),
-        // A restarted node offloads the chunks it staged at its next sweep.
-        ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
-    ];
-    let n0 = spawn_with(&dir.path().join("n0"), &s3.env(), &extra, &[]);
-    let join = join_args(&n0);
-    let join: Vec<&str> = join.iter().map(String::as_str).collect();
-    let n1 = spawn_with(&dir.path().join("n1"), &s3.env(), &extra, &join);
-    let n2 = spawn_with(&dir.path().join("n2"), &s3.env(), &extra, &join);
+    let [n0, n1, n2] = three_nodes_over_s3(
+        dir.path(),
+        &s3,
+        &[
+            ("WHARF_UPLOAD_MIN_CHUNK_SIZE", "5242880"),
+            // A restarted node offloads the chunks it staged at its next sweep.
+            ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
+        ],
+    );
     let t = n0.token("tess", Tier::Basic);
     let data = random_bytes(SIZE, 50);
     let src = dir.path().join("fifty.bin");

@@ -154,7 +154,7 @@ pub struct EventsConfig {
     /// to re-list (`reset`).
     pub retention_secs: u64,
     /// A stream with nothing to say sends a comment this often (proxies and the idle timeout
-    /// would close it otherwise).
+    /// would close it otherwise; at most half of `http.idle_secs`).
     pub keepalive_secs: u64,
 }
 

@@ -178,12 +178,6 @@ impl Config {
         if self.events.retention_secs == 0 || self.events.keepalive_secs == 0 {
             bail!("events.retention_secs and events.keepalive_secs must be positive");
         }
-        if self.events.keepalive_secs >= self.http.idle_secs {
-            bail!(
-                "events.keepalive_secs must be below http.idle_secs (an idle event stream \
-                 would be closed between keepalives)"
-            );
-        }
         if self.rate.premium_factor == 0 {
             bail!("rate.premium_factor must be at least 1");
         }

@@ -475,6 +475,21 @@ pub fn start_must_fail(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> 
     err
 }
 
+/// Three nodes of one cluster over the test S3 server, data dirs `n0`, `n1`, `n2` under `dir`
+/// (`n0` forms the cluster, the others join it), with no clamd where they look for one, and
+/// `extra` in their environment.
+pub fn three_nodes_over_s3(dir: &Path, s3: &s3::S3, extra: &[(&str, &str)]) -> [Node; 3] {
+    let probe = format!("unix:{}", dir.join("no-clamd.ctl").display());
+    let mut env = vec![("WHARF_SCAN_CLAMD_PROBE", probe.as_str())];
+    env.extend_from_slice(extra);
+    let n0 = spawn_with(&dir.join("n0"), &s3.env(), &env, &[]);
+    let join = join_args(&n0);
+    let join: Vec<&str> = join.iter().map(String::as_str).collect();
+    let n1 = spawn_with(&dir.join("n1"), &s3.env(), &env, &join);
+    let n2 = spawn_with(&dir.join("n2"), &s3.env(), &env, &join);
+    [n0, n1, n2]
+}
+
 /// `--join <first's peer address> --token <a join token made through first>`: what a node
 /// needs to join the cluster that `first` made (the token admits up to eight nodes).
 pub fn join_args(first: &Node) -> Vec<String> {

@@ -56,8 +56,10 @@ pub(super) async fn events(
     let (after, reset) = match asked.as_deref().map(str::parse::<EventId>) {
         None => (EventId::end_of(applied), false),
         Some(Ok(id)) if id.index > applied => (EventId::end_of(applied), true),
+        // Pruning drops the oldest events first: an id at or after the last one dropped
+        // missed nothing.
         Some(Ok(id)) => match view.events_pruned_through() {
-            Some(pruned) if pruned >= id => (EventId::end_of(applied), true),
+            Some(pruned) if pruned > id => (EventId::end_of(applied), true),
             _ => (id, false),
         },
         Some(Err(())) => (EventId::end_of(applied), true),
@@ -71,7 +73,10 @@ pub(super) async fn events(
         buf: VecDeque::new(),
         watch,
     };
-    let keepalive = Duration::from_secs(s.events.keepalive_secs);
+    // At most half the idle timeout: a quiet stream must not be closed as idle.
+    let keepalive = Duration::from_secs(s.events.keepalive_secs)
+        .min(Duration::from_millis(s.http.idle_secs * 500))
+        .max(Duration::from_millis(500));
     let mut resp = Sse::new(follow.into_stream())
         .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response();
