@@ -93,6 +93,17 @@ impl QuotaHandle {
         .await
     }
 
+    /// Deletes one of `owner`'s files (its usage is released; its blob goes when unused).
+    pub async fn delete_file(&self, owner: String, file_id: String) -> Result<()> {
+        self.propose(Command::DeleteFile {
+            owner,
+            file_id,
+            now: crate::meta::now_ms(),
+        })
+        .await
+        .map(drop)
+    }
+
     pub async fn propose(&self, cmd: Command) -> Result<Outcome> {
         self.call(|reply| Msg::Propose { cmd, reply }).await
     }

@@ -314,13 +314,7 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
         }
         Op::Delete(r) => {
             let id = parse_id(&r.file_id)?;
-            app.quota
-                .propose(wharf_raft::model::Command::DeleteFile {
-                    owner: c.sub.clone(),
-                    file_id: id,
-                    now: crate::meta::now_ms(),
-                })
-                .await?;
+            app.quota.delete_file(c.sub.clone(), id).await?;
             Ok(serde_json::Value::Null)
         }
         Op::List(l) => {

@@ -157,13 +157,7 @@ pub(super) async fn delete_file(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let id = parse_id(&id)?;
-    s.quota
-        .propose(Command::DeleteFile {
-            owner: c.sub,
-            file_id: id,
-            now: now_ms(),
-        })
-        .await?;
+    s.quota.delete_file(c.sub, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

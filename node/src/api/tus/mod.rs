@@ -447,13 +447,7 @@ async fn terminate_inner(
         // A finished upload's resources are its file: terminating it deletes the file (tus
         // answers 204 to every termination; the URL is 404 from then on).
         (UploadState::Stored, Some(file_id)) => {
-            s.quota
-                .propose(wharf_raft::model::Command::DeleteFile {
-                    owner: c.sub,
-                    file_id,
-                    now: crate::meta::now_ms(),
-                })
-                .await?;
+            s.quota.delete_file(c.sub, file_id).await?;
         }
         _ => {
             s.uploads.abort(c.sub, id).await?;
