@@ -59,10 +59,16 @@ pub(super) fn create<K: KvMut>(
             "a tus upload is made by a CreateUpload".into(),
         ));
     }
+    let Command::CreateUpload { upload_id, .. } = &create else {
+        unreachable!("checked above");
+    };
+    let upload_id = upload_id.clone();
     let out = super::apply(state, create)?;
     if let Outcome::Upload(up) = &out {
         let key = keys::tus(&up.owner, &up.id);
-        if state.read_at::<TusUpload>(&key).is_none() {
+        // An idempotency key may answer with an upload made before, not through tus: only the
+        // upload this command names becomes a tus upload.
+        if up.id == upload_id && state.read_at::<TusUpload>(&key).is_none() {
             state.write_at(
                 &key,
                 &TusUpload {
