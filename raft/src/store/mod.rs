@@ -100,8 +100,8 @@ fn keyspace(db: &Database, name: &str) -> fjall::Result<Keyspace> {
         // a table writer holds its whole unpartitioned index until the table is done, and each
         // entry's key still points into the compacted block it came from, so a 64 MiB table's
         // compaction held ~44 MiB of input blocks at 400,000 files. Partitioned, the writer
-        // holds one partition, and only the top-level index of a table stays pinned in memory
-        // (the partitions go through the block cache like data blocks).
+        // holds one partition, and only a table's top-level index and filter index stay pinned
+        // in memory (the partitions go through the block cache like data blocks).
         KeyspaceCreateOptions::default()
             .max_memtable_size(MEMTABLE)
             .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
