@@ -100,6 +100,7 @@ async fn tus_core_creation_checksum_expiration_and_termination_answer_as_the_pro
         "creation-with-upload",
         "expiration",
         "checksum",
+        "checksum-trailer",
         "termination",
     ] {
         assert!(ext.split(',').any(|x| x == e), "{ext} lacks {e}");
@@ -396,6 +397,95 @@ async fn wait_for_offset(node: &Node, t: &str, path: &str, want: usize) {
         assert!(Instant::now() < deadline, "offset stayed {got}, not {want}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A chunked PATCH of `body` at `offset` whose headers end with `extra` and whose trailer
+/// section is `trailer` (sent raw: the HTTP clients at hand cannot send request trailers).
+/// The answer's status and body.
+async fn chunked_patch(
+    node: &Node,
+    t: &str,
+    path: &str,
+    offset: usize,
+    body: &[u8],
+    extra: &str,
+    trailer: &str,
+) -> (u16, String) {
+    let addr = node.http_addr();
+    let mut req = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {t}\r\n\
+         Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n\
+         Upload-Offset: {offset}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n{extra}\r\n"
+    )
+    .into_bytes();
+    for part in body.chunks(10_000) {
+        req.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        req.extend_from_slice(part);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(format!("0\r\n{trailer}\r\n").as_bytes());
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(&req).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn checksum_trailer_holds_a_chunked_patch_to_the_digest_sent_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &[("WHARF_UPLOAD_MIN_CHUNK_SIZE", "65536")]);
+    let t = node.token("alice", Tier::Basic);
+    let data = random_bytes(CHUNK + 5000, 31);
+    let path = create(&node, &t, data.len(), "trailed.bin").await;
+    let announce = "Trailer: Upload-Checksum\r\n";
+    let first = &data[..CHUNK / 2];
+    let sha256 = |b: &[u8]| b64(&<sha2::Sha256 as sha2::Digest>::digest(b));
+
+    // A wrong digest in the trailer: 460, nothing kept.
+    let wrong = format!("Upload-Checksum: sha256 {}\r\n", sha256(b"something else"));
+    let (status, body) = chunked_patch(&node, &t, &path, 0, first, announce, &wrong).await;
+    assert_eq!(status, 460, "{body}");
+    assert!(body.contains("checksum_mismatch"), "{body}");
+    assert_eq!(offset(&node, &t, &path).await, 0);
+    // Announced and never sent: 400, nothing kept.
+    let (status, body) = chunked_patch(&node, &t, &path, 0, first, announce, "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("checksum_trailer_missing"), "{body}");
+    assert_eq!(offset(&node, &t, &path).await, 0);
+    // As a header and as a trailer at once: refused before a byte is kept.
+    let both = format!("{announce}Upload-Checksum: sha256 {}\r\n", sha256(first));
+    let (status, body) = chunked_patch(&node, &t, &path, 0, first, &both, "").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(offset(&node, &t, &path).await, 0);
+
+    // The right digest, in any algorithm offered: taken.
+    let right = format!("Upload-Checksum: sha256 {}\r\n", sha256(first));
+    let (status, body) = chunked_patch(&node, &t, &path, 0, first, announce, &right).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(offset(&node, &t, &path).await, first.len());
+    let rest = &data[first.len()..];
+    let md5 = format!(
+        "Upload-Checksum: md5 {}\r\n",
+        b64(&<md5::Md5 as md5::Digest>::digest(rest))
+    );
+    let (status, body) = chunked_patch(&node, &t, &path, first.len(), rest, announce, &md5).await;
+    assert_eq!(status, 204, "{body}");
+    let r = head(&node, &t, &path).await;
+    let file = header(&r, "wharf-file-id").expect("the upload made a file");
+    assert!(node.download(&t, &file).await == data);
 }
 
 #[tokio::test]

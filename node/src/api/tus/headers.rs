@@ -1,9 +1,16 @@
-//! tus's own header formats: `Upload-Metadata` and `Upload-Checksum`.
+//! tus's own header formats: `Upload-Metadata` and `Upload-Checksum` (as a header or, with
+//! checksum-trailer, as a trailer after a chunked body).
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 
-use axum::http::HeaderValue;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::error::{Error, Result};
 
@@ -42,6 +49,8 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    pub const ALL: [Algorithm; 3] = [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Md5];
+
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::Sha1 => "sha1",
@@ -90,11 +99,106 @@ impl Checksum {
     }
 
     pub fn hasher(&self) -> Hasher {
-        match self.algorithm {
-            Algorithm::Sha1 => Hasher::Sha1(Default::default()),
-            Algorithm::Sha256 => Hasher::Sha256(Default::default()),
-            Algorithm::Md5 => Hasher::Md5(Default::default()),
+        Hasher::of(self.algorithm)
+    }
+}
+
+const UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
+
+/// Where a PATCH's checksum comes from.
+pub enum Expected {
+    /// `Upload-Checksum` among the request's headers.
+    Header(Checksum),
+    /// checksum-trailer: `Trailer: Upload-Checksum` announced it; it follows the chunked body
+    /// and lands here when the body ends.
+    Trailer(Arc<Mutex<Option<HeaderMap>>>),
+}
+
+impl Expected {
+    /// The checksum a request declares, as a header or an announced trailer (both at once is
+    /// refused), and its body, which records the trailer when one was announced.
+    pub fn of_request(headers: &HeaderMap, body: Body) -> Result<(Option<Expected>, Body)> {
+        let header = Checksum::parse(headers.get(&UPLOAD_CHECKSUM))?;
+        let announced = headers
+            .get_all(axum::http::header::TRAILER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|name| name.trim().eq_ignore_ascii_case(UPLOAD_CHECKSUM.as_str()));
+        match (header, announced) {
+            (Some(_), true) => Err(Error::bad_request(
+                "invalid_checksum",
+                "Upload-Checksum comes as a header or as a trailer, not both",
+            )),
+            (Some(c), false) => Ok((Some(Expected::Header(c)), body)),
+            (None, true) => {
+                let slot = Arc::new(Mutex::new(None));
+                let tap = TrailerTap {
+                    inner: body,
+                    slot: slot.clone(),
+                };
+                Ok((Some(Expected::Trailer(slot)), Body::new(tap)))
+            }
+            (None, false) => Ok((None, body)),
         }
+    }
+
+    /// The hashers a body is fed to: the one named, or every one when the name comes last.
+    pub fn hashers(&self) -> Vec<Hasher> {
+        match self {
+            Expected::Header(c) => vec![c.hasher()],
+            Expected::Trailer(_) => Algorithm::ALL.into_iter().map(Hasher::of).collect(),
+        }
+    }
+
+    /// The checksum to hold the body to, once the body has ended.
+    pub fn checksum(&self) -> Result<Checksum> {
+        match self {
+            Expected::Header(c) => Ok(c.clone()),
+            Expected::Trailer(slot) => {
+                let trailers = slot.lock().expect("lock poisoned").take();
+                Checksum::parse(trailers.as_ref().and_then(|t| t.get(&UPLOAD_CHECKSUM)))?
+                    .ok_or_else(|| {
+                        Error::bad_request(
+                            "checksum_trailer_missing",
+                            "Trailer announced Upload-Checksum, but the body ended without it; \
+                             nothing was kept",
+                        )
+                    })
+            }
+        }
+    }
+}
+
+/// A request body that keeps its trailers (reading a body as data drops them).
+struct TrailerTap {
+    inner: Body,
+    slot: Arc<Mutex<Option<HeaderMap>>>,
+}
+
+impl HttpBody for TrailerTap {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, axum::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame {
+            if let Some(t) = f.trailers_ref() {
+                *self.slot.lock().expect("lock poisoned") = Some(t.clone());
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -105,6 +209,22 @@ pub enum Hasher {
 }
 
 impl Hasher {
+    pub fn of(algorithm: Algorithm) -> Hasher {
+        match algorithm {
+            Algorithm::Sha1 => Hasher::Sha1(Default::default()),
+            Algorithm::Sha256 => Hasher::Sha256(Default::default()),
+            Algorithm::Md5 => Hasher::Md5(Default::default()),
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Hasher::Sha1(_) => Algorithm::Sha1,
+            Hasher::Sha256(_) => Algorithm::Sha256,
+            Hasher::Md5(_) => Algorithm::Md5,
+        }
+    }
+
     pub fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha1(h) => sha1::Digest::update(h, data),

@@ -1,5 +1,5 @@
 //! tus 1.0 at `/files/`: core (HEAD, PATCH, OPTIONS), creation, creation-with-upload,
-//! expiration, checksum and termination, on every node.
+//! expiration, checksum, checksum-trailer and termination, on every node.
 //!
 //! A tus upload is a wharf upload session made by `CreateTusUpload`. A PATCH's bytes are cut
 //! into the session's chunks on the node ([`patch`]); whole chunks are staged as any chunk is,
@@ -25,11 +25,12 @@ use wharf_raft::model::{self, UploadState};
 use crate::api::http::uploads::validate_create;
 use crate::api::http::{idle_limited, parse_id, AppState, Caller};
 use crate::error::{Error, Result};
-pub use headers::{parse_metadata, Checksum};
+pub use headers::{parse_metadata, Checksum, Expected};
 
 pub const VERSION: &str = "1.0.0";
 /// The extensions this server speaks, as `Tus-Extension` lists them.
-pub const EXTENSIONS: &str = "creation,creation-with-upload,expiration,checksum,termination";
+pub const EXTENSIONS: &str =
+    "creation,creation-with-upload,expiration,checksum,checksum-trailer,termination";
 pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256,md5";
 /// The body of a PATCH (and of a creation with upload).
 pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
@@ -45,7 +46,6 @@ const UPLOAD_METADATA: HeaderName = HeaderName::from_static("upload-metadata");
 const UPLOAD_EXPIRES: HeaderName = HeaderName::from_static("upload-expires");
 const UPLOAD_DEFER_LENGTH: HeaderName = HeaderName::from_static("upload-defer-length");
 const UPLOAD_CONCAT: HeaderName = HeaderName::from_static("upload-concat");
-const UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
 const METHOD_OVERRIDE: HeaderName = HeaderName::from_static("x-http-method-override");
 /// What became of a finished upload: the file it made and its scan state (tus itself has no
 /// way to say, so clients would report success for a file later refused).
@@ -217,10 +217,10 @@ async fn create_inner(
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .filter(|m| !m.is_empty());
     let with_body = is_offset_stream(&headers);
-    let checksum = if with_body {
-        Checksum::parse(headers.get(&UPLOAD_CHECKSUM))?
+    let (checksum, body) = if with_body {
+        Expected::of_request(&headers, body)?
     } else {
-        None
+        (None, body)
     };
     let req = CreateUpload {
         name,
@@ -382,7 +382,7 @@ async fn patch_inner(
     let offset = parse_u64(&headers, &UPLOAD_OFFSET).and_then(|o| {
         o.ok_or_else(|| Error::bad_request("offset_required", "Upload-Offset is required"))
     })?;
-    let checksum = Checksum::parse(headers.get(&UPLOAD_CHECKSUM))?;
+    let (checksum, body) = Expected::of_request(&headers, body)?;
     let length = parse_u64(&headers, &header::CONTENT_LENGTH)?;
     charge_body(&s, &c, length)?;
     let body = idle_limited(body, Duration::from_secs(s.http.body_idle_secs));
@@ -413,7 +413,7 @@ async fn run_patch(
     id: &str,
     offset: u64,
     length: Option<u64>,
-    checksum: Option<Checksum>,
+    checksum: Option<Expected>,
     body: crate::store::ByteStream,
 ) -> Result<patch::Patched> {
     let (s, owner, id) = (s.clone(), owner.to_string(), id.to_string());

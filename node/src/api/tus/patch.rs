@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use wharf_raft::model::{self, UploadState};
 
-use super::headers::Checksum;
+use super::headers::Expected;
 use crate::actors::uploads::{ChunkPut, Received, Tail};
 use crate::api::http::AppState;
 use crate::error::{Error, Result};
@@ -38,7 +38,7 @@ pub(super) async fn patch(
     id: &str,
     offset: u64,
     length: Option<u64>,
-    checksum: Option<Checksum>,
+    checksum: Option<Expected>,
     body: ByteStream,
 ) -> Result<Patched> {
     let (applied, up, tus) = super::live_upload(s, owner, id).await?;
@@ -370,11 +370,11 @@ impl Spool {
         })
     }
 
-    /// Writes the body (at most `max` bytes) and checks it against `c`.
-    async fn fill(&self, mut body: ByteStream, c: &Checksum, max: u64) -> Result<()> {
+    /// Writes the body (at most `max` bytes) and checks it against the checksum expected.
+    async fn fill(&self, mut body: ByteStream, expected: &Expected, max: u64) -> Result<()> {
         let filled = async {
             let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(&self.path).await?);
-            let mut hasher = c.hasher();
+            let mut hashers = expected.hashers();
             let mut n = 0u64;
             while let Some(frame) = body.next().await {
                 let frame = frame.map_err(|e| body_error(&e))?;
@@ -385,11 +385,18 @@ impl Spool {
                 if n > CHECKSUMMED_BODY_MAX {
                     return Err(checksummed_too_large());
                 }
-                hasher.update(&frame);
+                for h in &mut hashers {
+                    h.update(&frame);
+                }
                 file.write_all(&frame).await?;
             }
             file.flush().await?;
-            if hasher.finish() != c.digest {
+            let c = expected.checksum()?;
+            let digest = hashers
+                .into_iter()
+                .find(|h| h.algorithm() == c.algorithm)
+                .map(|h| h.finish());
+            if digest.as_deref() != Some(c.digest.as_slice()) {
                 return Err(Error::TusChecksumMismatch(format!(
                     "the body's {} digest is not the one in Upload-Checksum; nothing was kept",
                     c.algorithm.name()
