@@ -54,13 +54,10 @@ pub(super) fn create<K: KvMut>(
     create: Command,
     metadata: Option<String>,
 ) -> ApplyResult {
-    if !matches!(create, Command::CreateUpload { .. }) {
+    let Command::CreateUpload { upload_id, .. } = &create else {
         return Err(ModelError::Invalid(
             "a tus upload is made by a CreateUpload".into(),
         ));
-    }
-    let Command::CreateUpload { upload_id, .. } = &create else {
-        unreachable!("checked above");
     };
     let upload_id = upload_id.clone();
     let out = super::apply(state, create)?;
