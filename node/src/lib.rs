@@ -546,10 +546,10 @@ pub async fn run(
     }
     let quic = quic::bind(config.node.quic_addr, &identity)?;
     let quic_addr = quic.local_addr()?;
-    tokio::spawn(quic::serve(
+    let quic_drained = tokio::spawn(quic::serve(
         quic.clone(),
         app_state.clone(),
-        quic::Limits::new(&config.quic),
+        quic::Limits::new(&config.quic, config.node.drain_secs),
     ));
     let app = http::router(app_state);
     let tls = http_tls(&config, &identity)?;
@@ -580,10 +580,13 @@ pub async fn run(
         });
     }
     let limits = http::server::Limits::new(&config.http, config.node.drain_secs);
+    // Both front ends drain at once: HTTP here, QUIC in its own task (each bounded by
+    // node.drain_secs); the actors and Raft stay up until both are done.
     http::server::serve(http_listener, app, tls, limits, http_stop).await;
+    let _ = tokio::time::timeout(Duration::from_secs(config.node.drain_secs), quic_drained).await;
     tracing::info!("shutting down");
     stop.cancel();
-    quic.close(0u32.into(), b"shutting down");
+    quic.close(quic::SHUTTING_DOWN, b"shutting down");
     // Peers may hold their connections open: what is left after a moment is cut.
     let _ = tokio::time::timeout(Duration::from_secs(2), grpc).await;
     let _ = tokio::time::timeout(Duration::from_secs(3), meta.raft.shutdown()).await;

@@ -290,6 +290,70 @@ async fn sigterm_exits_within_the_drain_time_while_clients_hold_partial_requests
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_requests_under_way_finish_over_http_and_quic_and_takes_no_new_ones() {
+    let (_dir, mut node) = start(&[("WHARF_NODE_DRAIN_SECS", "8")]);
+    let t = node.token("alice", Tier::Basic);
+    let data = random_bytes(2 * CHUNK, 21);
+    let id = create_upload(&node, &t, data.len()).await;
+    // Chunk 0 over HTTP and chunk 1 over QUIC, each part-sent when the node is asked to stop.
+    let mut over_http = stalled_chunk_put(&node, &t, &id, 0, 0);
+    over_http.write_all(&data[..1000]).unwrap();
+    let conn = connect(&node).await;
+    ok_json(hello(&conn, &t).await);
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let second = &data[CHUNK..];
+    let header = wharf_proto::quic::Request {
+        op: Some(Op::Chunk(ChunkHeader {
+            upload_id: id.clone(),
+            index: 1,
+            length: CHUNK as u64,
+            blake3: blake3::hash(second).as_bytes().to_vec(),
+        })),
+    };
+    wharf_proto::quic::write_frame(&mut send, &header)
+        .await
+        .unwrap();
+    send.write_all(&second[..1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let asked = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Draining: neither front end takes a new connection.
+    assert!(
+        std::net::TcpStream::connect(node.http_addr()).is_err(),
+        "a new HTTP connection was accepted while draining"
+    );
+    let refused = tokio::time::timeout(Duration::from_secs(5), try_connect(&node)).await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a new QUIC connection was accepted while draining"
+    );
+    // ...but what was under way finishes, and is acknowledged.
+    over_http.write_all(&data[1000..CHUNK]).unwrap();
+    let (answer, _) = read_until_closed(&mut over_http, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    send.write_all(&second[1000..]).await.unwrap();
+    send.finish().unwrap();
+    ok_json(read_reply(&mut recv).await);
+    let status = node.terminate(Duration::from_secs(10));
+    let status = status.expect("the node did not exit within its drain time");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        asked.elapsed()
+    );
+    // Both acknowledgements held: started again, the node completes the file from them.
+    let node = node.kill9().restart();
+    completes_to(&node, &t, &id, &data).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_abort_racing_a_chunk_in_flight_answers_that_chunk_409_upload_not_active() {
     let (_dir, node) = start(&[]);
     let t = node.token("alice", Tier::Basic);
@@ -574,6 +638,51 @@ async fn rate_limits_answer_429_with_retry_after_per_user_tier_and_address() {
     assert!(
         statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
         "{statuses:?}"
+    );
+
+    // Chunk bodies are limited by bytes per user, over HTTP and QUIC alike: at 64 KiB/s the
+    // bucket holds two seconds' worth, so two 64 KiB chunks pass and the next one at once is
+    // refused with Retry-After.
+    let (_dir4, node4) = start(&[("WHARF_RATE_USER_BYTES_PER_SEC", "65536")]);
+    let erin = node4.token("erin", Tier::Basic);
+    let data = random_bytes(4 * CHUNK, 18);
+    let piece = |i: usize| &data[i * CHUNK..(i + 1) * CHUNK];
+    let id = create_upload(&node4, &erin, data.len()).await;
+    for i in 0..2 {
+        assert_eq!(
+            node4.put_chunk(&erin, &id, i, piece(i)).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let r = node4
+        .put(&erin, &format!("/v1/uploads/{id}/chunks/2"))
+        .body(piece(2).to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&retry), "{retry}");
+    assert_error(&json(r).await, 429, "rate_limited");
+    let conn = connect(&node4).await;
+    ok_json(hello(&conn, &erin).await);
+    let op = Op::Chunk(ChunkHeader {
+        upload_id: id.clone(),
+        index: 3,
+        length: CHUNK as u64,
+        blake3: blake3::hash(piece(3)).as_bytes().to_vec(),
+    });
+    let reply = call(&conn, op, Some(piece(3))).await.unwrap();
+    assert_eq!(reply.code, "rate_limited", "{}", reply.message);
+    // Once the bucket has filled again, the refused chunk goes through.
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(
+        node4.put_chunk(&erin, &id, 2, piece(2)).await,
+        StatusCode::NO_CONTENT
     );
 }
 

@@ -43,9 +43,13 @@ pub const HELLO_TIMEOUT: VarInt = VarInt::from_u32(0x12);
 pub const TOKEN_EXPIRED: VarInt = VarInt::from_u32(0x13);
 /// Connection close code: the node or the user is at its connection limit.
 pub const TOO_MANY_CONNECTIONS: VarInt = VarInt::from_u32(0x14);
+/// The node is stopping (the code a plain close carries: no error).
+pub const SHUTTING_DOWN: VarInt = VarInt::from_u32(0);
 
 /// How long requests under way may finish after the connection's token expired.
 const EXPIRY_DRAIN: Duration = Duration::from_secs(30);
+/// How long a request's task waits for the client to take its answer.
+const REPLY_DELIVERY: Duration = Duration::from_secs(5);
 
 /// Until its Hello is accepted a connection may buffer this much, on one stream.
 const HELLO_WINDOW: u32 = 64 * 1024;
@@ -56,11 +60,14 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_user: usize,
     pub max_connections_per_ip: usize,
+    /// `node.drain_secs`: how long requests under way may go on once the node is stopping.
+    pub drain: Duration,
 }
 
 impl Limits {
-    pub fn new(c: &crate::config::QuicConfig) -> Self {
+    pub fn new(c: &crate::config::QuicConfig, drain_secs: u64) -> Self {
         Self {
+            drain: Duration::from_secs(drain_secs),
             hello_timeout: Duration::from_secs(c.hello_timeout_secs),
             max_connections: c.max_connections,
             max_connections_per_user: c.max_connections_per_user,
@@ -120,10 +127,21 @@ pub fn bind(addr: SocketAddr, identity: &Identity) -> anyhow::Result<quinn::Endp
     .with_context(|| format!("binding QUIC to {addr}"))
 }
 
+/// Serves the endpoint until the node begins to stop (`app.stopping`); then takes no new
+/// connection, lets each connection's requests under way finish for at most `limits.drain`,
+/// and returns once every connection has ended (or the drain time is over).
 pub async fn serve(endpoint: quinn::Endpoint, app: AppState, limits: Limits) {
+    use std::sync::atomic::Ordering;
     let shared = Arc::new((Counts::default(), limits));
-    while let Some(incoming) = endpoint.accept().await {
-        use std::sync::atomic::Ordering;
+    let stopping = app.stopping.clone();
+    loop {
+        let incoming = tokio::select! {
+            _ = stopping.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
         let (counts, limits) = &*shared;
         if counts.open.load(Ordering::Relaxed) >= limits.max_connections {
             incoming.refuse();
@@ -145,6 +163,15 @@ pub async fn serve(endpoint: quinn::Endpoint, app: AppState, limits: Limits) {
             counts.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+    // New connections are refused from here on; the open ones are draining.
+    endpoint.set_server_config(None);
+    let (counts, limits) = &*shared;
+    let _ = tokio::time::timeout(limits.drain, async {
+        while counts.open.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
 async fn connection(conn: quinn::Connection, app: AppState, counts: &Counts, limits: &Limits) {
@@ -213,7 +240,7 @@ async fn connection(conn: quinn::Connection, app: AppState, counts: &Counts, lim
     ));
     tokio::pin!(expiry);
     let mut requests = tokio::task::JoinSet::new();
-    loop {
+    let stopping = loop {
         tokio::select! {
             accepted = conn.accept_bi() => {
                 let Ok((send, recv)) = accepted else { return };
@@ -221,22 +248,37 @@ async fn connection(conn: quinn::Connection, app: AppState, counts: &Counts, lim
                 requests.spawn(stream(send, recv, claims, app));
             }
             Some(_) = requests.join_next(), if !requests.is_empty() => {}
-            _ = &mut expiry => break,
+            _ = &mut expiry => break false,
+            _ = app.stopping.cancelled() => break true,
         }
-    }
-    // Expired: no new request is taken; those under way finish (for a bounded time), then the
-    // connection is closed so that the client reconnects with a fresh token.
-    let _ = tokio::time::timeout(EXPIRY_DRAIN, async {
+    };
+    // Expired or stopping: no new request is taken; those under way finish (for a bounded
+    // time), then the connection is closed, so that the client reconnects (with a fresh token,
+    // or to another node).
+    let drain = if stopping { limits.drain } else { EXPIRY_DRAIN };
+    let _ = tokio::time::timeout(drain, async {
         while requests.join_next().await.is_some() {}
     })
     .await;
-    conn.close(TOKEN_EXPIRED, b"token expired");
+    if stopping {
+        conn.close(SHUTTING_DOWN, b"shutting down");
+    } else {
+        conn.close(TOKEN_EXPIRED, b"token expired");
+    }
 }
 
-async fn stream(mut send: SendStream, mut recv: RecvStream, c: Claims, app: AppState) {
+/// One request, answered; returns once the client has its answer (or a while has passed), so
+/// that a connection closed after its requests (on shutdown, at token expiry) does not cut
+/// the last answers short.
+async fn stream(mut send: SendStream, recv: RecvStream, c: Claims, app: AppState) {
+    answer(&mut send, recv, c, app).await;
+    let _ = tokio::time::timeout(REPLY_DELIVERY, send.stopped()).await;
+}
+
+async fn answer(send: &mut SendStream, mut recv: RecvStream, c: Claims, app: AppState) {
     if c.exp + crate::auth::LEEWAY_SECS <= crate::auth::now_secs() {
         let _ = write_reply(
-            &mut send,
+            send,
             Err(Error::unauthorized(
                 "token_expired",
                 "the token has expired",
@@ -256,20 +298,20 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, c: Claims, app: AppS
     // Chunk bodies and one-request files are limited by bytes (and creations) instead.
     if !matches!(req, Op::Chunk(_) | Op::PutFile(_)) {
         if let Err(r) = app.rate.user_request(&c.sub, c.tier) {
-            let _ = write_reply(&mut send, Err(Error::RateLimited(r))).await;
+            let _ = write_reply(send, Err(Error::RateLimited(r))).await;
             return;
         }
     }
     if let Op::Read(r) = req {
         // A ranged read: the reply, then the bytes.
         let _ = match read(r, &c, &app).await {
-            Ok((head, body)) => send_read(&mut send, head, body).await,
-            Err(e) => write_reply(&mut send, Err(e)).await,
+            Ok((head, body)) => send_read(send, head, body).await,
+            Err(e) => write_reply(send, Err(e)).await,
         };
         return;
     }
     let res = handle(req, recv, &c, &app).await;
-    let _ = write_reply(&mut send, res).await;
+    let _ = write_reply(send, res).await;
 }
 
 async fn read(

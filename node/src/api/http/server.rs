@@ -70,6 +70,9 @@ pub async fn serve(
     let limits = Arc::new(limits);
     // Cancelled when the drain time is over: connections still open are dropped.
     let force = CancellationToken::new();
+    // Refusals answered at once; past these, a refused connection is just closed (a flood
+    // must not turn into as many tasks, each holding its socket for a while).
+    let refusing = Arc::new(tokio::sync::Semaphore::new(REFUSALS_ANSWERED));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -84,11 +87,11 @@ pub async fn serve(
             },
         };
         if open.load(Ordering::Relaxed) >= limits.max_connections {
-            tokio::spawn(refuse(tcp));
+            refuse_bounded(tcp, &refusing);
             continue;
         }
         let Some(per_ip) = by_ip.take(&peer.ip(), limits.max_connections_per_ip) else {
-            tokio::spawn(refuse(tcp));
+            refuse_bounded(tcp, &refusing);
             continue;
         };
         open.fetch_add(1, Ordering::Relaxed);
@@ -123,6 +126,9 @@ pub async fn serve(
             }
         });
     }
+    // Closed now, so that new connections are refused at once instead of waiting in the
+    // backlog for an accept that never comes.
+    drop(listener);
     conns.close();
     if tokio::time::timeout(limits.drain, conns.wait())
         .await
@@ -142,6 +148,20 @@ struct Open(Arc<AtomicUsize>);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Refused connections that get an answer at the same time (see [`refuse`]).
+const REFUSALS_ANSWERED: usize = 64;
+
+/// Answers a refused connection with [`refuse`] while fewer than [`REFUSALS_ANSWERED`] are
+/// being answered; closes it at once otherwise.
+fn refuse_bounded(tcp: TcpStream, refusing: &Arc<tokio::sync::Semaphore>) {
+    if let Ok(permit) = refusing.clone().try_acquire_owned() {
+        tokio::spawn(async move {
+            refuse(tcp).await;
+            drop(permit);
+        });
     }
 }
 
