@@ -92,14 +92,17 @@ proptest! {
     /// An accepted name is one path component that looks like itself: never a path, never
     /// control, bidirectional or zero-width characters; and it is safe in Content-Disposition.
     #[test]
-    fn accepted_names_are_plain_names(name in "\\PC{0,40}|[./\\\\a\u{202e}\u{200b}]{0,6}") {
+    fn accepted_names_are_plain_names(name in "\\PC{0,40}|[./\\\\a\u{202e}\u{200b}\u{ad}\u{61c}\u{180e}]{0,6}") {
         if validate_name(&name).is_ok() {
             let mut parts = std::path::Path::new(&name).components();
             prop_assert!(matches!(parts.next(), Some(std::path::Component::Normal(_))));
             prop_assert!(parts.next().is_none());
             prop_assert!(!name.contains('/') && !name.contains('\\'));
             let hidden = name.chars().any(|c| {
-                c.is_control() || ('\u{200b}'..='\u{200f}').contains(&c) || ('\u{2028}'..='\u{202e}').contains(&c)
+                c.is_control()
+                    || ['\u{ad}', '\u{61c}', '\u{180e}'].contains(&c)
+                    || ('\u{200b}'..='\u{200f}').contains(&c)
+                    || ('\u{2028}'..='\u{202e}').contains(&c)
             });
             prop_assert!(!hidden, "{:?}", name);
             let cd = content_disposition(&name);

@@ -279,6 +279,20 @@ mod tests {
         assert!(err.to_string().contains("no usable secret"), "{err}");
     }
 
+    #[test]
+    fn a_ttl_past_ten_years_is_refused_not_wrapped_into_an_expired_token() {
+        let keys = Keys::new(b"0123456789abcdef0123456789abcdef");
+        let token = keys.issue("alice", Tier::Basic, MAX_TTL).unwrap();
+        assert!(!token.is_empty());
+        for ttl in [
+            MAX_TTL + Duration::from_secs(1),
+            Duration::from_secs(u64::MAX),
+        ] {
+            let err = keys.issue("alice", Tier::Basic, ttl).unwrap_err();
+            assert!(err.to_string().contains("at most 10 years"), "{err}");
+        }
+    }
+
     fn encoding(keys: &Keys) -> &EncodingKey {
         match &keys.0 {
             Verifier::Secret(k) => &k.encoding,

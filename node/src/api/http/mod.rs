@@ -208,9 +208,21 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
 }
 
 /// Characters that change how a name looks without being seen: bidirectional overrides and
-/// isolates (`"\u{202e}gnp.exe"` shows as `exe.png`), zero-width characters, line separators.
-fn invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+/// isolates (`"\u{202e}gnp.exe"` shows as `exe.png`), zero-width characters and joiners
+/// (the soft hyphen, the Arabic letter mark, the Mongolian vowel separator, the combining
+/// grapheme joiner among them), line separators.
+pub(crate) fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{034f}'
+            | '\u{061c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+    )
 }
 
 /// A request body as a stream that fails with `TimedOut` when no bytes came for `idle`: a
@@ -291,6 +303,10 @@ mod tests {
             "a\u{200b}b",
             "\u{2066}x",
             "\u{feff}x",
+            "soft\u{ad}hyphen.txt",
+            "\u{61c}x",
+            "a\u{180e}b",
+            "a\u{34f}b",
         ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
