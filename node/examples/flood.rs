@@ -7,6 +7,8 @@
 //! flood http-half-headers ADDR CONNS SECS  HTTP requests whose headers never end
 //! ```
 //! Prints how many connections it opened and how many the node refused or closed early.
+//! Connections come from the loopback addresses 127.0.0.2 to 127.0.0.9 in turn, so that the
+//! node's per-address limits do not stop the flood before its limits in all do.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,23 +28,27 @@ async fn main() -> anyhow::Result<()> {
     let closed = Arc::new(AtomicUsize::new(0));
     let until = Instant::now() + hold;
     let mut tasks = Vec::new();
-    let endpoint = if mode == "quic-no-hello" {
-        Some(quic_endpoint()?)
+    let endpoints = if mode == "quic-no-hello" {
+        (0..SOURCES)
+            .map(|i| quic_endpoint(source(i)))
+            .collect::<anyhow::Result<Vec<_>>>()?
     } else {
-        None
+        Vec::new()
     };
-    for _ in 0..conns {
+    for i in 0..conns {
         let (addr, opened, closed, mode) =
             (addr.clone(), opened.clone(), closed.clone(), mode.clone());
-        let endpoint = endpoint.clone();
+        let endpoint = endpoints.get(i % SOURCES).cloned();
+        let from = source(i);
         tasks.push(tokio::spawn(async move {
             let ended_early = match mode.as_str() {
                 "quic-no-hello" => {
                     quic_no_hello(endpoint.expect("endpoint"), &addr, &opened, until).await
                 }
-                "http-idle" => tcp_hold(&addr, b"", &opened, until).await,
+                "http-idle" => tcp_hold(from, &addr, b"", &opened, until).await,
                 "http-half-headers" => {
                     tcp_hold(
+                        from,
                         &addr,
                         b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ",
                         &opened,
@@ -71,9 +77,32 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many loopback addresses the connections come from.
+const SOURCES: usize = 8;
+
+/// The address connection `i` comes from: 127.0.0.2 to 127.0.0.9 in turn.
+fn source(i: usize) -> std::net::IpAddr {
+    std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % SOURCES) as u8).into()
+}
+
 /// Holds a TCP connection (after sending `first`) until `until`; true if the node closed it.
-async fn tcp_hold(addr: &str, first: &[u8], opened: &AtomicUsize, until: Instant) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+async fn tcp_hold(
+    from: std::net::IpAddr,
+    addr: &str,
+    first: &[u8],
+    opened: &AtomicUsize,
+    until: Instant,
+) -> bool {
+    let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+        return true;
+    };
+    let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+        return true;
+    };
+    if socket.bind((from, 0).into()).is_err() {
+        return true;
+    }
+    let Ok(mut s) = socket.connect(addr).await else {
         return true;
     };
     opened.fetch_add(1, Ordering::Relaxed);
@@ -141,8 +170,8 @@ async fn quic_no_hello(
     }
 }
 
-/// A client endpoint that accepts any certificate: this is an attacker, not a client.
-fn quic_endpoint() -> anyhow::Result<quinn::Endpoint> {
+/// A client endpoint on `from` that accepts any certificate: this is an attacker, not a client.
+fn quic_endpoint(from: std::net::IpAddr) -> anyhow::Result<quinn::Endpoint> {
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     #[derive(Debug)]
@@ -196,7 +225,7 @@ fn quic_endpoint() -> anyhow::Result<quinn::Endpoint> {
         .with_no_client_auth();
     tls.alpn_protocols = vec![wharf_proto::quic::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let mut endpoint = quinn::Endpoint::client((from, 0).into())?;
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     Ok(endpoint)
 }
