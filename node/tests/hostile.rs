@@ -555,6 +555,39 @@ async fn an_early_error_under_a_large_body_reaches_a_client_that_sends_it_all_fi
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn python_urllib_sees_an_early_401_under_a_large_body_not_a_broken_pipe() {
+    let (_dir, node) = start(&[]);
+    let t = node.token("alice", Tier::Basic);
+    let id = create_upload(&node, &t, CHUNK).await;
+    // The real client the issue names: urllib sends the whole 8 MiB body, then reads.
+    let script = r#"
+import json, sys, urllib.request, urllib.error
+req = urllib.request.Request(sys.argv[1], data=b"\x01" * (8 << 20), method="PUT")
+try:
+    urllib.request.urlopen(req, timeout=30)
+    print("no error")
+except urllib.error.HTTPError as e:
+    print(e.code, json.loads(e.read())["error"]["code"])
+"#;
+    let url = node.url(&format!("/v1/uploads/{id}/chunks/0"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", script, &url])
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(said.trim(), "401 unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_answer_429_with_retry_after_per_user_tier_and_address() {
     let (_dir, node) = start(&[
         ("WHARF_RATE_USER_REQUESTS_PER_SEC", "5"),
@@ -736,6 +769,29 @@ async fn quic_connections_must_say_hello_in_time_and_are_bounded_before_it() {
         .expect("the fifth connection neither opened nor was refused");
     assert!(refused.is_err(), "a fifth connection opened");
     drop((b, d, e, f));
+    healthy(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_cannot_take_every_quic_connection() {
+    let (_dir, node) = start(&[("WHARF_QUIC_MAX_CONNECTIONS_PER_IP", "2")]);
+    let t = node.token("alice", Tier::Basic);
+    let a = connect(&node).await;
+    let b = connect(&node).await;
+    // Counted before Hello: a third connection from the same address is refused.
+    let refused = tokio::time::timeout(Duration::from_secs(5), try_connect(&node))
+        .await
+        .expect("the third connection neither opened nor was refused");
+    assert!(
+        refused.is_err(),
+        "a third connection from one address opened"
+    );
+    // Once one goes, its place is free.
+    a.close(0u32.into(), b"done");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = connect(&node).await;
+    ok_json(hello(&c, &t).await);
+    drop((b, c));
     healthy(&node).await;
 }
 
