@@ -81,6 +81,25 @@ async fn completes_to(node: &Node, token: &str, upload: &str, data: &[u8]) {
     );
 }
 
+/// SIGTERM (again, if it was sent at `asked`): the node exits 0 within `within` of `asked`.
+fn exits_cleanly(node: &mut Node, asked: Instant, within: Duration) {
+    let status = node.terminate(Duration::from_secs(10));
+    let status = status.expect("the node did not exit within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(asked.elapsed() < within, "{:?}", asked.elapsed());
+}
+
+/// The `Retry-After` seconds of a 429, which are 1 to 3 for the buckets the tests use.
+fn retry_after(r: &reqwest::Response) -> u64 {
+    let secs: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&secs), "{secs}");
+    secs
+}
+
 async fn healthy(node: &Node) {
     let r = node.http.get(node.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -279,14 +298,7 @@ async fn sigterm_exits_within_the_drain_time_while_clients_hold_partial_requests
     let _stalled = stalled_chunk_put(&node, &t, &id, 0, 100);
     std::thread::sleep(Duration::from_millis(300));
     let asked = Instant::now();
-    let status = node.terminate(Duration::from_secs(10));
-    let status = status.expect("the node did not exit within 10 s of SIGTERM");
-    assert!(status.success(), "{status:?}");
-    assert!(
-        asked.elapsed() < Duration::from_secs(6),
-        "{:?}",
-        asked.elapsed()
-    );
+    exits_cleanly(&mut node, asked, Duration::from_secs(6));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -340,14 +352,7 @@ async fn sigterm_lets_requests_under_way_finish_over_http_and_quic_and_takes_no_
     send.write_all(&second[1000..]).await.unwrap();
     send.finish().unwrap();
     ok_json(read_reply(&mut recv).await);
-    let status = node.terminate(Duration::from_secs(10));
-    let status = status.expect("the node did not exit within its drain time");
-    assert!(status.success(), "{status:?}");
-    assert!(
-        asked.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        asked.elapsed()
-    );
+    exits_cleanly(&mut node, asked, Duration::from_secs(8));
     // Both acknowledgements held: started again, the node completes the file from them.
     let node = node.kill9().restart();
     completes_to(&node, &t, &id, &data).await;
@@ -604,12 +609,7 @@ async fn rate_limits_answer_429_with_retry_after_per_user_tier_and_address() {
         }
     }
     let r = refused.expect("30 requests at once from a 5/s user all passed");
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=3).contains(&retry), "{retry}");
+    let retry = retry_after(&r);
     assert_error(&json(r).await, 429, "rate_limited");
     // A premium user's bucket is ten times larger; another user is not slowed by bob.
     for _ in 0..30 {
@@ -694,12 +694,7 @@ async fn rate_limits_answer_429_with_retry_after_per_user_tier_and_address() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=3).contains(&retry), "{retry}");
+    let retry = retry_after(&r);
     assert_error(&json(r).await, 429, "rate_limited");
     let conn = connect(&node4).await;
     ok_json(hello(&conn, &erin).await);
