@@ -98,6 +98,7 @@ async fn tus_core_creation_checksum_expiration_and_termination_answer_as_the_pro
     for e in [
         "creation",
         "creation-with-upload",
+        "creation-defer-length",
         "expiration",
         "checksum",
         "checksum-trailer",
@@ -526,6 +527,135 @@ async fn a_patch_that_breaks_off_keeps_the_bytes_that_arrived() {
     let r = head(&node, &t, &path).await;
     let file = header(&r, "wharf-file-id").unwrap();
     assert!(node.download(&t, &file).await == data);
+}
+
+/// `POST /files/` with `Upload-Defer-Length: 1`; the upload's path.
+async fn create_deferred(node: &Node, t: &str) -> String {
+    let r = tus(node.post(t, "/files/"))
+        .header("Upload-Defer-Length", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    header(&r, "location").unwrap()
+}
+
+fn upload_error_code(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    v["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn a_deferred_length_is_declared_by_a_later_patch_and_the_quota_holds_throughout() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(
+        dir.path(),
+        &[
+            ("WHARF_UPLOAD_MIN_CHUNK_SIZE", "65536"),
+            ("WHARF_TIERS_BASIC_MAX_FILE_SIZE", "1000000"),
+            ("WHARF_TIERS_BASIC_QUOTA", "400000"),
+        ],
+    );
+    let t = node.token("alice", Tier::Basic);
+
+    // Upload-Defer-Length is 1 or nothing; with Upload-Length as well it is refused.
+    for (defer, length) in [("0", None), ("yes", None), ("1", Some("10"))] {
+        let mut r = tus(node.post(&t, "/files/")).header("Upload-Defer-Length", defer);
+        if let Some(l) = length {
+            r = r.header("Upload-Length", l);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{defer} {length:?}");
+        assert_eq!(
+            upload_error_code(&r.text().await.unwrap()),
+            "invalid_header"
+        );
+    }
+
+    // The length is unknown: HEAD says so, and bytes are taken in all the same.
+    let data = random_bytes(150_000, 31);
+    let path = create_deferred(&node, &t).await;
+    let r = head(&node, &t, &path).await;
+    assert_eq!(header(&r, "upload-defer-length").as_deref(), Some("1"));
+    assert!(header(&r, "upload-length").is_none());
+    let r = patch(&node, &t, &path, 0, &data[..100_000]).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "upload-offset").as_deref(), Some("100000"));
+    let r = head(&node, &t, &path).await;
+    assert_eq!(header(&r, "upload-defer-length").as_deref(), Some("1"));
+    assert!(
+        header(&r, "wharf-file-id").is_none(),
+        "not whole before its length is known"
+    );
+
+    // A length below what arrived is refused and changes nothing.
+    let r = patch_with(&node, &t, &path, 100_000, b"", |r| {
+        r.header("Upload-Length", "99999")
+    })
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        header(&head(&node, &t, &path).await, "upload-defer-length").as_deref(),
+        Some("1")
+    );
+
+    // The last PATCH declares the length and completes the upload.
+    let r = patch_with(&node, &t, &path, 100_000, &data[100_000..], |r| {
+        r.header("Upload-Length", "150000")
+    })
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "upload-offset").as_deref(), Some("150000"));
+    let r = head(&node, &t, &path).await;
+    assert_eq!(header(&r, "upload-length").as_deref(), Some("150000"));
+    assert!(header(&r, "upload-defer-length").is_none());
+    let file = header(&r, "wharf-file-id").expect("the declared upload is a file");
+    assert!(node.download(&t, &file).await == data);
+    // Once known, the length cannot change.
+    let r = patch_with(&node, &t, &path, 150_000, b"", |r| {
+        r.header("Upload-Length", "150001")
+    })
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // 250,000 bytes of quota are left. A declaration of more is refused (507) and the upload
+    // stays deferred with its offset.
+    let path = create_deferred(&node, &t).await;
+    let r = patch(&node, &t, &path, 0, &data[..70_000]).await;
+    assert_eq!(header(&r, "upload-offset").as_deref(), Some("70000"));
+    let r = patch_with(&node, &t, &path, 70_000, b"", |r| {
+        r.header("Upload-Length", "300000")
+    })
+    .await;
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(
+        upload_error_code(&r.text().await.unwrap()),
+        "quota_exceeded"
+    );
+    let r = head(&node, &t, &path).await;
+    assert_eq!(header(&r, "upload-defer-length").as_deref(), Some("1"));
+    assert_eq!(header(&r, "upload-offset").as_deref(), Some("70000"));
+
+    // Undeclared, each chunk reserves its bytes as it is kept: the fourth 64 KiB chunk does
+    // not fit in 250,000 bytes and is refused, the three before it stay.
+    let more = random_bytes(4 * CHUNK - 70_000, 32);
+    let r = patch(&node, &t, &path, 70_000, &more).await;
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(offset(&node, &t, &path).await, 3 * CHUNK);
+
+    // Terminated, it gives its reservation back: a 250,000-byte upload fits again.
+    let r = tus(node.http.delete(node.url(&path)))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = tus(node.post(&t, "/files/"))
+        .header("Upload-Length", "250000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,8 @@
 //! Real tus clients against a 3-node cluster over S3 (moto): tuspy (PyPI) and tus-js-client
 //! (npm, under node) each upload a 50 MiB file in 5 MiB PATCHes, are interrupted (the client
 //! process SIGKILLed; in another case the node it talks to SIGKILLed), resume against another
-//! node, and the download is byte-identical.
+//! node, and the download is byte-identical. tus-js-client also streams a file of unknown
+//! length (creation-defer-length).
 
 mod common;
 
@@ -192,4 +193,42 @@ async fn tuspy_is_interrupted_and_resumes_on_other_nodes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tus_js_client_is_interrupted_and_resumes_on_other_nodes() {
     interrupted_and_resumed_on_other_nodes(TusClient::TusJs).await;
+}
+
+#[tokio::test]
+async fn tus_js_client_streams_a_file_whose_length_it_declares_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &[("WHARF_UPLOAD_MIN_CHUNK_SIZE", "65536")]);
+    let t = node.token("alice", Tier::Basic);
+    // Not a multiple of tus-js-client's 1 MiB PATCHes nor of the node's chunks.
+    let data = random_bytes(3 * MIB + 12_345, 41);
+    let file = dir.path().join("streamed.bin");
+    std::fs::write(&file, &data).unwrap();
+    let dir_js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tus_clients");
+    let mut cmd = Command::new("node");
+    cmd.arg(dir_js.join("deferred.cjs"))
+        .arg(node.url("/files/"))
+        .arg(&file)
+        .arg(&t)
+        .env(
+            "NODE_PATH",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/npm/node_modules"),
+        );
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tus-js-client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("url "))
+        .expect("the upload's URL");
+    let (offset, file_id) = head(&node, &t, url).await;
+    assert_eq!(offset, data.len());
+    let file_id = file_id.expect("the declared upload made a file");
+    assert!(node.download(&t, &file_id).await == data);
 }

@@ -103,6 +103,12 @@ enum Op {
         index: u32,
         len: u64,
     },
+    /// A deferred tus upload's length (upload 5 is made with `Upload-Defer-Length`).
+    Declare {
+        owner: usize,
+        up: u8,
+        size: u64,
+    },
     /// Wrap the next command in `Once` with this request id (repeats are likely).
     Once {
         id: u8,
@@ -129,6 +135,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1..4u64).prop_map(|node| Op::NodeLost { node }),
         1 => (0..12u8).prop_map(|up| Op::Garbage { up }),
         2 => (o.clone(), 0..6u8, 0..5u32, 0..70u64).prop_map(|(owner, up, index, len)| Op::Tail { owner, up, index, len }),
+        2 => (o.clone(), 3..6u8, 0..300u64).prop_map(|(owner, up, size)| Op::Declare { owner, up, size }),
         2 => (0..4u8).prop_map(|id| Op::Once { id }),
     ]
 }
@@ -154,6 +161,18 @@ fn create(owner: String, up: u8, size: u64, idem: Option<u8>, now: u64) -> Comma
 fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
     let ow = |i: usize| OWNERS[i].to_string();
     Some(match op.clone() {
+        Op::Create {
+            owner, up, size, ..
+        } if up == 5 => Command::CreateDeferredTusUpload {
+            create: Box::new(create(ow(owner), up, size.max(200), None, now)),
+            metadata: None,
+        },
+        Op::Declare { owner, up, size } => Command::DeclareTusLength {
+            owner: ow(owner),
+            upload_id: format!("up{up}"),
+            size,
+            now,
+        },
         Op::Create {
             owner,
             up,

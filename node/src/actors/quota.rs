@@ -22,7 +22,7 @@ enum Msg {
         tier: Tier,
         req: CreateUpload,
         /// A tus upload, with the client's `Upload-Metadata`.
-        tus: Option<Option<String>>,
+        tus: Option<TusCreate>,
         reply: oneshot::Sender<Result<Upload>>,
     },
     Propose {
@@ -35,6 +35,15 @@ enum Msg {
         req: CreateUpload,
         reply: oneshot::Sender<Result<()>>,
     },
+}
+
+/// What a tus creation adds to a create.
+pub struct TusCreate {
+    /// The client's `Upload-Metadata`.
+    pub metadata: Option<String>,
+    /// `Upload-Defer-Length: 1`: the create's size is the most the tier allows, a bound until
+    /// the client declares the length; nothing is reserved before the bytes come.
+    pub deferred: bool,
 }
 
 #[derive(Clone)]
@@ -81,13 +90,13 @@ impl QuotaHandle {
         user: String,
         tier: Tier,
         req: CreateUpload,
-        metadata: Option<String>,
+        tus: TusCreate,
     ) -> Result<Upload> {
         self.call(|reply| Msg::Create {
             user,
             tier,
             req,
-            tus: Some(metadata),
+            tus: Some(tus),
             reply,
         })
         .await
@@ -141,13 +150,23 @@ impl QuotaActor {
                     req,
                     tus,
                     reply,
-                } => match self.prepare_create(user, tier, req) {
+                } => match self.prepare_create(user, tier, req, tus.as_ref()) {
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
                     Ok(cmd) => {
                         let cmd = match tus {
-                            Some(metadata) => Command::CreateTusUpload {
+                            Some(TusCreate {
+                                metadata,
+                                deferred: false,
+                            }) => Command::CreateTusUpload {
+                                create: Box::new(cmd),
+                                metadata,
+                            },
+                            Some(TusCreate {
+                                metadata,
+                                deferred: true,
+                            }) => Command::CreateDeferredTusUpload {
                                 create: Box::new(cmd),
                                 metadata,
                             },
@@ -188,9 +207,24 @@ impl QuotaActor {
         });
     }
 
-    fn prepare_create(&self, user: String, tier: Tier, req: CreateUpload) -> Result<Command> {
+    fn prepare_create(
+        &self,
+        user: String,
+        tier: Tier,
+        req: CreateUpload,
+        tus: Option<&TusCreate>,
+    ) -> Result<Command> {
         let mut limits = self.config.tiers.limits(tier);
-        self.refuse_early(&user, &req, &limits)?;
+        if tus.is_some_and(|t| t.deferred) {
+            // Its size is a bound, not a request: the quota is checked as its bytes come.
+            let nothing_yet = CreateUpload {
+                size: 0,
+                ..req.clone()
+            };
+            self.refuse_early(&user, &nothing_yet, &limits)?;
+        } else {
+            self.refuse_early(&user, &req, &limits)?;
+        }
         if crate::planted::active(crate::planted::Bug::SkipQuotaReservation) {
             // Planted bug: only the local pre-check above guards the quota; the state
             // machine's check, which sees racing creates, is told there is no limit.

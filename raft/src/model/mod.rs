@@ -247,6 +247,21 @@ pub enum Command {
     PruneEvents {
         before: Millis,
     },
+    /// A tus upload whose length is not known yet (creation-defer-length): `create` is a
+    /// `CreateUpload` whose size is the most the tier allows, a bound until the length is
+    /// declared. Nothing is reserved now; each chunk reserves its bytes as it is recorded.
+    CreateDeferredTusUpload {
+        create: Box<Command>,
+        metadata: Option<String>,
+    },
+    /// A deferred tus upload's length is `size`: it reserves the rest of its bytes (or is
+    /// refused with `QuotaExceeded`), and from now on it is an upload of that size.
+    DeclareTusLength {
+        owner: String,
+        upload_id: String,
+        size: u64,
+        now: Millis,
+    },
 }
 
 impl Command {
@@ -265,8 +280,10 @@ impl Command {
             | Command::ScanFinished { now, .. }
             | Command::CreateJoinToken { now, .. }
             | Command::AdmitNode { now, .. }
-            | Command::TusTail { now, .. } => Some(*now),
-            Command::CreateTusUpload { create, .. } => create.time(),
+            | Command::TusTail { now, .. }
+            | Command::DeclareTusLength { now, .. } => Some(*now),
+            Command::CreateTusUpload { create, .. }
+            | Command::CreateDeferredTusUpload { create, .. } => create.time(),
             _ => None,
         }
     }
@@ -278,7 +295,9 @@ impl Command {
     pub fn answers_its_own_retries(&self) -> bool {
         matches!(
             self,
-            Command::CreateUpload { .. } | Command::CreateTusUpload { .. }
+            Command::CreateUpload { .. }
+                | Command::CreateTusUpload { .. }
+                | Command::CreateDeferredTusUpload { .. }
         )
     }
 }
@@ -353,36 +372,10 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
     }
     match cmd {
         Command::Once { id, at, cmd } => requests::once(state, id, at, *cmd),
-        Command::CreateUpload {
-            upload_id,
-            owner,
-            tier,
-            limits,
-            name,
-            mime,
-            size,
-            chunk_size,
-            blake3,
-            idempotency_key,
-            ttl_ms,
-            now,
-        } => uploads::create(
-            state,
-            uploads::NewUpload {
-                upload_id,
-                owner,
-                tier,
-                limits,
-                name,
-                mime,
-                size,
-                chunk_size,
-                blake3,
-                idempotency_key,
-                ttl_ms,
-                now,
-            },
-        ),
+        cmd @ Command::CreateUpload { .. } => match uploads::NewUpload::of(cmd, false) {
+            Some(n) => uploads::create(state, n),
+            None => unreachable!("a CreateUpload makes a NewUpload"),
+        },
         Command::MultipartCreated {
             owner,
             upload_id,
@@ -559,5 +552,14 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
             now,
         ),
         Command::PruneEvents { before } => events::prune(state, before),
+        Command::CreateDeferredTusUpload { create, metadata } => {
+            tus::create_deferred(state, *create, metadata)
+        }
+        Command::DeclareTusLength {
+            owner,
+            upload_id,
+            size,
+            now,
+        } => tus::declare_length(state, &owner, &upload_id, size, now),
     }
 }

@@ -98,6 +98,11 @@ pub mod keys {
     pub fn tus(owner: &str, id: &str) -> Vec<u8> {
         format!("tu/{owner}/{id}").into_bytes()
     }
+    /// A tus upload whose length is not declared yet (creation-defer-length), and the bytes it
+    /// holds reserved so far: `td/{owner}/{upload_id}`.
+    pub fn tus_deferred(owner: &str, id: &str) -> Vec<u8> {
+        format!("td/{owner}/{id}").into_bytes()
+    }
     /// Keys from here on belong to the store, not to the model.
     pub const STORE: u8 = 0xff;
 }
@@ -232,6 +237,12 @@ impl<K: Kv> State<K> {
     /// The tus side of an upload, if it was made through tus.
     pub fn tus(&self, owner: &str, id: &str) -> Option<super::tus::TusUpload> {
         self.read(&keys::tus(owner, id))
+    }
+
+    /// Whether a tus upload's length is still to be declared (creation-defer-length): its
+    /// `size` is then only the most it may grow to.
+    pub fn tus_length_deferred(&self, owner: &str, id: &str) -> bool {
+        self.kv.get(&keys::tus_deferred(owner, id)).is_some()
     }
 
     /// The stored upload record, without its chunks.
@@ -483,6 +494,7 @@ impl<K: KvMut> State<K> {
         self.clear_chunks(&up.owner, &up.id);
         self.kv.delete(&keys::upload(&up.owner, &up.id));
         self.kv.delete(&keys::tus(&up.owner, &up.id));
+        self.kv.delete(&keys::tus_deferred(&up.owner, &up.id));
         self.forget_progress(&up.owner, &up.id);
         if let Some(k) = &up.idempotency_key {
             if self.idempotent_upload(&up.owner, k).as_deref() == Some(&up.id) {

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::state::keys;
-use super::uploads::{self, bump_expiry};
+use super::uploads::{self, bump_expiry, check_quota, NewUpload};
 use super::{ApplyResult, Command, Garbage, Millis, ModelError, Outcome, State, Upload};
 use crate::kv::KvMut;
 
@@ -76,6 +76,122 @@ pub(super) fn create<K: KvMut>(
         }
     }
     Ok(out)
+}
+
+/// A tus upload whose length the client will declare later (creation-defer-length).
+pub(super) fn create_deferred<K: KvMut>(
+    state: &mut State<K>,
+    create: Command,
+    metadata: Option<String>,
+) -> ApplyResult {
+    let Some(n) = NewUpload::of(create, true) else {
+        return Err(ModelError::Invalid(
+            "a tus upload is made by a CreateUpload".into(),
+        ));
+    };
+    if n.idempotency_key.is_some() {
+        // The key would answer a retry with a size that is only a bound.
+        return Err(ModelError::Invalid(
+            "a deferred-length upload takes no idempotency key".into(),
+        ));
+    }
+    let (owner, upload_id) = (n.owner.clone(), n.upload_id.clone());
+    let existed = state.upload_record(&owner, &upload_id).is_some();
+    let out = uploads::create(state, n)?;
+    if !existed {
+        state.write_at(
+            &keys::tus(&owner, &upload_id),
+            &TusUpload {
+                metadata,
+                tail: None,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The bytes a tus upload of a length not declared yet holds reserved; `None` once its length
+/// is known (or for any other upload).
+pub(super) fn deferred<K: KvMut>(state: &State<K>, owner: &str, upload_id: &str) -> Option<u64> {
+    state.read_at(&keys::tus_deferred(owner, upload_id))
+}
+
+pub(super) fn put_deferred<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    upload_id: &str,
+    reserved: u64,
+) {
+    state.write_at(&keys::tus_deferred(owner, upload_id), &reserved);
+}
+
+/// A chunk of `len` bytes is about to be recorded: an upload of a length not declared yet
+/// reserves them now, or the chunk is refused (`QuotaExceeded`) with nothing changed.
+pub(super) fn reserve_deferred<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    upload_id: &str,
+    len: u64,
+) -> Result<(), ModelError> {
+    let Some(reserved) = deferred(state, owner, upload_id) else {
+        return Ok(());
+    };
+    let mut user = state.user(owner).ok_or(ModelError::NotFound)?;
+    check_quota(&user, len)?;
+    user.reserved += len;
+    state.put_user(&user);
+    put_deferred(state, owner, upload_id, reserved + len);
+    Ok(())
+}
+
+/// The client declares the length of a deferred upload (`Upload-Length` on a PATCH or HEAD's
+/// answer to it). It must hold every byte received so far and fit under the bound set at
+/// creation; the rest of its bytes are reserved now.
+pub(super) fn declare_length<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    upload_id: &str,
+    size: u64,
+    now: Millis,
+) -> ApplyResult {
+    let up = uploads::active(state, owner, upload_id)?;
+    let Some(reserved) = deferred(state, owner, upload_id) else {
+        // Declared before: the same length again is a retry; another one is refused.
+        if up.size == size {
+            return Ok(Outcome::Upload(up));
+        }
+        return Err(ModelError::Invalid(format!(
+            "the upload's length is {} already",
+            up.size
+        )));
+    };
+    if size > up.size {
+        return Err(ModelError::FileTooLarge { size, max: up.size });
+    }
+    let with_chunks = state.upload(owner, upload_id).ok_or(ModelError::NotFound)?;
+    let received = offset(&with_chunks, state.tus(owner, upload_id).as_ref());
+    // Every chunk held must be whole under the new length (chunks only come after the offset).
+    let past_end = state
+        .held_chunks(owner, upload_id)
+        .iter()
+        .any(|(i, _)| (u64::from(*i) + 1) * up.chunk_size > size);
+    if size < received || past_end {
+        return Err(ModelError::Invalid(format!(
+            "Upload-Length {size} is less than the {received} bytes received"
+        )));
+    }
+    let mut user = state.user(owner).ok_or(ModelError::NotFound)?;
+    let rest = size.saturating_sub(reserved);
+    check_quota(&user, rest)?;
+    user.reserved += rest;
+    state.put_user(&user);
+    state.kv_mut().delete(&keys::tus_deferred(owner, upload_id));
+    let before = up.clone();
+    let mut declared = up;
+    declared.size = size;
+    declared.expires_at = now.saturating_add(declared.ttl_ms).max(declared.expires_at);
+    state.save_upload(Some(&before), &declared);
+    Ok(Outcome::Upload(declared))
 }
 
 pub(super) fn tail<K: KvMut>(
@@ -152,6 +268,7 @@ pub(super) fn chunk_held<K: KvMut>(
 /// recording it); the record stays (HEAD still answers with the metadata) until the upload is
 /// forgotten.
 pub(super) fn ended<K: KvMut>(state: &mut State<K>, owner: &str, upload_id: &str, now: Millis) {
+    state.kv_mut().delete(&keys::tus_deferred(owner, upload_id));
     let key = keys::tus(owner, upload_id);
     let Some(mut tus) = state.read_at::<TusUpload>(&key) else {
         return;
@@ -321,5 +438,131 @@ mod tests {
         apply(&mut s, create("a", 10)).unwrap();
         let again = apply(&mut s, create("a", 10)).unwrap();
         assert!(matches!(again, Outcome::Upload(u) if u.id == "a"));
+    }
+
+    fn create_deferred(id: &str) -> Command {
+        let Command::CreateTusUpload { create, metadata } = create(id, LIMITS.max_file_size) else {
+            unreachable!()
+        };
+        Command::CreateDeferredTusUpload { create, metadata }
+    }
+
+    fn declare(size: u64) -> Command {
+        Command::DeclareTusLength {
+            owner: "ann".into(),
+            upload_id: "a".into(),
+            size,
+            now: 7,
+        }
+    }
+
+    fn reserved(s: &State) -> u64 {
+        s.user("ann").unwrap().reserved
+    }
+
+    #[test]
+    fn a_deferred_length_reserves_chunk_by_chunk_then_the_rest_when_declared() {
+        let mut s: State = State::default();
+        apply(&mut s, create_deferred("a")).unwrap();
+        assert_eq!(
+            reserved(&s),
+            0,
+            "nothing is reserved before the length is known"
+        );
+        apply(&mut s, stage(0, 64)).unwrap();
+        apply(&mut s, tail(1, 10, 6)).unwrap();
+        assert_eq!((reserved(&s), offset_of(&s)), (64, 74));
+        // Completing before the length is declared is refused.
+        let complete = Command::CompleteUpload {
+            owner: "ann".into(),
+            upload_id: "a".into(),
+            file_id: "f".into(),
+            blake3: "h".into(),
+            scan: false,
+            now: 8,
+        };
+        assert!(matches!(
+            apply(&mut s, complete),
+            Err(ModelError::Invalid(_))
+        ));
+        // Less than what arrived, or more than the bound: refused, nothing changed.
+        let before = s.clone();
+        assert!(matches!(
+            apply(&mut s, declare(73)),
+            Err(ModelError::Invalid(_))
+        ));
+        assert!(matches!(
+            apply(&mut s, declare(LIMITS.max_file_size + 1)),
+            Err(ModelError::FileTooLarge { .. })
+        ));
+        assert_eq!(s, before);
+        let out = apply(&mut s, declare(100)).unwrap();
+        assert!(matches!(out, Outcome::Upload(u) if u.size == 100 && u.chunk_count() == 2));
+        assert_eq!((reserved(&s), offset_of(&s)), (100, 74));
+        // Declared again with the same length: a retry; with another: refused.
+        apply(&mut s, declare(100)).unwrap();
+        assert!(apply(&mut s, declare(120)).is_err());
+        apply(&mut s, stage(1, 36)).unwrap();
+        assert_eq!((reserved(&s), offset_of(&s)), (100, 100));
+    }
+
+    #[test]
+    fn a_deferred_upload_is_held_to_the_quota_as_its_chunks_and_its_length_come() {
+        let mut s: State = State::default();
+        // 10,000 bytes of quota: another upload takes 9,950 of them.
+        apply(&mut s, create("b", 4_990)).unwrap();
+        apply(&mut s, create("c", 4_960)).unwrap();
+        apply(&mut s, create_deferred("a")).unwrap();
+        assert_eq!(reserved(&s), 9_950);
+        // The first chunk's 64 bytes do not fit in the 50 left: refused, nothing kept.
+        let before = s.clone();
+        assert!(matches!(
+            apply(&mut s, stage(0, 64)),
+            Err(ModelError::QuotaExceeded { .. })
+        ));
+        assert_eq!(s, before);
+        apply(&mut s, tail(0, 40, 6)).unwrap();
+        assert!(matches!(
+            apply(&mut s, declare(60)),
+            Err(ModelError::QuotaExceeded {
+                requested: 60,
+                available: 50
+            })
+        ));
+        apply(&mut s, declare(50)).unwrap();
+        assert_eq!(reserved(&s), 10_000);
+        // Aborted, it gives back exactly what it held.
+        apply(
+            &mut s,
+            Command::AbortUpload {
+                owner: "ann".into(),
+                upload_id: "a".into(),
+                now: 9,
+            },
+        )
+        .unwrap();
+        assert_eq!(reserved(&s), 9_950);
+    }
+
+    #[test]
+    fn an_aborted_deferred_upload_releases_only_the_chunks_it_reserved() {
+        let mut s: State = State::default();
+        apply(&mut s, create_deferred("a")).unwrap();
+        apply(&mut s, stage(0, 64)).unwrap();
+        apply(
+            &mut s,
+            Command::AbortUpload {
+                owner: "ann".into(),
+                upload_id: "a".into(),
+                now: 9,
+            },
+        )
+        .unwrap();
+        let u = s.user("ann").unwrap();
+        assert_eq!((u.reserved, u.active_uploads), (0, 0));
+        assert!(matches!(
+            apply(&mut s, declare(64)),
+            Err(ModelError::UploadNotActive { .. })
+        ));
     }
 }

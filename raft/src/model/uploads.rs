@@ -23,6 +23,47 @@ pub(super) struct NewUpload {
     pub idempotency_key: Option<String>,
     pub ttl_ms: u64,
     pub now: Millis,
+    /// A tus upload of a length not declared yet: `size` is only a bound, and nothing is
+    /// reserved at creation (see `tus::create_deferred`).
+    pub deferred: bool,
+}
+
+impl NewUpload {
+    /// The upload a `CreateUpload` asks for; `None` for any other command.
+    pub(super) fn of(cmd: super::Command, deferred: bool) -> Option<Self> {
+        let super::Command::CreateUpload {
+            upload_id,
+            owner,
+            tier,
+            limits,
+            name,
+            mime,
+            size,
+            chunk_size,
+            blake3,
+            idempotency_key,
+            ttl_ms,
+            now,
+        } = cmd
+        else {
+            return None;
+        };
+        Some(Self {
+            upload_id,
+            owner,
+            tier,
+            limits,
+            name,
+            mime,
+            size,
+            chunk_size,
+            blake3,
+            idempotency_key,
+            ttl_ms,
+            now,
+            deferred,
+        })
+    }
 }
 
 /// The user as a new upload or file sees them: created on first sight, tier and quota brought
@@ -110,8 +151,9 @@ pub(super) fn create<K: KvMut>(state: &mut State<K>, n: NewUpload) -> ApplyResul
             max: n.limits.max_concurrent_uploads,
         });
     }
-    check_quota(&user, n.size)?;
-    user.reserved += n.size;
+    let reserve = if n.deferred { 0 } else { n.size };
+    check_quota(&user, reserve)?;
+    user.reserved += reserve;
     user.active_uploads += 1;
     state.put_user(&user);
     let upload = Upload {
@@ -137,12 +179,16 @@ pub(super) fn create<K: KvMut>(state: &mut State<K>, n: NewUpload) -> ApplyResul
         state.put_idempotency(owner, k, &n.upload_id);
     }
     state.save_upload(None, &upload);
+    if n.deferred {
+        super::tus::put_deferred(state, owner, &upload.id, 0);
+    }
     state.emit(
         owner,
         EventKind::UploadCreated {
             upload_id: upload.id.clone(),
             name: upload.name.clone(),
-            size: upload.size,
+            // Unknown yet: the declaration of the length is what says it.
+            size: if n.deferred { 0 } else { upload.size },
         },
     );
     Ok(Outcome::Upload(upload))
@@ -208,6 +254,8 @@ pub(super) fn chunk_staged<K: KvMut>(
     }
     let new = match state.chunk(owner, upload_id, index).blake3() {
         None => {
+            // A tus upload of a length not declared yet reserves its bytes chunk by chunk.
+            super::tus::reserve_deferred(state, owner, upload_id, *len)?;
             state.put_chunk(owner, upload_id, index, &staged);
             super::tus::chunk_held(state, owner, upload_id, index, now);
             true
@@ -296,6 +344,11 @@ pub(super) fn complete<K: KvMut>(
             state: up.state.as_str().into(),
         });
     }
+    if super::tus::deferred(state, owner, upload_id).is_some() {
+        return Err(ModelError::Invalid(
+            "the upload's length is not declared yet (Upload-Length)".into(),
+        ));
+    }
     let held = state.held_chunks(owner, upload_id);
     let offloaded: Vec<bool> = {
         let mut v = vec![false; up.chunk_count() as usize];
@@ -382,8 +435,10 @@ pub(super) fn abort<K: KvMut>(
 /// its object (and multipart upload) to the garbage collector.
 fn end<K: KvMut>(state: &mut State<K>, up: Upload, to: UploadState, now: Millis) -> Upload {
     debug_assert_eq!(up.state, UploadState::Uploading);
+    // A tus upload of a length not declared yet holds only what its chunks reserved.
+    let reserved = super::tus::deferred(state, &up.owner, &up.id).unwrap_or(up.size);
     if let Some(mut user) = state.user(&up.owner) {
-        super::release(&mut user.reserved, up.size);
+        super::release(&mut user.reserved, reserved);
         user.active_uploads = user.active_uploads.saturating_sub(1);
         state.put_user(&user);
     }

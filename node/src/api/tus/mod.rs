@@ -1,5 +1,6 @@
 //! tus 1.0 at `/files/`: core (HEAD, PATCH, OPTIONS), creation, creation-with-upload,
-//! expiration, checksum, checksum-trailer and termination, on every node.
+//! creation-defer-length, expiration, checksum, checksum-trailer and termination, on every
+//! node.
 //!
 //! A tus upload is a wharf upload session made by `CreateTusUpload`. A PATCH's bytes are cut
 //! into the session's chunks on the node ([`patch`]); whole chunks are staged as any chunk is,
@@ -7,6 +8,10 @@
 //! next PATCH continues from `Upload-Offset` on any node. There is no lock: two PATCHes racing
 //! for one offset both write the same chunk or tail, and Raft takes the first (offsets only
 //! grow). The offset is derived from the committed state (`model::tus::offset`).
+//!
+//! An upload created with `Upload-Defer-Length: 1` is a session as large as the tier allows,
+//! a bound until a PATCH carries `Upload-Length` (`DeclareTusLength`); until then each chunk
+//! reserves its own bytes against the quota, and the declaration reserves the rest.
 
 mod headers;
 mod patch;
@@ -22,6 +27,7 @@ use axum::Router;
 use wharf_proto::CreateUpload;
 use wharf_raft::model::{self, UploadState};
 
+use crate::actors::quota::TusCreate;
 use crate::api::http::uploads::validate_create;
 use crate::api::http::{idle_limited, parse_id, AppState, Caller};
 use crate::error::{Error, Result};
@@ -29,8 +35,8 @@ pub use headers::{parse_metadata, Checksum, Expected};
 
 pub const VERSION: &str = "1.0.0";
 /// The extensions this server speaks, as `Tus-Extension` lists them.
-pub const EXTENSIONS: &str =
-    "creation,creation-with-upload,expiration,checksum,checksum-trailer,termination";
+pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,\
+     checksum,checksum-trailer,termination";
 pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256,md5";
 /// The body of a PATCH (and of a creation with upload).
 pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
@@ -125,11 +131,7 @@ async fn options(State(s): State<AppState>, headers: HeaderMap) -> Response {
             .unwrap_or_default(),
         None => model::Tier::default(),
     };
-    let max = s
-        .quota
-        .limits(tier)
-        .max_file_size
-        .min(model::MAX_OBJECT_SIZE);
+    let max = max_size(&s, tier);
     let mut h = HeaderMap::new();
     h.insert(TUS_VERSION, HeaderValue::from_static(VERSION));
     h.insert(TUS_EXTENSION, HeaderValue::from_static(EXTENSIONS));
@@ -139,6 +141,14 @@ async fn options(State(s): State<AppState>, headers: HeaderMap) -> Response {
         HeaderValue::from_static(CHECKSUM_ALGORITHMS),
     );
     tus_response(StatusCode::NO_CONTENT, h)
+}
+
+/// The largest upload a tier may make (`Tus-Max-Size`, and a deferred upload's bound).
+fn max_size(s: &AppState, tier: model::Tier) -> u64 {
+    s.quota
+        .limits(tier)
+        .max_file_size
+        .min(model::MAX_OBJECT_SIZE)
 }
 
 fn parse_u64(h: &HeaderMap, name: &HeaderName) -> Result<Option<u64>> {
@@ -184,24 +194,39 @@ async fn create_inner(
 ) -> Result<Response> {
     check_version(&headers)?;
     let Caller(c) = caller?;
-    let size = (|| {
-        if headers.contains_key(&UPLOAD_CONCAT) {
-            return Err(Error::NotSupported(
-                "concatenation is not offered by this server (see Tus-Extension)".into(),
-            ));
+    if headers.contains_key(&UPLOAD_CONCAT) {
+        return Err(Error::NotSupported(
+            "concatenation is not offered by this server (see Tus-Extension)".into(),
+        ));
+    }
+    // `None`: the length is deferred (declared by a later PATCH).
+    let length = match (
+        parse_u64(&headers, &UPLOAD_LENGTH)?,
+        headers.get(&UPLOAD_DEFER_LENGTH),
+    ) {
+        (Some(n), None) => Some(n),
+        (None, Some(v)) if v.as_bytes() == b"1" => None,
+        (None, Some(_)) => {
+            return Err(Error::bad_request(
+                "invalid_header",
+                "Upload-Defer-Length must be 1",
+            ))
         }
-        match parse_u64(&headers, &UPLOAD_LENGTH)? {
-            Some(n) => Ok(n),
-            None if headers.contains_key(&UPLOAD_DEFER_LENGTH) => Err(Error::bad_request(
-                "length_required",
-                "creation-defer-length is not offered: send Upload-Length",
-            )),
-            None => Err(Error::bad_request(
-                "length_required",
-                "Upload-Length is required",
-            )),
+        (Some(_), Some(_)) => {
+            return Err(Error::bad_request(
+                "invalid_header",
+                "send Upload-Length or Upload-Defer-Length, not both",
+            ))
         }
-    })()?;
+        (None, None) => {
+            return Err(Error::bad_request(
+                "length_required",
+                "Upload-Length (or Upload-Defer-Length: 1) is required",
+            ))
+        }
+    };
+    // A deferred upload may grow to the most the tier allows.
+    let size = length.unwrap_or_else(|| max_size(&s, c.tier));
     let raw_metadata = headers
         .get(&UPLOAD_METADATA)
         .map(|v| v.to_str().map(str::to_owned))
@@ -237,18 +262,19 @@ async fn create_inner(
         // Charged before the upload exists: a refusal leaves nothing behind.
         charge_body(&s, &c, parse_u64(&headers, &header::CONTENT_LENGTH)?)?;
     }
-    let up = s
-        .quota
-        .create_tus(c.sub.clone(), c.tier, req, raw_metadata)
-        .await?;
+    let tus = TusCreate {
+        metadata: raw_metadata,
+        deferred: length.is_none(),
+    };
+    let up = s.quota.create_tus(c.sub.clone(), c.tier, req, tus).await?;
     let mut h = HeaderMap::new();
     h.insert(header::LOCATION, header_value(format!("/files/{}", up.id)));
     h.insert(UPLOAD_EXPIRES, expires(up.expires_at));
     // An empty upload is whole at once: the same path completes it.
-    if with_body || size == 0 {
-        let length = parse_u64(&headers, &header::CONTENT_LENGTH)?;
+    if with_body || length == Some(0) {
         let body = idle_limited(body, Duration::from_secs(s.http.body_idle_secs));
-        let sent = run_patch(&s, &c.sub, &up.id, 0, length, checksum, body).await;
+        let body_length = parse_u64(&headers, &header::CONTENT_LENGTH)?;
+        let sent = run_patch(&s, &c.sub, &up.id, 0, body_length, checksum, body).await;
         match sent {
             Ok(p) => {
                 h.insert(UPLOAD_OFFSET, header_value(p.offset));
@@ -287,7 +313,12 @@ async fn head_inner(
     let (applied, up, tus) = live_upload(&s, &c.sub, &id).await?;
     let mut h = HeaderMap::new();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(UPLOAD_LENGTH, header_value(up.size));
+    let deferred = applied.tus_length_deferred(&c.sub, &id);
+    if deferred {
+        h.insert(UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1"));
+    } else {
+        h.insert(UPLOAD_LENGTH, header_value(up.size));
+    }
     let offset = model::tus::offset(&up, Some(&tus));
     h.insert(UPLOAD_OFFSET, header_value(offset));
     if let Some(m) = &tus.metadata {
@@ -296,7 +327,7 @@ async fn head_inner(
     match up.state {
         UploadState::Uploading => {
             h.insert(UPLOAD_EXPIRES, expires(up.expires_at));
-            if offset == up.size {
+            if offset == up.size && !deferred {
                 // Every byte is here but the completion did not finish (the node that took the
                 // last PATCH died, or the object store was away): finish it now.
                 let (uploads, owner) = (s.uploads.clone(), c.sub.clone());
@@ -385,12 +416,40 @@ async fn patch_inner(
     let (checksum, body) = Expected::of_request(&headers, body)?;
     let length = parse_u64(&headers, &header::CONTENT_LENGTH)?;
     charge_body(&s, &c, length)?;
+    if let Some(declared) = parse_u64(&headers, &UPLOAD_LENGTH)? {
+        declare_length(&s, &c.sub, &id, declared).await?;
+    }
     let body = idle_limited(body, Duration::from_secs(s.http.body_idle_secs));
     let done = run_patch(&s, &c.sub, &id, offset, length, checksum, body).await?;
     let mut h = HeaderMap::new();
     h.insert(UPLOAD_OFFSET, header_value(done.offset));
     h.insert(UPLOAD_EXPIRES, expires(done.expires_at));
     Ok(tus_response(StatusCode::NO_CONTENT, h))
+}
+
+/// A PATCH's `Upload-Length`: declares a deferred upload's length (reserving the rest of its
+/// bytes); on an upload of known length it must repeat that length.
+async fn declare_length(s: &AppState, owner: &str, id: &str, size: u64) -> Result<()> {
+    let (applied, up, _) = live_upload(s, owner, id).await?;
+    if !applied.tus_length_deferred(owner, id) {
+        if size == up.size {
+            return Ok(());
+        }
+        return Err(Error::bad_request(
+            "invalid_header",
+            format!("the upload's length is {} and cannot change", up.size),
+        ));
+    }
+    drop(applied);
+    s.quota
+        .propose(model::Command::DeclareTusLength {
+            owner: owner.to_string(),
+            upload_id: id.to_string(),
+            size,
+            now: crate::meta::now_ms(),
+        })
+        .await
+        .map(drop)
 }
 
 /// Charges a body to the caller's byte rate: its `Content-Length`, or for a body without one

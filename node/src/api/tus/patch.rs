@@ -56,10 +56,12 @@ pub(super) async fn patch(
             expires_at: up.expires_at,
         });
     }
+    // Until its length is declared, an upload is never whole: its size is only a bound.
+    let deferred = applied.tus_length_deferred(owner, id);
     drop(applied);
     let tail = tus.tail;
     match checksum {
-        None => receive(s, &up, tail, offset, body).await,
+        None => receive(s, &up, deferred, tail, offset, body).await,
         Some(c) => {
             let rest = up.size - offset;
             if length.is_some_and(|n| n > CHECKSUMMED_BODY_MAX) {
@@ -76,7 +78,7 @@ pub(super) async fn patch(
             spool.fill(body, &c, rest).await?;
             let file = tokio::fs::File::open(&spool.path).await?;
             let body: ByteStream = Box::pin(tokio_util::io::ReaderStream::new(file));
-            let done = receive(s, &up, tail, offset, body).await;
+            let done = receive(s, &up, deferred, tail, offset, body).await;
             spool.remove().await;
             done
         }
@@ -101,10 +103,11 @@ fn past_the_end(rest: u64) -> Error {
 }
 
 /// Takes the body in from `offset` (already checked against the committed state), and
-/// completes the upload when its last byte arrived.
+/// completes the upload when its last byte arrived (never while its length is `deferred`).
 pub(super) async fn receive(
     s: &AppState,
     up: &model::Upload,
+    deferred: bool,
     mut tail: Option<model::tus::TusTail>,
     offset: u64,
     body: ByteStream,
@@ -195,7 +198,7 @@ pub(super) async fn receive(
     if let Some(e) = src.lock().await.failed.take() {
         return Err(body_error(&e));
     }
-    if pos < up.size {
+    if pos < up.size || deferred {
         let expires_at = s
             .meta
             .local()
