@@ -589,6 +589,6 @@ pub async fn run(
     quic.close(quic::SHUTTING_DOWN, b"shutting down");
     // Peers may hold their connections open: what is left after a moment is cut.
     let _ = tokio::time::timeout(Duration::from_secs(2), grpc).await;
-    let _ = tokio::time::timeout(Duration::from_secs(3), meta.raft.shutdown()).await;
+    meta.shutdown(Duration::from_secs(3)).await;
     Ok(())
 }
