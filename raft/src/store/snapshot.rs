@@ -1,4 +1,4 @@
-//! Snapshot files, and the point-in-time view of the `state` tree they are built from.
+//! Snapshot files.
 //!
 //! A file is `SNAPSHOT_MAGIC`, the snapshot version (u32 LE), then records `(u32 LE key length,
 //! key, u32 LE value length, value)` in key order, then `u32::MAX` and the BLAKE3 of every byte
@@ -6,9 +6,9 @@
 //! (version 1, written before, is read too). It is written and read as a stream: neither side
 //! holds the state in memory.
 //!
-//! The records come from a point-in-time view of the `state` keyspace (a fjall snapshot, which
-//! keeps the versions it sees until it is dropped), so writes keep being applied while a
-//! snapshot is built, and the file is exactly the state at the log id the build began at.
+//! The records are the `state` keyspace as of the moment the build began, read from the live
+//! keyspace while writes keep being applied (see `state_machine::Building`), so the file is
+//! exactly the state at the log id the build began at.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;

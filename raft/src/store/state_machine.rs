@@ -3,7 +3,9 @@
 //! A batch of entries is applied through an [`Overlay`] over the keyspace; its writes, the new
 //! last-applied log id, membership and digest then commit as one fjall batch, so a crash never
 //! shows a state between two of them. Readers (the node) get a [`StateView`] over the
-//! keyspace; snapshots read a point-in-time view of it (fjall's MVCC snapshots).
+//! keyspace. A snapshot is the state as of the moment its build began, read page by page from
+//! the live keyspace while applies go on: a commit first saves the old value of every key the
+//! build has not read yet ([`Building`]), and the build reads those saved values instead.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -226,6 +228,42 @@ impl Kv for TreeKv {
     }
 }
 
+/// A snapshot build under way. The file is the state as of the build's start, read in key
+/// order from the live keyspace while applies go on. A commit saves the value a key had before
+/// it (its before-image, or that it was absent) in the `undo` keyspace, once per build, for
+/// every key the build has not read yet; the build reads a key's before-image where there is
+/// one. So a build holds no old versions of the keyspace (a fjall snapshot kept every memtable
+/// sealed during a build in memory: +70 MiB during a 59 s build at 1M files), and applies wait
+/// only while one page is read.
+struct Building {
+    read: ReadTo,
+}
+
+enum ReadTo {
+    Nothing,
+    /// Every key up to this one (included).
+    Key(Vec<u8>),
+    All,
+}
+
+impl Building {
+    fn unread(&self, k: &[u8]) -> bool {
+        match &self.read {
+            ReadTo::Nothing => true,
+            ReadTo::Key(r) => k > r.as_slice(),
+            ReadTo::All => false,
+        }
+    }
+}
+
+/// A before-image in the `undo` keyspace: `0` for a key that was absent, `1` and the value.
+fn before_image(v: Option<&[u8]>) -> Vec<u8> {
+    match v {
+        None => vec![0],
+        Some(v) => [&[1u8][..], v].concat(),
+    }
+}
+
 /// The last applied log id and membership.
 pub type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, WharfNode>);
 
@@ -236,8 +274,9 @@ struct Inner {
     db: Db,
     snapshots: PathBuf,
     hints: Arc<Mutex<Hints>>,
-    /// Held while a batch commits.
-    commit: Mutex<()>,
+    /// Held while a batch commits, and while a snapshot build reads a page; holds the build
+    /// under way, if any.
+    commit: Mutex<Option<Building>>,
     /// One snapshot is built or installed at a time.
     gate: tokio::sync::Mutex<()>,
     /// Held while the current snapshot changes (pointer written, old file removed) and while
@@ -268,7 +307,7 @@ impl StateMachineStore {
             db,
             snapshots,
             hints: Arc::default(),
-            commit: Mutex::new(()),
+            commit: Mutex::new(None),
             gate: tokio::sync::Mutex::new(()),
             swap: Mutex::new(()),
             receiving: Mutex::new(None),
@@ -367,7 +406,7 @@ impl Inner {
     /// batch read from the keyspace (as they are until this commit), so that the old values
     /// of the keys it writes need not be read again.
     fn commit(&self, mut writes: Writes, read: BaseReads) -> fjall::Result<()> {
-        let _commit = self.commit.lock().expect("lock poisoned");
+        let building = self.commit.lock().expect("lock poisoned");
         let state = &self.db.state;
         let mut digest = SetHash::from_bytes(&state.get(DIGEST)?.unwrap_or_default());
         let mut batch = self.db.state_db.batch();
@@ -382,11 +421,15 @@ impl Inner {
                     Some(old) => old.clone(),
                     None => state.get(&k)?.map(|v| v.to_vec()),
                 };
-                if let Some(old) = old {
-                    digest.remove(&k, &old);
+                if let Some(old) = &old {
+                    digest.remove(&k, old);
                 }
                 if let Some(new) = &v {
                     digest.add(&k, new);
+                }
+                let unread = building.as_ref().is_some_and(|b| b.unread(&k));
+                if unread && self.db.undo.get(&k)?.is_none() {
+                    batch.insert(&self.db.undo, k.clone(), before_image(old.as_deref()));
                 }
             }
             match v {
@@ -437,37 +480,118 @@ impl Inner {
         Ok(())
     }
 
-    /// Builds a snapshot file of the state as of now, while applies go on: it reads a
-    /// point-in-time view of the keyspace.
-    fn build(&self) -> Result<Pointer, crate::Error> {
-        let view = {
-            // Between commits, so the view holds whole batches.
-            let _commit = self.commit.lock().expect("lock poisoned");
-            TreeKv::at(self.db.state.clone(), self.db.state_db.snapshot())
+    /// Begins a snapshot build ([`Building`]) between two commits: the applied log id and
+    /// membership it is of.
+    fn begin_build(&self) -> Result<AppliedState, crate::Error> {
+        let mut building = self.commit.lock().expect("lock poisoned");
+        // Before-images a build that a crash or an error cut short left behind.
+        self.db.undo.clear()?;
+        *building = Some(Building {
+            read: ReadTo::Nothing,
+        });
+        self.applied()
+    }
+
+    /// The build's next records in key order (at most about `max`), as they were when it
+    /// began; empty once every record was read.
+    fn build_page(&self, max: usize) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        use std::ops::Bound;
+        let mut guard = self.commit.lock().expect("lock poisoned");
+        let Some(b) = guard.as_mut() else {
+            return Err(std::io::Error::other("no snapshot build under way"));
         };
-        let (last_log_id, last_membership) = applied_in(&view)?;
-        // The logs this snapshot covers may be purged once it is current: the state at its
-        // log id must be on disk first.
-        self.db.persist_state()?;
-        let path = self.next_name("part");
-        let started = std::time::Instant::now();
-        let mut cursor: Option<Vec<u8>> = None;
-        let n = snapshot::write_file(&path, || {
-            let mut page = Vec::with_capacity(snapshot::PAGE);
-            view.scan(b"", cursor.as_deref(), &mut |k, v| {
+        loop {
+            let after = match &b.read {
+                ReadTo::All => return Ok(Vec::new()),
+                ReadTo::Nothing => None,
+                ReadTo::Key(k) => Some(k.clone()),
+            };
+            let live_kv = TreeKv::new(self.db.state.clone());
+            let mut live = Vec::with_capacity(max);
+            live_kv.scan(b"", after.as_deref(), &mut |k, v| {
                 if k.first() == Some(&keys::STORE) {
                     return false;
                 }
-                page.push((k.to_vec(), v.to_vec()));
-                page.len() < snapshot::PAGE
+                live.push((k.to_vec(), v.to_vec()));
+                live.len() < max
             });
-            if let Some(e) = view.take_error() {
+            if let Some(e) = live_kv.take_error() {
                 return Err(std::io::Error::other(e));
             }
-            cursor = page.last().map(|(k, _)| k.clone());
-            Ok(page)
-        })?;
-        drop(view);
+            let live_full = live.len() == max;
+            let mut undo = Vec::new();
+            let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+            for g in self.db.undo.range::<Vec<u8>, _>((from, Bound::Unbounded)) {
+                let (k, v) = g.into_inner().map_err(std::io::Error::other)?;
+                if live_full && live.last().is_some_and(|(l, _)| k.as_ref() > l.as_slice()) {
+                    break;
+                }
+                undo.push((k.to_vec(), v.to_vec()));
+                if undo.len() == max {
+                    break;
+                }
+            }
+            // The page covers the keys up to `to` (all the rest when neither list is full).
+            let to = match (live_full, undo.len() == max) {
+                (false, false) => None,
+                (true, false) => live.last().map(|(k, _)| k.clone()),
+                (_, true) => undo.last().map(|(k, _)| k.clone()),
+            };
+            if let Some(to) = &to {
+                live.retain(|(k, _)| k <= to);
+            }
+            let mut page = Vec::with_capacity(live.len());
+            let mut saved = undo.into_iter().peekable();
+            let then = |image: &[u8]| image.strip_prefix(&[1u8]).map(<[u8]>::to_vec);
+            for (k, v) in live {
+                // Saved keys below this one are absent now: removed since the build began.
+                while let Some((u, image)) = saved.next_if(|(u, _)| *u < k) {
+                    page.extend(then(&image).map(|old| (u, old)));
+                }
+                match saved.next_if(|(u, _)| *u == k) {
+                    Some((_, image)) => page.extend(then(&image).map(|old| (k, old))),
+                    None => page.push((k, v)),
+                }
+            }
+            for (u, image) in saved {
+                page.extend(then(&image).map(|old| (u, old)));
+            }
+            b.read = match to {
+                Some(to) => ReadTo::Key(to),
+                None => ReadTo::All,
+            };
+            if !page.is_empty() {
+                return Ok(page);
+            }
+        }
+    }
+
+    /// Ends a build (done or not): commits stop saving before-images, and those saved go.
+    fn end_build(&self) {
+        let mut building = self.commit.lock().expect("lock poisoned");
+        *building = None;
+        if let Err(e) = self.db.undo.clear() {
+            tracing::warn!(error = %e, "dropping a snapshot build's before-images");
+        }
+    }
+
+    /// Builds a snapshot file of the state as of now, while applies go on ([`Building`]).
+    fn build(&self) -> Result<Pointer, crate::Error> {
+        let (last_log_id, last_membership) = self.begin_build()?;
+        let path = self.next_name("part");
+        let started = std::time::Instant::now();
+        let written = self
+            .db
+            // The logs this snapshot covers may be purged once it is current: the state at
+            // its log id must be on disk first.
+            .persist_state()
+            .map_err(crate::Error::from)
+            .and_then(|()| {
+                snapshot::write_file(&path, || self.build_page(snapshot::PAGE))
+                    .map_err(crate::Error::from)
+            });
+        self.end_build();
+        let n = written?;
         let final_path = path.with_extension("snap");
         std::fs::rename(&path, &final_path)?;
         std::fs::File::open(&self.snapshots)?.sync_all()?;
@@ -737,5 +861,54 @@ mod tests {
         commit(&sm, &["q/a/1"], &[]);
         assert_eq!(scan(&sm, "q/a/"), ["q/a/1"]);
         assert_eq!(scan(&sm, "q/"), ["q/3", "q/a/1"]);
+    }
+
+    fn key(k: u8) -> Vec<u8> {
+        format!("k{k:02}").into_bytes()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Commits between the pages of a build (puts, removals, new keys, on either side of
+        /// where it has read to) never show in the file: it is the state as the build began.
+        #[test]
+        fn a_snapshot_build_reads_the_state_as_it_began_while_commits_go_on(
+            initial in proptest::collection::btree_map(0u8..40, 0u8..4, 0..30),
+            steps in proptest::collection::vec(
+                (1usize..5, proptest::collection::vec((0u8..40, proptest::option::of(0u8..4)), 0..6)),
+                1..16,
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (_log, sm) = super::super::open(dir.path(), &Default::default()).unwrap();
+            let mut w = Writes::new();
+            for (k, v) in &initial {
+                w.insert(key(*k), Some(vec![*v]));
+            }
+            sm.inner.commit(w, BaseReads::new()).unwrap();
+            let expected: Vec<(Vec<u8>, Vec<u8>)> =
+                initial.iter().map(|(k, v)| (key(*k), vec![*v])).collect();
+
+            sm.inner.begin_build().unwrap();
+            let mut got = Vec::new();
+            for (page, writes) in steps {
+                got.extend(sm.inner.build_page(page).unwrap());
+                let mut w = Writes::new();
+                for (k, v) in writes {
+                    w.insert(key(k), v.map(|v| vec![v + 10]));
+                }
+                sm.inner.commit(w, BaseReads::new()).unwrap();
+            }
+            loop {
+                let page = sm.inner.build_page(3).unwrap();
+                if page.is_empty() {
+                    break;
+                }
+                got.extend(page);
+            }
+            sm.inner.end_build();
+            proptest::prop_assert_eq!(got, expected);
+            proptest::prop_assert!(sm.inner.db.undo.is_empty().unwrap());
+        }
     }
 }
