@@ -81,9 +81,6 @@ pub(crate) struct Db {
     pub log: Keyspace,
     pub raft: Keyspace,
     pub state: Keyspace,
-    /// While a snapshot is built: the records as they were when it began, for the keys it has
-    /// not read yet that were written since (see `state_machine::Building`).
-    pub undo: Keyspace,
 }
 
 fn open_db(path: &Path, cache: u64) -> fjall::Result<Database> {
@@ -125,7 +122,6 @@ impl Db {
             log: keyspace(&db, "log")?,
             raft: keyspace(&db, "raft")?,
             state: keyspace(&state_db, "state")?,
-            undo: keyspace(&state_db, "snapshot_undo")?,
             db,
             state_db,
         })

@@ -29,6 +29,15 @@ use crate::{NodeId, Request, Response, TypeConfig, WharfNode};
 pub(crate) const APPLIED: &[u8] = b"\xffapplied";
 pub(crate) const MEMBERSHIP: &[u8] = b"\xffmembership";
 pub(crate) const DIGEST: &[u8] = b"\xffdigest";
+/// Before-images saved for a snapshot build: `UNDO` + key (see [`Building`]). In the `state`
+/// keyspace itself, beside the records they belong to: a keyspace of their own, cleared after
+/// each build, would hold fjall's journals back (fjall deletes a journal once every keyspace
+/// that had writes in it shows a table at least as new, and a cleared keyspace has none).
+const UNDO: &[u8] = b"\xffundo/";
+/// Just past every `UNDO` key.
+const UNDO_END: &[u8] = b"\xffundo0";
+/// Before-images removed per batch when a build ends.
+const UNDO_CLEAR_BATCH: usize = 4096;
 /// In the `raft` keyspace.
 pub(crate) const SNAPSHOT: &[u8] = b"snapshot";
 pub(crate) const INSTALLING: &[u8] = b"installing";
@@ -230,11 +239,14 @@ impl Kv for TreeKv {
 
 /// A snapshot build under way. The file is the state as of the build's start, read in key
 /// order from the live keyspace while applies go on. A commit saves the value a key had before
-/// it (its before-image, or that it was absent) in the `undo` keyspace, once per build, for
+/// it (its before-image, or that it was absent) under [`UNDO`], once per build, for
 /// every key the build has not read yet; the build reads a key's before-image where there is
 /// one. So a build holds no old versions of the keyspace (a fjall snapshot kept every memtable
 /// sealed during a build in memory: +70 MiB during a 59 s build at 1M files), and applies wait
 /// only while one page is read.
+///
+/// **Invariant:** while a build is under way, only `Inner::commit` writes records of the model
+/// (installs wait for builds: one `gate`, held by the blocking build itself).
 struct Building {
     read: ReadTo,
 }
@@ -256,7 +268,7 @@ impl Building {
     }
 }
 
-/// A before-image in the `undo` keyspace: `0` for a key that was absent, `1` and the value.
+/// A before-image: `0` for a key that was absent, `1` and the value.
 fn before_image(v: Option<&[u8]>) -> Vec<u8> {
     match v {
         None => vec![0],
@@ -278,7 +290,7 @@ struct Inner {
     /// under way, if any.
     commit: Mutex<Option<Building>>,
     /// One snapshot is built or installed at a time.
-    gate: tokio::sync::Mutex<()>,
+    gate: Arc<tokio::sync::Mutex<()>>,
     /// Held while the current snapshot changes (pointer written, old file removed) and while
     /// it is opened, so that a reader never opens a file that was just removed.
     swap: Mutex<()>,
@@ -308,7 +320,7 @@ impl StateMachineStore {
             snapshots,
             hints: Arc::default(),
             commit: Mutex::new(None),
-            gate: tokio::sync::Mutex::new(()),
+            gate: Arc::new(tokio::sync::Mutex::new(())),
             swap: Mutex::new(()),
             receiving: Mutex::new(None),
             seq: AtomicU64::new(
@@ -427,9 +439,11 @@ impl Inner {
                 if let Some(new) = &v {
                     digest.add(&k, new);
                 }
-                let unread = building.as_ref().is_some_and(|b| b.unread(&k));
-                if unread && self.db.undo.get(&k)?.is_none() {
-                    batch.insert(&self.db.undo, k.clone(), before_image(old.as_deref()));
+                if building.as_ref().is_some_and(|b| b.unread(&k)) {
+                    let saved = [UNDO, &k].concat();
+                    if state.get(&saved)?.is_none() {
+                        batch.insert(state, saved, before_image(old.as_deref()));
+                    }
                 }
             }
             match v {
@@ -481,102 +495,149 @@ impl Inner {
     }
 
     /// Begins a snapshot build ([`Building`]) between two commits: the applied log id and
-    /// membership it is of.
+    /// membership it is of. [`Inner::end_build`] must follow, whatever happens.
     fn begin_build(&self) -> Result<AppliedState, crate::Error> {
+        // Before-images a build that a crash cut short left behind.
+        self.clear_undo()?;
         let mut building = self.commit.lock().expect("lock poisoned");
-        // Before-images a build that a crash or an error cut short left behind.
-        self.db.undo.clear()?;
+        let applied = self.applied()?;
         *building = Some(Building {
             read: ReadTo::Nothing,
         });
-        self.applied()
+        Ok(applied)
     }
 
     /// The build's next records in key order (at most about `max`), as they were when it
     /// began; empty once every record was read.
     fn build_page(&self, max: usize) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        use std::ops::Bound;
-        let mut guard = self.commit.lock().expect("lock poisoned");
-        let Some(b) = guard.as_mut() else {
-            return Err(std::io::Error::other("no snapshot build under way"));
-        };
         loop {
-            let after = match &b.read {
-                ReadTo::All => return Ok(Vec::new()),
-                ReadTo::Nothing => None,
-                ReadTo::Key(k) => Some(k.clone()),
+            // The lock is taken again for each pass: a pass can come out empty (only keys made
+            // since the build began), and applies must not wait for many.
+            let mut guard = self.commit.lock().expect("lock poisoned");
+            let Some(b) = guard.as_mut() else {
+                return Err(std::io::Error::other("no snapshot build under way"));
             };
-            let live_kv = TreeKv::new(self.db.state.clone());
-            let mut live = Vec::with_capacity(max);
-            live_kv.scan(b"", after.as_deref(), &mut |k, v| {
-                if k.first() == Some(&keys::STORE) {
-                    return false;
-                }
-                live.push((k.to_vec(), v.to_vec()));
-                live.len() < max
-            });
-            if let Some(e) = live_kv.take_error() {
-                return Err(std::io::Error::other(e));
+            if matches!(b.read, ReadTo::All) {
+                return Ok(Vec::new());
             }
-            let live_full = live.len() == max;
-            let mut undo = Vec::new();
-            let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-            for g in self.db.undo.range::<Vec<u8>, _>((from, Bound::Unbounded)) {
-                let (k, v) = g.into_inner().map_err(std::io::Error::other)?;
-                if live_full && live.last().is_some_and(|(l, _)| k.as_ref() > l.as_slice()) {
-                    break;
-                }
-                undo.push((k.to_vec(), v.to_vec()));
-                if undo.len() == max {
-                    break;
-                }
-            }
-            // The page covers the keys up to `to` (all the rest when neither list is full).
-            let to = match (live_full, undo.len() == max) {
-                (false, false) => None,
-                (true, false) => live.last().map(|(k, _)| k.clone()),
-                (_, true) => undo.last().map(|(k, _)| k.clone()),
-            };
-            if let Some(to) = &to {
-                live.retain(|(k, _)| k <= to);
-            }
-            let mut page = Vec::with_capacity(live.len());
-            let mut saved = undo.into_iter().peekable();
-            let then = |image: &[u8]| image.strip_prefix(&[1u8]).map(<[u8]>::to_vec);
-            for (k, v) in live {
-                // Saved keys below this one are absent now: removed since the build began.
-                while let Some((u, image)) = saved.next_if(|(u, _)| *u < k) {
-                    page.extend(then(&image).map(|old| (u, old)));
-                }
-                match saved.next_if(|(u, _)| *u == k) {
-                    Some((_, image)) => page.extend(then(&image).map(|old| (k, old))),
-                    None => page.push((k, v)),
-                }
-            }
-            for (u, image) in saved {
-                page.extend(then(&image).map(|old| (u, old)));
-            }
-            b.read = match to {
-                Some(to) => ReadTo::Key(to),
-                None => ReadTo::All,
-            };
+            let page = self.build_pass(b, max)?;
             if !page.is_empty() {
                 return Ok(page);
             }
         }
     }
 
+    /// One pass of [`Inner::build_page`], under the commit lock.
+    fn build_pass(&self, b: &mut Building, max: usize) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        use std::ops::Bound;
+        let after = match &b.read {
+            ReadTo::Key(k) => Some(k.clone()),
+            _ => None,
+        };
+        let live_kv = TreeKv::new(self.db.state.clone());
+        let mut live = Vec::with_capacity(max);
+        live_kv.scan(b"", after.as_deref(), &mut |k, v| {
+            if k.first() == Some(&keys::STORE) {
+                return false;
+            }
+            live.push((k.to_vec(), v.to_vec()));
+            live.len() < max
+        });
+        if let Some(e) = live_kv.take_error() {
+            return Err(std::io::Error::other(e));
+        }
+        let live_full = live.len() == max;
+        let mut saved = Vec::new();
+        let from = match &after {
+            Some(k) => Bound::Excluded([UNDO, k].concat()),
+            None => Bound::Included(UNDO.to_vec()),
+        };
+        for g in self
+            .db
+            .state
+            .range((from, Bound::Excluded(UNDO_END.to_vec())))
+        {
+            let (k, v) = g.into_inner().map_err(std::io::Error::other)?;
+            let k = k[UNDO.len()..].to_vec();
+            if live_full && live.last().is_some_and(|(l, _)| k > *l) {
+                break;
+            }
+            saved.push((k, v.to_vec()));
+            if saved.len() == max {
+                break;
+            }
+        }
+        // The pass covers the keys up to `to` (all the rest when neither list is full).
+        let to = match (live_full, saved.len() == max) {
+            (false, false) => None,
+            (true, false) => live.last().map(|(k, _)| k.clone()),
+            (_, true) => saved.last().map(|(k, _)| k.clone()),
+        };
+        if let Some(to) = &to {
+            live.retain(|(k, _)| k <= to);
+        }
+        let mut page = Vec::with_capacity(live.len());
+        let mut saved = saved.into_iter().peekable();
+        let then = |image: &[u8]| image.strip_prefix(&[1u8]).map(<[u8]>::to_vec);
+        for (k, v) in live {
+            // Saved keys below this one are absent now: removed since the build began.
+            while let Some((u, image)) = saved.next_if(|(u, _)| *u < k) {
+                page.extend(then(&image).map(|old| (u, old)));
+            }
+            match saved.next_if(|(u, _)| *u == k) {
+                Some((_, image)) => page.extend(then(&image).map(|old| (k, old))),
+                None => page.push((k, v)),
+            }
+        }
+        for (u, image) in saved {
+            page.extend(then(&image).map(|old| (u, old)));
+        }
+        b.read = match to {
+            Some(to) => ReadTo::Key(to),
+            None => ReadTo::All,
+        };
+        Ok(page)
+    }
+
     /// Ends a build (done or not): commits stop saving before-images, and those saved go.
     fn end_build(&self) {
-        let mut building = self.commit.lock().expect("lock poisoned");
-        *building = None;
-        if let Err(e) = self.db.undo.clear() {
+        *self.commit.lock().expect("lock poisoned") = None;
+        if let Err(e) = self.clear_undo() {
             tracing::warn!(error = %e, "dropping a snapshot build's before-images");
+        }
+    }
+
+    /// Removes every before-image, in batches, outside the commit lock (no build is under way,
+    /// so no commit writes one).
+    fn clear_undo(&self) -> fjall::Result<()> {
+        let state = &self.db.state;
+        loop {
+            let keys: Vec<_> = state
+                .range(UNDO.to_vec()..UNDO_END.to_vec())
+                .take(UNDO_CLEAR_BATCH)
+                .map(|g| g.key().map(|k| k.to_vec()))
+                .collect::<fjall::Result<_>>()?;
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let mut batch = self.db.state_db.batch();
+            for k in keys {
+                batch.remove(state, k);
+            }
+            batch.commit()?;
         }
     }
 
     /// Builds a snapshot file of the state as of now, while applies go on ([`Building`]).
     fn build(&self) -> Result<Pointer, crate::Error> {
+        /// Ends the build however this function is left (an error, a panic).
+        struct Ending<'a>(&'a Inner);
+        impl Drop for Ending<'_> {
+            fn drop(&mut self) {
+                self.0.end_build();
+            }
+        }
+        let ending = Ending(self);
         let (last_log_id, last_membership) = self.begin_build()?;
         let path = self.next_name("part");
         let started = std::time::Instant::now();
@@ -590,7 +651,7 @@ impl Inner {
                 snapshot::write_file(&path, || self.build_page(snapshot::PAGE))
                     .map_err(crate::Error::from)
             });
-        self.end_build();
+        drop(ending);
         let n = written?;
         let final_path = path.with_extension("snap");
         std::fs::rename(&path, &final_path)?;
@@ -658,12 +719,17 @@ impl Inner {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let _gate = self.inner.gate.lock().await;
+        // The blocking build holds the gate itself: were this future dropped, an install must
+        // still wait for the build to finish.
+        let gate = self.inner.gate.clone().lock_owned().await;
         let inner = self.inner.clone();
-        let ptr = tokio::task::spawn_blocking(move || inner.build())
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let ptr = tokio::task::spawn_blocking(move || {
+            let _gate = gate;
+            inner.build()
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.inner.open_built(&ptr)
     }
 }
@@ -780,10 +846,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if let Some(incoming) = self.inner.receiving.lock().expect("lock poisoned").take() {
             let _ = std::fs::remove_file(incoming);
         }
-        let _gate = self.inner.gate.lock().await;
+        let gate = self.inner.gate.clone().lock_owned().await;
         let inner = self.inner.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || -> Result<(), crate::Error> {
+            let _gate = gate;
             // Check the whole file before anything of the current state is touched.
             if let Err(e) = snapshot::read_file(&received, |_, _| Ok(())) {
                 let _ = std::fs::remove_file(&received);
@@ -891,13 +958,19 @@ mod tests {
 
             sm.inner.begin_build().unwrap();
             let mut got = Vec::new();
-            for (page, writes) in steps {
+            for (i, (page, writes)) in steps.into_iter().enumerate() {
                 got.extend(sm.inner.build_page(page).unwrap());
                 let mut w = Writes::new();
+                // Every other commit hands over the old values it read, as the apply path does.
+                let mut reads = BaseReads::new();
                 for (k, v) in writes {
+                    if i % 2 == 1 {
+                        let old = sm.inner.db.state.get(key(k)).unwrap().map(|v| v.to_vec());
+                        reads.insert(key(k), old);
+                    }
                     w.insert(key(k), v.map(|v| vec![v + 10]));
                 }
-                sm.inner.commit(w, BaseReads::new()).unwrap();
+                sm.inner.commit(w, reads).unwrap();
             }
             loop {
                 let page = sm.inner.build_page(3).unwrap();
@@ -908,7 +981,8 @@ mod tests {
             }
             sm.inner.end_build();
             proptest::prop_assert_eq!(got, expected);
-            proptest::prop_assert!(sm.inner.db.undo.is_empty().unwrap());
+            let left = sm.inner.db.state.range(UNDO.to_vec()..UNDO_END.to_vec()).count();
+            proptest::prop_assert_eq!(left, 0, "before-images left after the build");
         }
     }
 }
