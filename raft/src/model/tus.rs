@@ -456,6 +456,14 @@ mod tests {
         }
     }
 
+    fn abort() -> Command {
+        Command::AbortUpload {
+            owner: "ann".into(),
+            upload_id: "a".into(),
+            now: 9,
+        }
+    }
+
     fn reserved(s: &State) -> u64 {
         s.user("ann").unwrap().reserved
     }
@@ -532,15 +540,7 @@ mod tests {
         apply(&mut s, declare(50)).unwrap();
         assert_eq!(reserved(&s), 10_000);
         // Aborted, it gives back exactly what it held.
-        apply(
-            &mut s,
-            Command::AbortUpload {
-                owner: "ann".into(),
-                upload_id: "a".into(),
-                now: 9,
-            },
-        )
-        .unwrap();
+        apply(&mut s, abort()).unwrap();
         assert_eq!(reserved(&s), 9_950);
     }
 
@@ -549,15 +549,7 @@ mod tests {
         let mut s: State = State::default();
         apply(&mut s, create_deferred("a")).unwrap();
         apply(&mut s, stage(0, 64)).unwrap();
-        apply(
-            &mut s,
-            Command::AbortUpload {
-                owner: "ann".into(),
-                upload_id: "a".into(),
-                now: 9,
-            },
-        )
-        .unwrap();
+        apply(&mut s, abort()).unwrap();
         let u = s.user("ann").unwrap();
         assert_eq!((u.reserved, u.active_uploads), (0, 0));
         assert!(matches!(
