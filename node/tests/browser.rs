@@ -2,7 +2,9 @@
 //! Playwright for Python, `tests/browser/page.py`) signs in with a token, uploads a 20 MiB file
 //! through Uppy over tus, sees 100 %, sees the file in the list and its scan verdict arrive
 //! (a real clamd; the verdict comes by the event stream), downloads it byte-identical, and signs
-//! in through the link `wharf token issue --url` prints. Screenshots: `target/browser/`.
+//! in through the link `wharf token issue --url` prints; then an upload cut off by a page
+//! reload resumes, once the same file is picked again, from the offset the node holds.
+//! Screenshots: `target/browser/`.
 
 mod common;
 
@@ -69,11 +71,14 @@ async fn a_browser_signs_in_uploads_through_uppy_sees_the_scan_and_downloads_the
     let data = random_bytes(20 * MIB, 20);
     let src = dir.path().join("holiday-video.bin");
     std::fs::write(&src, &data).unwrap();
+    let data2 = random_bytes(20 * MIB, 21);
+    let src2 = dir.path().join("resumed-after-reload.bin");
+    std::fs::write(&src2, &data2).unwrap();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser");
     std::fs::create_dir_all(&out).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/page.py");
     let run = {
-        let (link, src, out) = (link.clone(), src.clone(), out.clone());
+        let (link, src, src2, out) = (link.clone(), src.clone(), src2.clone(), out.clone());
         tokio::task::spawn_blocking(move || {
             Command::new("timeout")
                 .arg("300")
@@ -82,6 +87,7 @@ async fn a_browser_signs_in_uploads_through_uppy_sees_the_scan_and_downloads_the
                 .arg(&link)
                 .arg(&src)
                 .arg(&out)
+                .arg(&src2)
                 .output()
                 .expect("run python3 (the browser test needs python3 with playwright and chromium)")
         })
@@ -132,6 +138,9 @@ async fn a_browser_signs_in_uploads_through_uppy_sees_the_scan_and_downloads_the
         "2-file-added.png",
         "3-uploaded-and-scanned.png",
         "4-signed-in-by-link.png",
+        "5-cut-off-before-reload.png",
+        "6-unfinished-after-reload.png",
+        "7-resumed-after-reload.png",
     ] {
         assert!(
             std::fs::metadata(out.join(shot)).unwrap().len() > 1000,
@@ -139,11 +148,51 @@ async fn a_browser_signs_in_uploads_through_uppy_sees_the_scan_and_downloads_the
         );
     }
 
-    // The API agrees: one file of the user's, clean, with the same bytes.
+    // After the reload the page made no new upload: it asked the node where the cut-off one
+    // stood (HEAD) and sent the rest from there, 10 MiB, in its first PATCH.
+    let resume = &summary["resume"];
+    let held = resume["held"].as_str().unwrap();
+    assert_eq!(
+        resume["offsets_before"],
+        serde_json::json!(["0", "5242880", "10485760"]),
+        "{resume}"
+    );
+    // Before the file was picked again, the page listed the cut-off upload: one whole 8 MiB
+    // chunk held (the next 2 MiB wait as the chunk's tail) of 20 MiB.
+    let unfinished = summary["unfinished"].as_str().unwrap();
+    assert!(
+        unfinished.contains("resumed-after-reload.bin")
+            && unfinished.contains("8.0 MiB of 20.0 MiB"),
+        "{unfinished}"
+    );
+    let after = resume["after"].as_array().unwrap();
+    assert!(
+        after.iter().all(|r| r["method"] != "POST"),
+        "the page made a new upload after the reload: {resume}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|r| r["method"] == "HEAD" && r["url"] == held),
+        "{resume}"
+    );
+    let first_patch = after.iter().find(|r| r["method"] == "PATCH").unwrap();
+    assert_eq!(first_patch["url"], held, "{resume}");
+    assert_eq!(first_patch["offset"], "10485760", "{resume}");
+
+    // The API agrees: the user's two files, with the same bytes.
     let t = node.token("pat", Tier::Basic);
     let (_, list) = json(node.get(&t, "/v1/files").send().await.unwrap()).await;
     let files = list["files"].as_array().unwrap();
-    assert_eq!(files.len(), 1, "{list}");
-    assert_eq!(files[0]["name"], "holiday-video.bin");
-    assert!(node.download(&t, files[0]["id"].as_str().unwrap()).await == data);
+    assert_eq!(files.len(), 2, "{list}");
+    for (name, bytes) in [
+        ("holiday-video.bin", &data),
+        ("resumed-after-reload.bin", &data2),
+    ] {
+        let file = files.iter().find(|f| f["name"] == name).unwrap();
+        assert!(
+            node.download(&t, file["id"].as_str().unwrap()).await == *bytes,
+            "{name} differs from the bytes uploaded"
+        );
+    }
 }

@@ -107,10 +107,48 @@ async function refreshFiles() {
   $('files-empty').hidden = files.length > 0;
 }
 
+// The user's uploads still open (a reload, a closed tab or a lost connection left them): the
+// chunks the node holds, and a way to give one up (which frees its reserved quota).
+async function refreshUnfinished() {
+  const body = await (await api('/v1/uploads?state=uploading&limit=100')).json();
+  const tbody = $('unfinished').querySelector('tbody');
+  tbody.replaceChildren();
+  for (const u of body.uploads) {
+    const tr = document.createElement('tr');
+    tr.dataset.id = u.upload_id;
+    const cell = (text, cls) => {
+      const td = document.createElement('td');
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.appendChild(td);
+      return td;
+    };
+    const held = u.received.reduce((n, i) => n + Math.min(u.chunk_size, u.size - i * u.chunk_size), 0);
+    cell(u.name, 'name');
+    cell(`${human(held)} of ${human(u.size)}`, 'received');
+    cell(new Date(u.expires_at).toLocaleString(), 'date');
+    const btn = document.createElement('button');
+    btn.textContent = 'Abort';
+    btn.className = 'abort';
+    btn.addEventListener('click', async () => {
+      await api(`/v1/uploads/${encodeURIComponent(u.upload_id)}`, { method: 'DELETE' })
+        .catch((e) => alert(e.message));
+      refreshSoon();
+    });
+    cell('').appendChild(btn);
+    tbody.appendChild(tr);
+  }
+  $('unfinished').hidden = body.uploads.length === 0;
+}
+
 let refreshTimer = null;
 function refreshSoon() {
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(() => { refreshFiles().catch(console.error); }, 200);
+  refreshTimer = setTimeout(() => {
+    refreshFiles().catch(console.error);
+    refreshUnfinished().catch(console.error);
+    refreshUsage().catch(console.error);
+  }, 200);
 }
 
 function logEvent(ev) {
@@ -157,7 +195,8 @@ async function followEvents() {
           ev.data = JSON.parse(ev.data);
           logEvent(ev);
           if (ev.data.usage) showUsage(ev.data.usage);
-          if (ev.event.startsWith('file.') || ev.event === 'upload.completed' || ev.event === 'reset') {
+          const listed = ev.event.startsWith('file.') || ev.event.startsWith('upload.');
+          if ((listed && ev.event !== 'upload.progress') || ev.event === 'reset') {
             refreshSoon();
           }
         }
@@ -233,6 +272,7 @@ async function main() {
   $('who').textContent = whoAmI();
   startUploader();
   await refreshFiles();
+  await refreshUnfinished();
   followEvents();
 }
 
