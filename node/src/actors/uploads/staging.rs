@@ -138,6 +138,7 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<Received> {
         let mut hasher = ChunkHasher::new(offset);
         let mut sha = sha256.map(|_| sha2::Sha256::new());
         let mut written = 0u64;
+        let mut behind = WriteBehind::default();
         while let Some(frame) = body.next().await {
             let frame = frame.map_err(|e| body_error(&e, written))?;
             written += frame.len() as u64;
@@ -149,7 +150,9 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<Received> {
                 s.update(&frame);
             }
             file.write_all(&frame).await?;
+            behind.wrote(file.get_ref(), written).await?;
         }
+        behind.finish().await?;
         if written != expected_len {
             if keep_short {
                 // It becomes a tus tail, acknowledged once recorded: durable first (the local
@@ -238,6 +241,42 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<Received> {
             Err(e)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Flushes a chunk's bytes to disk while more of them arrive, so that the fsync that
+/// acknowledges the chunk finds little left to write (the body does not wait for the disk).
+#[derive(Default)]
+struct WriteBehind {
+    /// Bytes written when the last flush began.
+    started_at: u64,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl WriteBehind {
+    /// Bytes written between two flushes.
+    const EVERY: u64 = 4 << 20;
+
+    async fn wrote(&mut self, file: &tokio::fs::File, written: u64) -> std::io::Result<()> {
+        if written - self.started_at < Self::EVERY {
+            return Ok(());
+        }
+        if self.running.as_ref().is_some_and(|t| !t.is_finished()) {
+            return Ok(());
+        }
+        self.finish().await?;
+        let clone = file.try_clone().await?.into_std().await;
+        self.running = Some(tokio::task::spawn_blocking(move || clone.sync_data()));
+        self.started_at = written;
+        Ok(())
+    }
+
+    /// Waits for the flush running, if any (its error is the chunk's).
+    async fn finish(&mut self) -> std::io::Result<()> {
+        match self.running.take() {
+            Some(t) => t.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
     }
 }
 

@@ -5,6 +5,10 @@
 //! then the body's bytes up to the chunk's end: a whole chunk is staged as any chunk is; a
 //! body that ends first leaves its bytes as the chunk's new tail (`TusTail`). So a PATCH that
 //! breaks off keeps what arrived, and the next one continues from there on any node.
+//!
+//! Once a chunk's last byte is handed on, the next chunk's bytes are received while it is
+//! fsynced and recorded (two chunks at most): the body never waits for a disk flush or a Raft
+//! commit, yet the answer still waits for every chunk it carried.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinHandle;
 use wharf_raft::model::{self, UploadState};
 
 use super::headers::Expected;
@@ -134,6 +139,9 @@ pub(super) async fn receive(
         };
         s.uploads.put_chunk_part(put).await?;
     }
+    // The chunk before this one: its bytes are all in, and it is being made durable and
+    // recorded while this one's bytes arrive (the body is never idle waiting for an fsync).
+    let mut behind: Option<JoinHandle<Result<Received>>> = None;
     while pos < up.size {
         let index = (pos / up.chunk_size) as u32;
         let within = pos % up.chunk_size;
@@ -152,6 +160,7 @@ pub(super) async fn receive(
             _ => return Err(Error::Internal("a tus upload's tail went missing".into())),
         };
         let chunk_len = up.chunk_len(index);
+        let taken = Arc::new(Notify::new());
         let put = ChunkPut {
             owner: owner.to_string(),
             upload_id: id.to_string(),
@@ -159,10 +168,33 @@ pub(super) async fn receive(
             content_length: None,
             blake3: None,
             sha256: None,
-            body: Box::pin(prefix.chain(take(src.clone(), chunk_len - within))),
+            body: Box::pin(prefix.chain(take(src.clone(), chunk_len - within, taken.clone()))),
             keep_short: true,
         };
-        let received = s.uploads.put_chunk_part(put).await;
+        let uploads = s.uploads.clone();
+        let mut task = tokio::spawn(async move { uploads.put_chunk_part(put).await });
+        let finished = tokio::select! {
+            r = &mut task => Some(r),
+            () = taken.notified() => None,
+        };
+        // Answers in order: the chunk before this one first.
+        if let Some(prev) = behind.take() {
+            if let Err(e) = joined(prev).await {
+                if let Some(Ok(Ok(Received::Short { path, .. }))) = &finished {
+                    let _ = tokio::fs::remove_file(path).await;
+                }
+                return Err(e);
+            }
+        }
+        let Some(received) = finished else {
+            // Every byte of this chunk is in: the next one's may come while it is recorded.
+            behind = Some(task);
+            pos = u64::from(index) * up.chunk_size + chunk_len;
+            tail = None;
+            continue;
+        };
+        let received = received
+            .map_err(|e| Error::Internal(format!("receiving chunk {index} failed: {e}")))?;
         if tail_failed.load(Ordering::Relaxed) {
             // Nothing of this chunk was kept (its body failed): the client may retry.
             return Err(Error::Unavailable(format!(
@@ -193,6 +225,9 @@ pub(super) async fn receive(
                 break;
             }
         }
+    }
+    if let Some(prev) = behind.take() {
+        joined(prev).await?;
     }
     // Bytes that arrived before the body failed are kept; the failure is still the answer.
     if let Some(e) = src.lock().await.failed.take() {
@@ -323,12 +358,27 @@ async fn at_end(src: &Arc<Mutex<Source>>) -> bool {
     false
 }
 
-/// The next `n` bytes of the body. A body that fails ends here instead: the bytes before the
-/// failure are good, and the chunk receiver keeps them.
-fn take(src: Arc<Mutex<Source>>, n: u64) -> ByteStream {
+/// A chunk received while the next one's bytes arrived: it must have been staged whole.
+async fn joined(task: JoinHandle<Result<Received>>) -> Result<()> {
+    match task.await {
+        Ok(Ok(Received::Staged)) => Ok(()),
+        Ok(Ok(Received::Short { path, .. })) => {
+            // Cannot be: all of its bytes were taken from the body.
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(Error::Internal("a whole chunk was received short".into()))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(Error::Internal(format!("receiving a chunk failed: {e}"))),
+    }
+}
+
+/// The next `n` bytes of the body; `taken` is told once the last of them was handed on. A
+/// body that fails ends here instead: the bytes before the failure are good, and the chunk
+/// receiver keeps them.
+fn take(src: Arc<Mutex<Source>>, n: u64, taken: Arc<Notify>) -> ByteStream {
     Box::pin(futures::stream::unfold(
-        (src, n),
-        |(src, left)| async move {
+        (src, n, taken),
+        |(src, left, taken)| async move {
             if left == 0 {
                 return None;
             }
@@ -354,7 +404,10 @@ fn take(src: Arc<Mutex<Source>>, n: u64) -> ByteStream {
             }
             let rest = left - b.len() as u64;
             drop(s);
-            Some((Ok(b), (src, rest)))
+            if rest == 0 {
+                taken.notify_one();
+            }
+            Some((Ok(b), (src, rest, taken)))
         },
     ))
 }
