@@ -174,6 +174,19 @@ impl Metadata {
     /// Proposes a command on the leader and returns what the state machine answered, once it
     /// is committed (flushed on a quorum) and applied.
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, Error> {
+        let started = Instant::now();
+        let out = self.propose_timed(cmd).await;
+        let result = match &out {
+            Ok(_) => "committed",
+            Err(Error::Model(_)) => "refused",
+            Err(_) => "unavailable",
+        };
+        metrics::histogram!("wharf_raft_proposal_duration_seconds", "result" => result)
+            .record(started.elapsed().as_secs_f64());
+        out
+    }
+
+    async fn propose_timed(&self, cmd: Command) -> Result<Outcome, Error> {
         // One request id for every try: a try whose outcome was lost may still commit, and
         // the state machine then answers the next try with its outcome instead of applying
         // the command twice.

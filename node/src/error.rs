@@ -168,6 +168,7 @@ impl From<wharf_cluster::Error> for Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        metrics::counter!("wharf_http_errors_total", "code" => code).increment(1);
         if status.is_server_error() {
             tracing::warn!(%code, error = %self, "request failed");
         }

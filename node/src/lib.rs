@@ -16,6 +16,7 @@ pub mod limits;
 pub mod meta;
 pub mod planted;
 pub mod store;
+pub mod telemetry;
 
 use std::future::Future;
 use std::path::Path;
@@ -551,6 +552,7 @@ pub async fn run(
         app_state.clone(),
         quic::Limits::new(&config.quic, config.node.drain_secs),
     ));
+    crate::telemetry::install();
     let app = http::router(app_state);
     let tls = http_tls(&config, &identity)?;
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -302,16 +302,49 @@ async fn answer(send: &mut SendStream, mut recv: RecvStream, c: Claims, app: App
             return;
         }
     }
-    if let Op::Read(r) = req {
+    let (op, started) = (op_name(&req), std::time::Instant::now());
+    let outcome = if let Op::Read(r) = req {
         // A ranged read: the reply, then the bytes.
-        let _ = match read(r, &c, &app).await {
-            Ok((head, body)) => send_read(send, head, body).await,
-            Err(e) => write_reply(send, Err(e)).await,
+        match read(r, &c, &app).await {
+            Ok((head, body)) => {
+                let _ = send_read(send, head, body).await;
+                "ok"
+            }
+            Err(e) => {
+                let code = e.status_and_code().1;
+                let _ = write_reply(send, Err(e)).await;
+                code
+            }
+        }
+    } else {
+        let res = handle(req, recv, &c, &app).await;
+        let code = match &res {
+            Ok(_) => "ok",
+            Err(e) => e.status_and_code().1,
         };
-        return;
+        let _ = write_reply(send, res).await;
+        code
+    };
+    metrics::counter!("wharf_quic_requests_total", "op" => op, "result" => outcome).increment(1);
+    metrics::histogram!("wharf_quic_request_duration_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// A request's operation, as the QUIC metrics name it.
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Abort(_) => "abort",
+        Op::Chunk(_) => "chunk",
+        Op::Complete(_) => "complete",
+        Op::Create(_) => "create",
+        Op::Delete(_) => "delete",
+        Op::File(_) => "file",
+        Op::List(_) => "list",
+        Op::PutFile(_) => "put_file",
+        Op::Read(_) => "read",
+        Op::Status(_) => "status",
+        Op::Uploads(_) => "uploads",
     }
-    let res = handle(req, recv, &c, &app).await;
-    let _ = write_reply(send, res).await;
 }
 
 async fn read(

@@ -554,6 +554,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // still wait for the build to finish.
         let gate = self.inner.gate.clone().lock_owned().await;
         let inner = self.inner.clone();
+        let started = std::time::Instant::now();
         let ptr = tokio::task::spawn_blocking(move || {
             let _gate = gate;
             inner.build()
@@ -561,6 +562,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         .await
         .map_err(|e| snap_err(ErrorVerb::Write, e))?
         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        metrics::counter!("wharf_raft_snapshots_built_total").increment(1);
+        metrics::histogram!("wharf_raft_snapshot_build_seconds")
+            .record(started.elapsed().as_secs_f64());
         self.inner.open_built(&ptr)
     }
 }

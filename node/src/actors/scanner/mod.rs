@@ -221,6 +221,14 @@ async fn scan_one(ctx: &ScanCtx, c: &Candidate) {
         }
     };
     let secs = started.elapsed().as_secs_f64();
+    let label = match &verdict {
+        ScanVerdict::Clean => "clean",
+        ScanVerdict::Infected { .. } => "infected",
+        ScanVerdict::Error { .. } => "error",
+        ScanVerdict::Released => "released",
+    };
+    metrics::counter!("wharf_scans_total", "verdict" => label).increment(1);
+    metrics::histogram!("wharf_scan_duration_seconds").record(secs);
     match &verdict {
         ScanVerdict::Infected { signature } => {
             tracing::warn!(blob = %c.blob, %signature, "infected: quarantining")

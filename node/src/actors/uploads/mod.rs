@@ -188,6 +188,11 @@ impl UploadsHandle {
 
     /// The directory for request bodies held before they are taken in (a tus PATCH with a
     /// checksum); what a crash leaves there is removed by the staging sweep.
+    /// Bytes held in staging now (chunks and spooled bodies).
+    pub fn staging_bytes(&self) -> u64 {
+        self.ctx.staged.bytes()
+    }
+
     pub fn spool_dir(&self) -> &std::path::Path {
         &self.spool
     }
@@ -267,6 +272,7 @@ impl UploadsActor {
                 Some(done) = self.done_rx.recv() => self.finished(done),
             }
             self.pump();
+            metrics::gauge!("wharf_offload_queue").set(self.queue.len() as f64);
         }
     }
 
@@ -472,8 +478,12 @@ impl UploadsActor {
             let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
             tokio::spawn(async move {
                 let res = offload(&ctx, &owner, &key.0, key.1).await;
-                if let Err(e) = &res {
-                    tracing::warn!(upload = %key.0, chunk = key.1, error = %e, "offload failed; will retry");
+                match &res {
+                    Ok(()) => metrics::counter!("wharf_chunks_offloaded_total").increment(1),
+                    Err(e) => {
+                        metrics::counter!("wharf_offload_failures_total").increment(1);
+                        tracing::warn!(upload = %key.0, chunk = key.1, error = %e, "offload failed; will retry");
+                    }
                 }
                 let _ = done.send(Done::Offload {
                     key,

@@ -23,7 +23,12 @@ pub(super) fn staged_path(staging: &Path, upload_id: &str, index: u32) -> PathBu
 /// `ChunkStaged` in Raft. Nothing is recorded unless every check passed.
 pub(super) async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<Received> {
     let (owner, upload_id) = (put.owner.clone(), put.upload_id.clone());
-    match receive_chunk(ctx, put).await {
+    let received = receive_chunk(ctx, put).await;
+    if let Err(e) = &received {
+        let (_, code) = e.status_and_code();
+        metrics::counter!("wharf_chunks_failed_total", "code" => code).increment(1);
+    }
+    match received {
         // An abort or expiry that removed the upload's staging directory under this chunk.
         Err(Error::Store(e)) => match ctx.meta.local().upload(&owner, &upload_id) {
             Some(up) if up.state != UploadState::Uploading => Err(Error::conflict(
@@ -233,7 +238,11 @@ async fn receive_chunk(ctx: &Ctx, put: ChunkPut) -> Result<Received> {
     }
     let res = ctx.meta.propose(staged).await.map_err(Error::from);
     match res {
-        Ok(_) => Ok(Received::Staged),
+        Ok(_) => {
+            metrics::counter!("wharf_chunks_staged_total").increment(1);
+            metrics::counter!("wharf_chunk_bytes_received_total").increment(len);
+            Ok(Received::Staged)
+        }
         // Refused for certain: this copy is not needed. (If the outcome is unknown, keep it:
         // the command may still commit, and the rescan then offloads it.)
         Err(e) if !matches!(e, Error::Unavailable(_)) => {

@@ -220,6 +220,12 @@ pub(super) async fn download(
         None => (StatusCode::OK, 0, f.size),
     };
     let stream = s.store.get(&f.object_key, start, len).await?;
+    // Counted as sent, so that a download cut short counts what went out.
+    let stream = futures::StreamExt::inspect(stream, |frame| {
+        if let Ok(b) = frame {
+            metrics::counter!("wharf_download_bytes_total").increment(b.len() as u64);
+        }
+    });
     let mut resp = Response::new(Body::from_stream(stream));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

@@ -11,6 +11,7 @@ pub mod cors;
 pub mod events;
 pub mod files;
 pub mod guard;
+mod metrics;
 pub mod quota;
 pub mod server;
 pub mod uploads;
@@ -55,6 +56,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/readyz", get(readyz))
         .route(
             "/v1/uploads",
@@ -116,6 +118,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             cors::cors,
         ))
+        // After routing (it names the route pattern), around everything else: refusals by
+        // the guard and CORS answers are counted too.
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

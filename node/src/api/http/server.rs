@@ -95,6 +95,7 @@ pub async fn serve(
             continue;
         };
         open.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("wharf_http_connections").increment(1.0);
         let guard = (Open(open.clone()), per_ip);
         let _ = tcp.set_nodelay(true);
         let sock = socket2::SockRef::from(&tcp);
@@ -148,6 +149,7 @@ struct Open(Arc<AtomicUsize>);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("wharf_http_connections").decrement(1.0);
     }
 }
 
@@ -157,6 +159,7 @@ const REFUSALS_ANSWERED: usize = 64;
 /// Answers a refused connection with [`refuse`] while fewer than [`REFUSALS_ANSWERED`] are
 /// being answered; closes it at once otherwise.
 fn refuse_bounded(tcp: TcpStream, refusing: &Arc<tokio::sync::Semaphore>) {
+    metrics::counter!("wharf_http_connections_refused_total").increment(1);
     if let Ok(permit) = refusing.clone().try_acquire_owned() {
         tokio::spawn(async move {
             refuse(tcp).await;
