@@ -553,6 +553,22 @@ pub async fn run(
         quic::Limits::new(&config.quic, config.node.drain_secs),
     ));
     crate::telemetry::install();
+    if let Some(addr) = config.metrics.listen_addr()? {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics.listen {addr}"))?;
+        let bound = listener.local_addr()?;
+        let (routes, stop) = (http::metrics_router(app_state.clone()), stop.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, routes)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the metrics listener failed");
+            }
+        });
+        tracing::info!(%bound, "metrics listening");
+    }
     let app = http::router(app_state);
     let tls = http_tls(&config, &identity)?;
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -119,6 +119,11 @@ fn describe() {
         "wharf_scans_total",
         "scans finished on this node, by verdict"
     );
+    describe_gauge!("wharf_scans_running", "scans this node is running now");
+    describe_gauge!(
+        "wharf_scans_waiting",
+        "blobs in the cluster waiting for a scan or being scanned (counted up to 10,000)"
+    );
     describe_histogram!(
         "wharf_scan_duration_seconds",
         Unit::Seconds,

@@ -3,104 +3,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use common::prometheus::{parse, scrape, value};
 use common::quic::{call, connect, hello, ok_json};
 use common::*;
 use reqwest::StatusCode;
 use wharf_proto::quic::{request::Op, UploadRef};
 use wharf_raft::model::Tier;
-
-/// One sample: its name and labels, and its value.
-struct Sample {
-    name: String,
-    labels: HashMap<String, String>,
-    value: f64,
-}
-
-/// Parses the Prometheus text format strictly enough to catch a malformed exposition: every
-/// sample line is `name{label="value",...} number`, and every sample belongs to a family that
-/// was declared with `# TYPE` before it.
-fn parse(text: &str) -> Vec<Sample> {
-    let mut typed: Vec<String> = Vec::new();
-    let mut samples = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.split_whitespace();
-            let name = parts.next().expect("a family name").to_string();
-            let kind = parts.next().expect("a type");
-            assert!(
-                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
-                "{line}"
-            );
-            typed.push(name);
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
-        let (name, labels) = match series.split_once('{') {
-            None => (series.to_string(), HashMap::new()),
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
-                let labels = body
-                    .split("\",")
-                    .filter(|kv| !kv.is_empty())
-                    .map(|kv| {
-                        let (k, v) = kv.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
-                        (k.to_string(), v.trim_end_matches('"').to_string())
-                    })
-                    .collect();
-                (name.to_string(), labels)
-            }
-        };
-        assert!(
-            name.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "{line}"
-        );
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .filter(|f| typed.iter().any(|t| t == f))
-            .unwrap_or(&name);
-        assert!(
-            typed.iter().any(|t| t == family),
-            "{name} has no # TYPE line"
-        );
-        samples.push(Sample {
-            name,
-            labels,
-            value,
-        });
-    }
-    samples
-}
-
-/// The value of the sample `name` whose labels include `labels` (0 when there is none yet).
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|s| s.name == name)
-        .filter(|s| {
-            labels
-                .iter()
-                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
-        .sum()
-}
-
-async fn scrape(node: &Node) -> Vec<Sample> {
-    let r = reqwest::get(node.url("/metrics")).await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let kind = r.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(kind.starts_with("text/plain"), "{kind}");
-    parse(&r.text().await.unwrap())
-}
 
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_move_with_the_traffic() {
@@ -226,4 +136,36 @@ async fn metrics_parse_as_prometheus_text_and_move_with_the_traffic() {
             > value(&before, "wharf_raft_applied_index", &[])
     );
     assert!(value(&after, "wharf_http_connections", &[]) >= 1.0);
+}
+
+#[tokio::test]
+async fn metrics_listen_serves_only_metrics_on_a_second_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let node = Node::start_with(dir.path(), &[("WHARF_METRICS_LISTEN", addr.as_str())]);
+    let r = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let samples = parse(&r.text().await.unwrap());
+    assert_eq!(value(&samples, "wharf_raft_is_leader", &[]), 1.0);
+    // Nothing but the metrics there: the API stays on the HTTP address.
+    let t = node.token("alice", Tier::Basic);
+    let r = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/files"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = node.get(&t, "/v1/files").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[test]
+fn a_metrics_listen_that_is_no_address_stops_the_start_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = start_must_fail(dir.path(), &[("WHARF_METRICS_LISTEN", "everywhere")], &[]);
+    assert!(err.contains("metrics.listen"), "{err}");
 }

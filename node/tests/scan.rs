@@ -90,6 +90,19 @@ async fn eicar_is_infected_and_quarantined_and_a_clean_file_becomes_downloadable
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["x-wharf-scan"], "clean");
     assert!(r.bytes().await.unwrap() == good_data);
+    // The node's metrics saw both verdicts, and nothing waits for a scan any more.
+    let m = common::prometheus::scrape(&node).await;
+    let scans =
+        |verdict| common::prometheus::value(&m, "wharf_scans_total", &[("verdict", verdict)]);
+    assert_eq!((scans("infected"), scans("clean")), (1.0, 1.0));
+    assert_eq!(
+        common::prometheus::value(&m, "wharf_scan_duration_seconds_count", &[]),
+        2.0
+    );
+    assert_eq!(
+        common::prometheus::value(&m, "wharf_scans_waiting", &[]),
+        0.0
+    );
 
     // A rescan (new signatures) puts the clean file through the scanner again.
     let d = dir.path().display().to_string();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use auth::AuthConfig;
 pub use cluster::{ClusterConfig, RaftConfig};
 pub use data::{EventsConfig, ScanConfig, StoreConfig, StoreKind, TiersConfig, UploadConfig};
-pub use node::{HttpConfig, NodeConfig, QuicConfig, RateConfig};
+pub use node::{HttpConfig, MetricsConfig, NodeConfig, QuicConfig, RateConfig};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -34,6 +34,7 @@ pub struct Config {
     pub quic: QuicConfig,
     pub rate: RateConfig,
     pub events: EventsConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Config {
@@ -57,6 +58,7 @@ impl Config {
             bail!("node.id must be at least 1");
         }
         self.cluster.routes()?;
+        self.metrics.listen_addr()?;
         // S3 parts must be at least 5 MiB; the local store takes smaller chunks.
         let floor = if self.store.kind == StoreKind::S3 {
             5 * MIB

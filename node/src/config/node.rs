@@ -166,3 +166,27 @@ impl Default for RateConfig {
         }
     }
 }
+
+/// `GET /metrics` (Prometheus text) is served on the HTTP address; `listen` serves it on a
+/// second, plain-HTTP address as well (the scraper's network, say), with nothing else there.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port`, or empty for none.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The second address, if one is set.
+    pub fn listen_addr(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        if self.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.listen.trim().parse().map(Some).map_err(|_| {
+            anyhow::anyhow!(
+                "metrics.listen must be host:port, such as 127.0.0.1:9100 (got {:?})",
+                self.listen
+            )
+        })
+    }
+}

@@ -85,6 +85,7 @@ async fn run(ctx: Arc<ScanCtx>, mut rx: mpsc::Receiver<()>, stop: CancellationTo
                 }
             }
         }
+        metrics::gauge!("wharf_scans_running").set(in_flight.len() as f64);
         if !announced && (ctx.policy.configured() || ctx.policy.found()) {
             announced = announce(&ctx).await;
         }
@@ -128,6 +129,7 @@ async fn run(ctx: Arc<ScanCtx>, mut rx: mpsc::Receiver<()>, stop: CancellationTo
                 });
             }
         }
+        metrics::gauge!("wharf_scans_running").set(in_flight.len() as f64);
     }
     running.shutdown().await;
 }

@@ -9,6 +9,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 
+/// `wharf_scans_waiting` counts at most this many blobs.
+const SCAN_BACKLOG_COUNTED: usize = 10_000;
+
 /// `GET /metrics`: Prometheus text format. Like etcd's and MinIO's (by default), it takes no
 /// token: put it behind the network's own access rules.
 pub(super) async fn metrics(State(s): State<AppState>) -> Response {
@@ -26,6 +29,9 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
         st.last_log_index.saturating_sub(st.purged_index),
     );
     set("wharf_staging_bytes", s.uploads.staging_bytes());
+    // Counted up to a bound: a scrape never walks a huge backlog.
+    let waiting = s.meta.local().scan_queue(SCAN_BACKLOG_COUNTED).len();
+    set("wharf_scans_waiting", waiting as u64);
     // Rendered after the gauges above were set, so that the first scrape has them too.
     let Some(text) = crate::telemetry::render() else {
         return (StatusCode::NOT_FOUND, "metrics are not installed\n").into_response();

@@ -53,6 +53,14 @@ pub struct AppState {
     pub stopping: tokio_util::sync::CancellationToken,
 }
 
+/// `GET /metrics` alone, for `metrics.listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .fallback(|| async { Error::NotFound })
+        .with_state(state)
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
