@@ -102,6 +102,53 @@ fn node_logs_carry_no_colour_codes_when_written_to_a_file() {
 }
 
 #[test]
+fn log_format_json_writes_one_json_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    let mut child = wharf(&["node", "start", "--http-addr", "127.0.0.1:0"])
+        .args([
+            "--peer-addr",
+            "127.0.0.1:0",
+            "--quic-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("WHARF_LOG", "info")
+        .env("WHARF_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _guard = Guard(child);
+    assert!(line.contains("listening on"), "{line}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let events: Vec<Value> = logged
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let listening = events
+        .iter()
+        .find(|e| e["message"] == "wharf node listening")
+        .unwrap_or_else(|| panic!("{logged}"));
+    assert_eq!(listening["level"], "INFO");
+    assert!(listening["timestamp"].is_string(), "{listening}");
+    assert!(listening["http_addr"].is_string(), "{listening}");
+
+    // A format that does not exist stops the start, naming what is accepted.
+    let out = run(wharf(&["node", "start", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .env("WHARF_LOG_FORMAT", "xml"));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("xml") && err.contains("json"), "{err}");
+}
+
+#[test]
 fn a_joining_node_waits_for_a_member_that_starts_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("n1");

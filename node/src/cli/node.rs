@@ -59,17 +59,8 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
             learner,
             init,
         } => {
-            use std::io::IsTerminal;
-            tracing_subscriber::fmt()
-                // Colour only for a person at a terminal, never into a file or a pipe.
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
-                        .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
             let mut config = common.load()?;
+            init_logging(config.log.format)?;
             if let Some(a) = http_addr {
                 config.node.http_addr = a;
             }
@@ -148,4 +139,26 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Logs go to stderr at the level `WHARF_LOG` sets, as text (coloured only for a person at a
+/// terminal) or as one JSON object a line (`log.format = "json"`, for a log pipeline).
+fn init_logging(format: crate::config::LogFormat) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
+        .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let set = match format {
+        crate::config::LogFormat::Text => {
+            logs.with_ansi(std::io::stderr().is_terminal()).try_init()
+        }
+        crate::config::LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+    set.map_err(|e| anyhow::anyhow!("setting up logging: {e}"))
 }

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 pub use auth::AuthConfig;
 pub use cluster::{ClusterConfig, RaftConfig};
 pub use data::{EventsConfig, ScanConfig, StoreConfig, StoreKind, TiersConfig, UploadConfig};
-pub use node::{HttpConfig, MetricsConfig, NodeConfig, QuicConfig, RateConfig};
+pub use node::{
+    HttpConfig, LogConfig, LogFormat, MetricsConfig, NodeConfig, QuicConfig, RateConfig,
+};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -35,6 +37,7 @@ pub struct Config {
     pub rate: RateConfig,
     pub events: EventsConfig,
     pub metrics: MetricsConfig,
+    pub log: LogConfig,
 }
 
 impl Config {

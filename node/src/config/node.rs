@@ -190,3 +190,20 @@ impl MetricsConfig {
         })
     }
 }
+
+/// How the node writes its logs (their level is the `WHARF_LOG` variable).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object a line: timestamp, level, target, message, fields and the current span.
+    Json,
+}
