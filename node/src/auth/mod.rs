@@ -37,7 +37,7 @@ pub struct Keys(Verifier);
 
 #[derive(Clone)]
 enum Verifier {
-    Secret(Box<SecretKeys>),
+    Secret(Arc<SecretKeys>),
     External(Arc<jwks::Provider>),
 }
 
@@ -54,7 +54,7 @@ impl Keys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Self(Verifier::Secret(Box::new(SecretKeys {
+        Self(Verifier::Secret(Arc::new(SecretKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
