@@ -69,10 +69,8 @@ fn cli_errors_are_the_message_chain_alone_even_with_rust_backtrace_set() {
     assert!(!err.to_lowercase().contains("backtrace"), "{err}");
 }
 
-#[test]
-fn node_logs_carry_no_colour_codes_when_written_to_a_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("node.log");
+/// Starts a node (every port 0) whose stderr goes to `log`, and waits until it listens.
+fn start_logging_to(dir: &Path, log: &Path, env: &[(&str, &str)]) -> Guard {
     let mut child = wharf(&["node", "start", "--http-addr", "127.0.0.1:0"])
         .args([
             "--peer-addr",
@@ -81,18 +79,27 @@ fn node_logs_carry_no_colour_codes_when_written_to_a_file() {
             "127.0.0.1:0",
             "--data-dir",
         ])
-        .arg(dir.path().join("data"))
+        .arg(dir.join("data"))
         .env("WHARF_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let _guard = Guard(child);
+    let guard = Guard(child);
     assert!(line.contains("listening on"), "{line}");
+    guard
+}
+
+#[test]
+fn node_logs_carry_no_colour_codes_when_written_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    let _node = start_logging_to(dir.path(), &log, &[]);
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("wharf node listening"), "{logged}");
     assert!(
@@ -105,27 +112,7 @@ fn node_logs_carry_no_colour_codes_when_written_to_a_file() {
 fn log_format_json_writes_one_json_object_a_line() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("node.log");
-    let mut child = wharf(&["node", "start", "--http-addr", "127.0.0.1:0"])
-        .args([
-            "--peer-addr",
-            "127.0.0.1:0",
-            "--quic-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env("WHARF_LOG", "info")
-        .env("WHARF_LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _guard = Guard(child);
-    assert!(line.contains("listening on"), "{line}");
+    let _node = start_logging_to(dir.path(), &log, &[("WHARF_LOG_FORMAT", "json")]);
     let logged = std::fs::read_to_string(&log).unwrap();
     let events: Vec<Value> = logged
         .lines()

@@ -69,6 +69,17 @@ async function download(f) {
   setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
 }
 
+// A function that appends a cell with `text` (and class `cls`) to the row `tr`.
+function cellOf(tr) {
+  return (text, cls) => {
+    const td = document.createElement('td');
+    td.textContent = text;
+    if (cls) td.className = cls;
+    tr.appendChild(td);
+    return td;
+  };
+}
+
 async function refreshFiles() {
   const files = [];
   let cursor = null;
@@ -84,13 +95,7 @@ async function refreshFiles() {
   for (const f of files.reverse()) {
     const tr = document.createElement('tr');
     tr.dataset.id = f.id;
-    const cell = (text, cls) => {
-      const td = document.createElement('td');
-      td.textContent = text;
-      if (cls) td.className = cls;
-      tr.appendChild(td);
-      return td;
-    };
+    const cell = cellOf(tr);
     cell(f.name, 'name');
     cell(human(f.size), 'size');
     cell(new Date(f.created_at).toLocaleString(), 'date');
@@ -116,13 +121,7 @@ async function refreshUnfinished() {
   for (const u of body.uploads) {
     const tr = document.createElement('tr');
     tr.dataset.id = u.upload_id;
-    const cell = (text, cls) => {
-      const td = document.createElement('td');
-      td.textContent = text;
-      if (cls) td.className = cls;
-      tr.appendChild(td);
-      return td;
-    };
+    const cell = cellOf(tr);
     const held = u.received.reduce((n, i) => n + Math.min(u.chunk_size, u.size - i * u.chunk_size), 0);
     cell(u.name, 'name');
     cell(`${human(held)} of ${human(u.size)}`, 'received');
