@@ -23,12 +23,7 @@ pub(super) fn staged_path(staging: &Path, upload_id: &str, index: u32) -> PathBu
 /// `ChunkStaged` in Raft. Nothing is recorded unless every check passed.
 pub(super) async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<Received> {
     let (owner, upload_id) = (put.owner.clone(), put.upload_id.clone());
-    let received = receive_chunk(ctx, put).await;
-    if let Err(e) = &received {
-        let (_, code) = e.status_and_code();
-        metrics::counter!("wharf_chunks_failed_total", "code" => code).increment(1);
-    }
-    match received {
+    let received = match receive_chunk(ctx, put).await {
         // An abort or expiry that removed the upload's staging directory under this chunk.
         Err(Error::Store(e)) => match ctx.meta.local().upload(&owner, &upload_id) {
             Some(up) if up.state != UploadState::Uploading => Err(Error::conflict(
@@ -39,7 +34,13 @@ pub(super) async fn stage_chunk(ctx: &Ctx, put: ChunkPut) -> Result<Received> {
             _ => Err(Error::Store(e)),
         },
         other => other,
+    };
+    // Counted by the code the client is answered with.
+    if let Err(e) = &received {
+        let (_, code) = e.status_and_code();
+        metrics::counter!("wharf_chunks_failed_total", "code" => code).increment(1);
     }
+    received
 }
 
 /// What a failed body read means for the client: it stalled, was taken over, or broke off.
