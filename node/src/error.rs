@@ -149,6 +149,8 @@ impl From<ModelError> for Error {
             ModelError::Invalid(_) => Error::bad_request("invalid_request", message),
             ModelError::LeaseHeld { .. } => Error::conflict("scan_leased", message),
             ModelError::JoinRefused(_) => Error::Forbidden(message),
+            ModelError::NotPartial(_) => Error::bad_request("invalid_concat", message),
+            ModelError::PartialTaken { .. } => Error::conflict("partial_taken", message),
         }
     }
 }

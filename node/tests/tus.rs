@@ -103,6 +103,8 @@ async fn tus_core_creation_checksum_expiration_and_termination_answer_as_the_pro
         "checksum",
         "checksum-trailer",
         "termination",
+        "concatenation",
+        "concatenation-unfinished",
     ] {
         assert!(ext.split(',').any(|x| x == e), "{ext} lacks {e}");
     }

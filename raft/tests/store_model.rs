@@ -8,7 +8,10 @@ use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
 use proptest::prelude::*;
 use wharf_raft::kv::MemKv;
-use wharf_raft::model::{blob_id, Command, Outcome, ScanVerdict, State, Tier, TierLimits};
+use wharf_raft::model::concat::Concat;
+use wharf_raft::model::{
+    blob_id, Command, Outcome, ScanVerdict, State, Tier, TierLimits, UploadState,
+};
 use wharf_raft::{Options, Request, StateMachineStore, TypeConfig};
 
 const OWNERS: [&str; 2] = ["ann", "bob"];
@@ -113,6 +116,22 @@ enum Op {
     Once {
         id: u8,
     },
+    /// A tus final upload `fin{fin}` of uploads `parts` (uploads 3 and 4 are made as partials).
+    Final {
+        owner: usize,
+        fin: u8,
+        parts: Vec<u8>,
+    },
+    CompleteFinal {
+        owner: usize,
+        fin: u8,
+        file: u8,
+        hash: u8,
+    },
+    AbortFinal {
+        owner: usize,
+        fin: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -137,6 +156,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (o.clone(), 0..6u8, 0..5u32, 0..70u64).prop_map(|(owner, up, index, len)| Op::Tail { owner, up, index, len }),
         2 => (o.clone(), 3..6u8, 0..300u64).prop_map(|(owner, up, size)| Op::Declare { owner, up, size }),
         2 => (0..4u8).prop_map(|id| Op::Once { id }),
+        2 => (o.clone(), 0..2u8, proptest::collection::vec(2..5u8, 0..3)).prop_map(|(owner, fin, parts)| Op::Final { owner, fin, parts }),
+        2 => (o.clone(), 0..2u8, 0..8u8, 0..3u8).prop_map(|(owner, fin, file, hash)| Op::CompleteFinal { owner, fin, file, hash }),
+        1 => (o.clone(), 0..2u8).prop_map(|(owner, fin)| Op::AbortFinal { owner, fin }),
     ]
 }
 
@@ -171,6 +193,42 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
             owner: ow(owner),
             upload_id: format!("up{up}"),
             size,
+            now,
+        },
+        Op::Create {
+            owner, up, size, ..
+        } if up == 3 || up == 4 => Command::CreateTusPartial {
+            create: Box::new(create(ow(owner), up, size, None, now)),
+            metadata: None,
+        },
+        Op::Final { owner, fin, parts } => Command::CreateTusFinal {
+            upload_id: format!("fin{fin}"),
+            owner: ow(owner),
+            limits: LIMITS,
+            name: format!("joined{fin}"),
+            mime: None,
+            metadata: None,
+            partials: parts.iter().map(|p| format!("up{p}")).collect(),
+            header: format!("final;{parts:?}"),
+            ttl_ms: 1_000,
+            now,
+        },
+        Op::CompleteFinal {
+            owner,
+            fin,
+            file,
+            hash,
+        } => Command::CompleteTusFinal {
+            owner: ow(owner),
+            upload_id: format!("fin{fin}"),
+            file_id: format!("f{file}"),
+            blake3: format!("h{hash}"),
+            scan: hash != 0,
+            now,
+        },
+        Op::AbortFinal { owner, fin } => Command::AbortUpload {
+            owner: ow(owner),
+            upload_id: format!("fin{fin}"),
             now,
         },
         Op::Create {
@@ -418,6 +476,37 @@ async fn flush(
     Ok(())
 }
 
+/// Every user's reservation is what their open uploads hold (a tus final holds nothing: its
+/// partials do), and they count as uploads in progress; used + reserved stays within the quota.
+fn reservations_add_up(mem: &State, after: &Command) -> Result<(), TestCaseError> {
+    for owner in OWNERS {
+        let Some(user) = mem.user(owner) else {
+            continue;
+        };
+        let (mut reserved, mut open) = (0u64, 0u32);
+        for up in mem.uploads_page(owner, Some(UploadState::Uploading), None, usize::MAX) {
+            if matches!(mem.concat(owner, &up.id), Some(Concat::Final { .. })) {
+                continue;
+            }
+            reserved += mem.tus_deferred_reserved(owner, &up.id).unwrap_or(up.size);
+            open += 1;
+        }
+        prop_assert_eq!(
+            (user.reserved, user.active_uploads),
+            (reserved, open),
+            "{}'s reservation after {:?}",
+            owner,
+            after
+        );
+        prop_assert!(
+            user.used + user.reserved <= user.quota,
+            "over quota after {:?}",
+            after
+        );
+    }
+    Ok(())
+}
+
 async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseError> {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_l1, mut disk) = wharf_raft::open(dirs.0.path(), &Options::default()).unwrap();
@@ -454,6 +543,7 @@ async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseEr
             mem.begin_entry(index + pending.len() as u64 + 1);
         }
         let answer = wharf_raft::Response(wharf_raft::apply(&mut mem, cmd.clone()));
+        reservations_add_up(&mem, &cmd)?;
         pending.push((cmd, answer));
         if pending.len() >= want || n == half {
             flush(&mut pending, &mut index, &mut disk, &mut copy, grouped).await?;

@@ -44,6 +44,20 @@ pub struct TusCreate {
     /// `Upload-Defer-Length: 1`: the create's size is the most the tier allows, a bound until
     /// the client declares the length; nothing is reserved before the bytes come.
     pub deferred: bool,
+    /// `Upload-Concat: partial`: its chunks wait for a final upload (concatenation), and are
+    /// sized so that each can be a part of the final's object.
+    pub partial: bool,
+}
+
+/// A tus final upload (`Upload-Concat: final;…`): the concatenation of `partials`.
+pub struct TusFinal {
+    pub name: String,
+    pub mime: Option<String>,
+    pub metadata: Option<String>,
+    /// Upload ids, in order.
+    pub partials: Vec<String>,
+    /// `Upload-Concat` as the client sent it.
+    pub header: String,
 }
 
 #[derive(Clone)]
@@ -102,6 +116,26 @@ impl QuotaHandle {
         .await
     }
 
+    /// A tus final upload of `owner`'s partial uploads (the state machine checks them).
+    pub async fn create_tus_final(&self, owner: String, tier: Tier, f: TusFinal) -> Result<Upload> {
+        let cmd = Command::CreateTusFinal {
+            upload_id: uuid::Uuid::now_v7().to_string(),
+            owner,
+            limits: self.limits(tier),
+            name: f.name,
+            mime: f.mime,
+            metadata: f.metadata,
+            partials: f.partials,
+            header: f.header,
+            ttl_ms: self.config.upload.expiry_secs * 1000,
+            now: now_ms(),
+        };
+        match self.propose(cmd).await? {
+            Outcome::Upload(u) => Ok(u),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Deletes one of `owner`'s files (its usage is released; its blob goes when unused).
     pub async fn delete_file(&self, owner: String, file_id: String) -> Result<()> {
         self.propose(Command::DeleteFile {
@@ -158,7 +192,16 @@ impl QuotaActor {
                         let cmd = match tus {
                             Some(TusCreate {
                                 metadata,
+                                partial: true,
+                                ..
+                            }) => Command::CreateTusPartial {
+                                create: Box::new(cmd),
+                                metadata,
+                            },
+                            Some(TusCreate {
+                                metadata,
                                 deferred: false,
+                                ..
                             }) => Command::CreateTusUpload {
                                 create: Box::new(cmd),
                                 metadata,
@@ -166,6 +209,7 @@ impl QuotaActor {
                             Some(TusCreate {
                                 metadata,
                                 deferred: true,
+                                ..
                             }) => Command::CreateDeferredTusUpload {
                                 create: Box::new(cmd),
                                 metadata,
@@ -238,7 +282,11 @@ impl QuotaActor {
             name: req.name,
             mime: req.mime,
             size: req.size,
-            chunk_size: model::chunk_size_for(req.size, self.config.upload.min_chunk_size),
+            chunk_size: if tus.is_some_and(|t| t.partial) {
+                model::concat::partial_chunk_size(req.size, self.config.upload.min_chunk_size)
+            } else {
+                model::chunk_size_for(req.size, self.config.upload.min_chunk_size)
+            },
             blake3: req.blake3.map(|h| h.to_ascii_lowercase()),
             idempotency_key: req.idempotency_key,
             ttl_ms: self.config.upload.expiry_secs * 1000,

@@ -50,6 +50,10 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// The multipart uploads the store holds (to find those nothing recorded: a node killed
     /// between creating one and recording its id).
     async fn list_multipart(&self) -> io::Result<Vec<PendingMultipart>>;
+    /// The least length of a part but the last (S3: 5 MiB); 0 when any length will do.
+    fn min_part_size(&self) -> u64 {
+        0
+    }
     /// A URL that downloads the object without other credentials until `ttl` passes, if the
     /// store can make one.
     async fn presign_get(

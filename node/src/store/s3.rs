@@ -159,6 +159,10 @@ async fn content_md5(path: &Path) -> io::Result<(String, u64)> {
 
 #[async_trait]
 impl ObjectStore for S3Store {
+    fn min_part_size(&self) -> u64 {
+        wharf_raft::model::concat::MIN_PART
+    }
+
     async fn create_multipart(&self, key: &str) -> io::Result<String> {
         let out = self
             .client

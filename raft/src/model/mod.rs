@@ -10,8 +10,9 @@
 //!
 //! By entity: [`uploads`] (sessions and chunks), [`files`] (files and blobs), [`scans`],
 //! [`users`], [`nodes`] (cluster bookkeeping), [`requests`] (at-most-once proposals),
-//! [`tus`] (what a tus upload adds to its session).
+//! [`tus`] (what a tus upload adds to its session), [`concat`] (tus partial and final uploads).
 
+pub mod concat;
 pub mod events;
 mod files;
 mod nodes;
@@ -262,6 +263,38 @@ pub enum Command {
         size: u64,
         now: Millis,
     },
+    /// A tus partial upload (concatenation): `create` (a `CreateUpload`) and its tus record;
+    /// its chunks stay staged until a final upload names it.
+    CreateTusPartial {
+        create: Box<Command>,
+        metadata: Option<String>,
+    },
+    /// A tus final upload: the concatenation of `partials` (upload ids, in order), which it
+    /// claims; `header` is `Upload-Concat` as the client sent it. It reserves nothing (its
+    /// partials did) and is not counted as an upload in progress.
+    CreateTusFinal {
+        upload_id: String,
+        owner: String,
+        limits: TierLimits,
+        name: String,
+        mime: Option<String>,
+        metadata: Option<String>,
+        partials: Vec<String>,
+        header: String,
+        ttl_ms: u64,
+        now: Millis,
+    },
+    /// A final upload's object is complete (every chunk of every partial is one of its parts)
+    /// and `blake3` is the hash the proposer read it back with: the file is recorded and the
+    /// partials end.
+    CompleteTusFinal {
+        owner: String,
+        upload_id: String,
+        file_id: String,
+        blake3: String,
+        scan: bool,
+        now: Millis,
+    },
 }
 
 impl Command {
@@ -281,9 +314,12 @@ impl Command {
             | Command::CreateJoinToken { now, .. }
             | Command::AdmitNode { now, .. }
             | Command::TusTail { now, .. }
-            | Command::DeclareTusLength { now, .. } => Some(*now),
+            | Command::DeclareTusLength { now, .. }
+            | Command::CreateTusFinal { now, .. }
+            | Command::CompleteTusFinal { now, .. } => Some(*now),
             Command::CreateTusUpload { create, .. }
-            | Command::CreateDeferredTusUpload { create, .. } => create.time(),
+            | Command::CreateDeferredTusUpload { create, .. }
+            | Command::CreateTusPartial { create, .. } => create.time(),
             _ => None,
         }
     }
@@ -298,6 +334,8 @@ impl Command {
             Command::CreateUpload { .. }
                 | Command::CreateTusUpload { .. }
                 | Command::CreateDeferredTusUpload { .. }
+                | Command::CreateTusPartial { .. }
+                | Command::CreateTusFinal { .. }
         )
     }
 }
@@ -354,6 +392,12 @@ pub enum ModelError {
     LeaseHeld { holder: u64 },
     #[error("{0}")]
     JoinRefused(String),
+    /// A final upload named an upload that is not a partial one (or completion was asked of
+    /// an upload that is not a final one).
+    #[error("{0}")]
+    NotPartial(String),
+    #[error("partial upload {partial} is already part of final upload {final_id}")]
+    PartialTaken { partial: String, final_id: String },
 }
 
 pub type ApplyResult = Result<Outcome, ModelError>;
@@ -561,5 +605,42 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
             size,
             now,
         } => tus::declare_length(state, &owner, &upload_id, size, now),
+        Command::CreateTusPartial { create, metadata } => {
+            concat::create_partial(state, *create, metadata)
+        }
+        Command::CreateTusFinal {
+            upload_id,
+            owner,
+            limits,
+            name,
+            mime,
+            metadata,
+            partials,
+            header,
+            ttl_ms,
+            now,
+        } => concat::create_final(
+            state,
+            concat::NewFinal {
+                upload_id,
+                owner,
+                limits,
+                name,
+                mime,
+                metadata,
+                partials,
+                header,
+                ttl_ms,
+                now,
+            },
+        ),
+        Command::CompleteTusFinal {
+            owner,
+            upload_id,
+            file_id,
+            blake3,
+            scan,
+            now,
+        } => concat::complete_final(state, &owner, &upload_id, file_id, blake3, scan, now),
     }
 }

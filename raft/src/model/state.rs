@@ -103,6 +103,10 @@ pub mod keys {
     pub fn tus_deferred(owner: &str, id: &str) -> Vec<u8> {
         format!("td/{owner}/{id}").into_bytes()
     }
+    /// A tus partial or final upload (concatenation): `tc/{owner}/{upload_id}`.
+    pub fn concat(owner: &str, id: &str) -> Vec<u8> {
+        format!("tc/{owner}/{id}").into_bytes()
+    }
     /// Keys from here on belong to the store, not to the model.
     pub const STORE: u8 = 0xff;
 }
@@ -239,10 +243,20 @@ impl<K: Kv> State<K> {
         self.read(&keys::tus(owner, id))
     }
 
+    /// A tus partial or final upload's concatenation record.
+    pub fn concat(&self, owner: &str, id: &str) -> Option<super::concat::Concat> {
+        self.read(&keys::concat(owner, id))
+    }
+
     /// Whether a tus upload's length is still to be declared (creation-defer-length): its
     /// `size` is then only the most it may grow to.
     pub fn tus_length_deferred(&self, owner: &str, id: &str) -> bool {
         self.kv.get(&keys::tus_deferred(owner, id)).is_some()
+    }
+
+    /// The bytes a tus upload of a length not declared yet holds reserved so far.
+    pub fn tus_deferred_reserved(&self, owner: &str, id: &str) -> Option<u64> {
+        self.read(&keys::tus_deferred(owner, id))
     }
 
     /// The stored upload record, without its chunks.
@@ -495,6 +509,7 @@ impl<K: KvMut> State<K> {
         self.kv.delete(&keys::upload(&up.owner, &up.id));
         self.kv.delete(&keys::tus(&up.owner, &up.id));
         self.kv.delete(&keys::tus_deferred(&up.owner, &up.id));
+        self.kv.delete(&keys::concat(&up.owner, &up.id));
         self.forget_progress(&up.owner, &up.id);
         if let Some(k) = &up.idempotency_key {
             if self.idempotent_upload(&up.owner, k).as_deref() == Some(&up.id) {

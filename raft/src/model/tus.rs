@@ -202,6 +202,11 @@ pub(super) fn tail<K: KvMut>(
     now: Millis,
 ) -> ApplyResult {
     let up = uploads::active(state, owner, upload_id)?;
+    if super::concat::is_final(state, owner, upload_id) {
+        return Err(ModelError::Invalid(
+            "a final upload takes no bytes of its own".into(),
+        ));
+    }
     let key = keys::tus(owner, upload_id);
     let mut tus: TusUpload = state.read_at(&key).ok_or(ModelError::NotFound)?;
     let count = up.chunk_count();
@@ -233,6 +238,7 @@ pub(super) fn tail<K: KvMut>(
     tus.tail = Some(new);
     state.write_at(&key, &tus);
     bump_expiry(state, up, now);
+    super::concat::touch_final(state, owner, upload_id, now);
     state.emit_progress(owner, upload_id, now);
     Ok(Outcome::Done)
 }

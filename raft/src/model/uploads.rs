@@ -237,6 +237,11 @@ pub(super) fn chunk_staged<K: KvMut>(
     now: Millis,
 ) -> ApplyResult {
     let up = active(state, owner, upload_id)?;
+    if super::concat::is_final(state, owner, upload_id) {
+        return Err(ModelError::Invalid(
+            "a final upload takes no bytes of its own (its partial uploads hold them)".into(),
+        ));
+    }
     let count = up.chunk_count();
     if index >= count {
         return Err(ModelError::ChunkOutOfRange { index, count });
@@ -266,6 +271,7 @@ pub(super) fn chunk_staged<K: KvMut>(
     };
     bump_expiry(state, up, now);
     if new {
+        super::concat::touch_final(state, owner, upload_id, now);
         state.emit_progress(owner, upload_id, now);
     }
     Ok(Outcome::Done)
@@ -347,6 +353,11 @@ pub(super) fn complete<K: KvMut>(
     if super::tus::deferred(state, owner, upload_id).is_some() {
         return Err(ModelError::Invalid(
             "the upload's length is not declared yet (Upload-Length)".into(),
+        ));
+    }
+    if state.concat(owner, upload_id).is_some() {
+        return Err(ModelError::NotPartial(
+            "a tus partial upload becomes a file only through a final upload".into(),
         ));
     }
     let held = state.held_chunks(owner, upload_id);
@@ -435,12 +446,15 @@ pub(super) fn abort<K: KvMut>(
 /// its object (and multipart upload) to the garbage collector.
 fn end<K: KvMut>(state: &mut State<K>, up: Upload, to: UploadState, now: Millis) -> Upload {
     debug_assert_eq!(up.state, UploadState::Uploading);
-    // A tus upload of a length not declared yet holds only what its chunks reserved.
-    let reserved = super::tus::deferred(state, &up.owner, &up.id).unwrap_or(up.size);
-    if let Some(mut user) = state.user(&up.owner) {
-        super::release(&mut user.reserved, reserved);
-        user.active_uploads = user.active_uploads.saturating_sub(1);
-        state.put_user(&user);
+    // A final upload holds nothing (its partials do); a tus upload of a length not declared
+    // yet holds only what its chunks reserved.
+    if !super::concat::is_final(state, &up.owner, &up.id) {
+        let reserved = super::tus::deferred(state, &up.owner, &up.id).unwrap_or(up.size);
+        if let Some(mut user) = state.user(&up.owner) {
+            super::release(&mut user.reserved, reserved);
+            user.active_uploads = user.active_uploads.saturating_sub(1);
+            state.put_user(&user);
+        }
     }
     state.put_garbage(&Garbage {
         object_key: up.object_key.clone(),
@@ -462,6 +476,10 @@ fn end<K: KvMut>(state: &mut State<K>, up: Upload, to: UploadState, now: Millis)
             state: to,
         },
     );
+    // A final and its partials end together (each is saved as ended before the next looks).
+    for other in super::concat::ending_with(state, &up) {
+        end(state, other, to, now);
+    }
     ended
 }
 
@@ -474,8 +492,12 @@ pub(super) fn expire<K: KvMut>(
     let due = state.open_upload_ids(Some(now.saturating_add(1)), usize::MAX);
     let mut ids = Vec::with_capacity(due.len());
     for (owner, id) in due {
-        if let Some(up) = state.upload_record(&owner, &id) {
-            ids.push(end(state, up, UploadState::Expired, now).id);
+        // One that ended with another (a final and its partials) ended already.
+        match state.upload_record(&owner, &id) {
+            Some(up) if up.state == UploadState::Uploading => {
+                ids.push(end(state, up, UploadState::Expired, now).id)
+            }
+            _ => {}
         }
     }
     if let Some(keep) = retention_ms {

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use wharf_proto::hash;
+use wharf_raft::model::concat::Concat;
 use wharf_raft::model::{Chunk, Command, File, Upload, UploadState};
 use wharf_raft::Outcome;
 
@@ -19,7 +20,7 @@ pub(super) async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<
     let deadline = Instant::now() + Duration::from_secs(ctx.config.complete_wait_secs);
     let mut first = true;
     let up = loop {
-        let up = {
+        let (up, concat) = {
             let applied = if first {
                 ctx.meta.linearizable().await?
             } else {
@@ -27,8 +28,9 @@ pub(super) async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<
             };
             let state = &applied;
             let up = state.upload(owner, upload_id).ok_or(Error::NotFound)?;
+            let concat = first.then(|| state.concat(owner, upload_id)).flatten();
             match up.state {
-                UploadState::Uploading => up,
+                UploadState::Uploading => (up, concat),
                 UploadState::Stored => {
                     let fid = up.file_id.as_deref().unwrap_or_default();
                     return state.file(owner, fid).ok_or(Error::NotFound);
@@ -42,6 +44,18 @@ pub(super) async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<
             }
         };
         first = false;
+        match concat {
+            Some(Concat::Final { .. }) => {
+                return super::concat::complete_final(ctx, owner, upload_id).await
+            }
+            Some(Concat::Partial { .. }) => {
+                return Err(Error::bad_request(
+                    "invalid_concat",
+                    "a tus partial upload becomes a file only through a final upload",
+                ))
+            }
+            None => {}
+        }
         let missing = up.missing();
         if !missing.is_empty() {
             return Err(Error::MissingChunks(missing));
@@ -120,7 +134,7 @@ pub(super) async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<
 }
 
 /// The file of the upload, if it is stored by now (as the leader knows it).
-async fn stored_file(ctx: &Ctx, owner: &str, upload_id: &str) -> Option<File> {
+pub(super) async fn stored_file(ctx: &Ctx, owner: &str, upload_id: &str) -> Option<File> {
     let applied = ctx.meta.linearizable().await.ok()?;
     let up = applied.upload_record(owner, upload_id)?;
     if up.state != UploadState::Stored {

@@ -10,6 +10,7 @@
 //! uploads, `sweep` is the periodic sweeper.
 
 mod complete;
+mod concat;
 mod gauge;
 mod offload;
 mod single;
@@ -33,7 +34,7 @@ use crate::meta::Metadata;
 use crate::store::{ByteStream, ObjectStore};
 use complete::{abort, complete};
 pub use gauge::{staged_chunk_bytes, StagingGauge};
-use offload::offload;
+use offload::{offload, Offloaded};
 use single::store_small;
 pub use single::SmallFile;
 use staging::stage_chunk;
@@ -109,7 +110,11 @@ enum Done {
         key: ChunkKey,
         owner: String,
         ok: bool,
+        /// A tus partial upload's chunk that waits for a final upload to name it.
+        parked: bool,
     },
+    /// This node applied more of the log (at most every [`APPLIED_EVERY`]).
+    Applied,
     RetryOffload {
         key: ChunkKey,
         owner: String,
@@ -175,9 +180,11 @@ impl UploadsHandle {
             offloading: 0,
             attempts: HashMap::new(),
             completing: HashSet::new(),
+            parked: HashMap::new(),
         };
         let spool = Arc::new(ctx.staging.join(single::SINGLE_DIR));
         tokio::spawn(actor.run(stop.clone()));
+        tokio::spawn(watch_applied(ctx.clone(), done_tx.clone(), stop.clone()));
         tokio::spawn(sweeper(ctx.clone(), done_tx, stop));
         Self { tx, spool, ctx }
     }
@@ -257,6 +264,9 @@ struct UploadsActor {
     offloading: usize,
     attempts: HashMap<ChunkKey, u32>,
     completing: HashSet<String>,
+    /// Chunks of tus partial uploads that no final upload has named yet, with their owners:
+    /// looked at again as the log moves on, and offloaded once a final claims them.
+    parked: HashMap<ChunkKey, String>,
 }
 
 impl UploadsActor {
@@ -369,10 +379,17 @@ impl UploadsActor {
                     self.enqueue(key, owner);
                 }
             }
-            Done::Offload { key, owner, ok } => {
+            Done::Offload {
+                key,
+                owner,
+                ok,
+                parked,
+            } => {
                 self.offloading -= 1;
                 self.queued.remove(&key);
-                if ok {
+                if parked {
+                    self.parked.insert(key, owner);
+                } else if ok {
                     self.attempts.remove(&key);
                 } else {
                     // Exponential backoff with jitter, capped at a minute.
@@ -401,6 +418,37 @@ impl UploadsActor {
                 let _ = reply.send(res);
             }
             Done::Rescan => self.rescan(),
+            Done::Applied => self.unpark(),
+        }
+    }
+
+    /// Queues the parked chunks whose partial upload a final upload has named since (or that
+    /// ended: the offload then frees them).
+    fn unpark(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let ready: Vec<ChunkKey> = {
+            let applied = self.ctx.meta.local();
+            self.parked
+                .iter()
+                .filter(|((id, _), owner)| {
+                    let waiting = matches!(
+                        applied.concat(owner, id),
+                        Some(wharf_raft::model::concat::Concat::Partial { into: None })
+                    );
+                    let open = applied
+                        .upload_record(owner, id)
+                        .is_some_and(|u| u.state == wharf_raft::model::UploadState::Uploading);
+                    !(waiting && open)
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for key in ready {
+            if let Some(owner) = self.parked.remove(&key) {
+                self.enqueue(key, owner);
+            }
         }
     }
 
@@ -479,7 +527,10 @@ impl UploadsActor {
             tokio::spawn(async move {
                 let res = offload(&ctx, &owner, &key.0, key.1).await;
                 match &res {
-                    Ok(()) => metrics::counter!("wharf_chunks_offloaded_total").increment(1),
+                    Ok(Offloaded::Done) => {
+                        metrics::counter!("wharf_chunks_offloaded_total").increment(1)
+                    }
+                    Ok(Offloaded::Parked) => {}
                     Err(e) => {
                         metrics::counter!("wharf_offload_failures_total").increment(1);
                         tracing::warn!(upload = %key.0, chunk = key.1, error = %e, "offload failed; will retry");
@@ -489,9 +540,30 @@ impl UploadsActor {
                     key,
                     owner,
                     ok: res.is_ok(),
+                    parked: matches!(res, Ok(Offloaded::Parked)),
                 });
             });
         }
+    }
+}
+
+/// How often at most the actor hears that the log moved on (parked chunks look again).
+const APPLIED_EVERY: Duration = Duration::from_millis(100);
+
+/// Tells the actor whenever this node applied more of the log, at most every
+/// [`APPLIED_EVERY`]: a final upload committed anywhere frees the parked chunks held here.
+async fn watch_applied(ctx: Arc<Ctx>, done: mpsc::UnboundedSender<Done>, stop: CancellationToken) {
+    let mut watch = ctx.meta.applied_watch();
+    loop {
+        watch.applied();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = watch.changed() => {}
+        }
+        if done.send(Done::Applied).is_err() {
+            return;
+        }
+        tokio::time::sleep(APPLIED_EVERY).await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! tus 1.0 at `/files/`: core (HEAD, PATCH, OPTIONS), creation, creation-with-upload,
-//! creation-defer-length, expiration, checksum, checksum-trailer and termination, on every
-//! node.
+//! creation-defer-length, expiration, checksum, checksum-trailer, termination, concatenation
+//! and concatenation-unfinished, on every node.
 //!
 //! A tus upload is a wharf upload session made by `CreateTusUpload`. A PATCH's bytes are cut
 //! into the session's chunks on the node ([`patch`]); whole chunks are staged as any chunk is,
@@ -13,6 +13,7 @@
 //! a bound until a PATCH carries `Upload-Length` (`DeclareTusLength`); until then each chunk
 //! reserves its own bytes against the quota, and the declaration reserves the rest.
 
+mod concat;
 mod headers;
 mod patch;
 
@@ -36,7 +37,7 @@ pub use headers::{parse_metadata, Checksum, Expected};
 pub const VERSION: &str = "1.0.0";
 /// The extensions this server speaks, as `Tus-Extension` lists them.
 pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,\
-     checksum,checksum-trailer,termination";
+     checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
 pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256,md5";
 /// The body of a PATCH (and of a creation with upload).
 pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
@@ -194,9 +195,39 @@ async fn create_inner(
 ) -> Result<Response> {
     check_version(&headers)?;
     let Caller(c) = caller?;
-    if headers.contains_key(&UPLOAD_CONCAT) {
-        return Err(Error::NotSupported(
-            "concatenation is not offered by this server (see Tus-Extension)".into(),
+    let concat = concat::parse(&headers)?;
+    let raw_metadata = headers
+        .get(&UPLOAD_METADATA)
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| Error::bad_request("invalid_metadata", "Upload-Metadata must be ASCII"))?;
+    let meta = parse_metadata(raw_metadata.as_deref().unwrap_or(""))?;
+    let name = meta
+        .get("filename")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_else(|| "untitled".into());
+    let mime = meta
+        .get("filetype")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .filter(|m| !m.is_empty());
+    let partial = match concat {
+        Some(concat::ConcatRequest::Final { partials, raw }) => {
+            let f = concat::TusFinal {
+                name,
+                mime,
+                metadata: raw_metadata,
+                partials,
+                header: raw,
+            };
+            return concat::create_final(&s, &c, &headers, f).await;
+        }
+        Some(concat::ConcatRequest::Partial) => true,
+        None => false,
+    };
+    if partial && !headers.contains_key(&UPLOAD_LENGTH) {
+        return Err(Error::bad_request(
+            "length_required",
+            "a partial upload (Upload-Concat: partial) needs its Upload-Length",
         ));
     }
     // `None`: the length is deferred (declared by a later PATCH).
@@ -227,20 +258,6 @@ async fn create_inner(
     };
     // A deferred upload may grow to the most the tier allows.
     let size = length.unwrap_or_else(|| max_size(&s, c.tier));
-    let raw_metadata = headers
-        .get(&UPLOAD_METADATA)
-        .map(|v| v.to_str().map(str::to_owned))
-        .transpose()
-        .map_err(|_| Error::bad_request("invalid_metadata", "Upload-Metadata must be ASCII"))?;
-    let meta = parse_metadata(raw_metadata.as_deref().unwrap_or(""))?;
-    let name = meta
-        .get("filename")
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_else(|| "untitled".into());
-    let mime = meta
-        .get("filetype")
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .filter(|m| !m.is_empty());
     let with_body = is_offset_stream(&headers);
     let (checksum, body) = if with_body {
         Expected::of_request(&headers, body)?
@@ -265,13 +282,14 @@ async fn create_inner(
     let tus = TusCreate {
         metadata: raw_metadata,
         deferred: length.is_none(),
+        partial,
     };
     let up = s.quota.create_tus(c.sub.clone(), c.tier, req, tus).await?;
     let mut h = HeaderMap::new();
     h.insert(header::LOCATION, header_value(format!("/files/{}", up.id)));
     h.insert(UPLOAD_EXPIRES, expires(up.expires_at));
-    // An empty upload is whole at once: the same path completes it.
-    if with_body || length == Some(0) {
+    // An empty upload is whole at once: the same path completes it (a partial one waits).
+    if with_body || (length == Some(0) && !partial) {
         let body = idle_limited(body, Duration::from_secs(s.http.body_idle_secs));
         let body_length = parse_u64(&headers, &header::CONTENT_LENGTH)?;
         let sent = run_patch(&s, &c.sub, &up.id, 0, body_length, checksum, body).await;
@@ -324,7 +342,19 @@ async fn head_inner(
     if let Some(m) = &tus.metadata {
         h.insert(UPLOAD_METADATA, header_value(m));
     }
+    let joined = applied.concat(&c.sub, &id);
+    if let Some(j) = &joined {
+        concat::head_headers(j, up.state, up.size, &mut h);
+    }
     match up.state {
+        UploadState::Uploading if joined.is_some() => {
+            h.insert(UPLOAD_EXPIRES, expires(up.expires_at));
+            // A final whose partials are whole is completed now, if nothing did it yet.
+            if matches!(joined, Some(model::concat::Concat::Final { .. })) {
+                let (s, owner) = (s.clone(), c.sub.clone());
+                tokio::spawn(async move { concat::complete_when_whole(&s, &owner, &id).await });
+            }
+        }
         UploadState::Uploading => {
             h.insert(UPLOAD_EXPIRES, expires(up.expires_at));
             if offset == up.size && !deferred {

@@ -47,6 +47,14 @@ pub(super) async fn patch(
     body: ByteStream,
 ) -> Result<Patched> {
     let (applied, up, tus) = super::live_upload(s, owner, id).await?;
+    if matches!(
+        applied.concat(owner, id),
+        Some(model::concat::Concat::Final { .. })
+    ) {
+        return Err(Error::Forbidden(
+            "a final upload is made of its partial uploads: PATCH them, not it".into(),
+        ));
+    }
     let at = model::tus::offset(&up, Some(&tus));
     if offset != at {
         return Err(Error::OffsetMismatch { offset: at });
@@ -258,6 +266,11 @@ pub(super) async fn receive(
 /// Completes the upload, or waits for the completion already running (a HEAD that found every
 /// byte here may have started one on this node): either way the PATCH answers once it is done.
 async fn complete_or_join(s: &AppState, owner: &str, id: &str) -> Result<()> {
+    if s.meta.local().concat(owner, id).is_some() {
+        // A partial upload is no file of its own: its final (if one names it yet) may be whole.
+        super::concat::partial_whole(s, owner, id).await;
+        return Ok(());
+    }
     match s.uploads.complete(owner.to_string(), id.to_string()).await {
         Err(Error::Conflict {
             code: "upload_completing",
