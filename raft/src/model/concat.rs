@@ -256,12 +256,8 @@ pub(super) fn complete_final<K: KvMut>(
     let up = state
         .upload_record(owner, upload_id)
         .ok_or(ModelError::NotFound)?;
-    if up.state == UploadState::Stored {
-        let fid = up.file_id.clone().unwrap_or_default();
-        return state
-            .file(owner, &fid)
-            .map(Outcome::File)
-            .ok_or(ModelError::NotFound);
+    if let Some(answer) = uploads::stored_answer(state, &up) {
+        return answer;
     }
     let up = uploads::active(state, owner, upload_id)?;
     let Some(Concat::Final { partials, .. }) = get(state, owner, upload_id) else {

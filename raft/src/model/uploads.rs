@@ -337,13 +337,8 @@ pub(super) fn complete<K: KvMut>(
     let up = state
         .upload_record(owner, upload_id)
         .ok_or(ModelError::NotFound)?;
-    if up.state == UploadState::Stored {
-        // A retried completion answers with the file it already made.
-        let fid = up.file_id.clone().unwrap_or_default();
-        return state
-            .file(owner, &fid)
-            .map(Outcome::File)
-            .ok_or(ModelError::NotFound);
+    if let Some(answer) = stored_answer(state, &up) {
+        return answer;
     }
     if up.state != UploadState::Uploading {
         return Err(ModelError::UploadNotActive {
@@ -430,6 +425,17 @@ pub(super) fn complete<K: KvMut>(
         },
     );
     Ok(Outcome::File(file))
+}
+
+/// A retried completion of an upload that is stored answers with the file it made.
+pub(super) fn stored_answer<K: KvMut>(state: &State<K>, up: &Upload) -> Option<ApplyResult> {
+    (up.state == UploadState::Stored).then(|| {
+        let fid = up.file_id.clone().unwrap_or_default();
+        state
+            .file(&up.owner, &fid)
+            .map(Outcome::File)
+            .ok_or(ModelError::NotFound)
+    })
 }
 
 pub(super) fn abort<K: KvMut>(

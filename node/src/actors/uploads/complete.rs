@@ -95,38 +95,56 @@ pub(super) async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<
     }
     // A one-chunk file went in whole with PutObject when it was offloaded.
     if parts.len() > 1 {
-        let multipart_id = up
-            .multipart_id
-            .as_deref()
-            .ok_or_else(|| Error::Internal("offloaded upload has no multipart id".into()))?;
-        if let Err(e) = ctx
-            .store
-            .complete_multipart(&up.object_key, multipart_id, &parts)
-            .await
-        {
-            // Another completion of the same upload (on another node, or one a tus HEAD
-            // started) finished the object first: its file is this call's answer too.
-            if let Some(f) = stored_file(ctx, owner, upload_id).await {
-                return Ok(f);
-            }
-            return Err(e.into());
+        if let Some(f) = complete_object(ctx, &up, &parts).await? {
+            return Ok(f);
         }
     }
-    let out = ctx
-        .quota
-        .propose(Command::CompleteUpload {
-            owner: owner.to_string(),
-            upload_id: upload_id.to_string(),
-            file_id: uuid::Uuid::now_v7().to_string(),
-            blake3: whole,
-            scan: ctx.scanner.is_some(),
-            now: now_ms(),
-        })
-        .await?;
+    let cmd = Command::CompleteUpload {
+        owner: owner.to_string(),
+        upload_id: upload_id.to_string(),
+        file_id: uuid::Uuid::now_v7().to_string(),
+        blake3: whole,
+        scan: ctx.scanner.is_some(),
+        now: now_ms(),
+    };
+    record_file(ctx, cmd, &[upload_id]).await
+}
+
+/// Completes `up`'s multipart object from `parts`. `Some(file)`: another completion of the same
+/// upload (on another node, or one a tus HEAD started) finished the object first, and its file
+/// is this call's answer too.
+pub(super) async fn complete_object(
+    ctx: &Ctx,
+    up: &Upload,
+    parts: &[(u32, String)],
+) -> Result<Option<File>> {
+    let multipart_id = up
+        .multipart_id
+        .as_deref()
+        .ok_or_else(|| Error::Internal("offloaded upload has no multipart id".into()))?;
+    match ctx
+        .store
+        .complete_multipart(&up.object_key, multipart_id, parts)
+        .await
+    {
+        Ok(()) => Ok(None),
+        Err(e) => match stored_file(ctx, &up.owner, &up.id).await {
+            Some(f) => Ok(Some(f)),
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// Proposes the command that records a completed upload's file, wakes the scanner and frees
+/// the staging of the uploads whose chunks made it.
+pub(super) async fn record_file(ctx: &Ctx, cmd: Command, staged: &[&str]) -> Result<File> {
+    let out = ctx.quota.propose(cmd).await?;
     if let Some(s) = &ctx.scanner {
         s.kick();
     }
-    remove_upload_dir(&ctx.staged, &ctx.staging.join(upload_id)).await;
+    for id in staged {
+        remove_upload_dir(&ctx.staged, &ctx.staging.join(id)).await;
+    }
     match out {
         Outcome::File(f) => Ok(f),
         other => Err(Error::Internal(format!("unexpected {other:?}"))),
@@ -134,7 +152,7 @@ pub(super) async fn complete(ctx: &Ctx, owner: &str, upload_id: &str) -> Result<
 }
 
 /// The file of the upload, if it is stored by now (as the leader knows it).
-pub(super) async fn stored_file(ctx: &Ctx, owner: &str, upload_id: &str) -> Option<File> {
+async fn stored_file(ctx: &Ctx, owner: &str, upload_id: &str) -> Option<File> {
     let applied = ctx.meta.linearizable().await.ok()?;
     let up = applied.upload_record(owner, upload_id)?;
     if up.state != UploadState::Stored {

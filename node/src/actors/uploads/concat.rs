@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use wharf_raft::model::concat::Concat;
 use wharf_raft::model::{Chunk, Command, File, UploadState};
-use wharf_raft::Outcome;
 
-use crate::actors::uploads::complete::stored_file;
-use crate::actors::uploads::gauge::remove_upload_dir;
+use crate::actors::uploads::complete::{complete_object, record_file};
 use crate::actors::uploads::Ctx;
 use crate::error::{Error, Result};
 use crate::meta::now_ms;
@@ -105,46 +103,22 @@ pub(super) async fn complete_final(ctx: &Ctx, owner: &str, final_id: &str) -> Re
         let put = ctx.store.put_object(&up.object_key, &empty).await;
         let _ = tokio::fs::remove_file(&empty).await;
         put?;
-    } else {
-        let multipart_id = up
-            .multipart_id
-            .as_deref()
-            .ok_or_else(|| Error::Internal("offloaded final upload has no multipart id".into()))?;
-        if let Err(e) = ctx
-            .store
-            .complete_multipart(&up.object_key, multipart_id, &parts)
-            .await
-        {
-            if let Some(f) = stored_file(ctx, owner, final_id).await {
-                return Ok(f);
-            }
-            return Err(e.into());
-        }
+    } else if let Some(f) = complete_object(ctx, &up, &parts).await? {
+        return Ok(f);
     }
     // The chunks' hashes were taken at their offsets in the partials, not in the final: the
     // whole file's BLAKE3 is read back from the object, once.
     let blake3 = hash_object(ctx, &up.object_key, up.size).await?;
-    let out = ctx
-        .quota
-        .propose(Command::CompleteTusFinal {
-            owner: owner.to_string(),
-            upload_id: final_id.to_string(),
-            file_id: uuid::Uuid::now_v7().to_string(),
-            blake3,
-            scan: ctx.scanner.is_some(),
-            now: now_ms(),
-        })
-        .await?;
-    if let Some(s) = &ctx.scanner {
-        s.kick();
-    }
-    for id in &partials {
-        remove_upload_dir(&ctx.staged, &ctx.staging.join(id)).await;
-    }
-    match out {
-        Outcome::File(f) => Ok(f),
-        other => Err(Error::Internal(format!("unexpected {other:?}"))),
-    }
+    let cmd = Command::CompleteTusFinal {
+        owner: owner.to_string(),
+        upload_id: final_id.to_string(),
+        file_id: uuid::Uuid::now_v7().to_string(),
+        blake3,
+        scan: ctx.scanner.is_some(),
+        now: now_ms(),
+    };
+    let partials: Vec<&str> = partials.iter().map(String::as_str).collect();
+    record_file(ctx, cmd, &partials).await
 }
 
 /// The BLAKE3 of the object at `key`, which must be `size` bytes long.
