@@ -56,9 +56,7 @@ impl Metadata {
         peers: Peers,
     ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)?;
-        let store = wharf_raft::Options {
-            cache_capacity: opts.cache_capacity,
-        };
+        let store = wharf_raft::Options::for_node(node_id, opts.cache_capacity);
         let (log, sm) = wharf_raft::open(dir, &store)
             .map_err(|e| Error::Unavailable(format!("opening the metadata store: {e}")))?;
         let (state, log_handle) = (sm.clone(), log.clone());

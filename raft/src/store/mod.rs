@@ -52,22 +52,38 @@ pub const STATE_DIR: &str = "state";
 #[derive(Clone, Debug)]
 pub struct Options {
     /// fjall's block caches, in bytes (three quarters for the state, the rest for the log).
-    /// With the memtables ([`MEMTABLE`] per keyspace) and the index and filter blocks fjall
-    /// keeps pinned, this bounds the memory the metadata uses, whatever the number of records.
+    /// With the memtables (`memtable_bytes` per keyspace) and the index and filter blocks
+    /// fjall keeps pinned, this bounds the memory the metadata uses, whatever the number of
+    /// records.
     pub cache_capacity: u64,
+    /// A keyspace's write buffer ([`MEMTABLE`] by default), fixed when the keyspace is made.
+    pub memtable_bytes: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             cache_capacity: 32 << 20,
+            memtable_bytes: MEMTABLE,
+        }
+    }
+}
+
+impl Options {
+    /// The options of node `node_id`: nodes that apply the same log fill their write buffers at
+    /// the same pace, so each gets a slightly different size (8, 10 or 12 MiB) and they do not
+    /// all write them out, and compact, at the same moment on shared cores.
+    pub fn for_node(node_id: u64, cache_capacity: u64) -> Self {
+        Self {
+            cache_capacity,
+            memtable_bytes: MEMTABLE + (node_id % 3) * (2 << 20),
         }
     }
 }
 
 /// A keyspace's write buffer: the unit fjall writes out as a table. What is in it at a crash is
 /// replayed from the journal at the next start, so it also bounds the restart time.
-const MEMTABLE: u64 = 8 << 20;
+pub const MEMTABLE: u64 = 8 << 20;
 /// The journal's size at which fjall writes out the oldest memtables (its smallest allowed).
 const MAX_JOURNAL: u64 = 64 << 20;
 
@@ -90,7 +106,7 @@ fn open_db(path: &Path, cache: u64) -> fjall::Result<Database> {
         .open()
 }
 
-fn keyspace(db: &Database, name: &str) -> fjall::Result<Keyspace> {
+fn keyspace(db: &Database, name: &str, memtable: u64) -> fjall::Result<Keyspace> {
     db.keyspace(name, || {
         // fjall leaves its first two levels uncompressed; wharf's records are full of hex
         // hashes and ids, and LZ4 on every level took bytes per file from 2,005 to 1,646 at
@@ -103,7 +119,7 @@ fn keyspace(db: &Database, name: &str) -> fjall::Result<Keyspace> {
         // holds one partition, and only a table's top-level index and filter index stay pinned
         // in memory (the partitions go through the block cache like data blocks).
         KeyspaceCreateOptions::default()
-            .max_memtable_size(MEMTABLE)
+            .max_memtable_size(memtable)
             .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
             .index_block_partitioning_policy(PartitioningPolicy::all(true))
             .filter_block_partitioning_policy(PartitioningPolicy::all(true))
@@ -119,9 +135,9 @@ impl Db {
             opts.cache_capacity.saturating_sub(log_cache).max(1 << 20),
         )?;
         Ok(Self {
-            log: keyspace(&db, "log")?,
-            raft: keyspace(&db, "raft")?,
-            state: keyspace(&state_db, "state")?,
+            log: keyspace(&db, "log", opts.memtable_bytes)?,
+            raft: keyspace(&db, "raft", opts.memtable_bytes)?,
+            state: keyspace(&state_db, "state", opts.memtable_bytes)?,
             db,
             state_db,
         })
