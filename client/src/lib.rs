@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 use std::io::{Seek, Write};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use wharf_proto::hash::ChunkHasher;
-use wharf_proto::{CreateUpload, FileList, FileRecord, UploadCreated, UploadList, UploadStatus};
+use wharf_proto::{CreateAnswer, CreateUpload, FileList, FileRecord, UploadList, UploadStatus};
 
 /// Reports progress: bytes done so far (of the bytes this call moves).
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -384,7 +384,10 @@ impl Client {
     /// Creates an upload session. Every create carries an idempotency key (a new one when
     /// `req` has none), kept across the retries: a node's 503 or a lost reply may hide a create
     /// that committed, and a retry must get that upload back instead of reserving twice.
-    pub async fn create(&self, req: &CreateUpload) -> Result<UploadCreated> {
+    ///
+    /// A create that declares the BLAKE3 of content the user already stores is answered with
+    /// the file of it at once (dedup): nothing is left to send.
+    pub async fn create(&self, req: &CreateUpload) -> Result<CreateAnswer> {
         if req.idempotency_key.is_some() {
             return self.run(0, Call::Create(req)).await;
         }
@@ -494,7 +497,7 @@ impl Client {
                     upload_id: None,
                     idempotency_key: Some(key.clone()),
                 });
-                let created = self
+                let created = match self
                     .create(&CreateUpload {
                         name,
                         size,
@@ -502,7 +505,20 @@ impl Client {
                         mime: None,
                         idempotency_key: Some(key.clone()),
                     })
-                    .await?;
+                    .await?
+                {
+                    CreateAnswer::Upload(u) => u,
+                    // Content this user stores already: nothing left to send.
+                    CreateAnswer::File(file) => {
+                        return Ok(Uploaded {
+                            file,
+                            upload_id: String::new(),
+                            chunks_sent: 0,
+                            chunks_total: 0,
+                            chunk_latencies: Vec::new(),
+                        })
+                    }
+                };
                 on_point(&ResumePoint {
                     upload_id: Some(created.upload_id.clone()),
                     idempotency_key: Some(key),

@@ -462,6 +462,9 @@ async fn a_create_whose_reply_is_lost_and_that_is_retried_reserves_once() {
     assert_eq!(st, 200);
     let ups = list["uploads"].as_array().unwrap();
     assert_eq!(ups.len(), 1, "{list}");
+    let wharf_proto::CreateAnswer::Upload(created) = created else {
+        panic!("a create of new content answered {created:?}");
+    };
     assert_eq!(ups[0]["upload_id"], created.upload_id.as_str());
 }
 

@@ -46,6 +46,16 @@ pub struct UploadCreated {
     pub expires_at: String,
 }
 
+/// The answer to a create: an upload session (HTTP 201), or, when the create declared the
+/// BLAKE3 of content the user already stores, the file of it, made at once (HTTP 200, with
+/// `deduplicated` set; no byte needs to be sent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CreateAnswer {
+    Upload(UploadCreated),
+    File(FileRecord),
+}
+
 /// `GET /v1/uploads/{id}`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadStatus {
@@ -89,6 +99,10 @@ pub struct FileRecord {
     /// While a scanner holds the blob: the node scanning it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_node: Option<u64>,
+    /// In the answer to a create: the user already stored this content, so the file was made
+    /// at once and no byte needs to be sent (dedup).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deduplicated: bool,
 }
 
 /// `GET /v1/files`

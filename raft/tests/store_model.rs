@@ -132,6 +132,14 @@ enum Op {
         owner: usize,
         fin: u8,
     },
+    /// A create that declares content `h{hash}` (of the size the owner's blob has, if any).
+    Dedup {
+        owner: usize,
+        up: u8,
+        file: u8,
+        hash: u8,
+        idem: Option<u8>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -159,6 +167,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (o.clone(), 0..2u8, proptest::collection::vec(2..5u8, 0..3)).prop_map(|(owner, fin, parts)| Op::Final { owner, fin, parts }),
         2 => (o.clone(), 0..2u8, 0..8u8, 0..3u8).prop_map(|(owner, fin, file, hash)| Op::CompleteFinal { owner, fin, file, hash }),
         1 => (o.clone(), 0..2u8).prop_map(|(owner, fin)| Op::AbortFinal { owner, fin }),
+        2 => (o.clone(), 0..12u8, 0..8u8, 0..3u8, proptest::option::of(0..3u8)).prop_map(|(owner, up, file, hash, idem)| Op::Dedup { owner, up, file, hash, idem }),
     ]
 }
 
@@ -226,6 +235,26 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
             scan: hash != 0,
             now,
         },
+        Op::Dedup {
+            owner,
+            up,
+            file,
+            hash,
+            idem,
+        } => {
+            let blake3 = format!("h{hash}");
+            let size = mem
+                .blob(&blob_id(OWNERS[owner], &blake3))
+                .map_or(64, |b| b.size);
+            let mut create = create(ow(owner), up, size, idem, now);
+            if let Command::CreateUpload { blake3: b, .. } = &mut create {
+                *b = Some(blake3);
+            }
+            Command::CreateOrDedup {
+                create: Box::new(create),
+                file_id: format!("f{file}"),
+            }
+        }
         Op::AbortFinal { owner, fin } => Command::AbortUpload {
             owner: ow(owner),
             upload_id: format!("fin{fin}"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wharf_proto::CreateUpload;
-use wharf_raft::model::{self, Command, ModelError, Tier, TierLimits, Upload};
+use wharf_raft::model::{self, Command, File, ModelError, Tier, TierLimits, Upload};
 use wharf_raft::Outcome;
 
 use crate::config::Config;
@@ -23,7 +23,7 @@ enum Msg {
         req: CreateUpload,
         /// A tus upload, with the client's `Upload-Metadata`.
         tus: Option<TusCreate>,
-        reply: oneshot::Sender<Result<Upload>>,
+        reply: oneshot::Sender<Result<Created>>,
     },
     Propose {
         cmd: Command,
@@ -35,6 +35,15 @@ enum Msg {
         req: CreateUpload,
         reply: oneshot::Sender<Result<()>>,
     },
+}
+
+/// What a create made.
+#[derive(Debug)]
+pub enum Created {
+    Upload(Upload),
+    /// Dedup: the create declared the BLAKE3 of content the user already stores, and this file
+    /// of it was recorded at once (no byte needs to move).
+    File(File),
 }
 
 /// What a tus creation adds to a create.
@@ -87,7 +96,9 @@ impl QuotaHandle {
         crate::actors::call(&self.tx, msg).await
     }
 
-    pub async fn create(&self, user: String, tier: Tier, req: CreateUpload) -> Result<Upload> {
+    /// An upload session, or with a declared BLAKE3 of content the user already stores, the
+    /// file of it at once (dedup).
+    pub async fn create(&self, user: String, tier: Tier, req: CreateUpload) -> Result<Created> {
         self.call(|reply| Msg::Create {
             user,
             tier,
@@ -106,14 +117,19 @@ impl QuotaHandle {
         req: CreateUpload,
         tus: TusCreate,
     ) -> Result<Upload> {
-        self.call(|reply| Msg::Create {
-            user,
-            tier,
-            req,
-            tus: Some(tus),
-            reply,
-        })
-        .await
+        let made = self
+            .call(|reply| Msg::Create {
+                user,
+                tier,
+                req,
+                tus: Some(tus),
+                reply,
+            })
+            .await?;
+        match made {
+            Created::Upload(u) => Ok(u),
+            Created::File(f) => Err(unexpected(Outcome::File(f))),
+        }
     }
 
     /// A tus final upload of `owner`'s partial uploads (the state machine checks them).
@@ -214,10 +230,25 @@ impl QuotaActor {
                                 create: Box::new(cmd),
                                 metadata,
                             },
+                            // A declared hash may name content the user stores already.
+                            None if matches!(
+                                &cmd,
+                                Command::CreateUpload {
+                                    blake3: Some(_),
+                                    ..
+                                }
+                            ) =>
+                            {
+                                Command::CreateOrDedup {
+                                    create: Box::new(cmd),
+                                    file_id: uuid::Uuid::now_v7().to_string(),
+                                }
+                            }
                             None => cmd,
                         };
                         self.propose_in_background(cmd, reply, |o| match o {
-                            Outcome::Upload(u) => Ok(u),
+                            Outcome::Upload(u) => Ok(Created::Upload(u)),
+                            Outcome::File(f) => Ok(Created::File(f)),
                             other => Err(unexpected(other)),
                         })
                     }

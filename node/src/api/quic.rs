@@ -21,9 +21,10 @@ use wharf_proto::quic::{
 };
 use wharf_proto::CreateUpload;
 
+use crate::actors::quota::Created;
 use crate::actors::uploads::{ChunkPut, SmallFile};
 use crate::api::http::files::{file_record, list_page, servable_file};
-use crate::api::http::uploads::{upload_status_body, uploads_page, validate_create};
+use crate::api::http::uploads::{deduplicated, upload_status_body, uploads_page, validate_create};
 use crate::api::http::{parse_id, AppState};
 use crate::auth::Claims;
 use crate::error::{Error, Result};
@@ -422,7 +423,11 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
             app.rate
                 .user_create(&c.sub, c.tier)
                 .map_err(Error::RateLimited)?;
-            let up = app.quota.create(c.sub.clone(), c.tier, req).await?;
+            let up = match app.quota.create(c.sub.clone(), c.tier, req).await? {
+                Created::Upload(up) if up.state != wharf_raft::model::UploadState::Stored => up,
+                // Dedup: the answer is the file, as over HTTP.
+                made => return json(serde_json::to_value(deduplicated(app, &c.sub, made).await?)),
+            };
             Ok(serde_json::json!({
                 "upload_id": up.id,
                 "chunk_size": up.chunk_size,

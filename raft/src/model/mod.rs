@@ -10,9 +10,11 @@
 //!
 //! By entity: [`uploads`] (sessions and chunks), [`files`] (files and blobs), [`scans`],
 //! [`users`], [`nodes`] (cluster bookkeeping), [`requests`] (at-most-once proposals),
-//! [`tus`] (what a tus upload adds to its session), [`concat`] (tus partial and final uploads).
+//! [`tus`] (what a tus upload adds to its session), [`concat`] (tus partial and final uploads),
+//! `dedup` (a create that names content its owner stores becomes a file at once).
 
 pub mod concat;
+mod dedup;
 pub mod events;
 mod files;
 mod nodes;
@@ -295,6 +297,13 @@ pub enum Command {
         scan: bool,
         now: Millis,
     },
+    /// `create` (a `CreateUpload` that declares a BLAKE3): when its owner already stores that
+    /// content (same size, not infected), a file `file_id` of it at once, with no byte sent
+    /// (as `StoreFile` would record it); otherwise the upload session `create` asks for.
+    CreateOrDedup {
+        create: Box<Command>,
+        file_id: String,
+    },
 }
 
 impl Command {
@@ -319,7 +328,8 @@ impl Command {
             | Command::CompleteTusFinal { now, .. } => Some(*now),
             Command::CreateTusUpload { create, .. }
             | Command::CreateDeferredTusUpload { create, .. }
-            | Command::CreateTusPartial { create, .. } => create.time(),
+            | Command::CreateTusPartial { create, .. }
+            | Command::CreateOrDedup { create, .. } => create.time(),
             _ => None,
         }
     }
@@ -336,6 +346,7 @@ impl Command {
                 | Command::CreateDeferredTusUpload { .. }
                 | Command::CreateTusPartial { .. }
                 | Command::CreateTusFinal { .. }
+                | Command::CreateOrDedup { .. }
         )
     }
 }
@@ -642,5 +653,8 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
             scan,
             now,
         } => concat::complete_final(state, &owner, &upload_id, file_id, blake3, scan, now),
+        Command::CreateOrDedup { create, file_id } => {
+            dedup::create_or_dedup(state, *create, file_id)
+        }
     }
 }

@@ -49,6 +49,7 @@ pub(crate) fn file_record(state: &StateView, f: &File) -> FileRecord {
             model::ScanState::Scanning { holder, .. } => Some(*holder),
             _ => None,
         },
+        deduplicated: false,
     }
 }
 

@@ -11,6 +11,7 @@ use wharf_proto::hash::parse_hex32;
 use wharf_proto::{CreateUpload, FileRecord, UploadCreated, UploadList, UploadStatus};
 use wharf_raft::model::{self, Upload};
 
+use crate::actors::quota::Created;
 use crate::actors::uploads::ChunkPut;
 use crate::api::http::files::file_record;
 use crate::api::http::{
@@ -46,7 +47,15 @@ pub(super) async fn create_upload(
     s.rate
         .user_create(&c.sub, c.tier)
         .map_err(Error::RateLimited)?;
-    let up = s.quota.create(c.sub, c.tier, req).await?;
+    let up = match s.quota.create(c.sub.clone(), c.tier, req).await? {
+        Created::Upload(up) if up.state != model::UploadState::Stored => up,
+        // Dedup (or the retry of one): the file exists, no byte needs to move.
+        made => {
+            let file = deduplicated(&s, &c.sub, made).await?;
+            let location = format!("/v1/files/{}", file.id);
+            return Ok((StatusCode::OK, [(header::LOCATION, location)], Json(file)).into_response());
+        }
+    };
     let body = UploadCreated {
         upload_id: up.id.clone(),
         chunk_size: up.chunk_size,
@@ -57,7 +66,26 @@ pub(super) async fn create_upload(
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/uploads/{}", up.id))],
         Json(body),
-    ))
+    )
+        .into_response())
+}
+
+/// The record of the file a create answered with (dedup: `deduplicated` is set); a create that
+/// answered with its upload, stored since, answers with that upload's file.
+pub(crate) async fn deduplicated(s: &AppState, owner: &str, made: Created) -> Result<FileRecord> {
+    let applied = s.meta.linearizable().await?;
+    let file = match made {
+        Created::File(f) => f,
+        Created::Upload(up) => up
+            .file_id
+            .as_deref()
+            .and_then(|f| applied.file(owner, f))
+            .ok_or(Error::NotFound)?,
+    };
+    Ok(FileRecord {
+        deduplicated: true,
+        ..file_record(&applied, &file)
+    })
 }
 
 /// Checks a create request's fields (whatever transport brought it).
