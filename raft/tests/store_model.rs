@@ -132,6 +132,20 @@ enum Op {
         owner: usize,
         fin: u8,
     },
+    /// A share link `t{token}` to file `f{file}`, revoked, or downloaded through.
+    Link {
+        owner: usize,
+        file: u8,
+        token: u8,
+        max: Option<u64>,
+    },
+    Revoke {
+        owner: usize,
+        token: u8,
+    },
+    LinkDownload {
+        token: u8,
+    },
     /// A create that declares content `h{hash}` (of the size the owner's blob has, if any).
     Dedup {
         owner: usize,
@@ -168,6 +182,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (o.clone(), 0..2u8, 0..8u8, 0..3u8).prop_map(|(owner, fin, file, hash)| Op::CompleteFinal { owner, fin, file, hash }),
         1 => (o.clone(), 0..2u8).prop_map(|(owner, fin)| Op::AbortFinal { owner, fin }),
         2 => (o.clone(), 0..12u8, 0..8u8, 0..3u8, proptest::option::of(0..3u8)).prop_map(|(owner, up, file, hash, idem)| Op::Dedup { owner, up, file, hash, idem }),
+        2 => (o.clone(), 0..8u8, 0..4u8, proptest::option::of(1..3u64)).prop_map(|(owner, file, token, max)| Op::Link { owner, file, token, max }),
+        1 => (o.clone(), 0..4u8).prop_map(|(owner, token)| Op::Revoke { owner, token }),
+        2 => (0..4u8).prop_map(|token| Op::LinkDownload { token }),
     ]
 }
 
@@ -255,6 +272,28 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
                 file_id: format!("f{file}"),
             }
         }
+        Op::Link {
+            owner,
+            file,
+            token,
+            max,
+        } => Command::CreateLink {
+            token: format!("t{token}"),
+            owner: ow(owner),
+            file_id: format!("f{file}"),
+            expires_at: max.map(|m| now + m * 500),
+            password_hash: None,
+            max_downloads: max,
+            now,
+        },
+        Op::Revoke { owner, token } => Command::RevokeLink {
+            owner: ow(owner),
+            token: format!("t{token}"),
+        },
+        Op::LinkDownload { token } => Command::LinkDownloaded {
+            token: format!("t{token}"),
+            now,
+        },
         Op::AbortFinal { owner, fin } => Command::AbortUpload {
             owner: ow(owner),
             upload_id: format!("fin{fin}"),

@@ -63,8 +63,13 @@ pub struct RateLimits {
     user_creates: TierLimiter,
     /// Counted in KiB (a bucket holds at most u32 cells).
     user_kib: TierLimiter,
+    /// Password tries per share link (whatever address they come from).
+    link_passwords: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
 }
+
+/// Password tries a share link takes a minute (a burst of as many).
+pub const LINK_PASSWORD_TRIES: u32 = 5;
 
 impl RateLimits {
     pub fn new(c: &RateConfig) -> Self {
@@ -73,6 +78,9 @@ impl RateLimits {
             user_requests: TierLimiter::new(u64::from(c.user_requests_per_sec), c.premium_factor),
             user_creates: TierLimiter::new(u64::from(c.user_creates_per_sec), c.premium_factor),
             user_kib: TierLimiter::new(c.user_bytes_per_sec / 1024, c.premium_factor),
+            link_passwords: DefaultKeyedRateLimiter::dashmap(Quota::per_minute(
+                NonZeroU32::new(LINK_PASSWORD_TRIES).expect("not zero"),
+            )),
             clock: DefaultClock::default(),
         }
     }
@@ -108,6 +116,13 @@ impl RateLimits {
                 .map_err(|n| self.refusal(&n, "requests of this user")),
             None => Ok(()),
         }
+    }
+
+    /// One password try on the share link `token`.
+    pub fn link_password(&self, token: &str) -> Result<(), RateLimited> {
+        self.link_passwords
+            .check_key(&token.to_string())
+            .map_err(|n| self.refusal(&n, "password tries on this link"))
     }
 
     /// One upload creation (session or one-request file) of `user`.

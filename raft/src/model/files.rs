@@ -209,6 +209,7 @@ pub(super) fn delete<K: KvMut>(
 ) -> ApplyResult {
     let file = state.file(owner, file_id).ok_or(ModelError::NotFound)?;
     state.remove_file(&file);
+    super::links::file_deleted(state, owner, file_id);
     let bid = blob_id(owner, &file.blake3);
     let blob = state.blob(&bid);
     let infected = blob

@@ -11,12 +11,14 @@
 //! By entity: [`uploads`] (sessions and chunks), [`files`] (files and blobs), [`scans`],
 //! [`users`], [`nodes`] (cluster bookkeeping), [`requests`] (at-most-once proposals),
 //! [`tus`] (what a tus upload adds to its session), [`concat`] (tus partial and final uploads),
-//! `dedup` (a create that names content its owner stores becomes a file at once).
+//! `dedup` (a create that names content its owner stores becomes a file at once), [`links`]
+//! (share links).
 
 pub mod concat;
 mod dedup;
 pub mod events;
 mod files;
+pub mod links;
 mod nodes;
 mod requests;
 mod scans;
@@ -304,6 +306,28 @@ pub enum Command {
         create: Box<Command>,
         file_id: String,
     },
+    /// A share link to one of `owner`'s files; `token` is the proposer's random secret, and
+    /// `password_hash` the argon2 hash it made of the link's password.
+    CreateLink {
+        token: String,
+        owner: String,
+        file_id: String,
+        expires_at: Option<Millis>,
+        password_hash: Option<String>,
+        max_downloads: Option<u64>,
+        now: Millis,
+    },
+    /// `owner` revokes one of their links.
+    RevokeLink {
+        owner: String,
+        token: String,
+    },
+    /// One download through a link that counts its downloads (refused once it has served
+    /// them all, or expired).
+    LinkDownloaded {
+        token: String,
+        now: Millis,
+    },
 }
 
 impl Command {
@@ -325,6 +349,8 @@ impl Command {
             | Command::TusTail { now, .. }
             | Command::DeclareTusLength { now, .. }
             | Command::CreateTusFinal { now, .. }
+            | Command::CreateLink { now, .. }
+            | Command::LinkDownloaded { now, .. }
             | Command::CompleteTusFinal { now, .. } => Some(*now),
             Command::CreateTusUpload { create, .. }
             | Command::CreateDeferredTusUpload { create, .. }
@@ -369,6 +395,7 @@ pub enum Outcome {
     Batch(Vec<Result<Outcome, ModelError>>),
     /// Events dropped by a `PruneEvents`.
     Pruned(u64),
+    Link(links::Link),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -656,5 +683,27 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
         Command::CreateOrDedup { create, file_id } => {
             dedup::create_or_dedup(state, *create, file_id)
         }
+        Command::CreateLink {
+            token,
+            owner,
+            file_id,
+            expires_at,
+            password_hash,
+            max_downloads,
+            now,
+        } => links::create(
+            state,
+            links::NewLink {
+                token,
+                owner,
+                file_id,
+                expires_at,
+                password_hash,
+                max_downloads,
+                now,
+            },
+        ),
+        Command::RevokeLink { owner, token } => links::revoke(state, &owner, &token),
+        Command::LinkDownloaded { token, now } => links::downloaded(state, &token, now),
     }
 }

@@ -32,6 +32,7 @@ enum Answer {
     Requeued(u64),
     Batch(Vec<Result<Answer, ModelError>>),
     Pruned(u64),
+    Link(super::links::Link),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -56,6 +57,7 @@ fn compact(o: &Outcome) -> Answer {
         Outcome::Blob(b) => Answer::Blob(b.clone()),
         Outcome::Requeued(n) => Answer::Requeued(*n),
         Outcome::Pruned(n) => Answer::Pruned(*n),
+        Outcome::Link(l) => Answer::Link(l.clone()),
         Outcome::Batch(v) => Answer::Batch(
             v.iter()
                 .map(|r| r.as_ref().map(compact).map_err(Clone::clone))
@@ -77,6 +79,7 @@ fn expand<K: KvMut>(state: &State<K>, a: Answer) -> ApplyResult {
         Answer::Blob(b) => Outcome::Blob(b),
         Answer::Requeued(n) => Outcome::Requeued(n),
         Answer::Pruned(n) => Outcome::Pruned(n),
+        Answer::Link(l) => Outcome::Link(l),
         Answer::Batch(v) => Outcome::Batch(
             v.into_iter()
                 .map(|r| r.and_then(|a| expand(state, a)))

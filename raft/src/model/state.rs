@@ -107,6 +107,24 @@ pub mod keys {
     pub fn concat(owner: &str, id: &str) -> Vec<u8> {
         format!("tc/{owner}/{id}").into_bytes()
     }
+    /// A share link, by its token (whoever holds it has no account to key it by).
+    pub fn link(token: &str) -> Vec<u8> {
+        format!("lk/{token}").into_bytes()
+    }
+    /// An owner's links: `lo/{owner}/{token}`.
+    pub fn link_of_owner(owner: &str, token: &str) -> Vec<u8> {
+        format!("lo/{owner}/{token}").into_bytes()
+    }
+    pub fn links_of_owner(owner: &str) -> Vec<u8> {
+        format!("lo/{owner}/").into_bytes()
+    }
+    /// A file's links: `lf/{owner}/{file_id}/{token}`.
+    pub fn link_of_file(owner: &str, file_id: &str, token: &str) -> Vec<u8> {
+        format!("lf/{owner}/{file_id}/{token}").into_bytes()
+    }
+    pub fn links_of_file(owner: &str, file_id: &str) -> Vec<u8> {
+        format!("lf/{owner}/{file_id}/").into_bytes()
+    }
     /// Keys from here on belong to the store, not to the model.
     pub const STORE: u8 = 0xff;
 }
@@ -241,6 +259,28 @@ impl<K: Kv> State<K> {
     /// The tus side of an upload, if it was made through tus.
     pub fn tus(&self, owner: &str, id: &str) -> Option<super::tus::TusUpload> {
         self.read(&keys::tus(owner, id))
+    }
+
+    /// The share link with this token.
+    pub fn link(&self, token: &str) -> Option<super::links::Link> {
+        self.read(&keys::link(token))
+    }
+
+    /// A page of `owner`'s links, in token order, after the token `after`.
+    pub fn links_of(
+        &self,
+        owner: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<super::links::Link> {
+        let prefix = keys::links_of_owner(owner);
+        let mut tokens = Vec::new();
+        let from = after.map(|t| keys::link_of_owner(owner, t));
+        self.kv.scan(&prefix, from.as_deref(), &mut |k, _| {
+            tokens.push(tail(k, &prefix));
+            tokens.len() < limit
+        });
+        tokens.iter().filter_map(|t| self.link(t)).collect()
     }
 
     /// A tus partial or final upload's concatenation record.

@@ -23,7 +23,7 @@ use crate::auth::Claims;
 use crate::error::{Error, Result};
 use crate::meta::{now_ms, rfc3339};
 
-fn blob_scan(state: &StateView, f: &File) -> model::ScanState {
+pub(crate) fn blob_scan(state: &StateView, f: &File) -> model::ScanState {
     state
         .blob(&model::blob_id(&f.owner, &f.blake3))
         .map(|b| b.scan)
@@ -212,6 +212,17 @@ pub(super) async fn download(
     headers: HeaderMap,
 ) -> Result<Response> {
     let (f, scan) = servable_file(&s, &c, &id).await?;
+    serve(&s, &f, &scan, &headers).await
+}
+
+/// The file's bytes (the `Range` asked for, or all of them) with their headers: what a file's
+/// owner and a share link's holder are both sent.
+pub(crate) async fn serve(
+    s: &AppState,
+    f: &File,
+    scan: &model::ScanState,
+    headers: &HeaderMap,
+) -> Result<Response> {
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(v) => parse_range(v, f.size)?,
         None => None,

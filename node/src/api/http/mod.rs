@@ -11,6 +11,7 @@ pub mod cors;
 pub mod events;
 pub mod files;
 pub mod guard;
+pub mod links;
 mod metrics;
 pub mod quota;
 pub mod server;
@@ -22,7 +23,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use wharf_raft::model::Tier;
 
@@ -85,6 +86,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/files/{id}/content", get(files::download))
         .route("/v1/files/{id}/download-url", get(files::download_url))
+        .route("/v1/files/{id}/links", post(links::create_link))
+        .route("/v1/links", get(links::list_links))
+        .route("/v1/links/{token}", delete(links::revoke_link))
+        .route("/s/{token}", get(links::link_info))
+        .route("/s/{token}/content", get(links::link_content))
         .route("/v1/usage", get(quota::usage))
         .route("/v1/events", get(events::events))
         .route("/v1/admin/users/{user}/quota", put(quota::set_quota))
