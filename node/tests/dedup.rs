@@ -14,13 +14,9 @@ use wharf_raft::model::Tier;
 #[tokio::test]
 async fn a_declared_hash_the_user_stores_makes_the_file_with_no_byte_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let probe = format!("unix:{}", dir.path().join("no-clamd.ctl").display());
-    let node = Node::start_with(
+    let node = Node::start_unscanned(
         &dir.path().join("n"),
-        &[
-            ("WHARF_UPLOAD_MIN_CHUNK_SIZE", "65536"),
-            ("WHARF_SCAN_CLAMD_PROBE", &probe),
-        ],
+        &[("WHARF_UPLOAD_MIN_CHUNK_SIZE", "65536")],
     );
     let ann = node.token("ann", Tier::Basic);
     let data = random_bytes(200_000, 3);

@@ -64,6 +64,15 @@ impl Node {
         Self::spawn(data_dir, env, &[])
     }
 
+    /// A node that finds no clamd (its probe looks at a socket that does not exist): files are
+    /// stored and served unscanned, for tests about something else than scanning.
+    pub fn start_unscanned(data_dir: &Path, env: &[(&str, &str)]) -> Node {
+        let probe = no_clamd(data_dir);
+        let mut env = env.to_vec();
+        env.push(("WHARF_SCAN_CLAMD_PROBE", &probe));
+        Self::spawn(data_dir, &env, &[])
+    }
+
     /// Starts a node with extra command-line arguments (`--join …`), on ports of its own below
     /// the ephemeral range (see [`stable_port`]), so that it can be restarted on them.
     pub fn spawn(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Node {
@@ -479,8 +488,13 @@ pub fn start_must_fail(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> 
 /// Three nodes of one cluster over the test S3 server, data dirs `n0`, `n1`, `n2` under `dir`
 /// (`n0` forms the cluster, the others join it), with no clamd where they look for one, and
 /// `extra` in their environment.
+/// A clamd probe address where no clamd will ever answer.
+pub fn no_clamd(dir: &Path) -> String {
+    format!("unix:{}", dir.join("no-clamd.ctl").display())
+}
+
 pub fn three_nodes_over_s3(dir: &Path, s3: &s3::S3, extra: &[(&str, &str)]) -> [Node; 3] {
-    let probe = format!("unix:{}", dir.join("no-clamd.ctl").display());
+    let probe = no_clamd(dir);
     let mut env = vec![("WHARF_SCAN_CLAMD_PROBE", probe.as_str())];
     env.extend_from_slice(extra);
     let n0 = spawn_with(&dir.join("n0"), &s3.env(), &env, &[]);
