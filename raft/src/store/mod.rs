@@ -17,6 +17,7 @@
 mod migrate;
 mod snapshot;
 mod state_machine;
+mod writeback;
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -97,6 +98,8 @@ pub(crate) struct Db {
     pub log: Keyspace,
     pub raft: Keyspace,
     pub state: Keyspace,
+    /// Hands `state`'s journal to the disk in the background ([`writeback`]).
+    _writeback: writeback::Writeback,
 }
 
 fn open_db(path: &Path, cache: u64) -> fjall::Result<Database> {
@@ -138,6 +141,7 @@ impl Db {
             log: keyspace(&db, "log", opts.memtable_bytes)?,
             raft: keyspace(&db, "raft", opts.memtable_bytes)?,
             state: keyspace(&state_db, "state", opts.memtable_bytes)?,
+            _writeback: writeback::Writeback::start(dir.join(STATE_DIR)),
             db,
             state_db,
         })
