@@ -151,6 +151,9 @@ impl From<ModelError> for Error {
             ModelError::JoinRefused(_) => Error::Forbidden(message),
             ModelError::NotPartial(_) => Error::bad_request("invalid_concat", message),
             ModelError::PartialTaken { .. } => Error::conflict("partial_taken", message),
+            ModelError::NameTaken { .. } => Error::conflict("name_taken", message),
+            ModelError::FolderCycle => Error::conflict("folder_cycle", message),
+            ModelError::FolderNotEmpty => Error::conflict("folder_not_empty", message),
         }
     }
 }

@@ -7,8 +7,9 @@
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
 use proptest::prelude::*;
-use wharf_raft::kv::MemKv;
+use wharf_raft::kv::{Kv, MemKv};
 use wharf_raft::model::concat::Concat;
+use wharf_raft::model::folders::{EntryKind, OnConflict, Placement};
 use wharf_raft::model::{
     blob_id, Command, Outcome, ScanVerdict, State, Tier, TierLimits, UploadState,
 };
@@ -154,6 +155,38 @@ enum Op {
         hash: u8,
         idem: Option<u8>,
     },
+    /// Folder `d{folder}` named `x{name}` in `d{parent}` (or the root).
+    Mkdir {
+        owner: usize,
+        folder: u8,
+        name: u8,
+        parent: Option<u8>,
+        rename: bool,
+    },
+    /// Folder `d{id}` (or file `f{id}`) renamed to `x{name}` and/or moved to `d{parent}`
+    /// (`Some(None)`: the root).
+    Move {
+        owner: usize,
+        folder: bool,
+        id: u8,
+        name: Option<u8>,
+        parent: Option<Option<u8>>,
+    },
+    Rmdir {
+        owner: usize,
+        folder: u8,
+    },
+    /// A one-request file (or, `session`, an upload) named `x{name}` in `d{folder}`.
+    Placed {
+        owner: usize,
+        up: u8,
+        file: u8,
+        folder: Option<u8>,
+        name: u8,
+        rename: bool,
+        session: bool,
+    },
+    IndexEntries,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -185,6 +218,11 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (o.clone(), 0..8u8, 0..4u8, proptest::option::of(1..3u64)).prop_map(|(owner, file, token, max)| Op::Link { owner, file, token, max }),
         1 => (o.clone(), 0..4u8).prop_map(|(owner, token)| Op::Revoke { owner, token }),
         2 => (0..4u8).prop_map(|token| Op::LinkDownload { token }),
+        3 => (o.clone(), 0..4u8, 0..3u8, proptest::option::of(0..4u8), any::<bool>()).prop_map(|(owner, folder, name, parent, rename)| Op::Mkdir { owner, folder, name, parent, rename }),
+        3 => (o.clone(), any::<bool>(), 0..8u8, proptest::option::of(0..3u8), proptest::option::of(proptest::option::of(0..4u8))).prop_map(|(owner, folder, id, name, parent)| Op::Move { owner, folder, id: if folder { id % 4 } else { id }, name, parent }),
+        1 => (o.clone(), 0..4u8).prop_map(|(owner, folder)| Op::Rmdir { owner, folder }),
+        3 => (o.clone(), 0..12u8, 0..8u8, proptest::option::of(0..4u8), 0..3u8, any::<bool>(), any::<bool>()).prop_map(|(owner, up, file, folder, name, rename, session)| Op::Placed { owner, up, file, folder, name, rename, session }),
+        1 => Just(Op::IndexEntries),
     ]
 }
 
@@ -458,6 +496,91 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
             file: file.map(|f| format!("f{f}")),
         },
         Op::NodeLost { node } => Command::NodeLost { node },
+        Op::Mkdir {
+            owner,
+            folder,
+            name,
+            parent,
+            rename,
+        } => Command::CreateFolder {
+            owner: ow(owner),
+            folder_id: format!("d{folder}"),
+            name: format!("x{name}"),
+            parent: parent.map(|p| format!("d{p}")),
+            on_conflict: if rename {
+                OnConflict::Rename
+            } else {
+                OnConflict::Fail
+            },
+            now,
+        },
+        Op::Move {
+            owner,
+            folder,
+            id,
+            name,
+            parent,
+        } => Command::MoveEntry {
+            owner: ow(owner),
+            id: format!("{}{id}", if folder { "d" } else { "f" }),
+            kind: if folder {
+                EntryKind::Folder
+            } else {
+                EntryKind::File
+            },
+            name: name.map(|n| format!("x{n}")),
+            parent: parent.map(|p| p.map(|p| format!("d{p}"))),
+        },
+        Op::Rmdir { owner, folder } => Command::DeleteFolder {
+            owner: ow(owner),
+            folder_id: format!("d{folder}"),
+        },
+        Op::Placed {
+            owner,
+            up,
+            file,
+            folder,
+            name,
+            rename,
+            session,
+        } => {
+            let name = format!("x{name}");
+            let cmd = if session {
+                let mut c = create(ow(owner), up % 6, 20, None, now);
+                if let Command::CreateUpload { name: n, .. } = &mut c {
+                    *n = name;
+                }
+                c
+            } else {
+                Command::StoreFile {
+                    upload_id: format!("up{up}"),
+                    file_id: format!("f{file}"),
+                    owner: ow(owner),
+                    tier: Tier::Basic,
+                    limits: LIMITS,
+                    name,
+                    mime: None,
+                    size: 10,
+                    blake3: format!("h{}", up % 3),
+                    idempotency_key: None,
+                    object_key: format!("uploads/up{up}"),
+                    scan: false,
+                    now,
+                }
+            };
+            Command::Placed {
+                placement: Placement {
+                    folder: folder.map(|f| format!("d{f}")),
+                    on_conflict: if rename {
+                        OnConflict::Rename
+                    } else {
+                        OnConflict::Fail
+                    },
+                },
+                cmd: Box::new(cmd),
+            }
+        }
+        Op::IndexEntries => Command::IndexEntries { after: None },
         Op::Garbage { up } => Command::ObjectDeleted {
             object_key: format!("uploads/up{up}"),
         },
@@ -575,6 +698,88 @@ fn reservations_add_up(mem: &State, after: &Command) -> Result<(), TestCaseError
     Ok(())
 }
 
+/// Every user's folders form a tree under the root (each reachable once: no cycle), every
+/// file is listed exactly once, in the folder it says it is in, and a folder's names are
+/// unique; the date index lists what the name index lists.
+fn folders_hold(mem: &State, after: &Command) -> Result<(), TestCaseError> {
+    for owner in OWNERS {
+        let mut folders = 0usize;
+        mem.kv()
+            .scan(format!("fd/{owner}/").as_bytes(), None, &mut |_, _| {
+                folders += 1;
+                true
+            });
+        let mut seen_folders = std::collections::HashSet::new();
+        let mut seen_files = std::collections::HashSet::new();
+        let mut todo: Vec<Option<String>> = vec![None];
+        while let Some(dir) = todo.pop() {
+            let by_name = mem
+                .entries(owner, dir.as_deref(), true, None, usize::MAX)
+                .entries;
+            let by_date = mem
+                .entries(owner, dir.as_deref(), false, None, usize::MAX)
+                .entries;
+            let mut a = by_name.clone();
+            let mut b = by_date;
+            a.sort_by(|x, y| x.1.cmp(&y.1));
+            b.sort_by(|x, y| x.1.cmp(&y.1));
+            prop_assert_eq!(&a, &b, "{}'s indexes of {:?} after {:?}", owner, dir, after);
+            let mut names = std::collections::HashSet::new();
+            for (kind, id) in by_name {
+                let name = match kind {
+                    EntryKind::Folder => {
+                        let f = mem.folder(owner, &id);
+                        prop_assert!(
+                            f.is_some(),
+                            "listed folder {} is gone after {:?}",
+                            id,
+                            after
+                        );
+                        let f = f.unwrap();
+                        prop_assert_eq!(&f.parent, &dir);
+                        prop_assert!(
+                            seen_folders.insert(id.clone()),
+                            "{} twice after {:?}",
+                            id,
+                            after
+                        );
+                        todo.push(Some(id));
+                        f.name
+                    }
+                    EntryKind::File => {
+                        let f = mem.file(owner, &id);
+                        prop_assert!(f.is_some(), "listed file {} is gone after {:?}", id, after);
+                        prop_assert_eq!(mem.file_folder(owner, &id), dir.clone());
+                        prop_assert!(
+                            seen_files.insert(id.clone()),
+                            "{} twice after {:?}",
+                            id,
+                            after
+                        );
+                        f.unwrap().name
+                    }
+                };
+                prop_assert!(
+                    names.insert(name.clone()),
+                    "{:?} twice in {:?} after {:?}",
+                    name,
+                    dir,
+                    after
+                );
+            }
+        }
+        prop_assert_eq!(
+            seen_folders.len(),
+            folders,
+            "unreachable folders after {:?}",
+            after
+        );
+        let files = mem.files_page(owner, None, usize::MAX).len();
+        prop_assert_eq!(seen_files.len(), files, "unlisted files after {:?}", after);
+    }
+    Ok(())
+}
+
 async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseError> {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_l1, mut disk) = wharf_raft::open(dirs.0.path(), &Options::default()).unwrap();
@@ -612,6 +817,7 @@ async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseEr
         }
         let answer = wharf_raft::Response(wharf_raft::apply(&mut mem, cmd.clone()));
         reservations_add_up(&mem, &cmd)?;
+        folders_hold(&mem, &cmd)?;
         pending.push((cmd, answer));
         if pending.len() >= want || n == half {
             flush(&mut pending, &mut index, &mut disk, &mut copy, grouped).await?;

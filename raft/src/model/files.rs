@@ -69,6 +69,7 @@ pub(super) fn record_file<K: KvMut>(
             });
         }
     }
+    super::folders::place_new_file(state, &mut file);
     state.put_file(&file);
     file
 }
@@ -189,6 +190,7 @@ pub(super) fn rename<K: KvMut>(
     name: String,
 ) -> ApplyResult {
     let mut file = state.file(owner, file_id).ok_or(ModelError::NotFound)?;
+    super::folders::file_renamed(state, &file, &name);
     file.name = name;
     state.put_file(&file);
     state.emit(
@@ -209,6 +211,7 @@ pub(super) fn delete<K: KvMut>(
 ) -> ApplyResult {
     let file = state.file(owner, file_id).ok_or(ModelError::NotFound)?;
     state.remove_file(&file);
+    super::folders::file_removed(state, &file);
     super::links::file_deleted(state, owner, file_id);
     let bid = blob_id(owner, &file.blake3);
     let blob = state.blob(&bid);

@@ -18,6 +18,7 @@ pub mod concat;
 mod dedup;
 pub mod events;
 mod files;
+pub mod folders;
 pub mod links;
 mod nodes;
 mod requests;
@@ -328,6 +329,40 @@ pub enum Command {
         token: String,
         now: Millis,
     },
+    /// A folder of `owner`'s, in `parent` (`None`: the root).
+    CreateFolder {
+        owner: String,
+        folder_id: String,
+        name: String,
+        parent: Option<String>,
+        on_conflict: folders::OnConflict,
+        now: Millis,
+    },
+    /// A file or folder gets a new name and/or parent (`Some(None)`: the root). A folder
+    /// never moves under itself; names stay unique in the target.
+    MoveEntry {
+        owner: String,
+        id: String,
+        kind: folders::EntryKind,
+        name: Option<String>,
+        parent: Option<Option<String>>,
+    },
+    /// An empty folder is removed.
+    DeleteFolder {
+        owner: String,
+        folder_id: String,
+    },
+    /// `cmd` (a `CreateUpload`, `StoreFile` or `CreateOrDedup`) makes its upload or file in
+    /// `placement`'s folder.
+    Placed {
+        placement: folders::Placement,
+        cmd: Box<Command>,
+    },
+    /// Proposed by the leader until it answers `Indexed(None)`: files stored before folders
+    /// existed join their owner's root (see [`folders::index_entries`]).
+    IndexEntries {
+        after: Option<String>,
+    },
 }
 
 impl Command {
@@ -351,11 +386,13 @@ impl Command {
             | Command::CreateTusFinal { now, .. }
             | Command::CreateLink { now, .. }
             | Command::LinkDownloaded { now, .. }
-            | Command::CompleteTusFinal { now, .. } => Some(*now),
+            | Command::CompleteTusFinal { now, .. }
+            | Command::CreateFolder { now, .. } => Some(*now),
             Command::CreateTusUpload { create, .. }
             | Command::CreateDeferredTusUpload { create, .. }
             | Command::CreateTusPartial { create, .. }
             | Command::CreateOrDedup { create, .. } => create.time(),
+            Command::Placed { cmd, .. } => cmd.time(),
             _ => None,
         }
     }
@@ -373,7 +410,8 @@ impl Command {
                 | Command::CreateTusPartial { .. }
                 | Command::CreateTusFinal { .. }
                 | Command::CreateOrDedup { .. }
-        )
+                | Command::CreateFolder { .. }
+        ) || matches!(self, Command::Placed { cmd, .. } if cmd.answers_its_own_retries())
     }
 }
 
@@ -396,6 +434,9 @@ pub enum Outcome {
     /// Events dropped by a `PruneEvents`.
     Pruned(u64),
     Link(links::Link),
+    Folder(folders::Folder),
+    /// Where an `IndexEntries` stopped (`None`: every file is indexed).
+    Indexed(Option<String>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -436,6 +477,12 @@ pub enum ModelError {
     NotPartial(String),
     #[error("partial upload {partial} is already part of final upload {final_id}")]
     PartialTaken { partial: String, final_id: String },
+    #[error("the folder already has an entry named {name:?}")]
+    NameTaken { name: String },
+    #[error("a folder cannot move under itself")]
+    FolderCycle,
+    #[error("the folder is not empty")]
+    FolderNotEmpty,
 }
 
 pub type ApplyResult = Result<Outcome, ModelError>;
@@ -705,5 +752,33 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
         ),
         Command::RevokeLink { owner, token } => links::revoke(state, &owner, &token),
         Command::LinkDownloaded { token, now } => links::downloaded(state, &token, now),
+        Command::CreateFolder {
+            owner,
+            folder_id,
+            name,
+            parent,
+            on_conflict,
+            now,
+        } => folders::create(
+            state,
+            folders::NewFolder {
+                owner,
+                folder_id,
+                name,
+                parent,
+                on_conflict,
+                now,
+            },
+        ),
+        Command::MoveEntry {
+            owner,
+            id,
+            kind,
+            name,
+            parent,
+        } => folders::move_entry(state, &owner, &id, kind, name, parent),
+        Command::DeleteFolder { owner, folder_id } => folders::delete(state, &owner, &folder_id),
+        Command::Placed { placement, cmd } => folders::placed(state, placement, *cmd),
+        Command::IndexEntries { after } => folders::index_entries(state, after),
     }
 }

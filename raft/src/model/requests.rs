@@ -33,6 +33,8 @@ enum Answer {
     Batch(Vec<Result<Answer, ModelError>>),
     Pruned(u64),
     Link(super::links::Link),
+    Folder(super::folders::Folder),
+    Indexed(Option<String>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,6 +60,8 @@ fn compact(o: &Outcome) -> Answer {
         Outcome::Requeued(n) => Answer::Requeued(*n),
         Outcome::Pruned(n) => Answer::Pruned(*n),
         Outcome::Link(l) => Answer::Link(l.clone()),
+        Outcome::Folder(f) => Answer::Folder(f.clone()),
+        Outcome::Indexed(a) => Answer::Indexed(a.clone()),
         Outcome::Batch(v) => Answer::Batch(
             v.iter()
                 .map(|r| r.as_ref().map(compact).map_err(Clone::clone))
@@ -80,6 +84,8 @@ fn expand<K: KvMut>(state: &State<K>, a: Answer) -> ApplyResult {
         Answer::Requeued(n) => Outcome::Requeued(n),
         Answer::Pruned(n) => Outcome::Pruned(n),
         Answer::Link(l) => Outcome::Link(l),
+        Answer::Folder(f) => Outcome::Folder(f),
+        Answer::Indexed(a) => Outcome::Indexed(a),
         Answer::Batch(v) => Outcome::Batch(
             v.into_iter()
                 .map(|r| r.and_then(|a| expand(state, a)))

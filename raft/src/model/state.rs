@@ -125,6 +125,35 @@ pub mod keys {
     pub fn links_of_file(owner: &str, file_id: &str) -> Vec<u8> {
         format!("lf/{owner}/{file_id}/").into_bytes()
     }
+    pub const FILES: &[u8] = b"f/";
+    pub fn folder(owner: &str, id: &str) -> Vec<u8> {
+        format!("fd/{owner}/{id}").into_bytes()
+    }
+    /// The folder of a file not at the root.
+    pub fn file_folder(owner: &str, file_id: &str) -> Vec<u8> {
+        format!("fp/{owner}/{file_id}").into_bytes()
+    }
+    pub fn entries_by_name(owner: &str, parent: &str) -> Vec<u8> {
+        format!("fn/{owner}/{parent}/").into_bytes()
+    }
+    pub fn entry_name_prefix(owner: &str, parent: &str, name: &str) -> Vec<u8> {
+        format!("fn/{owner}/{parent}/{name}\0").into_bytes()
+    }
+    pub fn entry_name(owner: &str, parent: &str, name: &str, id: &str) -> Vec<u8> {
+        format!("fn/{owner}/{parent}/{name}\0{id}").into_bytes()
+    }
+    pub fn entries_by_date(owner: &str, parent: &str) -> Vec<u8> {
+        format!("fc/{owner}/{parent}/").into_bytes()
+    }
+    pub fn entry_date(owner: &str, parent: &str, id: &str) -> Vec<u8> {
+        format!("fc/{owner}/{parent}/{id}").into_bytes()
+    }
+    /// Where an upload session's file goes (see `folders::Placement`).
+    pub fn upload_placement(owner: &str, upload_id: &str) -> Vec<u8> {
+        format!("ut/{owner}/{upload_id}").into_bytes()
+    }
+    /// Present once every file stored before folders existed is in the folder indexes.
+    pub const ENTRIES_INDEXED: &[u8] = b"sc/entries_indexed";
     /// Keys from here on belong to the store, not to the model.
     pub const STORE: u8 = 0xff;
 }
@@ -140,6 +169,8 @@ pub struct State<K = MemKv> {
     kv: K,
     /// The entry being applied, when the caller numbers entries (events need it).
     pub(super) clock: Option<super::events::EntryClock>,
+    /// The placement a `Placed` command is applying, for the file its command records.
+    pub(super) placing: Option<super::folders::Placement>,
 }
 
 fn tail(key: &[u8], prefix: &[u8]) -> String {
@@ -155,7 +186,11 @@ fn owner_and_id(key: &[u8], skip: usize) -> Option<(String, String)> {
 
 impl<K> State<K> {
     pub fn new(kv: K) -> Self {
-        Self { kv, clock: None }
+        Self {
+            kv,
+            clock: None,
+            placing: None,
+        }
     }
     pub fn kv(&self) -> &K {
         &self.kv
@@ -240,6 +275,11 @@ impl<K: Kv> State<K> {
             out.len() < limit
         });
         out
+    }
+
+    /// Files of every owner in key order, after the file key `after`.
+    pub(crate) fn files_after(&self, after: Option<&[u8]>, limit: usize) -> Vec<File> {
+        self.values(keys::FILES, after, limit, |_: &File| true)
     }
 
     pub(crate) fn read_at<T: DeserializeOwned>(&self, key: &[u8]) -> Option<T> {
@@ -550,6 +590,7 @@ impl<K: KvMut> State<K> {
         self.kv.delete(&keys::tus(&up.owner, &up.id));
         self.kv.delete(&keys::tus_deferred(&up.owner, &up.id));
         self.kv.delete(&keys::concat(&up.owner, &up.id));
+        self.kv.delete(&keys::upload_placement(&up.owner, &up.id));
         self.forget_progress(&up.owner, &up.id);
         if let Some(k) = &up.idempotency_key {
             if self.idempotent_upload(&up.owner, k).as_deref() == Some(&up.id) {

@@ -1,0 +1,749 @@
+//! Folders: a tree per user under an implicit root, with names unique within a folder.
+//!
+//! Records: a folder at `fd/{owner}/{id}`; a file's folder at `fp/{owner}/{file_id}` (none:
+//! the root). Every entry (file or folder) of a folder is indexed twice under its parent
+//! (`root` for the root): by name, `fn/{owner}/{parent}/{name}\0{id}` (the name check reads
+//! one key; a listing by name is a prefix scan), and by date, `fc/{owner}/{parent}/{id}` (ids
+//! are UUIDv7, so key order is creation order). Files stored before folders existed are put
+//! in the root's indexes by `IndexEntries`, a bounded batch per command, which the leader
+//! proposes until it answers that none is left; such files may share a name, which the index
+//! tolerates (the id is part of the key) and nothing new repeats.
+//!
+//! An upload is placed when it is created (`Placed`): its folder must exist and, unless it
+//! asks for `rename`, its name must be free there. The file takes its place when it is
+//! recorded: in that folder if it still exists (else the root), under its name or, if an
+//! entry took that name meanwhile, under the first free "name (n).ext" (as Drive keeps both).
+
+use serde::{Deserialize, Serialize};
+
+use super::state::keys;
+use super::{apply, ApplyResult, Command, File, Millis, ModelError, Outcome, State};
+use crate::kv::{Kv, KvMut};
+
+/// The root folder's id in the API and in index keys.
+pub const ROOT: &str = "root";
+/// The longest name, in bytes (as most file systems).
+pub const MAX_NAME: usize = 255;
+/// Files one `IndexEntries` indexes at most.
+pub const INDEX_PER_COMMAND: usize = 1_000;
+/// "name (n)" tried at most before a clash is reported anyway.
+const MAX_RENAME_TRIES: u32 = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Folder {
+    pub id: String,
+    pub owner: String,
+    pub name: String,
+    /// `None`: the root.
+    pub parent: Option<String>,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    Folder,
+    File,
+}
+
+/// What a new entry does when its name is taken in its folder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnConflict {
+    /// Refused with `NameTaken`.
+    #[default]
+    Fail,
+    /// Named "name (n).ext" with the first free n.
+    Rename,
+}
+
+/// Where an upload's file goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub folder: Option<String>,
+    pub on_conflict: OnConflict,
+}
+
+/// Why `name` cannot name a file or folder, if it cannot.
+pub fn invalid_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("a name cannot be empty")
+    } else if name.len() > MAX_NAME {
+        Some("a name is at most 255 bytes")
+    } else if name == "." || name == ".." {
+        Some("`.` and `..` are not names")
+    } else if name.contains('/') || name.contains('\0') {
+        Some("a name cannot contain `/` or NUL")
+    } else {
+        None
+    }
+}
+
+fn parent_key(parent: Option<&str>) -> &str {
+    parent.unwrap_or(ROOT)
+}
+
+/// The entries of a folder, by name or by date, after a cursor (the key's tail).
+pub struct Entries {
+    pub entries: Vec<(EntryKind, String)>,
+    /// Where the next page starts, when there may be one.
+    pub next: Option<String>,
+}
+
+impl<K: Kv> State<K> {
+    pub fn folder(&self, owner: &str, id: &str) -> Option<Folder> {
+        self.read_at(&keys::folder(owner, id))
+    }
+
+    /// The folder a file is in (`None`: the root).
+    pub fn file_folder(&self, owner: &str, file_id: &str) -> Option<String> {
+        self.read_at(&keys::file_folder(owner, file_id))
+    }
+
+    /// The entry named `name` in `parent`, if any (the first, for names older files share).
+    pub fn entry_named(
+        &self,
+        owner: &str,
+        parent: Option<&str>,
+        name: &str,
+    ) -> Option<(EntryKind, String)> {
+        let prefix = keys::entry_name_prefix(owner, parent_key(parent), name);
+        let mut found = None;
+        self.kv().scan(&prefix, None, &mut |k, v| {
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            found = Some((crate::codec::decode(v).unwrap_or(EntryKind::File), id));
+            false
+        });
+        found
+    }
+
+    /// Up to `limit` entries of `parent`, by name (`by_name`) or by date, after `cursor`.
+    pub fn entries(
+        &self,
+        owner: &str,
+        parent: Option<&str>,
+        by_name: bool,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Entries {
+        let p = parent_key(parent);
+        let prefix = if by_name {
+            keys::entries_by_name(owner, p)
+        } else {
+            keys::entries_by_date(owner, p)
+        };
+        let after = cursor.map(|c| [prefix.as_slice(), c.as_bytes()].concat());
+        let mut entries = Vec::new();
+        let mut last = None;
+        if limit > 0 {
+            self.kv().scan(&prefix, after.as_deref(), &mut |k, v| {
+                let tail = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                let id = match tail.rsplit_once('\0') {
+                    Some((_, id)) if by_name => id.to_string(),
+                    _ => tail.clone(),
+                };
+                entries.push((crate::codec::decode(v).unwrap_or(EntryKind::File), id));
+                last = Some(tail);
+                entries.len() < limit
+            });
+        }
+        let next = if entries.len() == limit { last } else { None };
+        Entries { entries, next }
+    }
+
+    /// Whether `folder` is `ancestor` or lies under it.
+    fn is_within(&self, owner: &str, folder: &str, ancestor: &str) -> bool {
+        let mut at = Some(folder.to_string());
+        while let Some(id) = at {
+            if id == ancestor {
+                return true;
+            }
+            at = self.folder(owner, &id).and_then(|f| f.parent);
+        }
+        false
+    }
+
+    /// `name`, or the first "name (n).ext" free in `parent`.
+    fn free_name(&self, owner: &str, parent: Option<&str>, name: &str) -> Option<String> {
+        if self.entry_named(owner, parent, name).is_none() {
+            return Some(name.to_string());
+        }
+        // "report.pdf" -> "report (1).pdf"; a leading dot is not an extension.
+        let (stem, ext) = match name.rfind('.') {
+            Some(i) if i > 0 => name.split_at(i),
+            _ => (name, ""),
+        };
+        (1..=MAX_RENAME_TRIES)
+            .map(|n| format!("{stem} ({n}){ext}"))
+            .find(|c| c.len() <= MAX_NAME && self.entry_named(owner, parent, c).is_none())
+    }
+
+    /// Whether every file stored before folders existed is in the indexes.
+    pub fn entries_indexed(&self) -> bool {
+        self.kv().get(keys::ENTRIES_INDEXED).is_some()
+    }
+}
+
+impl<K: KvMut> State<K> {
+    fn index_entry(
+        &mut self,
+        owner: &str,
+        parent: Option<&str>,
+        name: &str,
+        id: &str,
+        kind: EntryKind,
+    ) {
+        let p = parent_key(parent);
+        self.write_at(&keys::entry_name(owner, p, name, id), &kind);
+        self.write_at(&keys::entry_date(owner, p, id), &kind);
+    }
+
+    fn unindex_entry(&mut self, owner: &str, parent: Option<&str>, name: &str, id: &str) {
+        let p = parent_key(parent);
+        self.delete_at(&keys::entry_name(owner, p, name, id));
+        self.delete_at(&keys::entry_date(owner, p, id));
+    }
+
+    fn set_file_folder(&mut self, owner: &str, file_id: &str, folder: Option<&str>) {
+        match folder {
+            Some(f) => self.write_at(&keys::file_folder(owner, file_id), f),
+            None => self.delete_at(&keys::file_folder(owner, file_id)),
+        }
+    }
+}
+
+/// Gives a file being recorded its folder and a name free there, and indexes it. The
+/// placement is the one a `Placed` command is applying, or the one its upload was created
+/// with; neither means the root.
+pub(super) fn place_new_file<K: KvMut>(state: &mut State<K>, file: &mut File) {
+    let placement = state.placing.take().or_else(|| {
+        let key = keys::upload_placement(&file.owner, &file.upload_id);
+        let p = state.read_at::<Placement>(&key);
+        if p.is_some() {
+            state.delete_at(&key);
+        }
+        p
+    });
+    let folder = placement
+        .and_then(|p| p.folder)
+        .filter(|f| state.folder(&file.owner, f).is_some());
+    if let Some(name) = state.free_name(&file.owner, folder.as_deref(), &file.name) {
+        file.name = name;
+    }
+    state.set_file_folder(&file.owner, &file.id, folder.as_deref());
+    state.index_entry(
+        &file.owner,
+        folder.as_deref(),
+        &file.name,
+        &file.id,
+        EntryKind::File,
+    );
+}
+
+/// A file leaves its folder (it is deleted).
+pub(super) fn file_removed<K: KvMut>(state: &mut State<K>, file: &File) {
+    let folder = state.file_folder(&file.owner, &file.id);
+    state.unindex_entry(&file.owner, folder.as_deref(), &file.name, &file.id);
+    state.set_file_folder(&file.owner, &file.id, None);
+}
+
+/// A file's name changes in place (`RenameFile`, which predates folders and checks no clash).
+pub(super) fn file_renamed<K: KvMut>(state: &mut State<K>, old: &File, new_name: &str) {
+    let folder = state.file_folder(&old.owner, &old.id);
+    state.unindex_entry(&old.owner, folder.as_deref(), &old.name, &old.id);
+    state.index_entry(
+        &old.owner,
+        folder.as_deref(),
+        new_name,
+        &old.id,
+        EntryKind::File,
+    );
+}
+
+pub(super) struct NewFolder {
+    pub owner: String,
+    pub folder_id: String,
+    pub name: String,
+    pub parent: Option<String>,
+    pub on_conflict: OnConflict,
+    pub now: Millis,
+}
+
+pub(super) fn create<K: KvMut>(state: &mut State<K>, n: NewFolder) -> ApplyResult {
+    if let Some(why) = invalid_name(&n.name) {
+        return Err(ModelError::Invalid(why.into()));
+    }
+    if let Some(f) = state.folder(&n.owner, &n.folder_id) {
+        // The same proposal applied again answers with the folder it made.
+        return if f.parent == n.parent && f.created_at == n.now {
+            Ok(Outcome::Folder(f))
+        } else {
+            Err(ModelError::Invalid("folder id already used".into()))
+        };
+    }
+    if let Some(p) = &n.parent {
+        state.folder(&n.owner, p).ok_or(ModelError::NotFound)?;
+    }
+    let name = match n.on_conflict {
+        OnConflict::Fail
+            if state
+                .entry_named(&n.owner, n.parent.as_deref(), &n.name)
+                .is_some() =>
+        {
+            return Err(ModelError::NameTaken { name: n.name })
+        }
+        _ => state
+            .free_name(&n.owner, n.parent.as_deref(), &n.name)
+            .ok_or(ModelError::NameTaken { name: n.name })?,
+    };
+    let folder = Folder {
+        id: n.folder_id,
+        owner: n.owner,
+        name,
+        parent: n.parent,
+        created_at: n.now,
+    };
+    state.write_at(&keys::folder(&folder.owner, &folder.id), &folder);
+    state.index_entry(
+        &folder.owner,
+        folder.parent.as_deref(),
+        &folder.name,
+        &folder.id,
+        EntryKind::Folder,
+    );
+    Ok(Outcome::Folder(folder))
+}
+
+/// A file or folder gets a new name and/or a new parent (`Some(None)`: the root).
+pub(super) fn move_entry<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    id: &str,
+    kind: EntryKind,
+    name: Option<String>,
+    parent: Option<Option<String>>,
+) -> ApplyResult {
+    if let Some(why) = name.as_deref().and_then(invalid_name) {
+        return Err(ModelError::Invalid(why.into()));
+    }
+    let (cur_parent, cur_name) = match kind {
+        EntryKind::Folder => {
+            let f = state.folder(owner, id).ok_or(ModelError::NotFound)?;
+            (f.parent, f.name)
+        }
+        EntryKind::File => {
+            let f = state.file(owner, id).ok_or(ModelError::NotFound)?;
+            (state.file_folder(owner, id), f.name)
+        }
+    };
+    let new_parent = parent.unwrap_or_else(|| cur_parent.clone());
+    let new_name = name.unwrap_or_else(|| cur_name.clone());
+    if let Some(p) = &new_parent {
+        state.folder(owner, p).ok_or(ModelError::NotFound)?;
+        if kind == EntryKind::Folder && state.is_within(owner, p, id) {
+            return Err(ModelError::FolderCycle);
+        }
+    }
+    let moved = new_parent != cur_parent || new_name != cur_name;
+    if moved {
+        if let Some((_, other)) = state.entry_named(owner, new_parent.as_deref(), &new_name) {
+            if other != id {
+                return Err(ModelError::NameTaken { name: new_name });
+            }
+        }
+        state.unindex_entry(owner, cur_parent.as_deref(), &cur_name, id);
+        state.index_entry(owner, new_parent.as_deref(), &new_name, id, kind);
+    }
+    match kind {
+        EntryKind::Folder => {
+            let mut f = state.folder(owner, id).ok_or(ModelError::NotFound)?;
+            f.name = new_name;
+            f.parent = new_parent;
+            state.write_at(&keys::folder(owner, id), &f);
+            Ok(Outcome::Folder(f))
+        }
+        EntryKind::File => {
+            let mut f = state.file(owner, id).ok_or(ModelError::NotFound)?;
+            if moved {
+                state.set_file_folder(owner, id, new_parent.as_deref());
+                if f.name != new_name {
+                    f.name = new_name;
+                    state.put_file(&f);
+                    state.emit(
+                        owner,
+                        super::events::EventKind::FileRenamed {
+                            file_id: f.id.clone(),
+                            name: f.name.clone(),
+                        },
+                    );
+                }
+            }
+            Ok(Outcome::File(f))
+        }
+    }
+}
+
+/// An empty folder is removed (one with entries is refused until the trash exists).
+pub(super) fn delete<K: KvMut>(state: &mut State<K>, owner: &str, id: &str) -> ApplyResult {
+    let f = state.folder(owner, id).ok_or(ModelError::NotFound)?;
+    if !state
+        .entries(owner, Some(id), true, None, 1)
+        .entries
+        .is_empty()
+    {
+        return Err(ModelError::FolderNotEmpty);
+    }
+    state.unindex_entry(owner, f.parent.as_deref(), &f.name, id);
+    state.delete_at(&keys::folder(owner, id));
+    Ok(Outcome::Folder(f))
+}
+
+/// `cmd` (a `CreateUpload`, `StoreFile` or `CreateOrDedup`) creates an upload or a file in
+/// `placement`'s folder: the folder must exist and, unless the placement says `Rename`, the
+/// name must be free there now.
+pub(super) fn placed<K: KvMut>(
+    state: &mut State<K>,
+    placement: Placement,
+    cmd: Command,
+) -> ApplyResult {
+    let (owner, upload_id, name) = match &cmd {
+        Command::CreateUpload {
+            owner,
+            upload_id,
+            name,
+            ..
+        }
+        | Command::StoreFile {
+            owner,
+            upload_id,
+            name,
+            ..
+        } => (owner.clone(), upload_id.clone(), name.clone()),
+        Command::CreateOrDedup { create, .. } => match create.as_ref() {
+            Command::CreateUpload {
+                owner,
+                upload_id,
+                name,
+                ..
+            } => (owner.clone(), upload_id.clone(), name.clone()),
+            _ => {
+                return Err(ModelError::Invalid(
+                    "a placed dedup wraps a CreateUpload".into(),
+                ))
+            }
+        },
+        _ => {
+            return Err(ModelError::Invalid(
+                "only a new upload or file is placed".into(),
+            ))
+        }
+    };
+    // A retry of a create that was applied finds its upload (and places nothing again).
+    let again = state.upload_record(&owner, &upload_id).is_some();
+    if !again {
+        if let Some(f) = &placement.folder {
+            state.folder(&owner, f).ok_or(ModelError::NotFound)?;
+        }
+        if placement.on_conflict == OnConflict::Fail
+            && state
+                .entry_named(&owner, placement.folder.as_deref(), &name)
+                .is_some()
+        {
+            return Err(ModelError::NameTaken { name });
+        }
+        state.placing = Some(placement.clone());
+    }
+    let out = apply(state, cmd);
+    let unused = state.placing.take();
+    if let (Ok(Outcome::Upload(up)), Some(p)) = (&out, unused) {
+        // A session: its file is placed when it completes.
+        state.write_at(&keys::upload_placement(&owner, &up.id), &p);
+    }
+    out
+}
+
+/// Puts up to [`INDEX_PER_COMMAND`] files stored before folders existed (all owners, in key
+/// order after the file key `after`) in their owner's root; answers the key to go on from,
+/// or `None` once every file is done.
+pub(super) fn index_entries<K: KvMut>(state: &mut State<K>, after: Option<String>) -> ApplyResult {
+    let from = after.map(String::into_bytes);
+    let files = state.files_after(from.as_deref(), INDEX_PER_COMMAND);
+    for f in &files {
+        let folder = state.file_folder(&f.owner, &f.id);
+        let p = parent_key(folder.as_deref()).to_string();
+        if state
+            .kv()
+            .get(&keys::entry_date(&f.owner, &p, &f.id))
+            .is_none()
+        {
+            state.index_entry(&f.owner, folder.as_deref(), &f.name, &f.id, EntryKind::File);
+        }
+    }
+    let next = (files.len() == INDEX_PER_COMMAND)
+        .then(|| files.last().map(|f| keys::file(&f.owner, &f.id)))
+        .flatten()
+        .map(|k| String::from_utf8_lossy(&k).into_owned());
+    if next.is_none() {
+        state.write_at(keys::ENTRIES_INDEXED, &());
+    }
+    Ok(Outcome::Indexed(next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Tier, TierLimits};
+    use super::*;
+
+    const LIMITS: TierLimits = TierLimits {
+        quota: 1_000_000,
+        max_file_size: 1_000,
+        max_concurrent_uploads: 8,
+    };
+
+    fn mkdir(s: &mut State, id: &str, name: &str, parent: Option<&str>) -> ApplyResult {
+        apply(
+            s,
+            Command::CreateFolder {
+                owner: "ann".into(),
+                folder_id: id.into(),
+                name: name.into(),
+                parent: parent.map(Into::into),
+                on_conflict: OnConflict::Fail,
+                now: 1,
+            },
+        )
+    }
+
+    fn store(id: &str, name: &str, folder: Option<&str>, on_conflict: OnConflict) -> Command {
+        Command::Placed {
+            placement: Placement {
+                folder: folder.map(Into::into),
+                on_conflict,
+            },
+            cmd: Box::new(Command::StoreFile {
+                upload_id: format!("u-{id}"),
+                file_id: id.into(),
+                owner: "ann".into(),
+                tier: Tier::Basic,
+                limits: LIMITS,
+                name: name.into(),
+                mime: None,
+                size: 10,
+                blake3: id.into(),
+                idempotency_key: None,
+                object_key: format!("o/{id}"),
+                scan: false,
+                now: 2,
+            }),
+        }
+    }
+
+    fn names(s: &State, parent: Option<&str>) -> Vec<String> {
+        s.entries("ann", parent, true, None, 100)
+            .entries
+            .into_iter()
+            .map(|(kind, id)| match kind {
+                EntryKind::Folder => s.folder("ann", &id).unwrap().name,
+                EntryKind::File => s.file("ann", &id).unwrap().name,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_are_unique_per_folder_and_clashes_renamed_on_request() {
+        let mut s = State::default();
+        mkdir(&mut s, "d1", "docs", None).unwrap();
+        assert_eq!(
+            mkdir(&mut s, "d2", "docs", None),
+            Err(ModelError::NameTaken {
+                name: "docs".into()
+            })
+        );
+        mkdir(&mut s, "d2", "docs", Some("d1")).unwrap();
+        apply(&mut s, store("f1", "a.pdf", Some("d1"), OnConflict::Fail)).unwrap();
+        let before = s.clone();
+        assert_eq!(
+            apply(&mut s, store("f2", "a.pdf", Some("d1"), OnConflict::Fail)),
+            Err(ModelError::NameTaken {
+                name: "a.pdf".into()
+            })
+        );
+        assert_eq!(s, before, "a refused create writes nothing");
+        apply(&mut s, store("f2", "a.pdf", Some("d1"), OnConflict::Rename)).unwrap();
+        apply(&mut s, store("f3", "a.pdf", Some("d1"), OnConflict::Rename)).unwrap();
+        assert_eq!(
+            names(&s, Some("d1")),
+            ["a (1).pdf", "a (2).pdf", "a.pdf", "docs"]
+        );
+        assert_eq!(s.file_folder("ann", "f2").as_deref(), Some("d1"));
+        assert_eq!(names(&s, None), ["docs"]);
+        assert_eq!(
+            apply(&mut s, store("f4", "x", Some("nope"), OnConflict::Fail)),
+            Err(ModelError::NotFound)
+        );
+    }
+
+    #[test]
+    fn moves_keep_the_tree_acyclic_and_names_unique() {
+        let mut s = State::default();
+        mkdir(&mut s, "a", "a", None).unwrap();
+        mkdir(&mut s, "b", "b", Some("a")).unwrap();
+        mkdir(&mut s, "c", "c", Some("b")).unwrap();
+        let mv = |id: &str, parent: Option<&str>| Command::MoveEntry {
+            owner: "ann".into(),
+            id: id.into(),
+            kind: EntryKind::Folder,
+            name: None,
+            parent: Some(parent.map(Into::into)),
+        };
+        assert_eq!(
+            apply(&mut s, mv("a", Some("c"))),
+            Err(ModelError::FolderCycle)
+        );
+        assert_eq!(
+            apply(&mut s, mv("a", Some("a"))),
+            Err(ModelError::FolderCycle)
+        );
+        apply(&mut s, mv("c", None)).unwrap();
+        assert_eq!(names(&s, None), ["a", "c"]);
+        apply(&mut s, mv("a", Some("c"))).unwrap();
+        assert_eq!(names(&s, Some("c")), ["a"]);
+        apply(&mut s, store("f1", "b", None, OnConflict::Fail)).unwrap();
+        let file_to = |parent: Option<&str>| Command::MoveEntry {
+            owner: "ann".into(),
+            id: "f1".into(),
+            kind: EntryKind::File,
+            name: None,
+            parent: Some(parent.map(Into::into)),
+        };
+        // Folder `a` holds a folder named "b": the file "b" cannot join it.
+        assert_eq!(
+            apply(&mut s, file_to(Some("a"))),
+            Err(ModelError::NameTaken { name: "b".into() })
+        );
+        apply(&mut s, file_to(Some("c"))).unwrap();
+        assert_eq!(names(&s, Some("c")), ["a", "b"]);
+        assert_eq!(
+            apply(
+                &mut s,
+                Command::DeleteFolder {
+                    owner: "ann".into(),
+                    folder_id: "c".into()
+                }
+            ),
+            Err(ModelError::FolderNotEmpty)
+        );
+        apply(
+            &mut s,
+            Command::DeleteFile {
+                owner: "ann".into(),
+                file_id: "f1".into(),
+                now: 3,
+            },
+        )
+        .unwrap();
+        assert_eq!(names(&s, Some("c")), ["a"]);
+        assert_eq!(s.file_folder("ann", "f1"), None);
+    }
+
+    #[test]
+    fn an_upload_is_placed_at_creation_and_its_file_where_it_ends() {
+        let mut s = State::default();
+        mkdir(&mut s, "d", "d", None).unwrap();
+        let create = Command::Placed {
+            placement: Placement {
+                folder: Some("d".into()),
+                on_conflict: OnConflict::Fail,
+            },
+            cmd: Box::new(Command::CreateUpload {
+                upload_id: "u1".into(),
+                owner: "ann".into(),
+                tier: Tier::Basic,
+                limits: LIMITS,
+                name: "r.txt".into(),
+                mime: None,
+                size: 0,
+                chunk_size: 1024,
+                blake3: None,
+                idempotency_key: None,
+                ttl_ms: 1000,
+                now: 1,
+            }),
+        };
+        apply(&mut s, create.clone()).unwrap();
+        // Applied again (a retry), it answers the same upload.
+        assert!(matches!(apply(&mut s, create), Ok(Outcome::Upload(_))));
+        // A file took the name meanwhile: the upload's file keeps both, as "r (1).txt".
+        apply(&mut s, store("f0", "r.txt", Some("d"), OnConflict::Fail)).unwrap();
+        apply(
+            &mut s,
+            Command::ChunkStaged {
+                owner: "ann".into(),
+                upload_id: "u1".into(),
+                index: 0,
+                node: 1,
+                len: 0,
+                blake3: "h".into(),
+                cv: "cv".into(),
+                now: 2,
+            },
+        )
+        .unwrap();
+        apply(
+            &mut s,
+            Command::ChunkOffloaded {
+                owner: "ann".into(),
+                upload_id: "u1".into(),
+                index: 0,
+                etag: "e".into(),
+                node: 1,
+            },
+        )
+        .unwrap();
+        let out = apply(
+            &mut s,
+            Command::CompleteUpload {
+                owner: "ann".into(),
+                upload_id: "u1".into(),
+                file_id: "f1".into(),
+                blake3: "h".into(),
+                scan: false,
+                now: 3,
+            },
+        );
+        let Ok(Outcome::File(f)) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(f.name, "r (1).txt");
+        assert_eq!(s.file_folder("ann", "f1").as_deref(), Some("d"));
+        assert!(s
+            .read_at::<Placement>(&keys::upload_placement("ann", "u1"))
+            .is_none());
+    }
+
+    #[test]
+    fn older_files_are_indexed_into_the_root() {
+        let mut s = State::default();
+        // A file recorded by a build without folders: the record, not the indexes.
+        apply(&mut s, store("f1", "old.txt", None, OnConflict::Fail)).unwrap();
+        s.delete_at(&keys::entry_name("ann", ROOT, "old.txt", "f1"));
+        s.delete_at(&keys::entry_date("ann", ROOT, "f1"));
+        assert!(names(&s, None).is_empty());
+        assert!(!s.entries_indexed());
+        let out = apply(&mut s, Command::IndexEntries { after: None }).unwrap();
+        assert_eq!(out, Outcome::Indexed(None));
+        assert_eq!(names(&s, None), ["old.txt"]);
+        assert!(s.entries_indexed());
+        // Indexing again changes nothing.
+        let before = s.clone();
+        apply(&mut s, Command::IndexEntries { after: None }).unwrap();
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn names_that_are_paths_or_empty_are_refused() {
+        for bad in ["", ".", "..", "../../etc/passwd", "a\0b"] {
+            assert!(invalid_name(bad).is_some(), "{bad:?}");
+        }
+        assert!(invalid_name(&"a".repeat(256)).is_some());
+        assert!(invalid_name("..hidden").is_none());
+    }
+}
