@@ -504,6 +504,8 @@ impl Client {
                         blake3: None,
                         mime: None,
                         idempotency_key: Some(key.clone()),
+                        folder: None,
+                        on_conflict: None,
                     })
                     .await?
                 {

@@ -441,6 +441,8 @@ async fn a_create_whose_reply_is_lost_and_that_is_retried_reserves_once() {
             blake3: None,
             mime: None,
             idempotency_key: None,
+            folder: None,
+            on_conflict: None,
         })
         .await
         .unwrap();

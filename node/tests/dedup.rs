@@ -88,6 +88,8 @@ async fn a_declared_hash_the_user_stores_makes_the_file_with_no_byte_sent() {
             blake3: Some(hash.clone()),
             mime: None,
             idempotency_key: None,
+            folder: None,
+            on_conflict: None,
         })
         .await
         .unwrap();

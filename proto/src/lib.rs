@@ -35,6 +35,14 @@ pub struct CreateUpload {
     pub mime: Option<String>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The folder the file goes in (a folder id; absent: the root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    /// `fail` (409 `name_taken` when the folder has an entry of that name) or `rename`
+    /// ("name (1).ext"). A request with neither this nor `folder` keeps both under a
+    /// "(n)" name, as before folders existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_conflict: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +111,9 @@ pub struct FileRecord {
     /// at once and no byte needs to be sent (dedup).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deduplicated: bool,
+    /// The folder the file is in (`null`: the root).
+    #[serde(default)]
+    pub folder: Option<String>,
 }
 
 /// `GET /v1/files`
@@ -123,11 +134,68 @@ pub struct Usage {
     pub quota: u64,
 }
 
-/// `PATCH /v1/files/{id}`
+/// `PATCH /v1/files/{id}` and `PATCH /v1/folders/{id}`: a new name, a new parent folder
+/// (`"root"` or `null`: the root), or both.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Absent: unchanged; `null` or `"root"`: the root.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub parent: Option<Option<String>>,
+}
+
+/// A field that is present, even as `null`, is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `POST /v1/folders`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateFile {
+pub struct CreateFolder {
     pub name: String,
+    /// A folder id; absent, `null` or `"root"`: the root.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// `fail` (the default) or `rename`.
+    #[serde(default)]
+    pub on_conflict: Option<String>,
+}
+
+/// A folder (`GET /v1/folders/{id}` gives it with a page of its entries).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderRecord {
+    /// `root` for the root.
+    pub id: String,
+    pub name: String,
+    /// `null`: the root (or this is the root).
+    pub parent: Option<String>,
+    /// RFC 3339 (absent for the root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+/// An entry of a folder: a folder or a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Entry {
+    Folder(FolderRecord),
+    File(FileRecord),
+}
+
+/// `GET /v1/folders/{id}`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderListing {
+    pub folder: FolderRecord,
+    pub entries: Vec<Entry>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// `PUT /v1/admin/users/{user}/quota`

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wharf_proto::CreateUpload;
+use wharf_raft::model::folders::{OnConflict, Placement, ROOT};
 use wharf_raft::model::{self, Command, File, ModelError, Tier, TierLimits, Upload};
 use wharf_raft::Outcome;
 
@@ -200,11 +201,14 @@ impl QuotaActor {
                     req,
                     tus,
                     reply,
-                } => match self.prepare_create(user, tier, req, tus.as_ref()) {
+                } => match placement(req.folder.as_deref(), req.on_conflict.as_deref())
+                    .and_then(|p| Ok((p, self.prepare_create(user, tier, req, tus.as_ref())?)))
+                {
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
-                    Ok(cmd) => {
+                    Ok((placement, cmd)) => {
+                        let by_tus = tus.is_some();
                         let cmd = match tus {
                             Some(TusCreate {
                                 metadata,
@@ -245,6 +249,14 @@ impl QuotaActor {
                                 }
                             }
                             None => cmd,
+                        };
+                        // tus names no folder: its uploads go to the root.
+                        let cmd = match placement {
+                            Some(placement) if !by_tus => Command::Placed {
+                                placement,
+                                cmd: Box::new(cmd),
+                            },
+                            _ => cmd,
                         };
                         self.propose_in_background(cmd, reply, |o| match o {
                             Outcome::Upload(u) => Ok(Created::Upload(u)),
@@ -366,4 +378,43 @@ impl QuotaActor {
 
 fn unexpected(o: Outcome) -> Error {
     Error::Internal(format!("unexpected outcome {o:?}"))
+}
+
+/// A folder id from a path or a request: `root` (or nothing) is the root; anything that is not
+/// a folder id names no folder (404).
+pub fn parse_folder(id: Option<&str>) -> Result<Option<String>> {
+    match id {
+        None | Some(ROOT) => Ok(None),
+        Some(id) => uuid::Uuid::parse_str(id)
+            .map(|u| Some(u.to_string()))
+            .map_err(|_| Error::NotFound),
+    }
+}
+
+pub fn parse_on_conflict(v: Option<&str>) -> Result<OnConflict> {
+    match v {
+        None | Some("fail") => Ok(OnConflict::Fail),
+        Some("rename") => Ok(OnConflict::Rename),
+        Some("replace") => Err(Error::bad_request(
+            "unsupported_on_conflict",
+            "on_conflict=replace makes a new version of the file, and versions are not offered \
+             yet: use fail or rename",
+        )),
+        Some(_) => Err(Error::bad_request(
+            "invalid_request",
+            "on_conflict is fail or rename",
+        )),
+    }
+}
+
+/// Where a new upload or file goes: `None` when the request names neither a folder nor a
+/// conflict policy (the root, keeping both names on a clash, as before folders existed).
+pub fn placement(folder: Option<&str>, on_conflict: Option<&str>) -> Result<Option<Placement>> {
+    if folder.is_none() && on_conflict.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Placement {
+        folder: parse_folder(folder)?,
+        on_conflict: parse_on_conflict(on_conflict)?,
+    }))
 }

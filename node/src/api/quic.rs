@@ -418,6 +418,8 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                 blake3: opt(cr.blake3),
                 mime: opt(cr.mime),
                 idempotency_key: opt(cr.idempotency_key),
+                folder: None,
+                on_conflict: None,
             };
             validate_create(&req)?;
             app.rate
@@ -498,6 +500,8 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                 blake3: None,
                 mime: opt(p.mime),
                 idempotency_key: opt(p.idempotency_key),
+                folder: None,
+                on_conflict: None,
             };
             validate_create(&declared)?;
             app.rate
@@ -516,6 +520,7 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                     blake3,
                     sha256: None,
                     idempotency_key: declared.idempotency_key,
+                    placement: None,
                     content_length: Some(p.length),
                     body: crate::api::idle_stream(body_stream(recv), body_idle(app)),
                 })

@@ -21,6 +21,8 @@ pub(super) const SINGLE_DIR: &str = ".single";
 /// A whole file sent in one request.
 pub struct SmallFile {
     pub owner: String,
+    /// The folder and name policy the request asked for (none: the root, names kept both).
+    pub placement: Option<wharf_raft::model::folders::Placement>,
     pub tier: Tier,
     pub name: String,
     pub mime: Option<String>,
@@ -52,6 +54,8 @@ pub(super) async fn store_small(ctx: &Ctx, f: SmallFile) -> Result<File> {
         blake3: f.blake3.map(hex::encode),
         mime: f.mime.clone(),
         idempotency_key: f.idempotency_key.clone(),
+        folder: None,
+        on_conflict: None,
     };
     ctx.quota.check(f.owner.clone(), f.tier, declared).await?;
     // The body is staged until it is in the object store: it counts against
@@ -102,24 +106,29 @@ pub(super) async fn store_small(ctx: &Ctx, f: SmallFile) -> Result<File> {
     let _ = tokio::fs::remove_file(&tmp).await;
     stored?;
     let limits = ctx.quota.limits(f.tier);
-    let res = ctx
-        .quota
-        .propose(Command::StoreFile {
-            upload_id: upload_id.clone(),
-            file_id: uuid::Uuid::now_v7().to_string(),
-            owner: f.owner,
-            tier: f.tier,
-            limits,
-            name: f.name,
-            mime: f.mime,
-            size,
-            blake3: plain,
-            idempotency_key: f.idempotency_key,
-            object_key: object_key.clone(),
-            scan: ctx.scanner.is_some(),
-            now: now_ms(),
-        })
-        .await;
+    let store = Command::StoreFile {
+        upload_id: upload_id.clone(),
+        file_id: uuid::Uuid::now_v7().to_string(),
+        owner: f.owner,
+        tier: f.tier,
+        limits,
+        name: f.name,
+        mime: f.mime,
+        size,
+        blake3: plain,
+        idempotency_key: f.idempotency_key,
+        object_key: object_key.clone(),
+        scan: ctx.scanner.is_some(),
+        now: now_ms(),
+    };
+    let cmd = match f.placement {
+        Some(placement) => Command::Placed {
+            placement,
+            cmd: Box::new(store),
+        },
+        None => store,
+    };
+    let res = ctx.quota.propose(cmd).await;
     match res {
         Ok(Outcome::File(file)) => {
             if file.upload_id != upload_id {

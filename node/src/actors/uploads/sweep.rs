@@ -84,6 +84,7 @@ pub(super) async fn sweeper(
                 _ => {}
             }
             prune_events(&ctx, clock.now(now_ms())).await;
+            index_entries(&ctx).await;
             collect_garbage(&ctx).await;
             declare_lost_nodes(&ctx, &mut leader_since).await;
             let every = Duration::from_secs(ctx.config.orphan_grace_secs.clamp(1, 600));
@@ -130,6 +131,25 @@ async fn prune_events(ctx: &Ctx, now: u64) {
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "pruning old events failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Puts the files stored before folders existed (a data dir of an older wharf) into their
+/// owners' roots, a bounded batch per command, until the state says every file is indexed.
+async fn index_entries(ctx: &Ctx) {
+    let mut after = None;
+    for _ in 0..64 {
+        if ctx.meta.local().entries_indexed() {
+            return;
+        }
+        match ctx.quota.propose(Command::IndexEntries { after }).await {
+            Ok(Outcome::Indexed(Some(next))) => after = Some(next),
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "indexing files into folders failed");
                 return;
             }
         }

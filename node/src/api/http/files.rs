@@ -8,16 +8,16 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use wharf_proto::{FileList, FileRecord, UpdateFile};
-use wharf_raft::model::{self, Command, File};
-use wharf_raft::{Outcome, StateView};
+use wharf_proto::{FileList, FileRecord};
+use wharf_raft::model::folders::OnConflict;
+use wharf_raft::model::{self, File};
+use wharf_raft::StateView;
 
 use crate::actors::scanner;
 use crate::actors::uploads::SmallFile;
 use crate::api::http::uploads::{validate_create, BodyHeaders};
 use crate::api::http::{
-    idle_limited, page_bounds, parse_id, query_limit, split_page, validate_name, ApiJson, AppState,
-    Caller,
+    idle_limited, page_bounds, parse_id, query_limit, split_page, AppState, Caller,
 };
 use crate::auth::Claims;
 use crate::error::{Error, Result};
@@ -50,6 +50,7 @@ pub(crate) fn file_record(state: &StateView, f: &File) -> FileRecord {
             _ => None,
         },
         deduplicated: false,
+        folder: state.file_folder(&f.owner, &f.id),
     }
 }
 
@@ -290,29 +291,6 @@ pub(super) async fn download_url(
     })))
 }
 
-/// Renames a file (the name is checked like a new upload's); answers the updated record.
-pub(super) async fn update_file(
-    State(s): State<AppState>,
-    Caller(c): Caller,
-    Path(id): Path<String>,
-    ApiJson(req): ApiJson<UpdateFile>,
-) -> Result<Json<FileRecord>> {
-    let id = parse_id(&id)?;
-    validate_name(&req.name)?;
-    match s
-        .quota
-        .propose(Command::RenameFile {
-            owner: c.sub,
-            file_id: id,
-            name: req.name,
-        })
-        .await?
-    {
-        Outcome::File(f) => Ok(Json(file_record(&s.meta.local(), &f))),
-        other => Err(Error::Internal(format!("unexpected {other:?}"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +325,10 @@ pub(super) struct SmallFileQuery {
     mime: Option<String>,
     blake3: Option<String>,
     idempotency_key: Option<String>,
+    /// A folder id (absent: the root).
+    folder: Option<String>,
+    /// `fail` or `rename`.
+    on_conflict: Option<String>,
 }
 
 /// A whole small file in one request: the body is the file. 201 with the file record.
@@ -405,8 +387,29 @@ async fn store_small_file(
         blake3: q.blake3,
         mime: q.mime,
         idempotency_key,
+        folder: q.folder,
+        on_conflict: q.on_conflict,
     };
     validate_create(&declared)?;
+    let placement =
+        super::folders::placement(declared.folder.as_deref(), declared.on_conflict.as_deref())?;
+    if let Some(p) = &placement {
+        // Refused before the body is read when the applied state already shows it.
+        let state = s.meta.local();
+        if let Some(f) = &p.folder {
+            state.folder(&c.sub, f).ok_or(Error::NotFound)?;
+        }
+        if p.on_conflict == OnConflict::Fail
+            && state
+                .entry_named(&c.sub, p.folder.as_deref(), &declared.name)
+                .is_some()
+        {
+            return Err(model::ModelError::NameTaken {
+                name: declared.name,
+            }
+            .into());
+        }
+    }
     let h = BodyHeaders::parse(headers)?;
     let from_query = declared
         .blake3
@@ -437,6 +440,7 @@ async fn store_small_file(
             blake3: from_query.or(h.blake3),
             sha256: h.sha256,
             idempotency_key: declared.idempotency_key,
+            placement,
             content_length: h.content_length,
             body: idle_limited(body, std::time::Duration::from_secs(s.http.body_idle_secs)),
         })

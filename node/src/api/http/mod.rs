@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod cors;
 pub mod events;
 pub mod files;
+pub mod folders;
 pub mod guard;
 pub mod links;
 mod metrics;
@@ -82,7 +83,14 @@ pub fn router(state: AppState) -> Router {
             "/v1/files/{id}",
             get(files::get_file)
                 .delete(files::delete_file)
-                .patch(files::update_file),
+                .patch(folders::update_file),
+        )
+        .route("/v1/folders", post(folders::create_folder))
+        .route(
+            "/v1/folders/{id}",
+            get(folders::get_folder)
+                .patch(folders::update_folder)
+                .delete(folders::delete_folder),
         )
         .route("/v1/files/{id}/content", get(files::download))
         .route("/v1/files/{id}/download-url", get(files::download_url))

@@ -90,6 +90,7 @@ pub(crate) async fn deduplicated(s: &AppState, owner: &str, made: Created) -> Re
 
 /// Checks a create request's fields (whatever transport brought it).
 pub(crate) fn validate_create(req: &CreateUpload) -> Result<()> {
+    crate::actors::quota::placement(req.folder.as_deref(), req.on_conflict.as_deref())?;
     validate_name(&req.name)?;
     if let Some(h) = &req.blake3 {
         if parse_hex32(h).is_none() {

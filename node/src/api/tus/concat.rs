@@ -106,6 +106,8 @@ pub(super) async fn create_final(
         blake3: None,
         mime: f.mime.clone(),
         idempotency_key: None,
+        folder: None,
+        on_conflict: None,
     })?;
     s.rate
         .user_create(&c.sub, c.tier)

@@ -270,6 +270,8 @@ async fn create_inner(
         blake3: None,
         mime,
         idempotency_key: None,
+        folder: None,
+        on_conflict: None,
     };
     validate_create(&req)?;
     s.rate

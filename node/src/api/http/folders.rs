@@ -1,0 +1,232 @@
+//! Folders: `POST /v1/folders` makes one; `GET /v1/folders/{id}` (`root`: the root) gives it
+//! with a page of its entries, by name or by date; `PATCH /v1/folders/{id}` and
+//! `PATCH /v1/files/{id}` rename and move; `DELETE /v1/folders/{id}` removes an empty folder.
+//! Every read is linearizable; names are unique within a folder (the state machine decides,
+//! see `wharf_raft::model::folders`).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde::Deserialize;
+use wharf_proto::{CreateFolder, Entry, FileRecord, FolderListing, FolderRecord, UpdateEntry};
+use wharf_raft::model::folders::{EntryKind, Folder, ROOT};
+use wharf_raft::model::Command;
+use wharf_raft::Outcome;
+
+pub(crate) use crate::actors::quota::{parse_folder, parse_on_conflict, placement};
+use crate::api::http::files::file_record;
+use crate::api::http::{parse_id, validate_name, ApiJson, AppState, Caller};
+use crate::error::{Error, Result};
+use crate::meta::{now_ms, rfc3339};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+fn folder_record(f: &Folder) -> FolderRecord {
+    FolderRecord {
+        id: f.id.clone(),
+        name: f.name.clone(),
+        parent: f.parent.clone(),
+        created_at: Some(rfc3339(f.created_at)),
+    }
+}
+
+fn root_record() -> FolderRecord {
+    FolderRecord {
+        id: ROOT.into(),
+        name: String::new(),
+        parent: None,
+        created_at: None,
+    }
+}
+
+fn unexpected(o: Outcome) -> Error {
+    Error::Internal(format!("unexpected {o:?}"))
+}
+
+pub(super) async fn create_folder(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    ApiJson(req): ApiJson<CreateFolder>,
+) -> Result<Response> {
+    validate_name(&req.name)?;
+    let parent = parse_folder(req.parent.as_deref())?;
+    let on_conflict = parse_on_conflict(req.on_conflict.as_deref())?;
+    let out = s
+        .quota
+        .propose(Command::CreateFolder {
+            owner: c.sub,
+            folder_id: uuid::Uuid::now_v7().to_string(),
+            name: req.name,
+            parent,
+            on_conflict,
+            now: now_ms(),
+        })
+        .await?;
+    let Outcome::Folder(f) = out else {
+        return Err(unexpected(out));
+    };
+    let location = format!("/v1/folders/{}", f.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(folder_record(&f)),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListingQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    sort: Option<String>,
+}
+
+pub(super) async fn get_folder(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<ListingQuery>,
+) -> Result<Json<FolderListing>> {
+    let folder = parse_folder(Some(&id))?;
+    let limit = super::query_limit(q.limit.as_deref());
+    if !(1..=1000).contains(&limit) {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let by_name = match q.sort.as_deref() {
+        None | Some("name") => true,
+        Some("date") => false,
+        Some(_) => {
+            return Err(Error::bad_request(
+                "invalid_request",
+                "sort is name or date",
+            ))
+        }
+    };
+    let bad_cursor = || {
+        Error::bad_request(
+            "invalid_cursor",
+            "cursor must be a next_cursor from a listing",
+        )
+    };
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            B64.decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(bad_cursor)
+        })
+        .transpose()?;
+    let applied = s.meta.linearizable().await?;
+    let record = match &folder {
+        None => root_record(),
+        Some(id) => folder_record(&applied.folder(&c.sub, id).ok_or(Error::NotFound)?),
+    };
+    let page = applied.entries(&c.sub, folder.as_deref(), by_name, cursor.as_deref(), limit);
+    let entries = page
+        .entries
+        .iter()
+        .filter_map(|(kind, id)| match kind {
+            EntryKind::Folder => applied
+                .folder(&c.sub, id)
+                .map(|f| Entry::Folder(folder_record(&f))),
+            EntryKind::File => applied
+                .file(&c.sub, id)
+                .map(|f| Entry::File(file_record(&applied, &f))),
+        })
+        .collect();
+    Ok(Json(FolderListing {
+        folder: record,
+        entries,
+        next_cursor: page.next.map(|n| B64.encode(n)),
+    }))
+}
+
+/// The proposal of a rename and/or move of one of the caller's entries.
+async fn move_entry(
+    s: &AppState,
+    owner: String,
+    id: String,
+    kind: EntryKind,
+    req: UpdateEntry,
+) -> Result<Outcome> {
+    if req.name.is_none() && req.parent.is_none() {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "give a new name, a new parent, or both",
+        ));
+    }
+    if let Some(n) = &req.name {
+        validate_name(n)?;
+    }
+    let parent = req.parent.map(|p| parse_folder(p.as_deref())).transpose()?;
+    s.quota
+        .propose(Command::MoveEntry {
+            owner,
+            id,
+            kind,
+            name: req.name,
+            parent,
+        })
+        .await
+}
+
+pub(super) async fn update_folder(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateEntry>,
+) -> Result<Json<FolderRecord>> {
+    if id == ROOT {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "the root folder has no name or parent to change",
+        ));
+    }
+    let id = parse_id(&id)?;
+    match move_entry(&s, c.sub, id, EntryKind::Folder, req).await? {
+        Outcome::Folder(f) => Ok(Json(folder_record(&f))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Renames and/or moves a file; answers the updated record.
+pub(super) async fn update_file(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateEntry>,
+) -> Result<Json<FileRecord>> {
+    let id = parse_id(&id)?;
+    match move_entry(&s, c.sub, id, EntryKind::File, req).await? {
+        Outcome::File(f) => Ok(Json(file_record(&s.meta.linearizable().await?, &f))),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub(super) async fn delete_folder(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    if id == ROOT {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "the root folder cannot be deleted",
+        ));
+    }
+    let folder_id = parse_id(&id)?;
+    s.quota
+        .propose(Command::DeleteFolder {
+            owner: c.sub,
+            folder_id,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
