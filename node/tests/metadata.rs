@@ -286,6 +286,21 @@ async fn migrated_fixture_reads_back(fixture: &str, more: &[(&str, &str)]) {
         b"bob file"
     );
     assert_eq!(node.usage(&bob).await["quota"], 12345, "an admin's quota");
+    // Files stored before the name index existed are found once the leader has indexed them
+    // (`IndexEntries`, at its first sweep).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (st, found) = json(node.get(&alice, "/v1/search?q=renam").send().await.unwrap()).await;
+        assert_eq!(st, StatusCode::OK, "{found}");
+        if found["files"][0]["name"] == "renamed.txt" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old files were never indexed: {found}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // The migrated node takes new writes, and everything survives a restart.
     let (st, f) = post_file(&node, &alice, "name=after.txt", b"after".to_vec()).await;

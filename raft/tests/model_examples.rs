@@ -267,8 +267,8 @@ fn a_one_request_file_keeps_an_upload_record_only_for_its_idempotency_key() {
     let mut s = State::default();
     let file = apply(&mut s, store_file("u1", "f1", None)).unwrap();
     // The file, its id index, its blob and the blob's file index, its folder's name and date
-    // indexes, and the owner: no upload.
-    assert_eq!(kinds(&s), ["b", "f", "fb", "fc", "fi", "fn", "u"]);
+    // indexes, its name's words, and the owner: no upload.
+    assert_eq!(kinds(&s), ["b", "f", "fb", "fc", "fi", "fn", "sw", "u"]);
     assert!(s.upload_record("ann", "u1").is_none());
     // Applied again (a retry whose first answer was lost), it answers the same file, once.
     assert_eq!(apply(&mut s, store_file("u1", "f1", None)).unwrap(), file);

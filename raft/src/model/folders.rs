@@ -461,7 +461,8 @@ pub(super) fn placed<K: KvMut>(
 }
 
 /// Puts up to [`INDEX_PER_COMMAND`] files stored before folders existed (all owners, in key
-/// order after the file key `after`) in their owner's root; answers the key to go on from,
+/// order after the file key `after`) in their owner's root and their names in the search
+/// index; answers the key to go on from,
 /// or `None` once every file is done.
 pub(super) fn index_entries<K: KvMut>(state: &mut State<K>, after: Option<String>) -> ApplyResult {
     let from = after.map(String::into_bytes);
@@ -475,6 +476,8 @@ pub(super) fn index_entries<K: KvMut>(state: &mut State<K>, after: Option<String
             .is_none()
         {
             state.index_entry(&f.owner, folder.as_deref(), &f.name, &f.id, EntryKind::File);
+            // The name search index came with the folders.
+            super::search::index(state, f);
         }
     }
     let next = (files.len() == INDEX_PER_COMMAND)

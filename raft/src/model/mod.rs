@@ -12,7 +12,7 @@
 //! [`users`], [`nodes`] (cluster bookkeeping), [`requests`] (at-most-once proposals),
 //! [`tus`] (what a tus upload adds to its session), [`concat`] (tus partial and final uploads),
 //! `dedup` (a create that names content its owner stores becomes a file at once), [`links`]
-//! (share links).
+//! (share links), [`search`] (the name index).
 
 pub mod concat;
 mod dedup;
@@ -23,6 +23,7 @@ pub mod links;
 mod nodes;
 mod requests;
 mod scans;
+pub mod search;
 mod state;
 pub mod tus;
 mod types;

@@ -154,6 +154,10 @@ pub mod keys {
     }
     /// Present once every file stored before folders existed is in the folder indexes.
     pub const ENTRIES_INDEXED: &[u8] = b"sc/entries_indexed";
+    /// A word of a file's name (normalised, see `search::words`): `sw/{owner}/{word}/{file_id}`.
+    pub fn name_word(owner: &str, word: &str, file_id: &str) -> Vec<u8> {
+        format!("sw/{owner}/{word}/{file_id}").into_bytes()
+    }
     /// Keys from here on belong to the store, not to the model.
     pub const STORE: u8 = 0xff;
 }
@@ -299,6 +303,25 @@ impl<K: Kv> State<K> {
     /// The tus side of an upload, if it was made through tus.
     pub fn tus(&self, owner: &str, id: &str) -> Option<super::tus::TusUpload> {
         self.read(&keys::tus(owner, id))
+    }
+
+    /// Ids of `owner`'s files with a name word that starts with `prefix` (a normalised word),
+    /// at most `limit` index entries read.
+    pub fn files_by_word(&self, owner: &str, prefix: &str, limit: usize) -> Vec<String> {
+        let scan = format!("sw/{owner}/{prefix}").into_bytes();
+        let mut ids = Vec::new();
+        let mut read = 0;
+        self.kv.scan(&scan, None, &mut |k, _| {
+            read += 1;
+            let key = String::from_utf8_lossy(k);
+            if let Some((_, id)) = key.rsplit_once('/') {
+                if !ids.iter().any(|i: &String| i == id) {
+                    ids.push(id.to_string());
+                }
+            }
+            read < limit
+        });
+        ids
     }
 
     /// The share link with this token.
@@ -618,12 +641,22 @@ impl<K: KvMut> State<K> {
     }
 
     pub(crate) fn put_file(&mut self, f: &File) {
+        // The name index follows the name.
+        match self.file(&f.owner, &f.id) {
+            Some(old) if old.name == f.name => {}
+            Some(old) => {
+                super::search::unindex(self, &old);
+                super::search::index(self, f);
+            }
+            None => super::search::index(self, f),
+        }
         self.write(&keys::file(&f.owner, &f.id), f);
         self.write(&keys::file_of_blob(&f.owner, &f.blake3, &f.id), &f.size);
         self.write(&keys::file_id(&f.id), &f.owner);
     }
 
     pub(crate) fn remove_file(&mut self, f: &File) {
+        super::search::unindex(self, f);
         self.kv.delete(&keys::file(&f.owner, &f.id));
         self.kv
             .delete(&keys::file_of_blob(&f.owner, &f.blake3, &f.id));

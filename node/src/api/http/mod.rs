@@ -15,6 +15,7 @@ pub mod guard;
 pub mod links;
 mod metrics;
 pub mod quota;
+mod search;
 pub mod server;
 pub mod uploads;
 
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/files/{id}/download-url", get(files::download_url))
         .route("/v1/files/{id}/links", post(links::create_link))
         .route("/v1/links", get(links::list_links))
+        .route("/v1/search", get(search::search))
         .route("/v1/links/{token}", delete(links::revoke_link))
         .route("/s/{token}", get(links::link_info))
         .route("/s/{token}/content", get(links::link_content))

@@ -1,0 +1,80 @@
+//! `GET /v1/search?q=&mime=&limit=&cursor=`: the caller's files whose name has, for each word of
+//! `q`, a word that begins with it (case-insensitive, Unicode-normalised), read from the name
+//! index (`wharf_raft::model::search`), never from a scan of every file. In creation order;
+//! `mime` keeps the files whose type starts with it (`image/`), `folder` those directly in
+//! that folder (`root`: the root).
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+use wharf_proto::FileList;
+use wharf_raft::model::search;
+
+use crate::api::http::files::file_record;
+use crate::api::http::{AppState, Caller};
+use crate::error::{Error, Result};
+
+/// Index entries one search reads at most (for the query's most selective word).
+const MAX_CANDIDATES: usize = 10_000;
+
+#[derive(Deserialize)]
+pub(super) struct SearchQuery {
+    q: Option<String>,
+    mime: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    folder: Option<String>,
+}
+
+pub(super) async fn search(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Query(q): Query<SearchQuery>,
+) -> Result<Json<FileList>> {
+    // Only the files directly in that folder (`root`: the root).
+    let folder = q
+        .folder
+        .as_deref()
+        .map(|f| super::folders::parse_folder(Some(f)))
+        .transpose()?;
+    let words = search::words(q.q.as_deref().unwrap_or_default());
+    // The longest word finds the fewest names.
+    let Some(key) = words.iter().max_by_key(|w| w.chars().count()).cloned() else {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "q needs at least one letter or digit",
+        ));
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let applied = s.meta.linearizable().await?;
+    if let Some(Some(f)) = &folder {
+        applied.folder(&c.sub, f).ok_or(Error::NotFound)?;
+    }
+    let mut ids = applied.files_by_word(&c.sub, &key, MAX_CANDIDATES);
+    // File ids are time-ordered: creation order.
+    ids.sort();
+    let after = q.cursor.unwrap_or_default();
+    let mut files = Vec::new();
+    let mut next_cursor = None;
+    for id in ids.iter().filter(|id| **id > after) {
+        let Some(f) = applied.file(&c.sub, id) else {
+            continue;
+        };
+        let mime_ok = q
+            .mime
+            .as_deref()
+            .is_none_or(|m| f.mime.as_deref().is_some_and(|fm| fm.starts_with(m)));
+        let folder_ok = folder
+            .as_ref()
+            .is_none_or(|want| applied.file_folder(&c.sub, id) == *want);
+        if !mime_ok || !folder_ok || !search::matches(&f.name, &words) {
+            continue;
+        }
+        if files.len() == limit {
+            next_cursor = files.last().map(|r: &wharf_proto::FileRecord| r.id.clone());
+            break;
+        }
+        files.push(file_record(&applied, &f));
+    }
+    Ok(Json(FileList { files, next_cursor }))
+}
