@@ -170,3 +170,167 @@ async fn a_share_link_serves_its_file_to_anyone_until_it_ends() {
     let (_, list) = json(node.get(&ann, "/v1/links").send().await.unwrap()).await;
     assert_eq!(list["links"].as_array().unwrap().len(), 0, "{list}");
 }
+
+/// A folder link: anyone holding it lists the folder and the folders under it, and downloads
+/// the files under it (with a password and a download count like a file link); nothing
+/// outside the folder is reachable through it, and revoking it ends it.
+#[tokio::test]
+async fn a_folder_link_shares_what_is_under_the_folder_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_unscanned(&dir.path().join("n"), &[]);
+    let ann = node.token("ann", Tier::Basic);
+    let bob = node.token("bob", Tier::Basic);
+    let mkdir = |name: &'static str, parent: Option<String>| {
+        let node = &node;
+        let ann = ann.clone();
+        async move {
+            let (st, f) = json(
+                node.post(&ann, "/v1/folders")
+                    .json(&json!({"name": name, "parent": parent}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(st, StatusCode::CREATED, "{f}");
+            f["id"].as_str().unwrap().to_string()
+        }
+    };
+    let put = |name: &'static str, folder: Option<String>, data: Vec<u8>| {
+        let node = &node;
+        let ann = ann.clone();
+        async move {
+            let mut q = vec![("name", name.to_string())];
+            if let Some(f) = folder {
+                q.push(("folder", f));
+            }
+            let r = node
+                .post(&ann, "/v1/files")
+                .query(&q)
+                .body(data)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            json(r).await.1["id"].as_str().unwrap().to_string()
+        }
+    };
+    let trip = mkdir("trip", None).await;
+    let day1 = mkdir("day 1", Some(trip.clone())).await;
+    let beach = random_bytes(70_000, 1);
+    let a = put("beach.jpg", Some(day1.clone()), beach.clone()).await;
+    let b = put("plan.txt", Some(trip.clone()), b"plan".to_vec()).await;
+    let outside = put("secret.txt", None, b"secret".to_vec()).await;
+
+    let r = node
+        .post(&ann, &format!("/v1/folders/{trip}/links"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let (st, link) = json(r).await;
+    assert_eq!(st, StatusCode::CREATED, "{link}");
+    assert_eq!(link["folder_id"], trip.as_str());
+    assert!(link.get("file_id").is_none(), "{link}");
+    let token = link["token"].as_str().unwrap().to_string();
+
+    // Listing the shared folder and a folder under it, with no account.
+    let (st, top) = json(open(&node, &token, "", None).await).await;
+    assert_eq!(st, StatusCode::OK, "{top}");
+    assert_eq!(top["folder"]["name"], "trip");
+    let names: Vec<&str> = top["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["day 1", "plan.txt"]);
+    let (st, sub) = json(open(&node, &token, &format!("?folder={day1}"), None).await).await;
+    assert_eq!(st, StatusCode::OK, "{sub}");
+    assert_eq!(sub["entries"][0]["id"], a.as_str());
+
+    // Files under it download, with Range; the folder itself has no content.
+    let r = open(&node, &token, &format!("/files/{a}/content"), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().await.unwrap() == beach);
+    let r = node
+        .http
+        .get(node.url(&format!("/s/{token}/files/{b}/content")))
+        .header("Range", "bytes=1-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&r.bytes().await.unwrap()[..], b"la");
+    let (st, rec) = json(open(&node, &token, &format!("/files/{b}"), None).await).await;
+    assert_eq!(
+        (st, rec["name"].as_str()),
+        (StatusCode::OK, Some("plan.txt"))
+    );
+    assert_error(
+        &json(open(&node, &token, "/content", None).await).await,
+        400,
+        "folder_link",
+    );
+
+    // Nothing outside the shared folder: not a file of the owner's root, not a folder above.
+    for suffix in [
+        format!("/files/{outside}/content"),
+        format!("/files/{outside}"),
+        "?folder=root".to_string(),
+        format!("?folder={}", uuid::Uuid::now_v7()),
+    ] {
+        let r = open(&node, &token, &suffix, None).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{suffix}");
+    }
+    // Another user cannot link ann's folder.
+    let r = node
+        .post(&bob, &format!("/v1/folders/{trip}/links"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // A password and a download count apply to the files under the folder.
+    let r = node
+        .post(&ann, &format!("/v1/folders/{day1}/links"))
+        .json(&json!({"password": "sand", "max_downloads": 1}))
+        .send()
+        .await
+        .unwrap();
+    let (_, locked) = json(r).await;
+    let locked = locked["token"].as_str().unwrap().to_string();
+    let content = format!("/files/{a}/content");
+    assert_eq!(
+        open(&node, &locked, &content, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        open(&node, &locked, &content, Some("sand")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        open(&node, &locked, &content, Some("sand")).await.status(),
+        StatusCode::NOT_FOUND,
+        "its one download is used"
+    );
+
+    // Listed among ann's links as a folder link; revoked, it is 404.
+    let (_, list) = json(node.get(&ann, "/v1/links").send().await.unwrap()).await;
+    assert!(list["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["folder_id"] == trip.as_str()));
+    let r = node
+        .delete(&ann, &format!("/v1/links/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        open(&node, &token, &content, None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}

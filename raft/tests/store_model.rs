@@ -187,6 +187,12 @@ enum Op {
         session: bool,
     },
     IndexEntries,
+    /// A share link `t{token}` to folder `d{folder}`.
+    FolderLink {
+        owner: usize,
+        folder: u8,
+        token: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -223,6 +229,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (o.clone(), 0..4u8).prop_map(|(owner, folder)| Op::Rmdir { owner, folder }),
         3 => (o.clone(), 0..12u8, 0..8u8, proptest::option::of(0..4u8), 0..3u8, any::<bool>(), any::<bool>()).prop_map(|(owner, up, file, folder, name, rename, session)| Op::Placed { owner, up, file, folder, name, rename, session }),
         1 => Just(Op::IndexEntries),
+        1 => (o.clone(), 0..4u8, 0..4u8).prop_map(|(owner, folder, token)| Op::FolderLink { owner, folder, token }),
     ]
 }
 
@@ -581,6 +588,19 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
             }
         }
         Op::IndexEntries => Command::IndexEntries { after: None },
+        Op::FolderLink {
+            owner,
+            folder,
+            token,
+        } => Command::CreateFolderLink {
+            token: format!("t{token}"),
+            owner: ow(owner),
+            folder_id: format!("d{folder}"),
+            expires_at: None,
+            password_hash: None,
+            max_downloads: Some(1),
+            now,
+        },
         Op::Garbage { up } => Command::ObjectDeleted {
             object_key: format!("uploads/up{up}"),
         },

@@ -150,7 +150,7 @@ impl<K: Kv> State<K> {
     }
 
     /// Whether `folder` is `ancestor` or lies under it.
-    fn is_within(&self, owner: &str, folder: &str, ancestor: &str) -> bool {
+    pub fn is_within(&self, owner: &str, folder: &str, ancestor: &str) -> bool {
         let mut at = Some(folder.to_string());
         while let Some(id) = at {
             if id == ancestor {
@@ -393,6 +393,7 @@ pub(super) fn delete<K: KvMut>(state: &mut State<K>, owner: &str, id: &str) -> A
     }
     state.unindex_entry(owner, f.parent.as_deref(), &f.name, id);
     state.delete_at(&keys::folder(owner, id));
+    super::links::file_deleted(state, owner, id);
     Ok(Outcome::Folder(f))
 }
 

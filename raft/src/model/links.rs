@@ -4,6 +4,10 @@
 //! A link is found by its token alone (`lk/{token}`, the one record not keyed by its owner:
 //! whoever holds a link has no account to name), with the owner's index `lo/{owner}/{token}`
 //! and the file's `lf/{owner}/{file_id}/{token}`, so that deleting the file ends its links.
+//!
+//! A folder link shares a folder and everything under it: its `file_id` holds the folder's id
+//! (ids are UUIDs, so the `lf/` index serves folders too) and `lkf/{token}` marks it, which
+//! keeps the encoding of `Link` as it was.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +48,8 @@ pub(super) struct NewLink {
     pub password_hash: Option<String>,
     pub max_downloads: Option<u64>,
     pub now: Millis,
+    /// `file_id` is a folder's id.
+    pub folder: bool,
 }
 
 pub(super) fn create<K: KvMut>(state: &mut State<K>, n: NewLink) -> ApplyResult {
@@ -54,7 +60,12 @@ pub(super) fn create<K: KvMut>(state: &mut State<K>, n: NewLink) -> ApplyResult 
         }
         return Err(ModelError::Invalid("link token already used".into()));
     }
-    if state.file(&n.owner, &n.file_id).is_none() {
+    let target_exists = if n.folder {
+        state.folder(&n.owner, &n.file_id).is_some()
+    } else {
+        state.file(&n.owner, &n.file_id).is_some()
+    };
+    if !target_exists {
         return Err(ModelError::NotFound);
     }
     let of_file = keys::links_of_file(&n.owner, &n.file_id);
@@ -74,6 +85,9 @@ pub(super) fn create<K: KvMut>(state: &mut State<K>, n: NewLink) -> ApplyResult 
         downloads: 0,
     };
     state.write_at(&keys::link(&link.token), &link);
+    if n.folder {
+        state.write_at(&keys::folder_link(&link.token), &());
+    }
     state.write_at(&keys::link_of_owner(&link.owner, &link.token), &());
     state.write_at(
         &keys::link_of_file(&link.owner, &link.file_id, &link.token),
@@ -94,6 +108,7 @@ pub(super) fn revoke<K: KvMut>(state: &mut State<K>, owner: &str, token: &str) -
 
 fn remove<K: KvMut>(state: &mut State<K>, link: &Link) {
     state.delete_at(&keys::link(&link.token));
+    state.delete_at(&keys::folder_link(&link.token));
     state.delete_at(&keys::link_of_owner(&link.owner, &link.token));
     state.delete_at(&keys::link_of_file(&link.owner, &link.file_id, &link.token));
 }
@@ -110,7 +125,7 @@ pub(super) fn downloaded<K: KvMut>(state: &mut State<K>, token: &str, now: Milli
     Ok(Outcome::Link(link))
 }
 
-/// The file is gone: so are its links.
+/// The file (or folder) is gone: so are its links.
 pub(super) fn file_deleted<K: KvMut>(state: &mut State<K>, owner: &str, file_id: &str) {
     let prefix = keys::links_of_file(owner, file_id);
     for k in state.keys_under(&prefix, usize::MAX) {

@@ -364,6 +364,17 @@ pub enum Command {
     IndexEntries {
         after: Option<String>,
     },
+    /// A share link to one of `owner`'s folders (and all under it), as `CreateLink` makes one
+    /// to a file.
+    CreateFolderLink {
+        token: String,
+        owner: String,
+        folder_id: String,
+        expires_at: Option<Millis>,
+        password_hash: Option<String>,
+        max_downloads: Option<u64>,
+        now: Millis,
+    },
 }
 
 impl Command {
@@ -388,7 +399,8 @@ impl Command {
             | Command::CreateLink { now, .. }
             | Command::LinkDownloaded { now, .. }
             | Command::CompleteTusFinal { now, .. }
-            | Command::CreateFolder { now, .. } => Some(*now),
+            | Command::CreateFolder { now, .. }
+            | Command::CreateFolderLink { now, .. } => Some(*now),
             Command::CreateTusUpload { create, .. }
             | Command::CreateDeferredTusUpload { create, .. }
             | Command::CreateTusPartial { create, .. }
@@ -749,6 +761,7 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
                 password_hash,
                 max_downloads,
                 now,
+                folder: false,
             },
         ),
         Command::RevokeLink { owner, token } => links::revoke(state, &owner, &token),
@@ -781,5 +794,26 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
         Command::DeleteFolder { owner, folder_id } => folders::delete(state, &owner, &folder_id),
         Command::Placed { placement, cmd } => folders::placed(state, placement, *cmd),
         Command::IndexEntries { after } => folders::index_entries(state, after),
+        Command::CreateFolderLink {
+            token,
+            owner,
+            folder_id,
+            expires_at,
+            password_hash,
+            max_downloads,
+            now,
+        } => links::create(
+            state,
+            links::NewLink {
+                token,
+                owner,
+                file_id: folder_id,
+                expires_at,
+                password_hash,
+                max_downloads,
+                now,
+                folder: true,
+            },
+        ),
     }
 }

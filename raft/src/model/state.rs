@@ -111,6 +111,10 @@ pub mod keys {
     pub fn link(token: &str) -> Vec<u8> {
         format!("lk/{token}").into_bytes()
     }
+    /// Marks a folder link (its `file_id` is the folder's id).
+    pub fn folder_link(token: &str) -> Vec<u8> {
+        format!("lkf/{token}").into_bytes()
+    }
     /// An owner's links: `lo/{owner}/{token}`.
     pub fn link_of_owner(owner: &str, token: &str) -> Vec<u8> {
         format!("lo/{owner}/{token}").into_bytes()
@@ -327,6 +331,11 @@ impl<K: Kv> State<K> {
     /// The share link with this token.
     pub fn link(&self, token: &str) -> Option<super::links::Link> {
         self.read(&keys::link(token))
+    }
+
+    /// Whether the link with this token shares a folder (its `file_id` is the folder's id).
+    pub fn link_is_folder(&self, token: &str) -> bool {
+        self.kv.get(&keys::folder_link(token)).is_some()
     }
 
     /// A page of `owner`'s links, in token order, after the token `after`.

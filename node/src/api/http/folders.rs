@@ -13,7 +13,7 @@ use serde::Deserialize;
 use wharf_proto::{CreateFolder, Entry, FileRecord, FolderListing, FolderRecord, UpdateEntry};
 use wharf_raft::model::folders::{EntryKind, Folder, ROOT};
 use wharf_raft::model::Command;
-use wharf_raft::Outcome;
+use wharf_raft::{Outcome, StateView};
 
 pub(crate) use crate::actors::quota::{parse_folder, parse_on_conflict, placement};
 use crate::api::http::files::file_record;
@@ -77,19 +77,15 @@ pub(super) async fn create_folder(
 }
 
 #[derive(Deserialize)]
-pub(super) struct ListingQuery {
+pub(crate) struct ListingQuery {
     limit: Option<String>,
     cursor: Option<String>,
     sort: Option<String>,
+    /// In a folder link's listing: a folder under the shared one.
+    pub(super) folder: Option<String>,
 }
 
-pub(super) async fn get_folder(
-    State(s): State<AppState>,
-    Caller(c): Caller,
-    Path(id): Path<String>,
-    Query(q): Query<ListingQuery>,
-) -> Result<Json<FolderListing>> {
-    let folder = parse_folder(Some(&id))?;
+pub(crate) fn page(q: &ListingQuery) -> Result<Page> {
     let limit = super::query_limit(q.limit.as_deref());
     if !(1..=1000).contains(&limit) {
         return Err(Error::bad_request(
@@ -123,29 +119,75 @@ pub(super) async fn get_folder(
                 .ok_or_else(bad_cursor)
         })
         .transpose()?;
+    Ok(Page {
+        by_name,
+        cursor,
+        limit,
+    })
+}
+
+pub(super) async fn get_folder(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<ListingQuery>,
+) -> Result<Json<FolderListing>> {
+    let folder = parse_folder(Some(&id))?;
+    let Page {
+        by_name,
+        cursor,
+        limit,
+    } = page(&q)?;
     let applied = s.meta.linearizable().await?;
+    Ok(Json(listing(
+        &applied,
+        &c.sub,
+        folder,
+        by_name,
+        cursor.as_deref(),
+        limit,
+    )?))
+}
+
+/// The query of a listing: `limit`, `sort`, `cursor` checked and decoded.
+pub(crate) struct Page {
+    pub by_name: bool,
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+/// A page of `owner`'s folder `folder` (`None`: the root) from `applied`: 404 if it is not
+/// one of theirs.
+pub(crate) fn listing(
+    applied: &StateView,
+    owner: &str,
+    folder: Option<String>,
+    by_name: bool,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<FolderListing> {
     let record = match &folder {
         None => root_record(),
-        Some(id) => folder_record(&applied.folder(&c.sub, id).ok_or(Error::NotFound)?),
+        Some(id) => folder_record(&applied.folder(owner, id).ok_or(Error::NotFound)?),
     };
-    let page = applied.entries(&c.sub, folder.as_deref(), by_name, cursor.as_deref(), limit);
+    let page = applied.entries(owner, folder.as_deref(), by_name, cursor, limit);
     let entries = page
         .entries
         .iter()
         .filter_map(|(kind, id)| match kind {
             EntryKind::Folder => applied
-                .folder(&c.sub, id)
+                .folder(owner, id)
                 .map(|f| Entry::Folder(folder_record(&f))),
             EntryKind::File => applied
-                .file(&c.sub, id)
-                .map(|f| Entry::File(file_record(&applied, &f))),
+                .file(owner, id)
+                .map(|f| Entry::File(file_record(applied, &f))),
         })
         .collect();
-    Ok(Json(FolderListing {
+    Ok(FolderListing {
         folder: record,
         entries,
         next_cursor: page.next.map(|n| B64.encode(n)),
-    }))
+    })
 }
 
 /// The proposal of a rename and/or move of one of the caller's entries.

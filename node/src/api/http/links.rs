@@ -5,6 +5,11 @@
 //! for a password (`X-Wharf-Link-Password`), kept as an argon2 hash and tried at most
 //! `LINK_PASSWORD_TRIES` times a minute per link. Every read of a link is linearizable, so a
 //! revoked, expired or used-up link is 404 on every node from the moment that is committed.
+//!
+//! A folder link (`POST /v1/folders/{id}/links`) shares the folder and all under it:
+//! `GET /s/{token}` lists it (`?folder=` one of its folders, with `sort`, `limit`, `cursor`),
+//! and `GET /s/{token}/files/{id}` and `/files/{id}/content` serve a file under it; any other
+//! id is 404.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -13,10 +18,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use wharf_raft::model::links::Link;
 use wharf_raft::model::{Command, File, ScanState};
-use wharf_raft::Outcome;
+use wharf_raft::{Outcome, StateView};
 
 use crate::actors::scanner;
 use crate::api::http::files::{blob_scan, file_record, serve};
+use crate::api::http::folders::{self, ListingQuery};
 use crate::api::http::{parse_id, ApiJson, AppState, Caller};
 use crate::error::{Error, Result};
 use crate::meta::{now_ms, rfc3339};
@@ -40,7 +46,10 @@ pub(super) struct NewLink {
 pub(super) struct LinkBody {
     token: String,
     url: String,
-    file_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    folder_id: Option<String>,
     created_at: String,
     expires_at: Option<String>,
     max_downloads: Option<u64>,
@@ -75,11 +84,13 @@ fn link_url(headers: &HeaderMap, token: &str) -> String {
     }
 }
 
-fn body(l: &Link, headers: &HeaderMap) -> LinkBody {
+fn body(l: &Link, folder: bool, headers: &HeaderMap) -> LinkBody {
+    let target = Some(l.file_id.clone());
     LinkBody {
         token: l.token.clone(),
         url: link_url(headers, &l.token),
-        file_id: l.file_id.clone(),
+        file_id: if folder { None } else { target.clone() },
+        folder_id: if folder { target } else { None },
         created_at: rfc3339(l.created_at),
         expires_at: l.expires_at.map(rfc3339),
         max_downloads: l.max_downloads,
@@ -111,7 +122,27 @@ pub(super) async fn create_link(
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewLink>,
 ) -> Result<Response> {
-    let id = parse_id(&id)?;
+    make_link(&s, c, parse_id(&id)?, false, &headers, req).await
+}
+
+pub(super) async fn create_folder_link(
+    State(s): State<AppState>,
+    Caller(c): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<NewLink>,
+) -> Result<Response> {
+    make_link(&s, c, parse_id(&id)?, true, &headers, req).await
+}
+
+async fn make_link(
+    s: &AppState,
+    c: crate::auth::Claims,
+    id: String,
+    folder: bool,
+    headers: &HeaderMap,
+    req: NewLink,
+) -> Result<Response> {
     if req
         .expires_in
         .is_some_and(|e| e == 0 || e > MAX_EXPIRES_IN_SECS)
@@ -145,22 +176,33 @@ pub(super) async fn create_link(
         None => None,
     };
     let now = now_ms();
-    let out = s
-        .quota
-        .propose(Command::CreateLink {
-            token: new_token(),
+    let (token, expires_at) = (new_token(), req.expires_in.map(|e| now + e * 1000));
+    let cmd = if folder {
+        Command::CreateFolderLink {
+            token,
             owner: c.sub,
-            file_id: id,
-            expires_at: req.expires_in.map(|e| now + e * 1000),
+            folder_id: id,
+            expires_at,
             password_hash,
             max_downloads: req.max_downloads,
             now,
-        })
-        .await?;
+        }
+    } else {
+        Command::CreateLink {
+            token,
+            owner: c.sub,
+            file_id: id,
+            expires_at,
+            password_hash,
+            max_downloads: req.max_downloads,
+            now,
+        }
+    };
+    let out = s.quota.propose(cmd).await?;
     let Outcome::Link(l) = out else {
         return Err(Error::Internal(format!("unexpected {out:?}")));
     };
-    let b = body(&l, &headers);
+    let b = body(&l, folder, headers);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, b.url.clone())],
@@ -186,7 +228,10 @@ pub(super) async fn list_links(
         next_cursor: more
             .then(|| links.last().map(|l| l.token.clone()))
             .flatten(),
-        links: links.iter().map(|l| body(l, &headers)).collect(),
+        links: links
+            .iter()
+            .map(|l| body(l, applied.link_is_folder(&l.token), &headers))
+            .collect(),
     }))
 }
 
@@ -207,15 +252,40 @@ pub(super) async fn revoke_link(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /s/{token}`: the shared file's record.
+/// `GET /s/{token}`: the shared file's record, or a page of the shared folder (or of
+/// `?folder=`, one of its folders).
 pub(super) async fn link_info(
     State(s): State<AppState>,
     Path(token): Path<String>,
+    Query(q): Query<ListingQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (_, f, _) = open_link(&s, &token, &headers).await?;
-    let applied = s.meta.local();
-    Ok(Json(file_record(&applied, &f)).into_response())
+    let link = open_link(&s, &token, &headers).await?;
+    let applied = s.meta.linearizable().await?;
+    if !applied.link_is_folder(&link.token) {
+        let (f, _) = shared_file(&s, &applied, &link, None)?;
+        return Ok(Json(file_record(&applied, &f)).into_response());
+    }
+    let page = folders::page(&q)?;
+    let folder = match q.folder.as_deref() {
+        None => link.file_id.clone(),
+        Some(f) => {
+            let f = parse_id(f)?;
+            if !applied.is_within(&link.owner, &f, &link.file_id) {
+                return Err(Error::NotFound);
+            }
+            f
+        }
+    };
+    let listing = folders::listing(
+        &applied,
+        &link.owner,
+        Some(folder),
+        page.by_name,
+        page.cursor.as_deref(),
+        page.limit,
+    )?;
+    Ok(Json(listing).into_response())
 }
 
 /// `GET /s/{token}/content`: the shared file's bytes. A link that counts its downloads counts
@@ -225,7 +295,41 @@ pub(super) async fn link_content(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (link, f, scan) = open_link(&s, &token, &headers).await?;
+    serve_shared(&s, &token, None, &headers).await
+}
+
+/// `GET /s/{token}/files/{id}`: a file under a shared folder.
+pub(super) async fn folder_link_file(
+    State(s): State<AppState>,
+    Path((token, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<wharf_proto::FileRecord>> {
+    let link = open_link(&s, &token, &headers).await?;
+    let applied = s.meta.linearizable().await?;
+    let (f, _) = shared_file(&s, &applied, &link, Some(&parse_id(&id)?))?;
+    Ok(Json(file_record(&applied, &f)))
+}
+
+/// `GET /s/{token}/files/{id}/content`: the bytes of a file under a shared folder.
+pub(super) async fn folder_link_content(
+    State(s): State<AppState>,
+    Path((token, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    serve_shared(&s, &token, Some(&parse_id(&id)?), &headers).await
+}
+
+async fn serve_shared(
+    s: &AppState,
+    token: &str,
+    in_folder: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    let link = open_link(s, token, headers).await?;
+    let (f, scan) = {
+        let applied = s.meta.linearizable().await?;
+        shared_file(s, &applied, &link, in_folder)?
+    };
     if link.max_downloads.is_some() {
         s.quota
             .propose(Command::LinkDownloaded {
@@ -234,32 +338,55 @@ pub(super) async fn link_content(
             })
             .await?;
     }
-    serve(&s, &f, &scan, &headers).await
+    serve(s, &f, &scan, headers).await
 }
 
-/// The link (live at a linearizable read), its file and scan state, once its password (if it
-/// has one) was given and the scan policy lets the file be served.
-async fn open_link(
+/// The file a link serves, once the scan policy lets it be served: the link's own file, or
+/// (`in_folder`) file `id` under the link's folder. Anything else is 404.
+fn shared_file(
     s: &AppState,
-    token: &str,
-    headers: &HeaderMap,
-) -> Result<(Link, File, ScanState)> {
+    applied: &StateView,
+    link: &Link,
+    in_folder: Option<&str>,
+) -> Result<(File, ScanState)> {
+    let is_folder = applied.link_is_folder(&link.token);
+    let id = match (in_folder, is_folder) {
+        (None, false) => link.file_id.as_str(),
+        (Some(id), true) => {
+            let within = applied
+                .file_folder(&link.owner, id)
+                .is_some_and(|f| applied.is_within(&link.owner, &f, &link.file_id));
+            if !within {
+                return Err(Error::NotFound);
+            }
+            id
+        }
+        (None, true) => {
+            return Err(Error::bad_request(
+                "folder_link",
+                "this link shares a folder: its files are at /s/{token}/files/{id}/content",
+            ))
+        }
+        (Some(_), false) => return Err(Error::NotFound),
+    };
+    let file = applied.file(&link.owner, id).ok_or(Error::NotFound)?;
+    let scan = blob_scan(applied, &file);
+    scanner::may_serve(s.scan_policy.mode(applied.scanner_found()), &scan)?;
+    Ok((file, scan))
+}
+
+/// The link, live at a linearizable read, once its password (if it has one) was given.
+async fn open_link(s: &AppState, token: &str, headers: &HeaderMap) -> Result<Link> {
     if !valid_token(token) {
         return Err(Error::NotFound);
     }
-    let (link, file, scan, mode) = {
-        let applied = s.meta.linearizable().await?;
-        let link = applied
-            .link(token)
-            .filter(|l| l.live(now_ms()))
-            .ok_or(Error::NotFound)?;
-        let file = applied
-            .file(&link.owner, &link.file_id)
-            .ok_or(Error::NotFound)?;
-        let scan = blob_scan(&applied, &file);
-        let mode = s.scan_policy.mode(applied.scanner_found());
-        (link, file, scan, mode)
-    };
+    let link = s
+        .meta
+        .linearizable()
+        .await?
+        .link(token)
+        .filter(|l| l.live(now_ms()))
+        .ok_or(Error::NotFound)?;
     if let Some(hash) = &link.password_hash {
         let Some(given) = headers.get(PASSWORD_HEADER).and_then(|v| v.to_str().ok()) else {
             return Err(Error::Unauthorized {
@@ -274,8 +401,7 @@ async fn open_link(
             return Err(Error::Forbidden("wrong password for this link".into()));
         }
     }
-    scanner::may_serve(mode, &scan)?;
-    Ok((link, file, scan))
+    Ok(link)
 }
 
 /// argon2id with a random salt (slow on purpose: off the async threads).

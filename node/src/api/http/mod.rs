@@ -101,6 +101,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/links/{token}", delete(links::revoke_link))
         .route("/s/{token}", get(links::link_info))
         .route("/s/{token}/content", get(links::link_content))
+        .route("/s/{token}/files/{id}", get(links::folder_link_file))
+        .route(
+            "/s/{token}/files/{id}/content",
+            get(links::folder_link_content),
+        )
+        .route("/v1/folders/{id}/links", post(links::create_folder_link))
         .route("/v1/usage", get(quota::usage))
         .route("/v1/events", get(events::events))
         .route("/v1/admin/users/{user}/quota", put(quota::set_quota))
