@@ -10,6 +10,7 @@ mod nemesis;
 mod netns;
 mod proxy;
 mod report;
+mod share;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -159,6 +160,7 @@ fn main() -> anyhow::Result<()> {
             out.insert("quota", checker::quota(&ops));
             out.insert("uniqueness", checker::uniqueness(&ops));
             out.insert("linearizability", checker::linearizability(&ops));
+            out.insert("share", share::check(&ops));
             let valid = out.values().all(|v| v.valid);
             println!(
                 "{}",
@@ -339,6 +341,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         let n = match w.as_str() {
             "upload" => 3,
             "quota" | "quic-upload" => 1,
+            "share" => 2,
             _ => register_roles.len(),
         };
         for _ in 0..n {
@@ -347,6 +350,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             tasks.push(match w.as_str() {
                 "upload" => tokio::spawn(workload::upload_client(c, id, seed, until)),
                 "quota" => tokio::spawn(workload::quota_client(c, id, seed, until)),
+                "share" => tokio::spawn(share::share_client(c, id, seed, until)),
                 "quic-upload" => tokio::spawn(workload::quic_upload_client(
                     c,
                     id,
@@ -399,6 +403,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     );
     checkers.insert("quota".into(), checker::quota(&ops));
     checkers.insert("uniqueness".into(), checker::uniqueness(&ops));
+    checkers.insert("share".into(), share::check(&ops));
     checkers.insert("linearizability".into(), {
         // A search, not I/O: off the async threads.
         let events = events.clone();

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::cluster::{node_number, token, BASIC_QUOTA, CHUNK_SIZE};
 use crate::history::History;
 
-pub const ALL: [&str; 4] = ["upload", "quic-upload", "quota", "register"];
+pub const ALL: [&str; 5] = ["upload", "quic-upload", "quota", "register", "share"];
 
 /// Register keys (files renamed and read), and the clients that read and write them through
 /// random nodes; each node also has a reader and a writer of its own ([`RegisterRole`]).
@@ -52,9 +52,13 @@ pub const QUOTA_CREATE: u64 = 1536 * 1024;
 const DEFINITE: [&str; 1] = ["quota_exceeded"];
 
 /// Refusals the workloads provoke on purpose, as (operation, error): a quota round races
-/// `QUOTA_RACERS` creates for room for two, so most of them are answered `quota_exceeded`.
-/// They are `fail`s like any other (nothing happened), but they are the system working.
-pub const EXPECTED_REFUSALS: [(&str, &str); 1] = [("quota-create", "quota_exceeded")];
+/// `QUOTA_RACERS` creates for room for two, so most of them are answered `quota_exceeded`; the
+/// share workload opens links it has revoked. They are `fail`s like any other (nothing happened), but they are the system working.
+pub const EXPECTED_REFUSALS: [(&str, &str); 2] = [
+    ("quota-create", "quota_exceeded"),
+    // A share link opened after it was revoked.
+    ("link-read", "not_found"),
+];
 
 /// Whether a completion of operation `f` as `kind` with `error` is an expected refusal.
 pub fn expected_refusal(f: &str, kind: &str, error: Option<&str>) -> bool {
@@ -186,6 +190,7 @@ fn project(f: &str, body: &Value) -> Value {
             json!({ "file_id": body["id"], "blake3": body["blake3"], "size": body["size"] })
         }
         "read" => json!({ "value": body["name"] }),
+        "link-create" => json!({ "token": body["token"] }),
         "usage" => {
             json!({ "used": body["used"], "reserved": body["reserved"], "quota": body["quota"] })
         }
