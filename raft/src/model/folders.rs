@@ -405,26 +405,37 @@ pub(super) fn placed<K: KvMut>(
     placement: Placement,
     cmd: Command,
 ) -> ApplyResult {
-    let (owner, upload_id, name) = match &cmd {
+    let (owner, upload_id, name, file_id) = match &cmd {
         Command::CreateUpload {
             owner,
             upload_id,
             name,
             ..
-        }
-        | Command::StoreFile {
+        } => (owner.clone(), upload_id.clone(), name.clone(), None),
+        Command::StoreFile {
             owner,
             upload_id,
             name,
+            file_id,
             ..
-        } => (owner.clone(), upload_id.clone(), name.clone()),
-        Command::CreateOrDedup { create, .. } => match create.as_ref() {
+        } => (
+            owner.clone(),
+            upload_id.clone(),
+            name.clone(),
+            Some(file_id.clone()),
+        ),
+        Command::CreateOrDedup { create, file_id } => match create.as_ref() {
             Command::CreateUpload {
                 owner,
                 upload_id,
                 name,
                 ..
-            } => (owner.clone(), upload_id.clone(), name.clone()),
+            } => (
+                owner.clone(),
+                upload_id.clone(),
+                name.clone(),
+                Some(file_id.clone()),
+            ),
             _ => {
                 return Err(ModelError::Invalid(
                     "a placed dedup wraps a CreateUpload".into(),
@@ -437,8 +448,10 @@ pub(super) fn placed<K: KvMut>(
             ))
         }
     };
-    // A retry of a create that was applied finds its upload (and places nothing again).
-    let again = state.upload_record(&owner, &upload_id).is_some();
+    // A retry of a create that was applied finds its upload, or the file it made at once (a
+    // dedup), and places nothing again: the inner command answers it as the first time.
+    let again = state.upload_record(&owner, &upload_id).is_some()
+        || file_id.is_some_and(|f| state.file_owner(&f).is_some());
     if !again {
         if let Some(f) = &placement.folder {
             state.folder(&owner, f).ok_or(ModelError::NotFound)?;
@@ -721,6 +734,45 @@ mod tests {
         assert!(s
             .read_at::<Placement>(&keys::upload_placement("ann", "u1"))
             .is_none());
+    }
+
+    #[test]
+    fn a_placed_dedup_applied_again_answers_the_file_it_made() {
+        let mut s = State::default();
+        mkdir(&mut s, "d", "d", None).unwrap();
+        apply(&mut s, store("f1", "a.bin", Some("d"), OnConflict::Fail)).unwrap();
+        let dedup = Command::Placed {
+            placement: Placement {
+                folder: Some("d".into()),
+                on_conflict: OnConflict::Fail,
+            },
+            cmd: Box::new(Command::CreateOrDedup {
+                create: Box::new(Command::CreateUpload {
+                    upload_id: "u2".into(),
+                    owner: "ann".into(),
+                    tier: Tier::Basic,
+                    limits: LIMITS,
+                    name: "b.bin".into(),
+                    mime: None,
+                    size: 10,
+                    chunk_size: 1024,
+                    blake3: Some("f1".into()),
+                    idempotency_key: None,
+                    ttl_ms: 1000,
+                    now: 5,
+                }),
+                file_id: "f2".into(),
+            }),
+        };
+        let first = apply(&mut s, dedup.clone()).unwrap();
+        let Outcome::File(f) = &first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            (f.name.as_str(), s.file_folder("ann", "f2").as_deref()),
+            ("b.bin", Some("d"))
+        );
+        assert_eq!(apply(&mut s, dedup).unwrap(), first);
     }
 
     #[test]
