@@ -125,22 +125,27 @@ pub(super) fn put_deferred<K: KvMut>(
     state.write_at(&keys::tus_deferred(owner, upload_id), &reserved);
 }
 
-/// A chunk of `len` bytes is about to be recorded: an upload of a length not declared yet
-/// reserves them now, or the chunk is refused (`QuotaExceeded`) with nothing changed.
+/// A chunk ending at byte `end` is about to be recorded: an upload of a length not declared
+/// yet reserves every byte up to it now, or the chunk is refused (`QuotaExceeded`) with
+/// nothing changed. A chunk staged again after its node was lost reserves nothing twice.
 pub(super) fn reserve_deferred<K: KvMut>(
     state: &mut State<K>,
     owner: &str,
     upload_id: &str,
-    len: u64,
+    end: u64,
 ) -> Result<(), ModelError> {
     let Some(reserved) = deferred(state, owner, upload_id) else {
         return Ok(());
     };
+    let more = end.saturating_sub(reserved);
+    if more == 0 {
+        return Ok(());
+    }
     let mut user = state.user(owner).ok_or(ModelError::NotFound)?;
-    check_quota(&user, len)?;
-    user.reserved += len;
+    check_quota(&user, more)?;
+    user.reserved += more;
     state.put_user(&user);
-    put_deferred(state, owner, upload_id, reserved + len);
+    put_deferred(state, owner, upload_id, end);
     Ok(())
 }
 
@@ -180,10 +185,12 @@ pub(super) fn declare_length<K: KvMut>(
             "Upload-Length {size} is less than the {received} bytes received"
         )));
     }
+    // From now on the upload holds exactly `size` reserved: more than the chunks so far, or
+    // less when chunks reserved before were lost with their node and the length ends earlier.
     let mut user = state.user(owner).ok_or(ModelError::NotFound)?;
     let rest = size.saturating_sub(reserved);
     check_quota(&user, rest)?;
-    user.reserved += rest;
+    user.reserved = user.reserved - reserved.min(user.reserved) + size;
     state.put_user(&user);
     state.kv_mut().delete(&keys::tus_deferred(owner, upload_id));
     let before = up.clone();
@@ -562,5 +569,24 @@ mod tests {
             apply(&mut s, declare(64)),
             Err(ModelError::UploadNotActive { .. })
         ));
+    }
+
+    #[test]
+    fn a_deferred_chunk_lost_with_its_node_is_reserved_once_and_released_by_a_shorter_length() {
+        let mut s: State = State::default();
+        apply(&mut s, create_deferred("a")).unwrap();
+        apply(&mut s, stage(0, 64)).unwrap();
+        apply(&mut s, Command::NodeLost { node: 1 }).unwrap();
+        assert_eq!((reserved(&s), offset_of(&s)), (64, 0));
+        // Staged again: the same bytes, reserved once.
+        apply(&mut s, stage(0, 64)).unwrap();
+        assert_eq!(reserved(&s), 64);
+        apply(&mut s, Command::NodeLost { node: 1 }).unwrap();
+        // The client now says the file is 10 bytes: the upload holds 10, not the 64 it had.
+        apply(&mut s, declare(10)).unwrap();
+        let u = s.user("ann").unwrap();
+        assert_eq!((u.reserved, u.active_uploads), (10, 1));
+        apply(&mut s, abort()).unwrap();
+        assert_eq!(reserved(&s), 0);
     }
 }

@@ -260,7 +260,12 @@ pub(super) fn chunk_staged<K: KvMut>(
     let new = match state.chunk(owner, upload_id, index).blake3() {
         None => {
             // A tus upload of a length not declared yet reserves its bytes chunk by chunk.
-            super::tus::reserve_deferred(state, owner, upload_id, *len)?;
+            super::tus::reserve_deferred(
+                state,
+                owner,
+                upload_id,
+                u64::from(index) * up.chunk_size + *len,
+            )?;
             state.put_chunk(owner, upload_id, index, &staged);
             super::tus::chunk_held(state, owner, upload_id, index, now);
             true
