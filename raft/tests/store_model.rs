@@ -11,7 +11,7 @@ use wharf_raft::kv::{Kv, MemKv};
 use wharf_raft::model::concat::Concat;
 use wharf_raft::model::folders::{EntryKind, OnConflict, Placement};
 use wharf_raft::model::{
-    blob_id, Command, Outcome, ScanVerdict, State, Tier, TierLimits, UploadState,
+    blob_id, Command, Outcome, ScanState, ScanVerdict, State, Tier, TierLimits, UploadState,
 };
 use wharf_raft::{Options, Request, StateMachineStore, TypeConfig};
 
@@ -183,7 +183,8 @@ enum Op {
         file: u8,
         folder: Option<u8>,
         name: u8,
-        rename: bool,
+        /// 0: fail on a clash, 1: rename, 2: replace (a new version, keeping 2).
+        conflict: u8,
         session: bool,
     },
     IndexEntries,
@@ -192,6 +193,20 @@ enum Op {
         owner: usize,
         folder: u8,
         token: u8,
+    },
+    /// A one-request file `x{name}` in the root replacing the file of that name (a new
+    /// version of it) if there is one.
+    Replace {
+        owner: usize,
+        name: u8,
+        hash: u8,
+        size: u64,
+    },
+    /// An earlier version of one of the owner's files that have some made current again.
+    Restore {
+        owner: usize,
+        file: u8,
+        version: u8,
     },
 }
 
@@ -227,9 +242,11 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (o.clone(), 0..4u8, 0..3u8, proptest::option::of(0..4u8), any::<bool>()).prop_map(|(owner, folder, name, parent, rename)| Op::Mkdir { owner, folder, name, parent, rename }),
         3 => (o.clone(), any::<bool>(), 0..8u8, proptest::option::of(0..3u8), proptest::option::of(proptest::option::of(0..4u8))).prop_map(|(owner, folder, id, name, parent)| Op::Move { owner, folder, id: if folder { id % 4 } else { id }, name, parent }),
         1 => (o.clone(), 0..4u8).prop_map(|(owner, folder)| Op::Rmdir { owner, folder }),
-        3 => (o.clone(), 0..12u8, 0..8u8, proptest::option::of(0..4u8), 0..3u8, any::<bool>(), any::<bool>()).prop_map(|(owner, up, file, folder, name, rename, session)| Op::Placed { owner, up, file, folder, name, rename, session }),
+        3 => (o.clone(), 0..12u8, 0..8u8, proptest::option::of(0..4u8), 0..3u8, 0..3u8, any::<bool>()).prop_map(|(owner, up, file, folder, name, conflict, session)| Op::Placed { owner, up, file, folder, name, conflict, session }),
         1 => Just(Op::IndexEntries),
         1 => (o.clone(), 0..4u8, 0..4u8).prop_map(|(owner, folder, token)| Op::FolderLink { owner, folder, token }),
+        3 => (o.clone(), 0..2u8, 0..4u8, 0..30u64).prop_map(|(owner, name, hash, size)| Op::Replace { owner, name, hash, size }),
+        3 => (o.clone(), 0..8u8, 0..4u8).prop_map(|(owner, file, version)| Op::Restore { owner, file, version }),
     ]
 }
 
@@ -548,7 +565,7 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
             file,
             folder,
             name,
-            rename,
+            conflict,
             session,
         } => {
             let name = format!("x{name}");
@@ -560,7 +577,13 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
                 c
             } else {
                 Command::StoreFile {
-                    upload_id: format!("up{up}"),
+                    // A replace makes a version under a new upload id each time (versions pile
+                    // up and get pruned); the others reuse a few (retries, clashes).
+                    upload_id: if conflict == 2 {
+                        format!("up{up}-{now}")
+                    } else {
+                        format!("up{up}")
+                    },
                     file_id: format!("f{file}"),
                     owner: ow(owner),
                     tier: Tier::Basic,
@@ -578,13 +601,68 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
             Command::Placed {
                 placement: Placement {
                     folder: folder.map(|f| format!("d{f}")),
-                    on_conflict: if rename {
-                        OnConflict::Rename
-                    } else {
-                        OnConflict::Fail
+                    on_conflict: match conflict {
+                        0 => OnConflict::Fail,
+                        1 => OnConflict::Rename,
+                        _ => OnConflict::Replace { keep: 2 },
                     },
                 },
                 cmd: Box::new(cmd),
+            }
+        }
+        Op::Replace {
+            owner,
+            name,
+            hash,
+            size,
+        } => Command::Placed {
+            placement: Placement {
+                folder: None,
+                on_conflict: OnConflict::Replace { keep: 2 },
+            },
+            cmd: Box::new(Command::StoreFile {
+                upload_id: format!("rp{now}"),
+                file_id: format!("rf{now}"),
+                owner: ow(owner),
+                tier: Tier::Basic,
+                limits: LIMITS,
+                name: format!("x{name}"),
+                mime: None,
+                // The content of a hash has one size (as real content does).
+                size: size % 3 + u64::from(hash) * 3,
+                blake3: format!("h{hash}"),
+                idempotency_key: None,
+                object_key: format!("uploads/rp{now}"),
+                scan: false,
+                now,
+            }),
+        },
+        Op::Restore {
+            owner,
+            file,
+            version,
+        } => {
+            // A file with earlier versions, if the owner has one.
+            let with_versions: Vec<String> = mem
+                .files_page(OWNERS[owner], None, usize::MAX)
+                .into_iter()
+                .filter(|f| !mem.old_versions(&f.owner, &f.id).is_empty())
+                .map(|f| f.id)
+                .collect();
+            let file_id = with_versions
+                .get(usize::from(file) % with_versions.len().max(1))
+                .cloned()
+                .unwrap_or_else(|| format!("f{file}"));
+            let old = mem.old_versions(OWNERS[owner], &file_id);
+            Command::RestoreVersion {
+                owner: ow(owner),
+                version_id: old
+                    .get(usize::from(version) % old.len().max(1))
+                    .map_or_else(|| format!("v{version}"), |v| v.id.clone()),
+                file_id,
+                new_version_id: format!("rv{now}"),
+                keep: 2,
+                now,
             }
         }
         Op::IndexEntries => Command::IndexEntries { after: None },
@@ -800,6 +878,50 @@ fn folders_hold(mem: &State, after: &Command) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A user's usage is the bytes of every version they keep, content found infected aside;
+/// a blob's refcount is the versions that point at it, and a blob nothing points at is gone.
+fn usage_adds_up(mem: &State, after: &Command) -> Result<(), TestCaseError> {
+    for owner in OWNERS {
+        let Some(user) = mem.user(owner) else {
+            continue;
+        };
+        let mut used = 0;
+        let mut refs = std::collections::BTreeMap::<String, u64>::new();
+        for f in mem.files_page(owner, None, usize::MAX) {
+            let versions = mem.versions(owner, &f.id).unwrap_or_default();
+            for v in versions {
+                let blob = mem.blob(&format!("{owner}/{}", v.blake3));
+                prop_assert!(
+                    blob.is_some(),
+                    "{}'s version {} of {} has no blob after {:?}",
+                    owner,
+                    v.id,
+                    f.id,
+                    after
+                );
+                if !matches!(blob.unwrap().scan, ScanState::Infected { .. }) {
+                    used += v.size;
+                }
+                *refs.entry(v.blake3).or_default() += 1;
+            }
+        }
+        prop_assert_eq!(user.used, used, "{}'s usage after {:?}", owner, after);
+        let mut blobs = std::collections::BTreeMap::new();
+        mem.kv()
+            .scan(format!("b/{owner}/").as_bytes(), None, &mut |k, _| {
+                let hash = String::from_utf8_lossy(&k[format!("b/{owner}/").len()..]).into_owned();
+                blobs.insert(
+                    hash.clone(),
+                    mem.blob(&format!("{owner}/{hash}"))
+                        .map_or(0, |b| b.refcount),
+                );
+                true
+            });
+        prop_assert_eq!(blobs, refs, "{}'s blob refcounts after {:?}", owner, after);
+    }
+    Ok(())
+}
+
 async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseError> {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_l1, mut disk) = wharf_raft::open(dirs.0.path(), &Options::default()).unwrap();
@@ -838,6 +960,7 @@ async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseEr
         let answer = wharf_raft::Response(wharf_raft::apply(&mut mem, cmd.clone()));
         reservations_add_up(&mem, &cmd)?;
         folders_hold(&mem, &cmd)?;
+        usage_adds_up(&mem, &cmd)?;
         pending.push((cmd, answer));
         if pending.len() >= want || n == half {
             flush(&mut pending, &mut index, &mut disk, &mut copy, grouped).await?;

@@ -317,7 +317,7 @@ pub(super) fn complete_final<K: KvMut>(
     }
     let mut done = up.clone();
     done.state = UploadState::Stored;
-    done.file_id = Some(file_id);
+    done.file_id = Some(file.id.clone());
     done.ended_at = Some(now);
     super::tus::ended(state, owner, upload_id, now);
     state.save_upload(Some(&up), &done);

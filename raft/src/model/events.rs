@@ -130,6 +130,11 @@ pub enum EventKind {
     },
     /// The quota changed (an admin set it).
     QuotaChanged,
+    /// An earlier version was made the current one again (as a new version).
+    FileVersionRestored {
+        file_id: String,
+        version_id: String,
+    },
 }
 
 impl EventKind {
@@ -148,6 +153,7 @@ impl EventKind {
             EventKind::FileRenamed { .. } => "file.renamed",
             EventKind::FileDeleted { .. } => "file.deleted",
             EventKind::QuotaChanged => "quota.changed",
+            EventKind::FileVersionRestored { .. } => "file.version_restored",
         }
     }
 }

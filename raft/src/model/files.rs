@@ -16,49 +16,106 @@ pub(super) struct ContentOf<'a> {
 
 /// Records the file an upload made and its blob: the same content already stored means the
 /// file points at that object and the new one becomes garbage. Counts the bytes as `user`'s
-/// usage unless the content is known to be infected. The caller saves `user`.
+/// usage unless the content is known to be infected. An upload placed with `replace` whose
+/// name is a file's in its folder becomes that file's new version instead (the file answered
+/// is that one). The caller saves `user`.
 pub(super) fn record_file<K: KvMut>(
     state: &mut State<K>,
     user: &mut User,
     c: ContentOf<'_>,
 ) -> File {
     let up = c.upload;
-    let bid = blob_id(&up.owner, &c.blake3);
+    let placement = super::folders::take_placement(state, &up.owner, &up.id);
+    let object_key = reference_blob(
+        state,
+        user,
+        Content {
+            owner: &up.owner,
+            blake3: &c.blake3,
+            size: up.size,
+            object_key: &up.object_key,
+            scan: c.scan,
+            now: c.now,
+        },
+    );
+    if let Some((target, keep)) = placement
+        .as_ref()
+        .and_then(|p| super::folders::replace_target(state, &up.owner, p, &up.name))
+    {
+        return super::versions::add(
+            state,
+            user,
+            target,
+            super::versions::NewContent {
+                version_id: up.id.clone(),
+                size: up.size,
+                blake3: c.blake3,
+                mime: up.mime.clone(),
+                object_key,
+                now: c.now,
+            },
+            keep,
+        );
+    }
     let mut file = File {
         id: c.file_id.to_string(),
         owner: up.owner.clone(),
         name: up.name.clone(),
         size: up.size,
-        blake3: c.blake3.clone(),
+        blake3: c.blake3,
         mime: up.mime.clone(),
-        object_key: up.object_key.clone(),
+        object_key,
         upload_id: up.id.clone(),
         created_at: c.now,
     };
+    super::folders::place_new_file(state, &mut file, placement);
+    state.put_file(&file);
+    file
+}
+
+pub(super) struct Content<'a> {
+    pub owner: &'a str,
+    pub blake3: &'a str,
+    pub size: u64,
+    /// Where the uploaded bytes are.
+    pub object_key: &'a str,
+    pub scan: bool,
+    pub now: Millis,
+}
+
+/// A new version of `c`'s content references its blob (made now, or found: then the uploaded
+/// object is garbage) and counts its bytes in `user`'s usage unless the content is infected.
+/// Answers the object the version reads.
+pub(super) fn reference_blob<K: KvMut>(
+    state: &mut State<K>,
+    user: &mut User,
+    c: Content<'_>,
+) -> String {
+    let bid = blob_id(c.owner, c.blake3);
     match state.blob(&bid) {
         Some(mut blob) => {
             if !matches!(blob.scan, ScanState::Infected { .. }) {
-                user.used += up.size;
+                user.used += c.size;
             }
             blob.refcount += 1;
-            file.object_key = blob.object_key.clone();
             state.save_blob(&blob);
             state.put_garbage(&Garbage {
-                object_key: up.object_key.clone(),
+                object_key: c.object_key.to_string(),
                 multipart_id: None,
                 since: c.now,
             });
+            blob.object_key
         }
         None => {
-            user.used += up.size;
+            user.used += c.size;
             // Once the cluster has had a scanner, a node that has none (yet) stores new
             // content as waiting for one: never as unscanned.
             let scan = c.scan || state.scanner_found();
             state.save_blob(&Blob {
-                owner: up.owner.clone(),
-                blake3: c.blake3,
-                object_key: up.object_key.clone(),
-                size: up.size,
+                owner: c.owner.to_string(),
+                blake3: c.blake3.to_string(),
+                object_key: c.object_key.to_string(),
+                size: c.size,
                 refcount: 1,
                 scan: if scan {
                     ScanState::Pending
@@ -67,11 +124,47 @@ pub(super) fn record_file<K: KvMut>(
                 },
                 quarantined: false,
             });
+            c.object_key.to_string()
         }
     }
-    super::folders::place_new_file(state, &mut file);
-    state.put_file(&file);
-    file
+}
+
+/// A version of `size` bytes of the content `blake3` is gone: its bytes leave `user`'s usage
+/// (unless the content is infected: they left it then), and the blob, once nothing points at
+/// it, leaves with its object.
+pub(super) fn unreference_blob<K: KvMut>(
+    state: &mut State<K>,
+    user: Option<&mut User>,
+    owner: &str,
+    blake3: &str,
+    size: u64,
+    now: Millis,
+) {
+    let blob = state.blob(&blob_id(owner, blake3));
+    let infected = blob
+        .as_ref()
+        .is_some_and(|b| matches!(b.scan, ScanState::Infected { .. }));
+    if let Some(user) = user {
+        if !infected {
+            super::release(&mut user.used, size);
+        }
+    }
+    if let Some(mut blob) = blob {
+        super::release(&mut blob.refcount, 1);
+        if blob.refcount > 0 {
+            state.save_blob(&blob);
+        } else {
+            state.remove_blob(&blob);
+            // A quarantined blob whose object was already deleted has no object left.
+            if !blob.object_key.is_empty() {
+                state.put_garbage(&Garbage {
+                    object_key: blob.object_key,
+                    multipart_id: None,
+                    since: now,
+                });
+            }
+        }
+    }
 }
 
 pub(super) struct NewFile {
@@ -123,10 +216,18 @@ pub(super) fn store<K: KvMut>(state: &mut State<K>, n: NewFile) -> ApplyResult {
     check_size(n.size, &n.limits)?;
     if state.upload_record(owner, &n.upload_id).is_some() || state.file_owner(&n.file_id).is_some()
     {
-        // The same proposal applied twice answers with the file it made.
+        // The same proposal applied twice answers with the file it made (or the file it
+        // gave a new version).
         if let Some(f) = state.file(owner, &n.file_id) {
             if f.name == n.name && f.size == n.size && f.created_at == n.now {
                 return Ok(Outcome::File(f));
+            }
+        }
+        if let Some(up) = state.upload_record(owner, &n.upload_id) {
+            if up.state == UploadState::Stored && up.created_at == n.now {
+                if let Some(f) = up.file_id.and_then(|f| state.file(owner, &f)) {
+                    return Ok(Outcome::File(f));
+                }
             }
         }
         return Err(ModelError::Invalid("upload or file id already used".into()));
@@ -167,8 +268,13 @@ pub(super) fn store<K: KvMut>(state: &mut State<K>, n: NewFile) -> ApplyResult {
     // The upload record of a one-request file serves only its idempotency key (no client
     // ever sees its upload id): without a key, the file, its blob and their indexes are all
     // that is kept, half the records of a small file.
+    // A new version keeps it too: a retry finds the file by it (the file id is not new).
     if let Some(k) = &n.idempotency_key {
         state.put_idempotency(owner, k, &n.upload_id);
+    }
+    if n.idempotency_key.is_some() || file.id != n.file_id {
+        let mut upload = upload;
+        upload.file_id = Some(file.id.clone());
         state.save_upload(None, &upload);
     }
     state.emit(
@@ -213,32 +319,11 @@ pub(super) fn delete<K: KvMut>(
     state.remove_file(&file);
     super::folders::file_removed(state, &file);
     super::links::file_deleted(state, owner, file_id);
-    let bid = blob_id(owner, &file.blake3);
-    let blob = state.blob(&bid);
-    let infected = blob
-        .as_ref()
-        .is_some_and(|b| matches!(b.scan, ScanState::Infected { .. }));
-    if let Some(mut user) = state.user(owner) {
-        if !infected {
-            super::release(&mut user.used, file.size);
-            state.put_user(&user);
-        }
-    }
-    if let Some(mut blob) = blob {
-        super::release(&mut blob.refcount, 1);
-        if blob.refcount > 0 {
-            state.save_blob(&blob);
-        } else {
-            state.remove_blob(&blob);
-            // A quarantined blob whose object was already deleted has no object left.
-            if !blob.object_key.is_empty() {
-                state.put_garbage(&Garbage {
-                    object_key: blob.object_key,
-                    multipart_id: None,
-                    since: now,
-                });
-            }
-        }
+    let mut user = state.user(owner);
+    super::versions::file_deleted(state, user.as_mut(), &file, now);
+    unreference_blob(state, user.as_mut(), owner, &file.blake3, file.size, now);
+    if let Some(user) = &user {
+        state.put_user(user);
     }
     state.emit(
         owner,

@@ -53,6 +53,9 @@ pub enum OnConflict {
     Fail,
     /// Named "name (n).ext" with the first free n.
     Rename,
+    /// A file of that name gets the upload as its new version, keeping `keep` versions (the
+    /// current one included); a folder of that name refuses it (`NameTaken`).
+    Replace { keep: u32 },
 }
 
 /// Where an upload's file goes.
@@ -210,18 +213,51 @@ impl<K: KvMut> State<K> {
     }
 }
 
-/// Gives a file being recorded its folder and a name free there, and indexes it. The
-/// placement is the one a `Placed` command is applying, or the one its upload was created
-/// with; neither means the root.
-pub(super) fn place_new_file<K: KvMut>(state: &mut State<K>, file: &mut File) {
-    let placement = state.placing.take().or_else(|| {
-        let key = keys::upload_placement(&file.owner, &file.upload_id);
+/// The placement of the upload being recorded: the one a `Placed` command is applying, or
+/// the one its upload was created with (`None`: the root).
+pub(super) fn take_placement<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    upload_id: &str,
+) -> Option<Placement> {
+    state.placing.take().or_else(|| {
+        let key = keys::upload_placement(owner, upload_id);
         let p = state.read_at::<Placement>(&key);
         if p.is_some() {
             state.delete_at(&key);
         }
         p
-    });
+    })
+}
+
+/// The file an upload placed with `replace` gives a new version: the one named `name` in the
+/// placement's folder (the root once that folder is gone), with the versions to keep.
+pub(super) fn replace_target<K: KvMut>(
+    state: &State<K>,
+    owner: &str,
+    placement: &Placement,
+    name: &str,
+) -> Option<(File, u32)> {
+    let OnConflict::Replace { keep } = placement.on_conflict else {
+        return None;
+    };
+    let folder = placement
+        .folder
+        .as_deref()
+        .filter(|f| state.folder(owner, f).is_some());
+    match state.entry_named(owner, folder, name)? {
+        (EntryKind::File, id) => state.file(owner, &id).map(|f| (f, keep)),
+        (EntryKind::Folder, _) => None,
+    }
+}
+
+/// Gives a file being recorded its folder (`placement`'s, if it still exists; else the root)
+/// and a name free there, and indexes it.
+pub(super) fn place_new_file<K: KvMut>(
+    state: &mut State<K>,
+    file: &mut File,
+    placement: Option<Placement>,
+) {
     let folder = placement
         .and_then(|p| p.folder)
         .filter(|f| state.folder(&file.owner, f).is_some());
@@ -456,12 +492,13 @@ pub(super) fn placed<K: KvMut>(
         if let Some(f) = &placement.folder {
             state.folder(&owner, f).ok_or(ModelError::NotFound)?;
         }
-        if placement.on_conflict == OnConflict::Fail
-            && state
-                .entry_named(&owner, placement.folder.as_deref(), &name)
-                .is_some()
-        {
-            return Err(ModelError::NameTaken { name });
+        let taken = state.entry_named(&owner, placement.folder.as_deref(), &name);
+        match (placement.on_conflict, taken) {
+            (OnConflict::Fail, Some(_))
+            | (OnConflict::Replace { .. }, Some((EntryKind::Folder, _))) => {
+                return Err(ModelError::NameTaken { name })
+            }
+            _ => {}
         }
         state.placing = Some(placement.clone());
     }

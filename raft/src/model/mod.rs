@@ -29,6 +29,7 @@ pub mod tus;
 mod types;
 mod uploads;
 mod users;
+pub mod versions;
 
 use serde::{Deserialize, Serialize};
 
@@ -375,6 +376,16 @@ pub enum Command {
         max_downloads: Option<u64>,
         now: Millis,
     },
+    /// An earlier version of a file becomes its current one again, as the new version
+    /// `new_version_id` (see [`versions::restore`]).
+    RestoreVersion {
+        owner: String,
+        file_id: String,
+        version_id: String,
+        new_version_id: String,
+        keep: u32,
+        now: Millis,
+    },
 }
 
 impl Command {
@@ -400,7 +411,8 @@ impl Command {
             | Command::LinkDownloaded { now, .. }
             | Command::CompleteTusFinal { now, .. }
             | Command::CreateFolder { now, .. }
-            | Command::CreateFolderLink { now, .. } => Some(*now),
+            | Command::CreateFolderLink { now, .. }
+            | Command::RestoreVersion { now, .. } => Some(*now),
             Command::CreateTusUpload { create, .. }
             | Command::CreateDeferredTusUpload { create, .. }
             | Command::CreateTusPartial { create, .. }
@@ -814,6 +826,22 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
                 now,
                 folder: true,
             },
+        ),
+        Command::RestoreVersion {
+            owner,
+            file_id,
+            version_id,
+            new_version_id,
+            keep,
+            now,
+        } => versions::restore(
+            state,
+            &owner,
+            &file_id,
+            &version_id,
+            new_version_id,
+            keep,
+            now,
         ),
     }
 }

@@ -58,7 +58,9 @@ pub(super) fn finished<K: KvMut>(
         }
     }
     if !matches!(b.scan, ScanState::Pending) {
-        for (file_id, _) in state.files_of_blob(&b.owner, &b.blake3) {
+        // Earlier versions ("{file_id}/{version_id}") are told through their file's.
+        let files = state.files_of_blob(&b.owner, &b.blake3);
+        for (file_id, _) in files.into_iter().filter(|(f, _)| !f.contains('/')) {
             let scan = b.scan.as_str().to_string();
             state.emit(
                 &b.owner,

@@ -414,7 +414,8 @@ pub(super) fn complete<K: KvMut>(
     let before = up.clone();
     let mut done = up;
     done.state = UploadState::Stored;
-    done.file_id = Some(file_id);
+    // A new version of a file already there is answered as that file.
+    done.file_id = Some(file.id.clone());
     done.ended_at = Some(now);
     state.clear_chunks(owner, upload_id);
     super::tus::ended(state, owner, upload_id, now);

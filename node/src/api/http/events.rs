@@ -183,6 +183,10 @@ fn body(id: EventId, e: &Event) -> Value {
         EventKind::FileScanned { file_id, scan } => json!({"file_id": file_id, "scan": scan}),
         EventKind::FileRenamed { file_id, name } => json!({"file_id": file_id, "name": name}),
         EventKind::FileDeleted { file_id } => json!({"file_id": file_id}),
+        EventKind::FileVersionRestored {
+            file_id,
+            version_id,
+        } => json!({"file_id": file_id, "version_id": version_id}),
         EventKind::QuotaChanged => json!({}),
     };
     v["type"] = json!(e.kind.name());
