@@ -114,6 +114,9 @@ pub struct FileRecord {
     /// The folder the file is in (`null`: the root).
     #[serde(default)]
     pub folder: Option<String>,
+    /// The current version's id (`GET /v1/files/{id}/versions` lists them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// `GET /v1/files`

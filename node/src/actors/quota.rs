@@ -164,6 +164,34 @@ impl QuotaHandle {
         .map(drop)
     }
 
+    /// Versions a file keeps (`versions.keep`).
+    pub fn versions_keep(&self) -> u32 {
+        self.config.versions.keep
+    }
+
+    /// An earlier version of the caller's file made current again, as a new version.
+    pub async fn restore_version(
+        &self,
+        owner: String,
+        file_id: String,
+        version_id: String,
+    ) -> Result<File> {
+        match self
+            .propose(Command::RestoreVersion {
+                owner,
+                file_id,
+                version_id,
+                new_version_id: uuid::Uuid::now_v7().to_string(),
+                keep: self.config.versions.keep,
+                now: crate::meta::now_ms(),
+            })
+            .await?
+        {
+            Outcome::File(f) => Ok(f),
+            o => Err(unexpected(o)),
+        }
+    }
+
     pub async fn propose(&self, cmd: Command) -> Result<Outcome> {
         self.call(|reply| Msg::Propose { cmd, reply }).await
     }
@@ -201,8 +229,12 @@ impl QuotaActor {
                     req,
                     tus,
                     reply,
-                } => match placement(req.folder.as_deref(), req.on_conflict.as_deref())
-                    .and_then(|p| Ok((p, self.prepare_create(user, tier, req, tus.as_ref())?)))
+                } => match placement(
+                    req.folder.as_deref(),
+                    req.on_conflict.as_deref(),
+                    self.config.versions.keep,
+                )
+                .and_then(|p| Ok((p, self.prepare_create(user, tier, req, tus.as_ref())?)))
                 {
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -391,30 +423,37 @@ pub fn parse_folder(id: Option<&str>) -> Result<Option<String>> {
     }
 }
 
-pub fn parse_on_conflict(v: Option<&str>) -> Result<OnConflict> {
-    match v {
-        None | Some("fail") => Ok(OnConflict::Fail),
-        Some("rename") => Ok(OnConflict::Rename),
-        Some("replace") => Err(Error::bad_request(
-            "unsupported_on_conflict",
-            "on_conflict=replace makes a new version of the file, and versions are not offered \
-             yet: use fail or rename",
-        )),
-        Some(_) => Err(Error::bad_request(
+/// `on_conflict` of a new file (`replace` keeping `keep` versions) or of a new folder
+/// (`keep: None`: a folder has no versions).
+pub fn parse_on_conflict(v: Option<&str>, keep: Option<u32>) -> Result<OnConflict> {
+    match (v, keep) {
+        (None | Some("fail"), _) => Ok(OnConflict::Fail),
+        (Some("rename"), _) => Ok(OnConflict::Rename),
+        (Some("replace"), Some(keep)) => Ok(OnConflict::Replace { keep }),
+        (Some("replace"), None) => Err(Error::bad_request(
             "invalid_request",
-            "on_conflict is fail or rename",
+            "a folder has no versions: on_conflict is fail or rename",
+        )),
+        (Some(_), _) => Err(Error::bad_request(
+            "invalid_request",
+            "on_conflict is fail, rename or replace",
         )),
     }
 }
 
 /// Where a new upload or file goes: `None` when the request names neither a folder nor a
 /// conflict policy (the root, keeping both names on a clash, as before folders existed).
-pub fn placement(folder: Option<&str>, on_conflict: Option<&str>) -> Result<Option<Placement>> {
+/// `replace` keeps `keep` versions.
+pub fn placement(
+    folder: Option<&str>,
+    on_conflict: Option<&str>,
+    keep: u32,
+) -> Result<Option<Placement>> {
     if folder.is_none() && on_conflict.is_none() {
         return Ok(None);
     }
     Ok(Some(Placement {
         folder: parse_folder(folder)?,
-        on_conflict: parse_on_conflict(on_conflict)?,
+        on_conflict: parse_on_conflict(on_conflict, Some(keep))?,
     }))
 }

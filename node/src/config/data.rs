@@ -167,6 +167,23 @@ impl Default for EventsConfig {
     }
 }
 
+/// A file's versions (`on_conflict=replace`, `PUT /v1/files/{id}/content`, restore).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VersionsConfig {
+    /// Versions a file keeps, the current one included; older ones are pruned as new ones
+    /// come (and their bytes leave the owner's usage).
+    pub keep: u32,
+}
+
+impl Default for VersionsConfig {
+    fn default() -> Self {
+        Self {
+            keep: wharf_raft::model::versions::DEFAULT_KEEP,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TiersConfig {

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::AuthConfig;
 pub use cluster::{ClusterConfig, RaftConfig};
-pub use data::{EventsConfig, ScanConfig, StoreConfig, StoreKind, TiersConfig, UploadConfig};
+pub use data::{
+    EventsConfig, ScanConfig, StoreConfig, StoreKind, TiersConfig, UploadConfig, VersionsConfig,
+};
 pub use node::{
     HttpConfig, LogConfig, LogFormat, MetricsConfig, NodeConfig, QuicConfig, RateConfig,
 };
@@ -36,6 +38,7 @@ pub struct Config {
     pub quic: QuicConfig,
     pub rate: RateConfig,
     pub events: EventsConfig,
+    pub versions: VersionsConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
@@ -114,6 +117,9 @@ impl Config {
             bail!("scan.lease_secs, scan.poll_ms and scan.timeout_secs must be positive");
         }
         self.http.cors_origins()?;
+        if self.versions.keep == 0 {
+            bail!("versions.keep must be at least 1 (the current version)");
+        }
         if self.upload.offload_concurrency == 0 {
             bail!("upload.offload_concurrency must be at least 1");
         }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use wharf_proto::{FileList, FileRecord};
-use wharf_raft::model::folders::OnConflict;
+use wharf_raft::model::folders::{EntryKind, OnConflict};
 use wharf_raft::model::{self, File};
 use wharf_raft::StateView;
 
@@ -51,6 +51,7 @@ pub(crate) fn file_record(state: &StateView, f: &File) -> FileRecord {
         },
         deduplicated: false,
         folder: state.file_folder(&f.owner, &f.id),
+        version: Some(f.upload_id.clone()),
     }
 }
 
@@ -321,14 +322,14 @@ mod tests {
 /// `POST /v1/files?name=…[&mime=…&blake3=…&idempotency_key=…]`: query of a one-request upload.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct SmallFileQuery {
-    name: Option<String>,
-    mime: Option<String>,
-    blake3: Option<String>,
-    idempotency_key: Option<String>,
+    pub name: Option<String>,
+    pub mime: Option<String>,
+    pub blake3: Option<String>,
+    pub idempotency_key: Option<String>,
     /// A folder id (absent: the root).
-    folder: Option<String>,
-    /// `fail` or `rename`.
-    on_conflict: Option<String>,
+    pub folder: Option<String>,
+    /// `fail`, `rename` or `replace`.
+    pub on_conflict: Option<String>,
 }
 
 /// A whole small file in one request: the body is the file. 201 with the file record.
@@ -339,6 +340,9 @@ pub(super) async fn upload_file(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let query = query
+        .map(|Query(q)| q)
+        .map_err(|e| Error::bad_request("invalid_request", e.body_text()));
     match store_small_file(&s, caller, query, &headers, body).await {
         Ok(f) => {
             let location = format!("/v1/files/{}", f.id);
@@ -360,15 +364,15 @@ pub(super) async fn upload_file(
     }
 }
 
-async fn store_small_file(
+pub(super) async fn store_small_file(
     s: &AppState,
     caller: std::result::Result<Caller, Error>,
-    query: std::result::Result<Query<SmallFileQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<SmallFileQuery>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<File> {
     let Caller(c) = caller?;
-    let Query(q) = query.map_err(|e| Error::bad_request("invalid_request", e.body_text()))?;
+    let q = query?;
     let name = q.name.ok_or_else(|| {
         Error::bad_request(
             "invalid_request",
@@ -391,19 +395,23 @@ async fn store_small_file(
         on_conflict: q.on_conflict,
     };
     validate_create(&declared)?;
-    let placement =
-        super::folders::placement(declared.folder.as_deref(), declared.on_conflict.as_deref())?;
+    let placement = super::folders::placement(
+        declared.folder.as_deref(),
+        declared.on_conflict.as_deref(),
+        s.quota.versions_keep(),
+    )?;
     if let Some(p) = &placement {
         // Refused before the body is read when the applied state already shows it.
         let state = s.meta.local();
         if let Some(f) = &p.folder {
             state.folder(&c.sub, f).ok_or(Error::NotFound)?;
         }
-        if p.on_conflict == OnConflict::Fail
-            && state
-                .entry_named(&c.sub, p.folder.as_deref(), &declared.name)
-                .is_some()
-        {
+        let taken = state.entry_named(&c.sub, p.folder.as_deref(), &declared.name);
+        if matches!(
+            (p.on_conflict, taken),
+            (OnConflict::Fail, Some(_))
+                | (OnConflict::Replace { .. }, Some((EntryKind::Folder, _)))
+        ) {
             return Err(model::ModelError::NameTaken {
                 name: declared.name,
             }

@@ -52,7 +52,7 @@ pub(super) async fn create_folder(
 ) -> Result<Response> {
     validate_name(&req.name)?;
     let parent = parse_folder(req.parent.as_deref())?;
-    let on_conflict = parse_on_conflict(req.on_conflict.as_deref())?;
+    let on_conflict = parse_on_conflict(req.on_conflict.as_deref(), None)?;
     let out = s
         .quota
         .propose(Command::CreateFolder {

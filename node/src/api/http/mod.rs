@@ -18,6 +18,7 @@ pub mod quota;
 mod search;
 pub mod server;
 pub mod uploads;
+mod versions;
 
 use std::sync::Arc;
 
@@ -93,7 +94,15 @@ pub fn router(state: AppState) -> Router {
                 .patch(folders::update_folder)
                 .delete(folders::delete_folder),
         )
-        .route("/v1/files/{id}/content", get(files::download))
+        .route(
+            "/v1/files/{id}/content",
+            get(files::download).put(versions::put_content),
+        )
+        .route("/v1/files/{id}/versions", get(versions::list_versions))
+        .route(
+            "/v1/files/{id}/versions/{version}/restore",
+            post(versions::restore_version),
+        )
         .route("/v1/files/{id}/download-url", get(files::download_url))
         .route("/v1/files/{id}/links", post(links::create_link))
         .route("/v1/links", get(links::list_links))
@@ -171,6 +180,7 @@ impl FromRequestParts<AppState> for Caller {
         let path = parts.uri.path();
         let body_route = (parts.method == axum::http::Method::PUT && path.contains("/chunks/"))
             || (parts.method == axum::http::Method::POST && path == "/v1/files")
+            || (parts.method == axum::http::Method::PUT && path.ends_with("/content"))
             || (path.starts_with("/files")
                 && (parts.method == axum::http::Method::PATCH
                     || parts.method == axum::http::Method::POST));

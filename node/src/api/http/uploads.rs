@@ -90,7 +90,12 @@ pub(crate) async fn deduplicated(s: &AppState, owner: &str, made: Created) -> Re
 
 /// Checks a create request's fields (whatever transport brought it).
 pub(crate) fn validate_create(req: &CreateUpload) -> Result<()> {
-    crate::actors::quota::placement(req.folder.as_deref(), req.on_conflict.as_deref())?;
+    // Only checked here: the keep that counts is the quota actor's.
+    crate::actors::quota::placement(
+        req.folder.as_deref(),
+        req.on_conflict.as_deref(),
+        wharf_raft::model::versions::DEFAULT_KEEP,
+    )?;
     validate_name(&req.name)?;
     if let Some(h) = &req.blake3 {
         if parse_hex32(h).is_none() {
