@@ -202,6 +202,22 @@ enum Op {
         hash: u8,
         size: u64,
     },
+    /// File `f{id}` (or folder `d{id % 4}`) to the trash.
+    Trash {
+        owner: usize,
+        folder: bool,
+        id: u8,
+    },
+    /// One of the owner's trash entries restored, or purged.
+    FromTrash {
+        owner: usize,
+        pick: u8,
+        purge: bool,
+    },
+    /// The leader's purge of what was trashed before `ago` ticks ago.
+    PurgeExpired {
+        ago: u64,
+    },
     /// An earlier version of one of the owner's files that have some made current again.
     Restore {
         owner: usize,
@@ -247,6 +263,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (o.clone(), 0..4u8, 0..4u8).prop_map(|(owner, folder, token)| Op::FolderLink { owner, folder, token }),
         3 => (o.clone(), 0..2u8, 0..4u8, 0..30u64).prop_map(|(owner, name, hash, size)| Op::Replace { owner, name, hash, size }),
         3 => (o.clone(), 0..8u8, 0..4u8).prop_map(|(owner, file, version)| Op::Restore { owner, file, version }),
+        3 => (o.clone(), any::<bool>(), 0..8u8).prop_map(|(owner, folder, id)| Op::Trash { owner, folder, id }),
+        3 => (o.clone(), 0..4u8, any::<bool>()).prop_map(|(owner, pick, purge)| Op::FromTrash { owner, pick, purge }),
+        1 => (0..40u64).prop_map(|ago| Op::PurgeExpired { ago }),
     ]
 }
 
@@ -637,6 +656,42 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
                 now,
             }),
         },
+        Op::Trash { owner, folder, id } => Command::Trash {
+            owner: ow(owner),
+            id: if folder {
+                format!("d{}", id % 4)
+            } else {
+                format!("f{id}")
+            },
+            kind: if folder {
+                EntryKind::Folder
+            } else {
+                EntryKind::File
+            },
+            now,
+        },
+        Op::FromTrash { owner, pick, purge } => {
+            let trash = mem.trash_page(OWNERS[owner], None, usize::MAX);
+            let id = trash
+                .get(usize::from(pick) % trash.len().max(1))
+                .map_or_else(|| format!("f{pick}"), |e| e.id.clone());
+            if purge {
+                Command::PurgeTrash {
+                    owner: ow(owner),
+                    id,
+                    now,
+                }
+            } else {
+                Command::RestoreFromTrash {
+                    owner: ow(owner),
+                    id,
+                }
+            }
+        }
+        Op::PurgeExpired { ago } => Command::PurgeExpiredTrash {
+            before: now.saturating_sub(ago),
+            now,
+        },
         Op::Restore {
             owner,
             file,
@@ -810,6 +865,20 @@ fn folders_hold(mem: &State, after: &Command) -> Result<(), TestCaseError> {
         let mut seen_folders = std::collections::HashSet::new();
         let mut seen_files = std::collections::HashSet::new();
         let mut todo: Vec<Option<String>> = vec![None];
+        // What was trashed by itself is out of its folder's listing: reached from the trash.
+        for e in mem.trash_page(owner, None, usize::MAX) {
+            match e.kind {
+                EntryKind::Folder => {
+                    prop_assert!(mem.folder(owner, &e.id).is_some(), "trashed folder gone");
+                    seen_folders.insert(e.id.clone());
+                    todo.push(Some(e.id));
+                }
+                EntryKind::File => {
+                    prop_assert!(mem.file(owner, &e.id).is_some(), "trashed file gone");
+                    seen_files.insert(e.id);
+                }
+            }
+        }
         while let Some(dir) = todo.pop() {
             let by_name = mem
                 .entries(owner, dir.as_deref(), true, None, usize::MAX)

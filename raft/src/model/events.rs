@@ -135,6 +135,16 @@ pub enum EventKind {
         file_id: String,
         version_id: String,
     },
+    /// A file or folder (`folder`) went to the trash, with all under it.
+    EntryTrashed {
+        id: String,
+        folder: bool,
+    },
+    /// A file or folder came back from the trash.
+    EntryRestored {
+        id: String,
+        folder: bool,
+    },
 }
 
 impl EventKind {
@@ -154,6 +164,10 @@ impl EventKind {
             EventKind::FileDeleted { .. } => "file.deleted",
             EventKind::QuotaChanged => "quota.changed",
             EventKind::FileVersionRestored { .. } => "file.version_restored",
+            EventKind::EntryTrashed { folder: false, .. } => "file.trashed",
+            EventKind::EntryTrashed { folder: true, .. } => "folder.trashed",
+            EventKind::EntryRestored { folder: false, .. } => "file.restored",
+            EventKind::EntryRestored { folder: true, .. } => "folder.restored",
         }
     }
 }

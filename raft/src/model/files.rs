@@ -295,7 +295,9 @@ pub(super) fn rename<K: KvMut>(
     file_id: &str,
     name: String,
 ) -> ApplyResult {
-    let mut file = state.file(owner, file_id).ok_or(ModelError::NotFound)?;
+    let mut file = state
+        .live_file(owner, file_id)
+        .ok_or(ModelError::NotFound)?;
     super::folders::file_renamed(state, &file, &name);
     file.name = name;
     state.put_file(&file);
@@ -317,6 +319,8 @@ pub(super) fn delete<K: KvMut>(
 ) -> ApplyResult {
     let file = state.file(owner, file_id).ok_or(ModelError::NotFound)?;
     state.remove_file(&file);
+    // Deleted for good from the trash too (a `DeleteFile` of a trashed file, or a purge).
+    super::trash::file_gone(state, owner, file_id);
     super::folders::file_removed(state, &file);
     super::links::file_deleted(state, owner, file_id);
     let mut user = state.user(owner);

@@ -244,10 +244,84 @@ pub(super) fn replace_target<K: KvMut>(
     let folder = placement
         .folder
         .as_deref()
-        .filter(|f| state.folder(owner, f).is_some());
+        .filter(|f| state.live_folder(owner, f).is_some());
     match state.entry_named(owner, folder, name)? {
         (EntryKind::File, id) => state.file(owner, &id).map(|f| (f, keep)),
         (EntryKind::Folder, _) => None,
+    }
+}
+
+/// An entry leaves its folder's indexes (it goes to the trash).
+pub(super) fn unindex<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    parent: Option<&str>,
+    name: &str,
+    id: &str,
+) {
+    state.unindex_entry(owner, parent, name, id);
+}
+
+/// Every index entry of `id` in `parent`, whatever name it is under.
+pub(super) fn unindex_id<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    parent: Option<&str>,
+    id: &str,
+) {
+    let p = parent_key(parent).to_string();
+    let prefix = keys::entries_by_name(owner, &p);
+    let suffix = format!("\0{id}").into_bytes();
+    let stale: Vec<Vec<u8>> = state
+        .keys_under(&prefix, usize::MAX)
+        .into_iter()
+        .filter(|k| k.ends_with(&suffix))
+        .collect();
+    for k in stale {
+        state.delete_at(&k);
+    }
+    state.delete_at(&keys::entry_date(owner, &p, id));
+}
+
+/// `name`, or the first free "name (n).ext", in `parent`.
+pub(super) fn free_name_in<K: KvMut>(
+    state: &State<K>,
+    owner: &str,
+    parent: Option<&str>,
+    name: &str,
+) -> Option<String> {
+    state.free_name(owner, parent, name)
+}
+
+/// A file comes back from the trash into `parent` as `name`.
+pub(super) fn put_back_file<K: KvMut>(
+    state: &mut State<K>,
+    f: &File,
+    parent: Option<&str>,
+    name: &str,
+) {
+    state.set_file_folder(&f.owner, &f.id, parent);
+    state.index_entry(&f.owner, parent, name, &f.id, EntryKind::File);
+}
+
+/// A folder comes back from the trash (its record says where and under what name).
+pub(super) fn put_back_folder<K: KvMut>(state: &mut State<K>, f: &Folder) {
+    state.write_at(&keys::folder(&f.owner, &f.id), f);
+    state.index_entry(
+        &f.owner,
+        f.parent.as_deref(),
+        &f.name,
+        &f.id,
+        EntryKind::Folder,
+    );
+}
+
+/// An emptied folder goes, with its links (a purge).
+pub(super) fn remove_empty<K: KvMut>(state: &mut State<K>, owner: &str, id: &str) {
+    if let Some(f) = state.folder(owner, id) {
+        state.unindex_entry(owner, f.parent.as_deref(), &f.name, id);
+        state.delete_at(&keys::folder(owner, id));
+        super::links::file_deleted(state, owner, id);
     }
 }
 
@@ -258,9 +332,10 @@ pub(super) fn place_new_file<K: KvMut>(
     file: &mut File,
     placement: Option<Placement>,
 ) {
+    // A folder deleted (or trashed) meanwhile: the root.
     let folder = placement
         .and_then(|p| p.folder)
-        .filter(|f| state.folder(&file.owner, f).is_some());
+        .filter(|f| state.live_folder(&file.owner, f).is_some());
     if let Some(name) = state.free_name(&file.owner, folder.as_deref(), &file.name) {
         file.name = name;
     }
@@ -316,7 +391,7 @@ pub(super) fn create<K: KvMut>(state: &mut State<K>, n: NewFolder) -> ApplyResul
         };
     }
     if let Some(p) = &n.parent {
-        state.folder(&n.owner, p).ok_or(ModelError::NotFound)?;
+        state.live_folder(&n.owner, p).ok_or(ModelError::NotFound)?;
     }
     let name = match n.on_conflict {
         OnConflict::Fail
@@ -360,20 +435,21 @@ pub(super) fn move_entry<K: KvMut>(
     if let Some(why) = name.as_deref().and_then(invalid_name) {
         return Err(ModelError::Invalid(why.into()));
     }
+    // Nothing in the trash moves (a restore takes it out first), nor into it.
     let (cur_parent, cur_name) = match kind {
         EntryKind::Folder => {
-            let f = state.folder(owner, id).ok_or(ModelError::NotFound)?;
+            let f = state.live_folder(owner, id).ok_or(ModelError::NotFound)?;
             (f.parent, f.name)
         }
         EntryKind::File => {
-            let f = state.file(owner, id).ok_or(ModelError::NotFound)?;
+            let f = state.live_file(owner, id).ok_or(ModelError::NotFound)?;
             (state.file_folder(owner, id), f.name)
         }
     };
     let new_parent = parent.unwrap_or_else(|| cur_parent.clone());
     let new_name = name.unwrap_or_else(|| cur_name.clone());
     if let Some(p) = &new_parent {
-        state.folder(owner, p).ok_or(ModelError::NotFound)?;
+        state.live_folder(owner, p).ok_or(ModelError::NotFound)?;
         if kind == EntryKind::Folder && state.is_within(owner, p, id) {
             return Err(ModelError::FolderCycle);
         }
@@ -419,7 +495,8 @@ pub(super) fn move_entry<K: KvMut>(
 
 /// An empty folder is removed (one with entries is refused until the trash exists).
 pub(super) fn delete<K: KvMut>(state: &mut State<K>, owner: &str, id: &str) -> ApplyResult {
-    let f = state.folder(owner, id).ok_or(ModelError::NotFound)?;
+    // A trashed folder goes only by a purge.
+    let f = state.live_folder(owner, id).ok_or(ModelError::NotFound)?;
     if !state
         .entries(owner, Some(id), true, None, 1)
         .entries
@@ -490,7 +567,7 @@ pub(super) fn placed<K: KvMut>(
         || file_id.is_some_and(|f| state.file_owner(&f).is_some());
     if !again {
         if let Some(f) = &placement.folder {
-            state.folder(&owner, f).ok_or(ModelError::NotFound)?;
+            state.live_folder(&owner, f).ok_or(ModelError::NotFound)?;
         }
         let taken = state.entry_named(&owner, placement.folder.as_deref(), &name);
         match (placement.on_conflict, taken) {
@@ -519,6 +596,10 @@ pub(super) fn index_entries<K: KvMut>(state: &mut State<K>, after: Option<String
     let from = after.map(String::into_bytes);
     let files = state.files_after(from.as_deref(), INDEX_PER_COMMAND);
     for f in &files {
+        if state.trash_entry(&f.owner, &f.id).is_some() {
+            // Out of its folder's index since it was trashed, not because it is old.
+            continue;
+        }
         let folder = state.file_folder(&f.owner, &f.id);
         let p = parent_key(folder.as_deref()).to_string();
         if state

@@ -60,10 +60,11 @@ pub(super) fn create<K: KvMut>(state: &mut State<K>, n: NewLink) -> ApplyResult 
         }
         return Err(ModelError::Invalid("link token already used".into()));
     }
+    // Nothing in the trash is shared.
     let target_exists = if n.folder {
-        state.folder(&n.owner, &n.file_id).is_some()
+        state.live_folder(&n.owner, &n.file_id).is_some()
     } else {
-        state.file(&n.owner, &n.file_id).is_some()
+        state.live_file(&n.owner, &n.file_id).is_some()
     };
     if !target_exists {
         return Err(ModelError::NotFound);

@@ -25,6 +25,7 @@ mod requests;
 mod scans;
 pub mod search;
 mod state;
+pub mod trash;
 pub mod tus;
 mod types;
 mod uploads;
@@ -386,6 +387,29 @@ pub enum Command {
         keep: u32,
         now: Millis,
     },
+    /// A file or folder (with all under it) goes to the trash (see [`trash`]).
+    Trash {
+        owner: String,
+        id: String,
+        kind: folders::EntryKind,
+        now: Millis,
+    },
+    /// A trashed entry goes back to its folder (or the root).
+    RestoreFromTrash {
+        owner: String,
+        id: String,
+    },
+    /// A trashed entry is deleted for good, a bounded part of it per command.
+    PurgeTrash {
+        owner: String,
+        id: String,
+        now: Millis,
+    },
+    /// Proposed by the leader: purges what was trashed before `before` (every owner).
+    PurgeExpiredTrash {
+        before: Millis,
+        now: Millis,
+    },
 }
 
 impl Command {
@@ -412,7 +436,10 @@ impl Command {
             | Command::CompleteTusFinal { now, .. }
             | Command::CreateFolder { now, .. }
             | Command::CreateFolderLink { now, .. }
-            | Command::RestoreVersion { now, .. } => Some(*now),
+            | Command::RestoreVersion { now, .. }
+            | Command::Trash { now, .. }
+            | Command::PurgeTrash { now, .. }
+            | Command::PurgeExpiredTrash { now, .. } => Some(*now),
             Command::CreateTusUpload { create, .. }
             | Command::CreateDeferredTusUpload { create, .. }
             | Command::CreateTusPartial { create, .. }
@@ -462,6 +489,10 @@ pub enum Outcome {
     Folder(folders::Folder),
     /// Where an `IndexEntries` stopped (`None`: every file is indexed).
     Indexed(Option<String>),
+    /// A file or folder went to the trash.
+    Trashed(trash::TrashEntry),
+    /// Whether a purge deleted all it was asked to (`false`: propose it again).
+    Purged(bool),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -843,5 +874,14 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
             keep,
             now,
         ),
+        Command::Trash {
+            owner,
+            id,
+            kind,
+            now,
+        } => trash::trash(state, &owner, &id, kind, now),
+        Command::RestoreFromTrash { owner, id } => trash::restore(state, &owner, &id),
+        Command::PurgeTrash { owner, id, now } => trash::purge(state, &owner, &id, now),
+        Command::PurgeExpiredTrash { before, now } => trash::purge_expired(state, before, now),
     }
 }

@@ -35,6 +35,8 @@ enum Answer {
     Link(super::links::Link),
     Folder(super::folders::Folder),
     Indexed(Option<String>),
+    Trashed(super::trash::TrashEntry),
+    Purged(bool),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -62,6 +64,8 @@ fn compact(o: &Outcome) -> Answer {
         Outcome::Link(l) => Answer::Link(l.clone()),
         Outcome::Folder(f) => Answer::Folder(f.clone()),
         Outcome::Indexed(a) => Answer::Indexed(a.clone()),
+        Outcome::Trashed(e) => Answer::Trashed(e.clone()),
+        Outcome::Purged(d) => Answer::Purged(*d),
         Outcome::Batch(v) => Answer::Batch(
             v.iter()
                 .map(|r| r.as_ref().map(compact).map_err(Clone::clone))
@@ -86,6 +90,8 @@ fn expand<K: KvMut>(state: &State<K>, a: Answer) -> ApplyResult {
         Answer::Link(l) => Outcome::Link(l),
         Answer::Folder(f) => Outcome::Folder(f),
         Answer::Indexed(a) => Outcome::Indexed(a),
+        Answer::Trashed(e) => Outcome::Trashed(e),
+        Answer::Purged(d) => Outcome::Purged(d),
         Answer::Batch(v) => Outcome::Batch(
             v.into_iter()
                 .map(|r| r.and_then(|a| expand(state, a)))

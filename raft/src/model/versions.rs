@@ -165,7 +165,9 @@ pub(super) fn restore<K: KvMut>(
     keep: u32,
     now: Millis,
 ) -> ApplyResult {
-    let file = state.file(owner, file_id).ok_or(ModelError::NotFound)?;
+    let file = state
+        .live_file(owner, file_id)
+        .ok_or(ModelError::NotFound)?;
     // Applied again (a retry), or the current version asked for: nothing to do.
     if file.upload_id == new_version_id || file.upload_id == version_id {
         return Ok(Outcome::File(file));

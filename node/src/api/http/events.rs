@@ -187,6 +187,13 @@ fn body(id: EventId, e: &Event) -> Value {
             file_id,
             version_id,
         } => json!({"file_id": file_id, "version_id": version_id}),
+        EventKind::EntryTrashed { id, folder } | EventKind::EntryRestored { id, folder } => {
+            if *folder {
+                json!({"folder_id": id})
+            } else {
+                json!({"file_id": id})
+            }
+        }
         EventKind::QuotaChanged => json!({}),
     };
     v["type"] = json!(e.kind.name());
