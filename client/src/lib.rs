@@ -435,6 +435,7 @@ impl Client {
         }
     }
 
+    /// Moves the file to the trash (as `DELETE /v1/files/{id}`).
     pub async fn delete(&self, file_id: &str) -> Result<()> {
         self.run::<serde::de::IgnoredAny>(0, Call::Delete(file_id))
             .await

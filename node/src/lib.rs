@@ -507,6 +507,7 @@ pub async fn run(
         staging_grace: Duration::from_secs(config.cluster.staging_grace_secs),
         upload_retention_ms: config.upload.retention_secs.saturating_mul(1000),
         event_retention_ms: config.events.retention_secs.saturating_mul(1000),
+        trash_retention_ms: config.trash.retention_secs.saturating_mul(1000),
         staged: uploads::StagingGauge::new(
             config.upload.max_staging_bytes,
             uploads::staged_chunk_bytes(&staging),
@@ -530,6 +531,7 @@ pub async fn run(
         http: Arc::new(config.http.clone()),
         single_request_max: config.upload.single_request_max,
         events: Arc::new(config.events.clone()),
+        trash_retention_secs: config.trash.retention_secs,
         stopping: http_stop.clone(),
     };
     {

@@ -155,7 +155,7 @@ async fn events_come_in_log_order_and_resume_on_another_node_without_gap_or_dupl
         .unwrap()
         .status();
     assert_eq!(st, StatusCode::NO_CONTENT);
-    let seen = live.until("file.deleted").await;
+    let seen = live.until("file.trashed").await;
 
     let kinds: Vec<&str> = seen.iter().map(|e| e.event.as_str()).collect();
     let first = |k: &str| kinds.iter().position(|x| *x == k).unwrap();
@@ -172,7 +172,7 @@ async fn events_come_in_log_order_and_resume_on_another_node_without_gap_or_dupl
                 .rposition(|x| *x == "upload.completed")
                 .unwrap()
     );
-    assert!(first("file.renamed") < first("file.deleted"));
+    assert!(first("file.renamed") < first("file.trashed"));
     assert!(seen.iter().all(|e| e.data["name"] != "bobs.txt"));
     // Log order: ids strictly grow; each event names itself.
     for w in seen.windows(2) {

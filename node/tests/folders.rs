@@ -1,6 +1,7 @@
 //! Folders: per-user trees under an implicit `root`; names unique within a folder (files and
 //! folders alike, with a "name (1).ext" rename policy), listings paged by name or by date,
-//! moves that refuse cycles, deletes that refuse non-empty folders; another user's are 404.
+//! moves that refuse cycles, deletes that move a folder with all in it to the trash; another
+//! user's are 404.
 
 mod common;
 
@@ -42,7 +43,7 @@ fn refused(got: &(StatusCode, Value), code: &str) {
     let status = match code {
         "invalid_name" => 400,
         "not_found" => 404,
-        _ => 409, // name_taken, folder_cycle, folder_not_empty
+        _ => 409, // name_taken, folder_cycle
     };
     assert_error(got, status, code);
 }
@@ -460,28 +461,27 @@ async fn deleting_and_other_users() {
     let node = Node::start_unscanned(&dir.path().join("n"), &[]);
     let (ann, bob) = (user(&node, "ann"), user(&node, "bob"));
 
-    // A folder with a file (or a folder) in it stays.
-    let trash = ann.must_mkdir("trash", "root").await;
-    let ft = format!("/v1/folders/{trash}");
-    let (st, old) = ann.put_small("old.txt", &trash, false, b"old").await;
+    // Deleting moves to the trash: a file, then a folder with all in it (tests/trash.rs has
+    // the rest).
+    let boxed = ann.must_mkdir("box", "root").await;
+    let fb = format!("/v1/folders/{boxed}");
+    let (st, old) = ann.put_small("old.txt", &boxed, false, b"old").await;
     assert_eq!(st, StatusCode::CREATED, "{old}");
-    refused(&ann.del(&ft).await, "folder_not_empty");
     let (st, _) = ann.del(&format!("/v1/files/{}", id(&old))).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
-    assert!(ann.ls(&trash).await.is_empty());
+    assert!(ann.ls(&boxed).await.is_empty());
     // The deleted file's name is free again.
-    let (st, again) = ann.put_small("old.txt", &trash, false, b"2").await;
+    let (st, again) = ann.put_small("old.txt", &boxed, false, b"2").await;
     assert_eq!(st, StatusCode::CREATED, "{again}");
-    let (st, _) = ann.del(&format!("/v1/files/{}", id(&again))).await;
-    assert_eq!(st, StatusCode::NO_CONTENT);
-    let inner = ann.must_mkdir("inner", &trash).await;
-    refused(&ann.del(&ft).await, "folder_not_empty");
-    let (st, _) = ann.del(&format!("/v1/folders/{inner}")).await;
-    assert_eq!(st, StatusCode::NO_CONTENT);
-    let (st, body) = ann.del(&ft).await;
+    ann.must_mkdir("inner", &boxed).await;
+    let (st, body) = ann.del(&fb).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
-    refused(&ann.page(&trash, &[]).await, "not_found");
-    refused(&ann.del(&ft).await, "not_found");
+    refused(&ann.page(&boxed, &[]).await, "not_found");
+    refused(&ann.del(&fb).await, "not_found");
+    refused(
+        &ann.get(&format!("/v1/files/{}", id(&again))).await,
+        "not_found",
+    );
     assert!(ann.ls("root").await.is_empty());
 
     // Bob can do nothing with ann's folder: to him it does not exist.

@@ -606,13 +606,21 @@ async fn abort_and_delete_release_bytes() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(node.usage(&t).await["used"], 0);
+    // In the trash: gone from view, its bytes still counted until it is purged.
+    assert_eq!(node.usage(&t).await["used"], 1000);
     let r = node
         .get(&t, &format!("/v1/files/{fid}/content"))
         .send()
         .await
         .unwrap();
     assert_error(&json(r).await, 404, "not_found");
+    let r = node
+        .delete(&t, &format!("/v1/trash/{fid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(node.usage(&t).await["used"], 0);
 }
 
 #[tokio::test]

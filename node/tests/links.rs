@@ -154,19 +154,17 @@ async fn a_share_link_serves_its_file_to_anyone_until_it_ends() {
         StatusCode::NOT_FOUND
     );
 
-    // Deleting the file ends every link to it.
+    // A file in the trash serves through no link; purged, it ends every link to it.
     let (_, last) = make_link(&node, &ann, &file, json!({})).await;
     let last = last["token"].as_str().unwrap().to_string();
-    let r = node
-        .delete(&ann, &format!("/v1/files/{file}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    assert_eq!(
-        open(&node, &last, "/content", None).await.status(),
-        StatusCode::NOT_FOUND
-    );
+    for path in [format!("/v1/files/{file}"), format!("/v1/trash/{file}")] {
+        let r = node.delete(&ann, &path).send().await.unwrap();
+        assert!(r.status().is_success());
+        assert_eq!(
+            open(&node, &last, "/content", None).await.status(),
+            StatusCode::NOT_FOUND
+        );
+    }
     let (_, list) = json(node.get(&ann, "/v1/links").send().await.unwrap()).await;
     assert_eq!(list["links"].as_array().unwrap().len(), 0, "{list}");
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wharf_proto::CreateUpload;
-use wharf_raft::model::folders::{OnConflict, Placement, ROOT};
+use wharf_raft::model::folders::{EntryKind, OnConflict, Placement, ROOT};
+use wharf_raft::model::trash::TrashEntry;
 use wharf_raft::model::{self, Command, File, ModelError, Tier, TierLimits, Upload};
 use wharf_raft::Outcome;
 
@@ -154,14 +155,37 @@ impl QuotaHandle {
     }
 
     /// Deletes one of `owner`'s files (its usage is released; its blob goes when unused).
-    pub async fn delete_file(&self, owner: String, file_id: String) -> Result<()> {
-        self.propose(Command::DeleteFile {
-            owner,
-            file_id,
-            now: crate::meta::now_ms(),
-        })
-        .await
-        .map(drop)
+    /// A file or folder (with all under it) goes to the trash.
+    pub async fn trash(&self, owner: String, id: String, kind: EntryKind) -> Result<TrashEntry> {
+        match self
+            .propose(Command::Trash {
+                owner,
+                id,
+                kind,
+                now: crate::meta::now_ms(),
+            })
+            .await?
+        {
+            Outcome::Trashed(e) => Ok(e),
+            o => Err(unexpected(o)),
+        }
+    }
+
+    /// A trashed entry deleted for good: as many purge commands as it takes (each one
+    /// bounded, so that a large folder never makes one huge apply).
+    pub async fn purge(&self, owner: String, id: String) -> Result<()> {
+        loop {
+            let cmd = Command::PurgeTrash {
+                owner: owner.clone(),
+                id: id.clone(),
+                now: crate::meta::now_ms(),
+            };
+            match self.propose(cmd).await? {
+                Outcome::Purged(true) => return Ok(()),
+                Outcome::Purged(false) => continue,
+                o => return Err(unexpected(o)),
+            }
+        }
     }
 
     /// Versions a file keeps (`versions.keep`).

@@ -385,12 +385,18 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
         Op::File(r) => {
             let id = parse_id(&r.file_id)?;
             let applied = app.meta.linearizable().await?;
-            let f = applied.file(&c.sub, &id).ok_or(Error::NotFound)?;
+            let f = applied.live_file(&c.sub, &id).ok_or(Error::NotFound)?;
             json(serde_json::to_value(file_record(&applied, &f)))
         }
         Op::Delete(r) => {
             let id = parse_id(&r.file_id)?;
-            app.quota.delete_file(c.sub.clone(), id).await?;
+            app.quota
+                .trash(
+                    c.sub.clone(),
+                    id,
+                    wharf_raft::model::folders::EntryKind::File,
+                )
+                .await?;
             Ok(serde_json::Value::Null)
         }
         Op::List(l) => {

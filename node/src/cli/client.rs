@@ -318,7 +318,9 @@ fn event_line(ev: &wharf_client::ServerEvent) -> String {
         "upload.aborted" | "upload.expired" => s("upload_id"),
         "file.scanned" => format!("{} {}", s("file_id"), s("scan")),
         "file.renamed" => format!("{} {}", s("file_id"), s("name")),
-        "file.deleted" => s("file_id"),
+        "file.deleted" | "file.trashed" | "file.restored" => s("file_id"),
+        "folder.trashed" | "folder.restored" => s("folder_id"),
+        "file.version_restored" => format!("{} {}", s("file_id"), s("version_id")),
         "reset" => s("message"),
         _ => d.to_string(),
     };
@@ -336,7 +338,7 @@ fn event_line(ev: &wharf_client::ServerEvent) -> String {
 
 pub async fn rm(args: &ClientArgs, id: &str) -> anyhow::Result<()> {
     args.client(1)?.delete(id).await?;
-    eprintln!("deleted {id}");
+    eprintln!("moved {id} to the trash");
     Ok(())
 }
 

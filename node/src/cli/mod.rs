@@ -94,7 +94,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a file.
+    /// Move a file to the trash (`DELETE /v1/trash/{id}` deletes it for good).
     Rm {
         #[command(flatten)]
         client: ClientArgs,

@@ -184,6 +184,22 @@ impl Default for VersionsConfig {
     }
 }
 
+/// The trash (`DELETE` of a file or folder; `/v1/trash`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrashConfig {
+    /// How long a deleted file or folder stays in the trash before the leader purges it.
+    pub retention_secs: u64,
+}
+
+impl Default for TrashConfig {
+    fn default() -> Self {
+        Self {
+            retention_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TiersConfig {

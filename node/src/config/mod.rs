@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 pub use auth::AuthConfig;
 pub use cluster::{ClusterConfig, RaftConfig};
 pub use data::{
-    EventsConfig, ScanConfig, StoreConfig, StoreKind, TiersConfig, UploadConfig, VersionsConfig,
+    EventsConfig, ScanConfig, StoreConfig, StoreKind, TiersConfig, TrashConfig, UploadConfig,
+    VersionsConfig,
 };
 pub use node::{
     HttpConfig, LogConfig, LogFormat, MetricsConfig, NodeConfig, QuicConfig, RateConfig,
@@ -39,6 +40,7 @@ pub struct Config {
     pub rate: RateConfig,
     pub events: EventsConfig,
     pub versions: VersionsConfig,
+    pub trash: TrashConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
 }

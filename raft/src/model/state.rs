@@ -225,7 +225,7 @@ impl<K: Kv> State<K> {
     }
 
     /// Up to `limit` decoded values under `prefix` after `after`, those `keep` accepts.
-    fn values<T: DeserializeOwned>(
+    pub(super) fn values<T: DeserializeOwned>(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,

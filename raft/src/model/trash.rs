@@ -80,13 +80,29 @@ impl<K: Kv> State<K> {
 
     /// The owner's file, unless it is in the trash (by itself or under a trashed folder).
     pub fn live_file(&self, owner: &str, id: &str) -> Option<File> {
-        let f = self.file(owner, id)?;
-        if self.kv().get(&entry_key(owner, id)).is_some() {
-            return None;
+        self.file(owner, id).filter(|f| self.live(f))
+    }
+
+    /// Up to `limit` of the owner's files after `cursor` (an id) in creation order, those in
+    /// the trash left out.
+    pub fn live_files_page(&self, owner: &str, cursor: Option<&str>, limit: usize) -> Vec<File> {
+        let after = cursor.map(|c| super::state::keys::file(owner, c));
+        self.values(
+            &super::state::keys::files_of(owner),
+            after.as_deref(),
+            limit,
+            |f: &File| self.live(f),
+        )
+    }
+
+    /// Whether `f` is out of the trash.
+    fn live(&self, f: &File) -> bool {
+        if self.kv().get(&entry_key(&f.owner, &f.id)).is_some() {
+            return false;
         }
-        match self.file_folder(owner, id) {
-            Some(d) if self.folder_trashed(owner, &d) => None,
-            _ => Some(f),
+        match self.file_folder(&f.owner, &f.id) {
+            Some(d) => !self.folder_trashed(&f.owner, &d),
+            None => true,
         }
     }
 

@@ -140,6 +140,8 @@ pub struct Ctx {
     pub upload_retention_ms: u64,
     /// `events.retention_secs`, in milliseconds.
     pub event_retention_ms: u64,
+    /// `trash.retention_secs`, in milliseconds.
+    pub trash_retention_ms: u64,
     /// Bytes in staging now (chunks received or being received, not yet in the object store).
     pub staged: StagingGauge,
     /// New blobs wait for this scanner; without one they are stored unscanned.

@@ -84,6 +84,7 @@ pub(super) async fn sweeper(
                 _ => {}
             }
             prune_events(&ctx, clock.now(now_ms())).await;
+            purge_trash(&ctx, clock.now(now_ms())).await;
             index_entries(&ctx).await;
             collect_garbage(&ctx).await;
             declare_lost_nodes(&ctx, &mut leader_since).await;
@@ -131,6 +132,29 @@ async fn prune_events(ctx: &Ctx, now: u64) {
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "pruning old events failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Purges what has been in the trash longer than `trash.retention_secs`, a bounded batch per
+/// command, while some is due (nothing is proposed when none is).
+async fn purge_trash(ctx: &Ctx, now: u64) {
+    let before = now.saturating_sub(ctx.trash_retention_ms);
+    for _ in 0..16 {
+        if ctx.meta.local().trash_expired(before, 1).is_empty() {
+            return;
+        }
+        match ctx
+            .quota
+            .propose(Command::PurgeExpiredTrash { before, now })
+            .await
+        {
+            Ok(Outcome::Purged(false)) => continue,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "purging the trash failed");
                 return;
             }
         }

@@ -99,7 +99,7 @@ pub(crate) async fn list_page(
         s.meta.linearizable().await?
     };
     let (page, next_cursor) = split_page(
-        applied.files_page(&c.sub, cursor.as_deref(), limit + 1),
+        applied.live_files_page(&c.sub, cursor.as_deref(), limit + 1),
         limit,
         |f| f.id.clone(),
     );
@@ -124,7 +124,7 @@ pub(super) async fn get_file(
     } else {
         s.meta.linearizable().await?
     };
-    let f = applied.file(&c.sub, &id).ok_or(Error::NotFound)?;
+    let f = applied.live_file(&c.sub, &id).ok_or(Error::NotFound)?;
     Ok(Json(file_record(&applied, &f)))
 }
 
@@ -137,7 +137,7 @@ async fn file_and_scan(
 ) -> Result<(File, model::ScanState, scanner::Mode)> {
     let id = parse_id(id)?;
     let applied = s.meta.linearizable().await?;
-    let f = applied.file(&c.sub, &id).ok_or(Error::NotFound)?;
+    let f = applied.live_file(&c.sub, &id).ok_or(Error::NotFound)?;
     let scan = blob_scan(&applied, &f);
     let mode = s.scan_policy.mode(applied.scanner_found());
     Ok((f, scan, mode))
@@ -160,7 +160,8 @@ pub(super) async fn delete_file(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let id = parse_id(&id)?;
-    s.quota.delete_file(c.sub, id).await?;
+    // To the trash: `DELETE /v1/trash/{id}` deletes it for good.
+    s.quota.trash(c.sub, id, EntryKind::File).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -404,7 +405,7 @@ pub(super) async fn store_small_file(
         // Refused before the body is read when the applied state already shows it.
         let state = s.meta.local();
         if let Some(f) = &p.folder {
-            state.folder(&c.sub, f).ok_or(Error::NotFound)?;
+            state.live_folder(&c.sub, f).ok_or(Error::NotFound)?;
         }
         let taken = state.entry_named(&c.sub, p.folder.as_deref(), &declared.name);
         if matches!(

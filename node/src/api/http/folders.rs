@@ -1,6 +1,7 @@
 //! Folders: `POST /v1/folders` makes one; `GET /v1/folders/{id}` (`root`: the root) gives it
 //! with a page of its entries, by name or by date; `PATCH /v1/folders/{id}` and
-//! `PATCH /v1/files/{id}` rename and move; `DELETE /v1/folders/{id}` removes an empty folder.
+//! `PATCH /v1/files/{id}` rename and move; `DELETE /v1/folders/{id}` moves a folder, with all
+//! under it, to the trash.
 //! Every read is linearizable; names are unique within a folder (the state machine decides,
 //! see `wharf_raft::model::folders`).
 
@@ -168,7 +169,7 @@ pub(crate) fn listing(
 ) -> Result<FolderListing> {
     let record = match &folder {
         None => root_record(),
-        Some(id) => folder_record(&applied.folder(owner, id).ok_or(Error::NotFound)?),
+        Some(id) => folder_record(&applied.live_folder(owner, id).ok_or(Error::NotFound)?),
     };
     let page = applied.entries(owner, folder.as_deref(), by_name, cursor, limit);
     let entries = page
@@ -263,12 +264,8 @@ pub(super) async fn delete_folder(
             "the root folder cannot be deleted",
         ));
     }
+    // To the trash, with all under it.
     let folder_id = parse_id(&id)?;
-    s.quota
-        .propose(Command::DeleteFolder {
-            owner: c.sub,
-            folder_id,
-        })
-        .await?;
+    s.quota.trash(c.sub, folder_id, EntryKind::Folder).await?;
     Ok(StatusCode::NO_CONTENT)
 }

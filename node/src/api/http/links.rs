@@ -369,7 +369,7 @@ fn shared_file(
         }
         (Some(_), false) => return Err(Error::NotFound),
     };
-    let file = applied.file(&link.owner, id).ok_or(Error::NotFound)?;
+    let file = applied.live_file(&link.owner, id).ok_or(Error::NotFound)?;
     let scan = blob_scan(applied, &file);
     scanner::may_serve(s.scan_policy.mode(applied.scanner_found()), &scan)?;
     Ok((file, scan))

@@ -17,6 +17,7 @@ mod metrics;
 pub mod quota;
 mod search;
 pub mod server;
+pub mod trash;
 pub mod uploads;
 mod versions;
 
@@ -53,6 +54,8 @@ pub struct AppState {
     /// `upload.single_request_max`: what a one-request body without a length is charged.
     pub single_request_max: u64,
     pub events: Arc<crate::config::EventsConfig>,
+    /// `trash.retention_secs`: when a trashed entry is purged.
+    pub trash_retention_secs: u64,
     /// Cancelled when the server begins to drain (event streams end then).
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -99,6 +102,9 @@ pub fn router(state: AppState) -> Router {
             get(files::download).put(versions::put_content),
         )
         .route("/v1/files/{id}/versions", get(versions::list_versions))
+        .route("/v1/trash", get(trash::list_trash).delete(trash::empty))
+        .route("/v1/trash/{id}", delete(trash::purge))
+        .route("/v1/trash/{id}/restore", post(trash::restore))
         .route(
             "/v1/files/{id}/versions/{version}/restore",
             post(versions::restore_version),

@@ -48,7 +48,7 @@ pub(super) async fn search(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let applied = s.meta.linearizable().await?;
     if let Some(Some(f)) = &folder {
-        applied.folder(&c.sub, f).ok_or(Error::NotFound)?;
+        applied.live_folder(&c.sub, f).ok_or(Error::NotFound)?;
     }
     let mut ids = applied.files_by_word(&c.sub, &key, MAX_CANDIDATES);
     // File ids are time-ordered: creation order.
@@ -57,7 +57,8 @@ pub(super) async fn search(
     let mut files = Vec::new();
     let mut next_cursor = None;
     for id in ids.iter().filter(|id| **id > after) {
-        let Some(f) = applied.file(&c.sub, id) else {
+        // The word index still holds what lies under a trashed folder.
+        let Some(f) = applied.live_file(&c.sub, id) else {
             continue;
         };
         let mime_ok = q

@@ -41,6 +41,7 @@ pub(super) async fn list_versions(
 ) -> Result<Json<VersionList>> {
     let id = parse_id(&id)?;
     let applied = s.meta.linearizable().await?;
+    applied.live_file(&c.sub, &id).ok_or(Error::NotFound)?;
     let versions = applied.versions(&c.sub, &id).ok_or(Error::NotFound)?;
     Ok(Json(VersionList {
         versions: versions
@@ -95,7 +96,7 @@ pub(super) async fn put_content(
         let Query(q) = query.map_err(|e| Error::bad_request("invalid_request", e.body_text()))?;
         let id = parse_id(&id)?;
         let applied = s.meta.linearizable().await?;
-        let f = applied.file(&c.sub, &id).ok_or(Error::NotFound)?;
+        let f = applied.live_file(&c.sub, &id).ok_or(Error::NotFound)?;
         let folder = applied.file_folder(&c.sub, &id);
         let query = SmallFileQuery {
             name: Some(f.name.clone()),

@@ -371,7 +371,11 @@ async fn head_inner(
             }
         }
         UploadState::Stored => {
-            if let Some(f) = up.file_id.as_deref().and_then(|f| applied.file(&c.sub, f)) {
+            if let Some(f) = up
+                .file_id
+                .as_deref()
+                .and_then(|f| applied.live_file(&c.sub, f))
+            {
                 h.insert(WHARF_FILE_ID, header_value(&f.id));
                 let scan = applied
                     .blob(&model::blob_id(&f.owner, &f.blake3))
@@ -408,7 +412,7 @@ pub(super) async fn live_upload(
     let file_gone = || {
         up.file_id
             .as_deref()
-            .and_then(|f| applied.file(owner, f))
+            .and_then(|f| applied.live_file(owner, f))
             .is_none()
     };
     if up.state == UploadState::Stored && file_gone() {
@@ -538,7 +542,9 @@ async fn terminate_inner(
         // A finished upload's resources are its file: terminating it deletes the file (tus
         // answers 204 to every termination; the URL is 404 from then on).
         (UploadState::Stored, Some(file_id)) => {
-            s.quota.delete_file(c.sub, file_id).await?;
+            s.quota
+                .trash(c.sub, file_id, wharf_raft::model::folders::EntryKind::File)
+                .await?;
         }
         _ => {
             s.uploads.abort(c.sub, id).await?;
