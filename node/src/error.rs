@@ -154,6 +154,7 @@ impl From<ModelError> for Error {
             ModelError::NameTaken { .. } => Error::conflict("name_taken", message),
             ModelError::FolderCycle => Error::conflict("folder_cycle", message),
             ModelError::FolderNotEmpty => Error::conflict("folder_not_empty", message),
+            ModelError::Forbidden => Error::Forbidden(message),
         }
     }
 }

@@ -202,13 +202,11 @@ async fn replacing_uploads_and_restores_make_versions_that_count_against_the_quo
     assert_eq!(sizes(&ann.versions(&id).await), [1500, 500, 2000]);
     assert_eq!(ann.used().await, 9000);
 
-    // Deleting the file releases every version.
-    let r = node
-        .delete(&ann.t, &format!("/v1/files/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // Deleted, the file waits in the trash with every version counted; purged, they all go.
+    for path in [format!("/v1/files/{id}"), format!("/v1/trash/{id}")] {
+        let r = node.delete(&ann.t, &path).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
     assert_eq!(ann.used().await, 5000);
 }
 

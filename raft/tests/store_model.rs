@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use wharf_raft::kv::{Kv, MemKv};
 use wharf_raft::model::concat::Concat;
 use wharf_raft::model::folders::{EntryKind, OnConflict, Placement};
+use wharf_raft::model::shares::Role;
 use wharf_raft::model::{
     blob_id, Command, Outcome, ScanState, ScanVerdict, State, Tier, TierLimits, UploadState,
 };
@@ -214,6 +215,25 @@ enum Op {
         pick: u8,
         purge: bool,
     },
+    /// File `f{id}` (or folder `d{id % 4}`) of `owner` shared with the other owner.
+    Share {
+        owner: usize,
+        folder: bool,
+        id: u8,
+        editor: bool,
+    },
+    /// The other owner's share of file `f{id}` (or folder `d{id % 4}`) revoked.
+    Unshare {
+        owner: usize,
+        folder: bool,
+        id: u8,
+    },
+    /// The other owner renames `owner`'s file `f{id}` (as an editor would).
+    RenameAs {
+        owner: usize,
+        id: u8,
+        name: u8,
+    },
     /// The leader's purge of what was trashed before `ago` ticks ago.
     PurgeExpired {
         ago: u64,
@@ -266,6 +286,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (o.clone(), any::<bool>(), 0..8u8).prop_map(|(owner, folder, id)| Op::Trash { owner, folder, id }),
         3 => (o.clone(), 0..4u8, any::<bool>()).prop_map(|(owner, pick, purge)| Op::FromTrash { owner, pick, purge }),
         1 => (0..40u64).prop_map(|ago| Op::PurgeExpired { ago }),
+        3 => (o.clone(), any::<bool>(), 0..8u8, any::<bool>()).prop_map(|(owner, folder, id, editor)| Op::Share { owner, folder, id, editor }),
+        2 => (o.clone(), any::<bool>(), 0..8u8).prop_map(|(owner, folder, id)| Op::Unshare { owner, folder, id }),
+        3 => (o.clone(), 0..8u8, 0..3u8).prop_map(|(owner, id, name)| Op::RenameAs { owner, id, name }),
     ]
 }
 
@@ -688,6 +711,49 @@ fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
                 }
             }
         }
+        Op::Share {
+            owner,
+            folder,
+            id,
+            editor,
+        } => Command::CreateShare {
+            owner: ow(owner),
+            target: if folder {
+                format!("d{}", id % 4)
+            } else {
+                format!("f{id}")
+            },
+            kind: if folder {
+                EntryKind::Folder
+            } else {
+                EntryKind::File
+            },
+            user: ow(1 - owner),
+            role: if editor { Role::Editor } else { Role::Viewer },
+            now,
+        },
+        Op::Unshare { owner, folder, id } => Command::RevokeShare {
+            owner: ow(owner),
+            target: if folder {
+                format!("d{}", id % 4)
+            } else {
+                format!("f{id}")
+            },
+            user: ow(1 - owner),
+        },
+        Op::RenameAs { owner, id, name } => Command::AsUser {
+            actor: ow(1 - owner),
+            owner: ow(owner),
+            file: format!("f{id}"),
+            need: Role::Editor,
+            cmd: Box::new(Command::MoveEntry {
+                owner: ow(owner),
+                id: format!("f{id}"),
+                kind: EntryKind::File,
+                name: Some(format!("x{name}")),
+                parent: None,
+            }),
+        },
         Op::PurgeExpired { ago } => Command::PurgeExpiredTrash {
             before: now.saturating_sub(ago),
             now,
@@ -991,6 +1057,47 @@ fn usage_adds_up(mem: &State, after: &Command) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Every share is in its owner's index and its user's, and names a file or folder that
+/// exists (a purge ends its shares).
+fn shares_mirror(mem: &State, after: &Command) -> Result<(), TestCaseError> {
+    for user in OWNERS {
+        for s in mem.shared_with(user, None, usize::MAX) {
+            let mirror = mem.share(&s.owner, &s.target, user);
+            prop_assert_eq!(Some(&s), mirror.as_ref());
+            let exists = match s.kind {
+                EntryKind::File => mem.file(&s.owner, &s.target).is_some(),
+                EntryKind::Folder => mem.folder(&s.owner, &s.target).is_some(),
+            };
+            prop_assert!(exists, "share of a gone {:?} after {:?}", s.target, after);
+        }
+    }
+    for owner in OWNERS {
+        let mut n = 0;
+        mem.kv()
+            .scan(format!("sh/{owner}/").as_bytes(), None, &mut |_, _| {
+                n += 1;
+                true
+            });
+        let mirrored: usize = OWNERS
+            .iter()
+            .map(|u| {
+                mem.shared_with(u, None, usize::MAX)
+                    .iter()
+                    .filter(|s| s.owner == owner)
+                    .count()
+            })
+            .sum();
+        prop_assert_eq!(
+            n,
+            mirrored,
+            "{}'s shares unmirrored after {:?}",
+            owner,
+            after
+        );
+    }
+    Ok(())
+}
+
 async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseError> {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (_l1, mut disk) = wharf_raft::open(dirs.0.path(), &Options::default()).unwrap();
@@ -1026,7 +1133,18 @@ async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseEr
         if !grouped || pending.is_empty() {
             mem.begin_entry(index + pending.len() as u64 + 1);
         }
+        // A write by another user lands only if their role allows it where it is applied.
+        let role_before = match &cmd {
+            Command::AsUser {
+                actor, owner, file, ..
+            } => Some(mem.file_role(owner, file, actor)),
+            _ => None,
+        };
         let answer = wharf_raft::Response(wharf_raft::apply(&mut mem, cmd.clone()));
+        if let (Some(role), Ok(_)) = (role_before, &answer.0) {
+            prop_assert_eq!(role, Some(Role::Editor), "{:?} applied", cmd);
+        }
+        shares_mirror(&mem, &cmd)?;
         reservations_add_up(&mem, &cmd)?;
         folders_hold(&mem, &cmd)?;
         usage_adds_up(&mem, &cmd)?;

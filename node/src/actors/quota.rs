@@ -193,24 +193,34 @@ impl QuotaHandle {
         self.config.versions.keep
     }
 
-    /// An earlier version of the caller's file made current again, as a new version.
+    /// An earlier version of `owner`'s file made current again, as a new version; by
+    /// `actor` when another user (an editor) asks.
     pub async fn restore_version(
         &self,
         owner: String,
         file_id: String,
         version_id: String,
+        actor: Option<String>,
     ) -> Result<File> {
-        match self
-            .propose(Command::RestoreVersion {
+        let cmd = Command::RestoreVersion {
+            owner: owner.clone(),
+            file_id: file_id.clone(),
+            version_id,
+            new_version_id: uuid::Uuid::now_v7().to_string(),
+            keep: self.config.versions.keep,
+            now: crate::meta::now_ms(),
+        };
+        let cmd = match actor {
+            Some(actor) => Command::AsUser {
+                actor,
                 owner,
-                file_id,
-                version_id,
-                new_version_id: uuid::Uuid::now_v7().to_string(),
-                keep: self.config.versions.keep,
-                now: crate::meta::now_ms(),
-            })
-            .await?
-        {
+                file: file_id,
+                need: wharf_raft::model::shares::Role::Editor,
+                cmd: Box::new(cmd),
+            },
+            None => cmd,
+        };
+        match self.propose(cmd).await? {
             Outcome::File(f) => Ok(f),
             o => Err(unexpected(o)),
         }

@@ -529,6 +529,7 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                     placement: None,
                     content_length: Some(p.length),
                     body: crate::api::idle_stream(body_stream(recv), body_idle(app)),
+                    editor: None,
                 })
                 .await?;
             json(serde_json::to_value(file_record(&app.meta.local(), &f)))

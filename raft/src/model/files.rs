@@ -323,6 +323,7 @@ pub(super) fn delete<K: KvMut>(
     super::trash::file_gone(state, owner, file_id);
     super::folders::file_removed(state, &file);
     super::links::file_deleted(state, owner, file_id);
+    super::shares::target_deleted(state, owner, file_id);
     let mut user = state.user(owner);
     super::versions::file_deleted(state, user.as_mut(), &file, now);
     unreference_blob(state, user.as_mut(), owner, &file.blake3, file.size, now);

@@ -322,6 +322,7 @@ pub(super) fn remove_empty<K: KvMut>(state: &mut State<K>, owner: &str, id: &str
         state.unindex_entry(owner, f.parent.as_deref(), &f.name, id);
         state.delete_at(&keys::folder(owner, id));
         super::links::file_deleted(state, owner, id);
+        super::shares::target_deleted(state, owner, id);
     }
 }
 
@@ -507,6 +508,7 @@ pub(super) fn delete<K: KvMut>(state: &mut State<K>, owner: &str, id: &str) -> A
     state.unindex_entry(owner, f.parent.as_deref(), &f.name, id);
     state.delete_at(&keys::folder(owner, id));
     super::links::file_deleted(state, owner, id);
+    super::shares::target_deleted(state, owner, id);
     Ok(Outcome::Folder(f))
 }
 

@@ -24,6 +24,7 @@ mod nodes;
 mod requests;
 mod scans;
 pub mod search;
+pub mod shares;
 mod state;
 pub mod trash;
 pub mod tus;
@@ -410,6 +411,30 @@ pub enum Command {
         before: Millis,
         now: Millis,
     },
+    /// `owner` shares a file or folder with `user` as `role` (see [`shares`]).
+    CreateShare {
+        owner: String,
+        target: String,
+        kind: folders::EntryKind,
+        user: String,
+        role: shares::Role,
+        now: Millis,
+    },
+    /// Ends `user`'s share of one of `owner`'s files or folders.
+    RevokeShare {
+        owner: String,
+        target: String,
+        user: String,
+    },
+    /// `cmd` on `owner`'s file `file`, made by `actor` (another user) with at least the role
+    /// `need` on it when this applies (see [`shares::as_user`]).
+    AsUser {
+        actor: String,
+        owner: String,
+        file: String,
+        need: shares::Role,
+        cmd: Box<Command>,
+    },
 }
 
 impl Command {
@@ -439,12 +464,13 @@ impl Command {
             | Command::RestoreVersion { now, .. }
             | Command::Trash { now, .. }
             | Command::PurgeTrash { now, .. }
-            | Command::PurgeExpiredTrash { now, .. } => Some(*now),
+            | Command::PurgeExpiredTrash { now, .. }
+            | Command::CreateShare { now, .. } => Some(*now),
             Command::CreateTusUpload { create, .. }
             | Command::CreateDeferredTusUpload { create, .. }
             | Command::CreateTusPartial { create, .. }
             | Command::CreateOrDedup { create, .. } => create.time(),
-            Command::Placed { cmd, .. } => cmd.time(),
+            Command::Placed { cmd, .. } | Command::AsUser { cmd, .. } => cmd.time(),
             _ => None,
         }
     }
@@ -493,6 +519,7 @@ pub enum Outcome {
     Trashed(trash::TrashEntry),
     /// Whether a purge deleted all it was asked to (`false`: propose it again).
     Purged(bool),
+    Share(shares::Share),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -539,6 +566,8 @@ pub enum ModelError {
     FolderCycle,
     #[error("the folder is not empty")]
     FolderNotEmpty,
+    #[error("your role on this file does not allow it")]
+    Forbidden,
 }
 
 pub type ApplyResult = Result<Outcome, ModelError>;
@@ -883,5 +912,35 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
         Command::RestoreFromTrash { owner, id } => trash::restore(state, &owner, &id),
         Command::PurgeTrash { owner, id, now } => trash::purge(state, &owner, &id, now),
         Command::PurgeExpiredTrash { before, now } => trash::purge_expired(state, before, now),
+        Command::CreateShare {
+            owner,
+            target,
+            kind,
+            user,
+            role,
+            now,
+        } => shares::create(
+            state,
+            shares::NewShare {
+                owner,
+                target,
+                kind,
+                user,
+                role,
+                now,
+            },
+        ),
+        Command::RevokeShare {
+            owner,
+            target,
+            user,
+        } => shares::revoke(state, &owner, &target, &user),
+        Command::AsUser {
+            actor,
+            owner,
+            file,
+            need,
+            cmd,
+        } => shares::as_user(state, &actor, &owner, &file, need, *cmd),
     }
 }

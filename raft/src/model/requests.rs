@@ -37,6 +37,7 @@ enum Answer {
     Indexed(Option<String>),
     Trashed(super::trash::TrashEntry),
     Purged(bool),
+    Share(super::shares::Share),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,6 +67,7 @@ fn compact(o: &Outcome) -> Answer {
         Outcome::Indexed(a) => Answer::Indexed(a.clone()),
         Outcome::Trashed(e) => Answer::Trashed(e.clone()),
         Outcome::Purged(d) => Answer::Purged(*d),
+        Outcome::Share(s) => Answer::Share(s.clone()),
         Outcome::Batch(v) => Answer::Batch(
             v.iter()
                 .map(|r| r.as_ref().map(compact).map_err(Clone::clone))
@@ -92,6 +94,7 @@ fn expand<K: KvMut>(state: &State<K>, a: Answer) -> ApplyResult {
         Answer::Indexed(a) => Outcome::Indexed(a),
         Answer::Trashed(e) => Outcome::Trashed(e),
         Answer::Purged(d) => Outcome::Purged(d),
+        Answer::Share(s) => Outcome::Share(s),
         Answer::Batch(v) => Outcome::Batch(
             v.into_iter()
                 .map(|r| r.and_then(|a| expand(state, a)))

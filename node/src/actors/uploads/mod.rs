@@ -36,7 +36,7 @@ use complete::{abort, complete};
 pub use gauge::{staged_chunk_bytes, StagingGauge};
 use offload::{offload, Offloaded};
 use single::store_small;
-pub use single::SmallFile;
+pub use single::{Editor, SmallFile};
 use staging::stage_chunk;
 pub use sweep::clean_partial_chunks;
 use sweep::sweeper;

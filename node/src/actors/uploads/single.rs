@@ -33,6 +33,15 @@ pub struct SmallFile {
     pub idempotency_key: Option<String>,
     pub content_length: Option<u64>,
     pub body: ByteStream,
+    /// Another user (an editor) sends this new version of `owner`'s file: the state machine
+    /// checks their role when it applies the store.
+    pub editor: Option<Editor>,
+}
+
+/// Who sends a new version of a file shared with them, and which file.
+pub struct Editor {
+    pub actor: String,
+    pub file_id: String,
 }
 
 fn too_large(max: u64) -> Error {
@@ -109,7 +118,7 @@ pub(super) async fn store_small(ctx: &Ctx, f: SmallFile) -> Result<File> {
     let store = Command::StoreFile {
         upload_id: upload_id.clone(),
         file_id: uuid::Uuid::now_v7().to_string(),
-        owner: f.owner,
+        owner: f.owner.clone(),
         tier: f.tier,
         limits,
         name: f.name,
@@ -121,12 +130,23 @@ pub(super) async fn store_small(ctx: &Ctx, f: SmallFile) -> Result<File> {
         scan: ctx.scanner.is_some(),
         now: now_ms(),
     };
+    let owner = f.owner.clone();
     let cmd = match f.placement {
         Some(placement) => Command::Placed {
             placement,
             cmd: Box::new(store),
         },
         None => store,
+    };
+    let cmd = match f.editor {
+        Some(e) => Command::AsUser {
+            actor: e.actor,
+            owner,
+            file: e.file_id,
+            need: wharf_raft::model::shares::Role::Editor,
+            cmd: Box::new(cmd),
+        },
+        None => cmd,
     };
     let res = ctx.quota.propose(cmd).await;
     match res {

@@ -10,11 +10,12 @@ use axum::Json;
 use serde::Deserialize;
 use wharf_proto::{FileList, FileRecord};
 use wharf_raft::model::folders::{EntryKind, OnConflict};
+use wharf_raft::model::shares::Role;
 use wharf_raft::model::{self, File};
 use wharf_raft::StateView;
 
 use crate::actors::scanner;
-use crate::actors::uploads::SmallFile;
+use crate::actors::uploads::{Editor, SmallFile};
 use crate::api::http::uploads::{validate_create, BodyHeaders};
 use crate::api::http::{
     idle_limited, page_bounds, parse_id, query_limit, split_page, AppState, Caller,
@@ -124,7 +125,7 @@ pub(super) async fn get_file(
     } else {
         s.meta.linearizable().await?
     };
-    let f = applied.live_file(&c.sub, &id).ok_or(Error::NotFound)?;
+    let f = super::shares::file_for(&applied, &c.sub, &id, Role::Viewer)?;
     Ok(Json(file_record(&applied, &f)))
 }
 
@@ -137,7 +138,7 @@ async fn file_and_scan(
 ) -> Result<(File, model::ScanState, scanner::Mode)> {
     let id = parse_id(id)?;
     let applied = s.meta.linearizable().await?;
-    let f = applied.live_file(&c.sub, &id).ok_or(Error::NotFound)?;
+    let f = super::shares::file_for(&applied, &c.sub, &id, Role::Viewer)?;
     let scan = blob_scan(&applied, &f);
     let mode = s.scan_policy.mode(applied.scanner_found());
     Ok((f, scan, mode))
@@ -160,6 +161,15 @@ pub(super) async fn delete_file(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let id = parse_id(&id)?;
+    // Only its owner deletes a file: a user it is shared with is told so.
+    let applied = s.meta.local();
+    if let Some(owner) = applied.file_owner(&id).filter(|o| *o != c.sub) {
+        if applied.file_role(&owner, &id, &c.sub).is_some() {
+            return Err(Error::Forbidden(
+                "only the file's owner deletes it; ask them, or leave it".into(),
+            ));
+        }
+    }
     // To the trash: `DELETE /v1/trash/{id}` deletes it for good.
     s.quota.trash(c.sub, id, EntryKind::File).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -344,7 +354,7 @@ pub(super) async fn upload_file(
     let query = query
         .map(|Query(q)| q)
         .map_err(|e| Error::bad_request("invalid_request", e.body_text()));
-    match store_small_file(&s, caller, query, &headers, body).await {
+    match store_small_file(&s, caller, query, &headers, body, None).await {
         Ok(f) => {
             let location = format!("/v1/files/{}", f.id);
             let record = file_record(&s.meta.local(), &f);
@@ -365,15 +375,22 @@ pub(super) async fn upload_file(
     }
 }
 
+/// `editor`: the caller sends a new version of another user's file (the owner's namespace
+/// and quota are used, and the state machine checks the caller's role).
 pub(super) async fn store_small_file(
     s: &AppState,
     caller: std::result::Result<Caller, Error>,
     query: Result<SmallFileQuery>,
     headers: &HeaderMap,
     body: Body,
+    editor: Option<(String, Editor)>,
 ) -> Result<File> {
     let Caller(c) = caller?;
     let q = query?;
+    let (owner, editor) = match editor {
+        Some((owner, e)) => (owner, Some(e)),
+        None => (c.sub.clone(), None),
+    };
     let name = q.name.ok_or_else(|| {
         Error::bad_request(
             "invalid_request",
@@ -405,9 +422,9 @@ pub(super) async fn store_small_file(
         // Refused before the body is read when the applied state already shows it.
         let state = s.meta.local();
         if let Some(f) = &p.folder {
-            state.live_folder(&c.sub, f).ok_or(Error::NotFound)?;
+            state.live_folder(&owner, f).ok_or(Error::NotFound)?;
         }
-        let taken = state.entry_named(&c.sub, p.folder.as_deref(), &declared.name);
+        let taken = state.entry_named(&owner, p.folder.as_deref(), &declared.name);
         if matches!(
             (p.on_conflict, taken),
             (OnConflict::Fail, Some(_))
@@ -442,7 +459,7 @@ pub(super) async fn store_small_file(
         .map_err(Error::RateLimited)?;
     s.uploads
         .store_file(SmallFile {
-            owner: c.sub,
+            owner,
             tier: c.tier,
             name: declared.name,
             mime: declared.mime,
@@ -452,6 +469,7 @@ pub(super) async fn store_small_file(
             placement,
             content_length: h.content_length,
             body: idle_limited(body, std::time::Duration::from_secs(s.http.body_idle_secs)),
+            editor,
         })
         .await
 }

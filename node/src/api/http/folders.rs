@@ -140,9 +140,14 @@ pub(super) async fn get_folder(
         limit,
     } = page(&q)?;
     let applied = s.meta.linearizable().await?;
+    // Another user's folder, when it lies under one shared with the caller.
+    let owner = match &folder {
+        Some(id) => super::shares::folder_for(&applied, &c.sub, id)?.0,
+        None => c.sub.clone(),
+    };
     Ok(Json(listing(
         &applied,
-        &c.sub,
+        &owner,
         folder,
         by_name,
         cursor.as_deref(),
@@ -247,6 +252,46 @@ pub(super) async fn update_file(
     ApiJson(req): ApiJson<UpdateEntry>,
 ) -> Result<Json<FileRecord>> {
     let id = parse_id(&id)?;
+    let f = super::shares::file_for(
+        &s.meta.linearizable().await?,
+        &c.sub,
+        &id,
+        wharf_raft::model::shares::Role::Editor,
+    )?;
+    if f.owner != c.sub {
+        // An editor renames; where the file lives is its owner's to decide.
+        if req.parent.is_some() {
+            return Err(Error::Forbidden(
+                "a file shared with you is renamed, never moved: its folders are its owner's"
+                    .into(),
+            ));
+        }
+        let Some(name) = req.name else {
+            return Err(Error::bad_request("invalid_request", "give a new name"));
+        };
+        validate_name(&name)?;
+        let rename = Command::MoveEntry {
+            owner: f.owner.clone(),
+            id: id.clone(),
+            kind: EntryKind::File,
+            name: Some(name),
+            parent: None,
+        };
+        let out = s
+            .quota
+            .propose(Command::AsUser {
+                actor: c.sub,
+                owner: f.owner,
+                file: id,
+                need: wharf_raft::model::shares::Role::Editor,
+                cmd: Box::new(rename),
+            })
+            .await?;
+        return match out {
+            Outcome::File(f) => Ok(Json(file_record(&s.meta.linearizable().await?, &f))),
+            other => Err(unexpected(other)),
+        };
+    }
     match move_entry(&s, c.sub, id, EntryKind::File, req).await? {
         Outcome::File(f) => Ok(Json(file_record(&s.meta.linearizable().await?, &f))),
         other => Err(unexpected(other)),

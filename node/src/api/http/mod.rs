@@ -17,6 +17,7 @@ mod metrics;
 pub mod quota;
 mod search;
 pub mod server;
+pub mod shares;
 pub mod trash;
 pub mod uploads;
 mod versions;
@@ -103,6 +104,17 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/files/{id}/versions", get(versions::list_versions))
         .route("/v1/trash", get(trash::list_trash).delete(trash::empty))
+        .route(
+            "/v1/files/{id}/shares",
+            post(shares::share_file).get(shares::list_file_shares),
+        )
+        .route(
+            "/v1/folders/{id}/shares",
+            post(shares::share_folder).get(shares::list_folder_shares),
+        )
+        .route("/v1/files/{id}/shares/{user}", delete(shares::revoke))
+        .route("/v1/folders/{id}/shares/{user}", delete(shares::revoke))
+        .route("/v1/shared-with-me", get(shares::shared_with_me))
         .route("/v1/trash/{id}", delete(trash::purge))
         .route("/v1/trash/{id}/restore", post(trash::restore))
         .route(

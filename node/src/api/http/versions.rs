@@ -9,10 +9,13 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::files::{file_record, store_small_file, SmallFileQuery};
+use super::shares::file_for;
 use super::{parse_id, AppState, Caller};
+use crate::actors::uploads::Editor;
 use crate::error::{Error, Result};
 use crate::meta::rfc3339;
 use wharf_proto::FileRecord;
+use wharf_raft::model::shares::Role;
 
 #[derive(Debug, Serialize)]
 pub(super) struct VersionRecord {
@@ -41,8 +44,8 @@ pub(super) async fn list_versions(
 ) -> Result<Json<VersionList>> {
     let id = parse_id(&id)?;
     let applied = s.meta.linearizable().await?;
-    applied.live_file(&c.sub, &id).ok_or(Error::NotFound)?;
-    let versions = applied.versions(&c.sub, &id).ok_or(Error::NotFound)?;
+    let f = file_for(&applied, &c.sub, &id, Role::Viewer)?;
+    let versions = applied.versions(&f.owner, &id).ok_or(Error::NotFound)?;
     Ok(Json(VersionList {
         versions: versions
             .into_iter()
@@ -68,7 +71,9 @@ pub(super) async fn restore_version(
 ) -> Result<Json<FileRecord>> {
     let id = parse_id(&id)?;
     let version = parse_id(&version)?;
-    let f = s.quota.restore_version(c.sub, id, version).await?;
+    let f = file_for(&s.meta.linearizable().await?, &c.sub, &id, Role::Editor)?;
+    let actor = (f.owner != c.sub).then(|| c.sub.clone());
+    let f = s.quota.restore_version(f.owner, id, version, actor).await?;
     Ok(Json(file_record(&s.meta.local(), &f)))
 }
 
@@ -96,8 +101,16 @@ pub(super) async fn put_content(
         let Query(q) = query.map_err(|e| Error::bad_request("invalid_request", e.body_text()))?;
         let id = parse_id(&id)?;
         let applied = s.meta.linearizable().await?;
-        let f = applied.live_file(&c.sub, &id).ok_or(Error::NotFound)?;
-        let folder = applied.file_folder(&c.sub, &id);
+        let f = file_for(&applied, &c.sub, &id, Role::Editor)?;
+        let folder = applied.file_folder(&f.owner, &id);
+        // An editor's new version is the owner's (their folder, their quota).
+        let editor = (f.owner != c.sub).then(|| {
+            let e = Editor {
+                actor: c.sub.clone(),
+                file_id: id.clone(),
+            };
+            (f.owner.clone(), e)
+        });
         let query = SmallFileQuery {
             name: Some(f.name.clone()),
             mime: q.mime.or(f.mime),
@@ -106,7 +119,7 @@ pub(super) async fn put_content(
             folder: Some(folder.unwrap_or_else(|| "root".into())),
             on_conflict: Some("replace".into()),
         };
-        store_small_file(&s, Ok(Caller(c)), Ok(query), &headers, body).await
+        store_small_file(&s, Ok(Caller(c)), Ok(query), &headers, body, editor).await
     }
     .await;
     match out {

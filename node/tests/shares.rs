@@ -1,0 +1,278 @@
+//! Sharing with users: a folder or file shared as viewer or editor; viewers read (listings,
+//! downloads, versions), editors also rename and add versions, which the owner's quota pays;
+//! only the owner deletes, moves or reshares; a revoke ends access at once; without a share
+//! another user's ids are 404.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use wharf_raft::model::Tier;
+
+struct User<'a> {
+    n: &'a Node,
+    t: String,
+}
+
+impl User<'_> {
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        json(self.n.get(&self.t, path).send().await.unwrap()).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        json(self.n.post(&self.t, path).json(&body).send().await.unwrap()).await
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self.n.http.patch(self.n.url(path)).bearer_auth(&self.t);
+        json(r.json(&body).send().await.unwrap()).await
+    }
+
+    async fn put_content(&self, file: &str, data: &[u8]) -> (StatusCode, Value) {
+        let r = self.n.put(&self.t, &format!("/v1/files/{file}/content"));
+        json(r.body(data.to_vec()).send().await.unwrap()).await
+    }
+
+    async fn del(&self, path: &str) -> StatusCode {
+        self.n.delete(&self.t, path).send().await.unwrap().status()
+    }
+
+    async fn put(&self, name: &str, folder: Option<&str>, data: &[u8]) -> String {
+        let mut q = vec![("name", name)];
+        if let Some(f) = folder {
+            q.push(("folder", f));
+        }
+        let r = self.n.post(&self.t, "/v1/files").query(&q);
+        let (st, f) = json(r.body(data.to_vec()).send().await.unwrap()).await;
+        assert_eq!(st, StatusCode::CREATED, "{f}");
+        f["id"].as_str().unwrap().to_string()
+    }
+
+    async fn content(&self, file: &str) -> (StatusCode, Vec<u8>) {
+        let r = self
+            .n
+            .get(&self.t, &format!("/v1/files/{file}/content"))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.bytes().await.unwrap().to_vec())
+    }
+
+    async fn used(&self) -> u64 {
+        self.n.usage(&self.t).await["used"].as_u64().unwrap()
+    }
+
+    async fn shared_with_me(&self) -> Vec<Value> {
+        let (st, v) = self.get("/v1/shared-with-me").await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        v["entries"].as_array().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn viewers_read_editors_write_and_a_revoke_ends_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_unscanned(&dir.path().join("n"), &[]);
+    let ann = User {
+        n: &node,
+        t: node.token("ann", Tier::Basic),
+    };
+    let bob = User {
+        n: &node,
+        t: node.token("bob", Tier::Basic),
+    };
+    let (st, team) = ann.post("/v1/folders", json!({"name": "team"})).await;
+    assert_eq!(st, StatusCode::CREATED, "{team}");
+    let team = team["id"].as_str().unwrap().to_string();
+    let plan = ann.put("plan.txt", Some(&team), b"plan v1").await;
+    let private = ann.put("private.txt", None, b"mine").await;
+
+    // Nothing shared yet: ann's ids are 404 to bob.
+    assert_eq!(
+        bob.get(&format!("/v1/files/{plan}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        bob.get(&format!("/v1/folders/{team}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert!(bob.shared_with_me().await.is_empty());
+
+    // The folder shared with bob as a viewer: he lists and reads what is under it.
+    let (st, share) = ann
+        .post(
+            &format!("/v1/folders/{team}/shares"),
+            json!({"user": "bob", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{share}");
+    assert_eq!(
+        (
+            share["kind"].as_str(),
+            share["user"].as_str(),
+            share["role"].as_str()
+        ),
+        (Some("folder"), Some("bob"), Some("viewer"))
+    );
+    let mine = bob.shared_with_me().await;
+    assert_eq!(mine.len(), 1);
+    assert_eq!(
+        (
+            mine[0]["id"].as_str(),
+            mine[0]["owner"].as_str(),
+            mine[0]["name"].as_str()
+        ),
+        (Some(team.as_str()), Some("ann"), Some("team"))
+    );
+    let (st, listing) = bob.get(&format!("/v1/folders/{team}")).await;
+    assert_eq!(st, StatusCode::OK, "{listing}");
+    assert_eq!(listing["entries"][0]["name"], "plan.txt");
+    assert_eq!(
+        bob.content(&plan).await,
+        (StatusCode::OK, b"plan v1".to_vec())
+    );
+    assert_eq!(
+        bob.get(&format!("/v1/files/{plan}/versions")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        bob.get(&format!("/v1/files/{private}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // A viewer writes nothing: 403, and nothing changes.
+    assert_error(&bob.put_content(&plan, b"bob's").await, 403, "forbidden");
+    let renamed = bob
+        .patch(&format!("/v1/files/{plan}"), json!({"name": "x"}))
+        .await;
+    assert_error(&renamed, 403, "forbidden");
+    assert_eq!(
+        bob.del(&format!("/v1/files/{plan}")).await,
+        StatusCode::FORBIDDEN
+    );
+    // Nor shares, lists shares of or links what is not his.
+    let reshare = bob
+        .post(
+            &format!("/v1/files/{plan}/shares"),
+            json!({"user": "carol", "role": "viewer"}),
+        )
+        .await;
+    assert_error(&reshare, 404, "not_found");
+    assert_eq!(
+        bob.get(&format!("/v1/folders/{team}/shares")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        bob.post(&format!("/v1/files/{plan}/links"), json!({}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(ann.content(&plan).await.1, b"plan v1");
+
+    // The file itself shared as editor: bob adds a version (ann's quota pays) and renames it.
+    let (st, _) = ann
+        .post(
+            &format!("/v1/files/{plan}/shares"),
+            json!({"user": "bob", "role": "editor"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let before = ann.used().await;
+    let (st, f) = bob.put_content(&plan, b"plan v2 by bob").await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+    assert_eq!(f["id"], plan.as_str());
+    assert_eq!(ann.used().await, before + 14);
+    assert_eq!(bob.used().await, 0);
+    assert_eq!(ann.content(&plan).await.1, b"plan v2 by bob");
+    let (st, f) = bob
+        .patch(&format!("/v1/files/{plan}"), json!({"name": "plan.md"}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+    assert_eq!(f["name"], "plan.md");
+    // An editor neither moves nor deletes: those are the owner's.
+    let moved = bob
+        .patch(&format!("/v1/files/{plan}"), json!({"parent": "root"}))
+        .await;
+    assert_error(&moved, 403, "forbidden");
+    assert_eq!(
+        bob.del(&format!("/v1/files/{plan}")).await,
+        StatusCode::FORBIDDEN
+    );
+    let (st, versions) = bob.get(&format!("/v1/files/{plan}/versions")).await;
+    assert_eq!(st, StatusCode::OK, "{versions}");
+    let first = versions["versions"][1]["id"].as_str().unwrap().to_string();
+    let restore = format!("/v1/files/{plan}/versions/{first}/restore");
+    let (st, f) = bob.post(&restore, json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+    assert_eq!(ann.content(&plan).await.1, b"plan v1");
+    let (_, listed) = ann.get(&format!("/v1/files/{plan}/shares")).await;
+    assert_eq!(listed["shares"].as_array().unwrap().len(), 1, "{listed}");
+
+    // Revoking the file's share leaves the folder's (viewer); revoking that ends everything.
+    let revoke = format!("/v1/files/{plan}/shares/bob");
+    assert_eq!(ann.del(&revoke).await, StatusCode::NO_CONTENT);
+    assert_eq!(ann.del(&revoke).await, StatusCode::NOT_FOUND);
+    assert_error(&bob.put_content(&plan, b"late").await, 403, "forbidden");
+    assert_eq!(
+        ann.del(&format!("/v1/folders/{team}/shares/bob")).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(bob.content(&plan).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        bob.get(&format!("/v1/folders/{team}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_error(&bob.put_content(&plan, b"late").await, 404, "not_found");
+    assert!(bob.shared_with_me().await.is_empty());
+    assert_eq!(ann.content(&plan).await.1, b"plan v1");
+}
+
+#[tokio::test]
+async fn shares_are_refused_when_malformed_and_end_with_the_trash() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_unscanned(&dir.path().join("n"), &[]);
+    let ann = User {
+        n: &node,
+        t: node.token("ann", Tier::Basic),
+    };
+    let bob = User {
+        n: &node,
+        t: node.token("bob", Tier::Basic),
+    };
+    let f = ann.put("a.txt", None, b"a").await;
+    let path = format!("/v1/files/{f}/shares");
+    for body in [
+        json!({"user": "ann", "role": "viewer"}),
+        json!({"user": "bob", "role": "owner"}),
+        json!({"user": "", "role": "viewer"}),
+        json!({"user": "../bob", "role": "viewer"}),
+    ] {
+        assert_error(&ann.post(&path, body).await, 400, "invalid_request");
+    }
+    let (st, _) = ann
+        .post(&path, json!({"user": "bob", "role": "viewer"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(bob.content(&f).await.0, StatusCode::OK);
+    // In the trash: shared with nobody; restored: shared again; purged: the share is gone.
+    assert_eq!(
+        ann.del(&format!("/v1/files/{f}")).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(bob.content(&f).await.0, StatusCode::NOT_FOUND);
+    assert!(bob.shared_with_me().await.is_empty());
+    let (st, _) = ann.post(&format!("/v1/trash/{f}/restore"), json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(bob.content(&f).await.0, StatusCode::OK);
+    assert_eq!(
+        ann.del(&format!("/v1/files/{f}")).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        ann.del(&format!("/v1/trash/{f}")).await,
+        StatusCode::NO_CONTENT
+    );
+    assert!(bob.shared_with_me().await.is_empty());
+    assert_eq!(ann.get(&path).await.0, StatusCode::NOT_FOUND);
+}
