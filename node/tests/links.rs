@@ -332,3 +332,74 @@ async fn a_folder_link_shares_what_is_under_the_folder_and_nothing_else() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// `visibility: public` gives a file a permanent link (shown as its `public_url`), served to
+/// anyone until the file is made private again; only the owner changes it.
+#[tokio::test]
+async fn a_public_file_is_served_by_its_permanent_link_until_made_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_unscanned(&dir.path().join("n"), &[]);
+    let ann = node.token("ann", Tier::Basic);
+    let file = node.upload(&ann, "flyer.txt", b"come along").await;
+    let file = file["id"].as_str().unwrap().to_string();
+    assert!(file_record(&node, &ann, &file)
+        .await
+        .get("public_url")
+        .is_none());
+    let set = |v: &'static str, t: String| {
+        let r = node.http.patch(node.url(&format!("/v1/files/{file}")));
+        async move {
+            json(
+                r.bearer_auth(t)
+                    .json(&json!({"visibility": v}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let (st, f) = set("public", ann.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+    let url = f["public_url"].as_str().unwrap().to_string();
+    let token = url.strip_prefix("/s/").unwrap().to_string();
+    let r = open(&node, &token, "/content", None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(&r.bytes().await.unwrap()[..], b"come along");
+    // Public again: the same link; listed with the file.
+    let (_, again) = set("public", ann.clone()).await;
+    assert_eq!(again["public_url"].as_str(), Some(url.as_str()));
+    let (_, listed) = json(node.get(&ann, "/v1/files").send().await.unwrap()).await;
+    assert_eq!(
+        listed["files"][0]["public_url"].as_str(),
+        Some(url.as_str())
+    );
+    // Nobody else changes it, not even a user it is shared with.
+    let bob = node.token("bob", Tier::Basic);
+    assert_error(&set("private", bob.clone()).await, 404, "not_found");
+    let share = node
+        .post(&ann, &format!("/v1/files/{file}/shares"))
+        .json(&json!({"user": "bob", "role": "editor"}));
+    assert_eq!(share.send().await.unwrap().status(), StatusCode::CREATED);
+    assert_error(&set("private", bob).await, 403, "forbidden");
+    assert_error(&set("sideways", ann.clone()).await, 400, "invalid_request");
+    // Private: the link is 404 from then on, on this node as on any.
+    let (st, f) = set("private", ann.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{f}");
+    assert!(f.get("public_url").is_none(), "{f}");
+    assert_eq!(
+        open(&node, &token, "/content", None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn file_record(node: &Node, t: &str, id: &str) -> Value {
+    json(
+        node.get(t, &format!("/v1/files/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .1
+}

@@ -140,6 +140,20 @@ async fn viewers_read_editors_write_and_a_revoke_ends_it_at_once() {
         bob.get(&format!("/v1/files/{private}")).await.0,
         StatusCode::NOT_FOUND
     );
+    // Search finds what is shared with him (in the shared folder too), and nothing else.
+    let bob_plan = bob.put("plan for bob.txt", None, b"his").await;
+    let (_, found) = bob.get("/v1/search?q=plan").await;
+    let ids: Vec<&str> = found["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [plan.as_str(), bob_plan.as_str()], "{found}");
+    let (_, found) = bob.get(&format!("/v1/search?q=plan&folder={team}")).await;
+    assert_eq!(found["files"].as_array().unwrap().len(), 1, "{found}");
+    let (_, found) = bob.get("/v1/search?q=private").await;
+    assert!(found["files"].as_array().unwrap().is_empty(), "{found}");
     // A viewer writes nothing: 403, and nothing changes.
     assert_error(&bob.put_content(&plan, b"bob's").await, 403, "forbidden");
     let renamed = bob
@@ -179,11 +193,12 @@ async fn viewers_read_editors_write_and_a_revoke_ends_it_at_once() {
         .await;
     assert_eq!(st, StatusCode::CREATED);
     let before = ann.used().await;
+    let bob_before = bob.used().await;
     let (st, f) = bob.put_content(&plan, b"plan v2 by bob").await;
     assert_eq!(st, StatusCode::OK, "{f}");
     assert_eq!(f["id"], plan.as_str());
     assert_eq!(ann.used().await, before + 14);
-    assert_eq!(bob.used().await, 0);
+    assert_eq!(bob.used().await, bob_before, "the owner pays");
     assert_eq!(ann.content(&plan).await.1, b"plan v2 by bob");
     let (st, f) = bob
         .patch(&format!("/v1/files/{plan}"), json!({"name": "plan.md"}))
@@ -225,6 +240,12 @@ async fn viewers_read_editors_write_and_a_revoke_ends_it_at_once() {
     );
     assert_error(&bob.put_content(&plan, b"late").await, 404, "not_found");
     assert!(bob.shared_with_me().await.is_empty());
+    let (_, found) = bob.get("/v1/search?q=plan").await;
+    assert_eq!(
+        found["files"].as_array().unwrap().len(),
+        1,
+        "only his own: {found}"
+    );
     assert_eq!(ann.content(&plan).await.1, b"plan v1");
 }
 

@@ -117,6 +117,9 @@ pub struct FileRecord {
     /// The current version's id (`GET /v1/files/{id}/versions` lists them all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// A public file's permanent link (`/s/{token}`, no account needed); absent: private.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 /// `GET /v1/files`
@@ -151,6 +154,9 @@ pub struct UpdateEntry {
         skip_serializing_if = "Option::is_none"
     )]
     pub parent: Option<Option<String>>,
+    /// A file's `public` (a permanent share link) or `private`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<String>,
 }
 
 /// A field that is present, even as `null`, is `Some`.

@@ -108,10 +108,70 @@ pub(super) fn revoke<K: KvMut>(state: &mut State<K>, owner: &str, token: &str) -
 }
 
 fn remove<K: KvMut>(state: &mut State<K>, link: &Link) {
+    // A public file's link revoked: the file is private again.
+    let public = public_key(&link.owner, &link.file_id);
+    if state.read_at::<String>(&public).as_deref() == Some(link.token.as_str()) {
+        state.delete_at(&public);
+    }
     state.delete_at(&keys::link(&link.token));
     state.delete_at(&keys::folder_link(&link.token));
     state.delete_at(&keys::link_of_owner(&link.owner, &link.token));
     state.delete_at(&keys::link_of_file(&link.owner, &link.file_id, &link.token));
+}
+
+/// A public file's permanent link: `lpv/{owner}/{file_id}` holds its token.
+fn public_key(owner: &str, file_id: &str) -> Vec<u8> {
+    format!("lpv/{owner}/{file_id}").into_bytes()
+}
+
+impl<K: crate::kv::Kv> State<K> {
+    /// The permanent link of a public file (`visibility: public`), if it is public.
+    pub fn public_link(&self, owner: &str, file_id: &str) -> Option<Link> {
+        let token: String = self.read_at(&public_key(owner, file_id))?;
+        self.link(&token)
+    }
+}
+
+/// A file made public gets a permanent link (no expiry, password or download count: `token`,
+/// made by the proposer) and answers it; made private, that link ends. Public again: the same
+/// link.
+pub(super) fn set_visibility<K: KvMut>(
+    state: &mut State<K>,
+    owner: &str,
+    file_id: &str,
+    public: bool,
+    token: String,
+    now: Millis,
+) -> ApplyResult {
+    state
+        .live_file(owner, file_id)
+        .ok_or(ModelError::NotFound)?;
+    let current = state.public_link(owner, file_id);
+    match (public, current) {
+        (true, Some(l)) => Ok(Outcome::Link(l)),
+        (true, None) => {
+            let out = create(
+                state,
+                NewLink {
+                    token: token.clone(),
+                    owner: owner.to_string(),
+                    file_id: file_id.to_string(),
+                    expires_at: None,
+                    password_hash: None,
+                    max_downloads: None,
+                    now,
+                    folder: false,
+                },
+            )?;
+            state.write_at(&public_key(owner, file_id), &token);
+            Ok(out)
+        }
+        (false, Some(l)) => {
+            remove(state, &l);
+            Ok(Outcome::Done)
+        }
+        (false, None) => Ok(Outcome::Done),
+    }
 }
 
 /// One download through a link that counts its downloads: refused (`NotFound`, as for a link

@@ -435,6 +435,14 @@ pub enum Command {
         need: shares::Role,
         cmd: Box<Command>,
     },
+    /// `owner`'s file made public (a permanent link, `token`) or private again.
+    SetVisibility {
+        owner: String,
+        file_id: String,
+        public: bool,
+        token: String,
+        now: Millis,
+    },
 }
 
 impl Command {
@@ -465,7 +473,8 @@ impl Command {
             | Command::Trash { now, .. }
             | Command::PurgeTrash { now, .. }
             | Command::PurgeExpiredTrash { now, .. }
-            | Command::CreateShare { now, .. } => Some(*now),
+            | Command::CreateShare { now, .. }
+            | Command::SetVisibility { now, .. } => Some(*now),
             Command::CreateTusUpload { create, .. }
             | Command::CreateDeferredTusUpload { create, .. }
             | Command::CreateTusPartial { create, .. }
@@ -942,5 +951,12 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
             need,
             cmd,
         } => shares::as_user(state, &actor, &owner, &file, need, *cmd),
+        Command::SetVisibility {
+            owner,
+            file_id,
+            public,
+            token,
+            now,
+        } => links::set_visibility(state, &owner, &file_id, public, token, now),
     }
 }

@@ -53,6 +53,9 @@ pub(crate) fn file_record(state: &StateView, f: &File) -> FileRecord {
         deduplicated: false,
         folder: state.file_folder(&f.owner, &f.id),
         version: Some(f.upload_id.clone()),
+        public_url: state
+            .public_link(&f.owner, &f.id)
+            .map(|l| format!("/s/{}", l.token)),
     }
 }
 

@@ -258,6 +258,38 @@ pub(super) async fn update_file(
         &id,
         wharf_raft::model::shares::Role::Editor,
     )?;
+    let mut req = req;
+    if let Some(v) = req.visibility.take() {
+        if f.owner != c.sub {
+            return Err(Error::Forbidden(
+                "only the file's owner makes it public or private".into(),
+            ));
+        }
+        let public = match v.as_str() {
+            "public" => true,
+            "private" => false,
+            _ => {
+                return Err(Error::bad_request(
+                    "invalid_request",
+                    "visibility is public or private",
+                ))
+            }
+        };
+        s.quota
+            .propose(Command::SetVisibility {
+                owner: c.sub.clone(),
+                file_id: id.clone(),
+                public,
+                token: super::links::new_token(),
+                now: now_ms(),
+            })
+            .await?;
+        if req.name.is_none() && req.parent.is_none() {
+            let applied = s.meta.linearizable().await?;
+            let f = applied.live_file(&c.sub, &id).ok_or(Error::NotFound)?;
+            return Ok(Json(file_record(&applied, &f)));
+        }
+    }
     if f.owner != c.sub {
         // An editor renames; where the file lives is its owner's to decide.
         if req.parent.is_some() {

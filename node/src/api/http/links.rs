@@ -100,7 +100,7 @@ fn body(l: &Link, folder: bool, headers: &HeaderMap) -> LinkBody {
 }
 
 /// 32 random bytes, URL-safe base64: unguessable.
-fn new_token() -> String {
+pub(super) fn new_token() -> String {
     use base64::Engine;
     use rand::RngCore;
     let mut b = [0u8; 32];

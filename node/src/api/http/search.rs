@@ -1,8 +1,8 @@
-//! `GET /v1/search?q=&mime=&limit=&cursor=`: the caller's files whose name has, for each word of
-//! `q`, a word that begins with it (case-insensitive, Unicode-normalised), read from the name
-//! index (`wharf_raft::model::search`), never from a scan of every file. In creation order;
-//! `mime` keeps the files whose type starts with it (`image/`), `folder` those directly in
-//! that folder (`root`: the root).
+//! `GET /v1/search?q=&mime=&limit=&cursor=`: the caller's files, and those shared with them,
+//! whose name has, for each word of `q`, a word that begins with it (case-insensitive,
+//! Unicode-normalised), read from the owners' name indexes (`wharf_raft::model::search`), never
+//! from a scan of every file. In creation order; `mime` keeps the files whose type starts with
+//! it (`image/`), `folder` those directly in that folder (`root`: the caller's root).
 
 use axum::extract::{Query, State};
 use axum::Json;
@@ -14,8 +14,10 @@ use crate::api::http::files::file_record;
 use crate::api::http::{AppState, Caller};
 use crate::error::{Error, Result};
 
-/// Index entries one search reads at most (for the query's most selective word).
+/// Index entries one search reads at most per owner (for the query's most selective word).
 const MAX_CANDIDATES: usize = 10_000;
+/// Other owners whose shares a search looks through at most.
+const MAX_SHARING_OWNERS: usize = 100;
 
 #[derive(Deserialize)]
 pub(super) struct SearchQuery {
@@ -47,18 +49,37 @@ pub(super) async fn search(
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let applied = s.meta.linearizable().await?;
-    if let Some(Some(f)) = &folder {
-        applied.live_folder(&c.sub, f).ok_or(Error::NotFound)?;
+    // The folder's owner: the caller, or a user who shared it (or a folder above it).
+    let folder_owner = match &folder {
+        Some(Some(f)) => super::shares::folder_for(&applied, &c.sub, f)?.0,
+        _ => c.sub.clone(),
+    };
+    let mut ids: Vec<(String, String)> = applied
+        .files_by_word(&c.sub, &key, MAX_CANDIDATES)
+        .into_iter()
+        .map(|id| (id, c.sub.clone()))
+        .collect();
+    let sharing: std::collections::BTreeSet<String> = applied
+        .shared_with(&c.sub, None, usize::MAX)
+        .into_iter()
+        .map(|s| s.owner)
+        .take(MAX_SHARING_OWNERS)
+        .collect();
+    for owner in sharing {
+        for id in applied.files_by_word(&owner, &key, MAX_CANDIDATES) {
+            if applied.file_role(&owner, &id, &c.sub).is_some() {
+                ids.push((id, owner.clone()));
+            }
+        }
     }
-    let mut ids = applied.files_by_word(&c.sub, &key, MAX_CANDIDATES);
     // File ids are time-ordered: creation order.
     ids.sort();
     let after = q.cursor.unwrap_or_default();
     let mut files = Vec::new();
     let mut next_cursor = None;
-    for id in ids.iter().filter(|id| **id > after) {
+    for (id, owner) in ids.iter().filter(|(id, _)| *id > after) {
         // The word index still holds what lies under a trashed folder.
-        let Some(f) = applied.live_file(&c.sub, id) else {
+        let Some(f) = applied.live_file(owner, id) else {
             continue;
         };
         let mime_ok = q
@@ -67,7 +88,7 @@ pub(super) async fn search(
             .is_none_or(|m| f.mime.as_deref().is_some_and(|fm| fm.starts_with(m)));
         let folder_ok = folder
             .as_ref()
-            .is_none_or(|want| applied.file_folder(&c.sub, id) == *want);
+            .is_none_or(|want| *owner == folder_owner && applied.file_folder(owner, id) == *want);
         if !mime_ok || !folder_ok || !search::matches(&f.name, &words) {
             continue;
         }
