@@ -514,7 +514,7 @@ impl Client {
                     // Content this user stores already: nothing left to send.
                     CreateAnswer::File(file) => {
                         return Ok(Uploaded {
-                            file,
+                            file: *file,
                             upload_id: String::new(),
                             chunks_sent: 0,
                             chunks_total: 0,

@@ -61,7 +61,7 @@ pub struct UploadCreated {
 #[serde(untagged)]
 pub enum CreateAnswer {
     Upload(UploadCreated),
-    File(FileRecord),
+    File(Box<FileRecord>),
 }
 
 /// `GET /v1/uploads/{id}`
@@ -195,7 +195,7 @@ pub struct FolderRecord {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Entry {
     Folder(FolderRecord),
-    File(FileRecord),
+    File(Box<FileRecord>),
 }
 
 /// `GET /v1/folders/{id}`

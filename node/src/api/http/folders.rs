@@ -186,7 +186,7 @@ pub(crate) fn listing(
                 .map(|f| Entry::Folder(folder_record(&f))),
             EntryKind::File => applied
                 .file(owner, id)
-                .map(|f| Entry::File(file_record(applied, &f))),
+                .map(|f| Entry::File(Box::new(file_record(applied, &f)))),
         })
         .collect();
     Ok(FolderListing {

@@ -103,7 +103,7 @@ pub(super) async fn restore(
         .await?;
     let applied = s.meta.local();
     match out {
-        Outcome::File(f) => Ok(Json(Entry::File(file_record(&applied, &f)))),
+        Outcome::File(f) => Ok(Json(Entry::File(Box::new(file_record(&applied, &f))))),
         Outcome::Folder(f) => Ok(Json(Entry::Folder(FolderRecord {
             id: f.id,
             name: f.name,
