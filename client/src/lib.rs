@@ -293,6 +293,8 @@ impl Client {
                         blake3: c.blake3.clone().unwrap_or_default(),
                         idempotency_key: c.idempotency_key.clone().unwrap_or_default(),
                         mime: c.mime.clone().unwrap_or_default(),
+                        folder: c.folder.clone().unwrap_or_default(),
+                        on_conflict: c.on_conflict.clone().unwrap_or_default(),
                     }),
                     Call::Status(id) => Op::Status(upload(id)),
                     Call::Complete(id) => Op::Complete(upload(id)),
@@ -339,6 +341,8 @@ impl Client {
                                 .unwrap_or_default(),
                             mime: String::new(),
                             idempotency_key: idempotency_key.to_string(),
+                            folder: String::new(),
+                            on_conflict: String::new(),
                         })
                     }
                 };

@@ -8,7 +8,8 @@ use common::quic::*;
 use common::*;
 use wharf_client::{Client, Trust};
 use wharf_proto::quic::{
-    request::Op, write_frame, ChunkHeader, Create, FileRef, Read, Request, UploadRef,
+    request::Op, write_frame, ChunkHeader, Create, FileRef, FolderRef, ListFolder, PutFile, Read,
+    Request, UploadRef,
 };
 use wharf_raft::model::Tier;
 
@@ -211,4 +212,122 @@ async fn the_sdk_refuses_a_node_whose_certificate_is_not_from_the_pinned_ca() {
     // A bad token is a typed error, not a transport failure.
     let bad = quic_client(&node, "nope", Trust::Insecure);
     assert_eq!(bad.list().await.unwrap_err().code(), Some("invalid_token"));
+}
+
+/// Folders over QUIC: one-request files placed in a folder (with the conflict policies),
+/// the folder listed as `GET /v1/folders/{id}` lists it, and deleted to the trash.
+#[tokio::test(flavor = "multi_thread")]
+async fn folders_are_listed_filled_and_deleted_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_unscanned(&dir.path().join("n"), &[]);
+    let token = node.token("qf", Tier::Basic);
+    let r = node
+        .post(&token, "/v1/folders")
+        .json(&serde_json::json!({"name": "docs"}));
+    let (st, docs) = json(r.send().await.unwrap()).await;
+    assert_eq!(st, reqwest::StatusCode::CREATED, "{docs}");
+    let docs = docs["id"].as_str().unwrap().to_string();
+    let conn = connect(&node).await;
+    ok_json(hello(&conn, &token).await);
+    let put = |name: &str, on_conflict: &str, data: &'static [u8]| {
+        let op = Op::PutFile(PutFile {
+            name: name.into(),
+            length: data.len() as u64,
+            folder: docs.clone(),
+            on_conflict: on_conflict.into(),
+            ..Default::default()
+        });
+        let conn = conn.clone();
+        async move { call(&conn, op, Some(data)).await.unwrap() }
+    };
+    let first = put("a.txt", "", b"one").await;
+    assert_eq!(first.code, "", "{}", first.message);
+    let first: serde_json::Value = serde_json::from_slice(&first.json).unwrap();
+    assert_eq!(first["folder"], docs.as_str());
+    assert_eq!(put("a.txt", "fail", b"two").await.code, "name_taken");
+    let renamed = ok_json(Ok(put("a.txt", "rename", b"three").await));
+    assert_eq!(renamed["name"], "a (1).txt");
+    let version = ok_json(Ok(put("a.txt", "replace", b"four").await));
+    assert_eq!(version["id"], first["id"], "a new version of the same file");
+    // A session create takes the folder too.
+    let created = ok_json(
+        call(
+            &conn,
+            Op::Create(Create {
+                name: "b.txt".into(),
+                size: 3,
+                folder: docs.clone(),
+                ..Default::default()
+            }),
+            None,
+        )
+        .await,
+    );
+    assert!(created["upload_id"].is_string(), "{created}");
+    let clash = call(
+        &conn,
+        Op::Create(Create {
+            name: "a.txt".into(),
+            size: 3,
+            folder: docs.clone(),
+            ..Default::default()
+        }),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(clash.code, "name_taken");
+    let listing = ok_json(
+        call(
+            &conn,
+            Op::ListFolder(ListFolder {
+                folder_id: docs.clone(),
+                sort: "name".into(),
+                ..Default::default()
+            }),
+            None,
+        )
+        .await,
+    );
+    let names: Vec<&str> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a (1).txt", "a.txt"], "{listing}");
+    let root = ok_json(call(&conn, Op::ListFolder(ListFolder::default()), None).await);
+    assert_eq!(root["folder"]["id"], "root");
+    // Deleted over QUIC: to the trash; the listing is 404 from then on.
+    ok_json(
+        call(
+            &conn,
+            Op::DeleteFolder(FolderRef {
+                folder_id: docs.clone(),
+            }),
+            None,
+        )
+        .await,
+    );
+    let gone = call(
+        &conn,
+        Op::ListFolder(ListFolder {
+            folder_id: docs.clone(),
+            ..Default::default()
+        }),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(gone.code, "not_found");
+    let file = call(
+        &conn,
+        Op::File(FileRef {
+            file_id: first["id"].as_str().unwrap().into(),
+        }),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(file.code, "not_found");
 }

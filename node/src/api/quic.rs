@@ -338,6 +338,8 @@ fn op_name(op: &Op) -> &'static str {
         Op::Chunk(_) => "chunk",
         Op::Complete(_) => "complete",
         Op::Create(_) => "create",
+        Op::ListFolder(_) => "list_folder",
+        Op::DeleteFolder(_) => "delete_folder",
         Op::Delete(_) => "delete",
         Op::File(_) => "file",
         Op::List(_) => "list",
@@ -385,7 +387,12 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
         Op::File(r) => {
             let id = parse_id(&r.file_id)?;
             let applied = app.meta.linearizable().await?;
-            let f = applied.live_file(&c.sub, &id).ok_or(Error::NotFound)?;
+            let f = crate::api::http::shares::file_for(
+                &applied,
+                &c.sub,
+                &id,
+                wharf_raft::model::shares::Role::Viewer,
+            )?;
             json(serde_json::to_value(file_record(&applied, &f)))
         }
         Op::Delete(r) => {
@@ -395,6 +402,43 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                     c.sub.clone(),
                     id,
                     wharf_raft::model::folders::EntryKind::File,
+                )
+                .await?;
+            Ok(serde_json::Value::Null)
+        }
+        Op::ListFolder(l) => {
+            let folder = match l.folder_id.as_str() {
+                "" => None,
+                id => crate::actors::quota::parse_folder(Some(id))?,
+            };
+            let q = crate::api::http::folders::ListingQuery::new(
+                (l.limit != 0).then(|| l.limit.to_string()),
+                opt(l.cursor),
+                opt(l.sort),
+            );
+            let page = crate::api::http::folders::page(&q)?;
+            let applied = app.meta.linearizable().await?;
+            let owner = match &folder {
+                Some(id) => crate::api::http::shares::folder_for(&applied, &c.sub, id)?.0,
+                None => c.sub.clone(),
+            };
+            let listing = crate::api::http::folders::listing(
+                &applied,
+                &owner,
+                folder,
+                page.by_name,
+                page.cursor.as_deref(),
+                page.limit,
+            )?;
+            json(serde_json::to_value(listing))
+        }
+        Op::DeleteFolder(r) => {
+            let id = parse_id(&r.folder_id)?;
+            app.quota
+                .trash(
+                    c.sub.clone(),
+                    id,
+                    wharf_raft::model::folders::EntryKind::Folder,
                 )
                 .await?;
             Ok(serde_json::Value::Null)
@@ -424,8 +468,8 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                 blake3: opt(cr.blake3),
                 mime: opt(cr.mime),
                 idempotency_key: opt(cr.idempotency_key),
-                folder: None,
-                on_conflict: None,
+                folder: opt(cr.folder),
+                on_conflict: opt(cr.on_conflict),
             };
             validate_create(&req)?;
             app.rate
@@ -506,10 +550,15 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                 blake3: None,
                 mime: opt(p.mime),
                 idempotency_key: opt(p.idempotency_key),
-                folder: None,
-                on_conflict: None,
+                folder: opt(p.folder),
+                on_conflict: opt(p.on_conflict),
             };
             validate_create(&declared)?;
+            let placement = crate::actors::quota::placement(
+                declared.folder.as_deref(),
+                declared.on_conflict.as_deref(),
+                app.quota.versions_keep(),
+            )?;
             app.rate
                 .user_create(&c.sub, c.tier)
                 .map_err(Error::RateLimited)?;
@@ -526,7 +575,7 @@ async fn handle(op: Op, recv: RecvStream, c: &Claims, app: &AppState) -> Result<
                     blake3,
                     sha256: None,
                     idempotency_key: declared.idempotency_key,
-                    placement: None,
+                    placement,
                     content_length: Some(p.length),
                     body: crate::api::idle_stream(body_stream(recv), body_idle(app)),
                     editor: None,

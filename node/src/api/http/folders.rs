@@ -86,6 +86,18 @@ pub(crate) struct ListingQuery {
     pub(super) folder: Option<String>,
 }
 
+impl ListingQuery {
+    /// A listing's query from another transport (QUIC).
+    pub(crate) fn new(limit: Option<String>, cursor: Option<String>, sort: Option<String>) -> Self {
+        Self {
+            limit,
+            cursor,
+            sort,
+            folder: None,
+        }
+    }
+}
+
 pub(crate) fn page(q: &ListingQuery) -> Result<Page> {
     let limit = super::query_limit(q.limit.as_deref());
     if !(1..=1000).contains(&limit) {
