@@ -1140,9 +1140,19 @@ async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseEr
             } => Some(mem.file_role(owner, file, actor)),
             _ => None,
         };
+        // A download through a link counts only while the link lives: never after its revoke.
+        let link_before = match &cmd {
+            Command::LinkDownloaded { token, now } => {
+                Some(mem.link(token).filter(|l| l.live(*now)).is_some())
+            }
+            _ => None,
+        };
         let answer = wharf_raft::Response(wharf_raft::apply(&mut mem, cmd.clone()));
         if let (Some(role), Ok(_)) = (role_before, &answer.0) {
             prop_assert_eq!(role, Some(Role::Editor), "{:?} applied", cmd);
+        }
+        if let (Some(live), Ok(_)) = (link_before, &answer.0) {
+            prop_assert!(live, "{:?} counted through a dead link", cmd);
         }
         shares_mirror(&mem, &cmd)?;
         reservations_add_up(&mem, &cmd)?;
