@@ -276,6 +276,19 @@ async fn shares_are_refused_when_malformed_and_end_with_the_trash() {
         .await;
     assert_eq!(st, StatusCode::CREATED);
     assert_eq!(bob.content(&f).await.0, StatusCode::OK);
+    // An editor of a richer tier adds a version: the owner's tier and quota stay theirs.
+    let carol = User {
+        n: &node,
+        t: node.token("carol", Tier::Premium),
+    };
+    let quota = node.usage(&ann.t).await["quota"].clone();
+    let (st, _) = ann
+        .post(&path, json!({"user": "carol", "role": "editor"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, v) = carol.put_content(&f, b"carol's").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(node.usage(&ann.t).await["quota"], quota);
     // In the trash: shared with nobody; restored: shared again; purged: the share is gone.
     assert_eq!(
         ann.del(&format!("/v1/files/{f}")).await,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use wharf_proto::{FileList, FileRecord};
 use wharf_raft::model::folders::{EntryKind, OnConflict};
 use wharf_raft::model::shares::Role;
-use wharf_raft::model::{self, File};
+use wharf_raft::model::{self, File, Tier};
 use wharf_raft::StateView;
 
 use crate::actors::scanner;
@@ -378,21 +378,22 @@ pub(super) async fn upload_file(
     }
 }
 
-/// `editor`: the caller sends a new version of another user's file (the owner's namespace
-/// and quota are used, and the state machine checks the caller's role).
+/// `editor`: the caller sends a new version of another user's file: the owner's namespace,
+/// tier and quota are used (an editor's tier never changes the owner's record), and the state
+/// machine checks the caller's role.
 pub(super) async fn store_small_file(
     s: &AppState,
     caller: std::result::Result<Caller, Error>,
     query: Result<SmallFileQuery>,
     headers: &HeaderMap,
     body: Body,
-    editor: Option<(String, Editor)>,
+    editor: Option<(String, Tier, Editor)>,
 ) -> Result<File> {
     let Caller(c) = caller?;
     let q = query?;
-    let (owner, editor) = match editor {
-        Some((owner, e)) => (owner, Some(e)),
-        None => (c.sub.clone(), None),
+    let (owner, tier, editor) = match editor {
+        Some((owner, tier, e)) => (owner, tier, Some(e)),
+        None => (c.sub.clone(), c.tier, None),
     };
     let name = q.name.ok_or_else(|| {
         Error::bad_request(
@@ -463,7 +464,7 @@ pub(super) async fn store_small_file(
     s.uploads
         .store_file(SmallFile {
             owner,
-            tier: c.tier,
+            tier,
             name: declared.name,
             mime: declared.mime,
             blake3: from_query.or(h.blake3),

@@ -109,7 +109,9 @@ pub(super) async fn put_content(
                 actor: c.sub.clone(),
                 file_id: id.clone(),
             };
-            (f.owner.clone(), e)
+            // The owner's tier: theirs is the record the store updates.
+            let tier = applied.user(&f.owner).map_or(c.tier, |u| u.tier);
+            (f.owner.clone(), tier, e)
         });
         let query = SmallFileQuery {
             name: Some(f.name.clone()),
