@@ -5,83 +5,18 @@
 
 mod common;
 
+use common::drive::User;
 use common::*;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 use wharf_raft::model::Tier;
-
-struct User<'a> {
-    n: &'a Node,
-    t: String,
-}
-
-impl User<'_> {
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        json(self.n.get(&self.t, path).send().await.unwrap()).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        json(self.n.post(&self.t, path).json(&body).send().await.unwrap()).await
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let r = self.n.http.patch(self.n.url(path)).bearer_auth(&self.t);
-        json(r.json(&body).send().await.unwrap()).await
-    }
-
-    async fn put_content(&self, file: &str, data: &[u8]) -> (StatusCode, Value) {
-        let r = self.n.put(&self.t, &format!("/v1/files/{file}/content"));
-        json(r.body(data.to_vec()).send().await.unwrap()).await
-    }
-
-    async fn del(&self, path: &str) -> StatusCode {
-        self.n.delete(&self.t, path).send().await.unwrap().status()
-    }
-
-    async fn put(&self, name: &str, folder: Option<&str>, data: &[u8]) -> String {
-        let mut q = vec![("name", name)];
-        if let Some(f) = folder {
-            q.push(("folder", f));
-        }
-        let r = self.n.post(&self.t, "/v1/files").query(&q);
-        let (st, f) = json(r.body(data.to_vec()).send().await.unwrap()).await;
-        assert_eq!(st, StatusCode::CREATED, "{f}");
-        f["id"].as_str().unwrap().to_string()
-    }
-
-    async fn content(&self, file: &str) -> (StatusCode, Vec<u8>) {
-        let r = self
-            .n
-            .get(&self.t, &format!("/v1/files/{file}/content"))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.bytes().await.unwrap().to_vec())
-    }
-
-    async fn used(&self) -> u64 {
-        self.n.usage(&self.t).await["used"].as_u64().unwrap()
-    }
-
-    async fn shared_with_me(&self) -> Vec<Value> {
-        let (st, v) = self.get("/v1/shared-with-me").await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        v["entries"].as_array().unwrap().clone()
-    }
-}
 
 #[tokio::test]
 async fn viewers_read_editors_write_and_a_revoke_ends_it_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_unscanned(&dir.path().join("n"), &[]);
-    let ann = User {
-        n: &node,
-        t: node.token("ann", Tier::Basic),
-    };
-    let bob = User {
-        n: &node,
-        t: node.token("bob", Tier::Basic),
-    };
+    let ann = User::new(&node, "ann", Tier::Basic);
+    let bob = User::new(&node, "bob", Tier::Basic);
     let (st, team) = ann.post("/v1/folders", json!({"name": "team"})).await;
     assert_eq!(st, StatusCode::CREATED, "{team}");
     let team = team["id"].as_str().unwrap().to_string();
@@ -253,14 +188,8 @@ async fn viewers_read_editors_write_and_a_revoke_ends_it_at_once() {
 async fn shares_are_refused_when_malformed_and_end_with_the_trash() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_unscanned(&dir.path().join("n"), &[]);
-    let ann = User {
-        n: &node,
-        t: node.token("ann", Tier::Basic),
-    };
-    let bob = User {
-        n: &node,
-        t: node.token("bob", Tier::Basic),
-    };
+    let ann = User::new(&node, "ann", Tier::Basic);
+    let bob = User::new(&node, "bob", Tier::Basic);
     let f = ann.put("a.txt", None, b"a").await;
     let path = format!("/v1/files/{f}/shares");
     for body in [
@@ -277,10 +206,7 @@ async fn shares_are_refused_when_malformed_and_end_with_the_trash() {
     assert_eq!(st, StatusCode::CREATED);
     assert_eq!(bob.content(&f).await.0, StatusCode::OK);
     // An editor of a richer tier adds a version: the owner's tier and quota stay theirs.
-    let carol = User {
-        n: &node,
-        t: node.token("carol", Tier::Premium),
-    };
+    let carol = User::new(&node, "carol", Tier::Premium);
     let quota = node.usage(&ann.t).await["quota"].clone();
     let (st, _) = ann
         .post(&path, json!({"user": "carol", "role": "editor"}))

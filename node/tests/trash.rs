@@ -7,76 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::drive::User;
 use common::*;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 use wharf_raft::model::Tier;
-
-struct User<'a> {
-    n: &'a Node,
-    t: String,
-}
-
-impl User<'_> {
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        json(self.n.get(&self.t, path).send().await.unwrap()).await
-    }
-
-    async fn del(&self, path: &str) -> StatusCode {
-        self.n.delete(&self.t, path).send().await.unwrap().status()
-    }
-
-    /// A POST with an empty JSON body.
-    async fn post(&self, path: &str) -> (StatusCode, Value) {
-        let r = self.n.post(&self.t, path).json(&json!({}));
-        json(r.send().await.unwrap()).await
-    }
-
-    /// `POST /v1/files` into `folder` (`None`: the root): the new file's id.
-    async fn put(&self, name: &str, folder: Option<&str>, data: &[u8]) -> String {
-        let mut q = vec![("name", name)];
-        if let Some(f) = folder {
-            q.push(("folder", f));
-        }
-        let r = self.n.post(&self.t, "/v1/files").query(&q);
-        let (st, f) = json(r.body(data.to_vec()).send().await.unwrap()).await;
-        assert_eq!(st, StatusCode::CREATED, "{f}");
-        f["id"].as_str().unwrap().to_string()
-    }
-
-    async fn mkdir(&self, name: &str, parent: Option<&str>) -> String {
-        let r = self.n.post(&self.t, "/v1/folders");
-        let body = json!({"name": name, "parent": parent});
-        let (st, f) = json(r.json(&body).send().await.unwrap()).await;
-        assert_eq!(st, StatusCode::CREATED, "{f}");
-        f["id"].as_str().unwrap().to_string()
-    }
-
-    async fn trash(&self) -> Vec<Value> {
-        let (st, t) = self.get("/v1/trash").await;
-        assert_eq!(st, StatusCode::OK, "{t}");
-        t["entries"].as_array().unwrap().clone()
-    }
-
-    async fn used(&self) -> u64 {
-        self.n.usage(&self.t).await["used"].as_u64().unwrap()
-    }
-
-    async fn status(&self, path: &str) -> StatusCode {
-        self.get(path).await.0
-    }
-
-    async fn names(&self, folder: &str) -> Vec<String> {
-        let (st, page) = self.get(&format!("/v1/folders/{folder}")).await;
-        assert_eq!(st, StatusCode::OK, "{page}");
-        page["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["name"].as_str().unwrap().to_string())
-            .collect()
-    }
-}
 
 /// `GET /s/{token}/content` with no account: its status.
 async fn through_link(n: &Node, token: &str) -> StatusCode {
@@ -88,15 +23,14 @@ async fn through_link(n: &Node, token: &str) -> StatusCode {
 async fn deleted_entries_wait_in_the_trash_until_restored_or_purged() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_unscanned(&dir.path().join("n"), &[]);
-    let ann = User {
-        n: &node,
-        t: node.token("ann", Tier::Basic),
-    };
+    let ann = User::new(&node, "ann", Tier::Basic);
     let docs = ann.mkdir("docs", None).await;
     let year = ann.mkdir("2026", Some(&docs)).await;
     let report = ann.put("report.txt", Some(&year), b"report").await;
     let notes = ann.put("notes.txt", None, b"notes!").await;
-    let (st, link) = ann.post(&format!("/v1/files/{report}/links")).await;
+    let (st, link) = ann
+        .post(&format!("/v1/files/{report}/links"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{link}");
     let token = link["token"].as_str().unwrap().to_string();
     assert_eq!(through_link(&node, &token).await, StatusCode::OK);
@@ -169,13 +103,12 @@ async fn deleted_entries_wait_in_the_trash_until_restored_or_purged() {
     assert_eq!(r.send().await.unwrap().status(), StatusCode::NOT_FOUND);
 
     // Another user can neither see, restore nor purge ann's trash.
-    let bob = User {
-        n: &node,
-        t: node.token("bob", Tier::Basic),
-    };
+    let bob = User::new(&node, "bob", Tier::Basic);
     assert!(bob.trash().await.is_empty());
     assert_eq!(
-        bob.post(&format!("/v1/trash/{docs}/restore")).await.0,
+        bob.post(&format!("/v1/trash/{docs}/restore"), json!({}))
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
@@ -184,7 +117,9 @@ async fn deleted_entries_wait_in_the_trash_until_restored_or_purged() {
     );
 
     // The folder comes back with all in it, and the link serves again.
-    let (st, back) = ann.post(&format!("/v1/trash/{docs}/restore")).await;
+    let (st, back) = ann
+        .post(&format!("/v1/trash/{docs}/restore"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::OK, "{back}");
     assert_eq!(
         (back["kind"].as_str(), back["name"].as_str()),
@@ -195,7 +130,9 @@ async fn deleted_entries_wait_in_the_trash_until_restored_or_purged() {
 
     // A new notes.txt took the name meanwhile: the restored one is "notes (1).txt".
     ann.put("notes.txt", None, b"new").await;
-    let (st, back) = ann.post(&format!("/v1/trash/{notes}/restore")).await;
+    let (st, back) = ann
+        .post(&format!("/v1/trash/{notes}/restore"), json!({}))
+        .await;
     assert_eq!(st, StatusCode::OK, "{back}");
     assert_eq!(
         (back["kind"].as_str(), back["name"].as_str()),
@@ -208,7 +145,9 @@ async fn deleted_entries_wait_in_the_trash_until_restored_or_purged() {
     );
     assert!(ann.trash().await.is_empty());
     assert_eq!(
-        ann.post(&format!("/v1/trash/{notes}/restore")).await.0,
+        ann.post(&format!("/v1/trash/{notes}/restore"), json!({}))
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
 
@@ -236,7 +175,9 @@ async fn deleted_entries_wait_in_the_trash_until_restored_or_purged() {
     assert!(ann.trash().await.is_empty());
     assert_eq!(ann.used().await, 3);
     assert_eq!(
-        ann.post(&format!("/v1/trash/{docs}/restore")).await.0,
+        ann.post(&format!("/v1/trash/{docs}/restore"), json!({}))
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(through_link(&node, &token).await, StatusCode::NOT_FOUND);
@@ -252,10 +193,7 @@ async fn the_leader_purges_what_stayed_in_the_trash_past_its_retention() {
             ("WHARF_UPLOAD_SWEEP_INTERVAL_SECS", "1"),
         ],
     );
-    let ann = User {
-        n: &node,
-        t: node.token("ann", Tier::Basic),
-    };
+    let ann = User::new(&node, "ann", Tier::Basic);
     let id = ann.put("old.txt", None, b"0123456789").await;
     assert_eq!(
         ann.del(&format!("/v1/files/{id}")).await,

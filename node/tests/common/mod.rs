@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clamd;
+pub mod drive;
 pub mod prometheus;
 pub mod quic;
 pub mod s3;
