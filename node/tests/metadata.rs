@@ -302,6 +302,31 @@ async fn migrated_fixture_reads_back(fixture: &str, more: &[(&str, &str)]) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
+    // The old users are counted into the admin's usage totals (`CountUsage`, at the leader's
+    // first sweep).
+    let admin = node.token("root", Tier::Admin);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let totals = loop {
+        let (st, totals) = json(node.get(&admin, "/v1/admin/usage").send().await.unwrap()).await;
+        assert_eq!(st, StatusCode::OK, "{totals}");
+        if totals["complete"] == true {
+            break totals;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old users were never counted: {totals}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let bob_usage = node.usage(&bob).await;
+    assert_eq!(
+        totals["used"],
+        usage["used"].as_u64().unwrap() + bob_usage["used"].as_u64().unwrap(),
+        "{totals}"
+    );
+    assert_eq!(totals["files"], 9 + more.len(), "{totals}");
+    assert_eq!(totals["reserved"], 12, "{totals}");
+
     // The migrated node takes new writes, and everything survives a restart.
     let (st, f) = post_file(&node, &alice, "name=after.txt", b"after".to_vec()).await;
     assert_eq!(st, StatusCode::CREATED, "{f}");

@@ -170,6 +170,7 @@ async fn run(ops: Vec<Op>, batches: Vec<(usize, bool)>) -> Result<(), TestCaseEr
         reservations_add_up(&mem, &cmd)?;
         folders_hold(&mem, &cmd)?;
         usage_adds_up(&mem, &cmd)?;
+        usage_totals_add_up(&mem, &cmd)?;
         pending.push((cmd, answer));
         if pending.len() >= want || n == half {
             flush(&mut pending, &mut index, &mut disk, &mut copy, grouped).await?;

@@ -1,4 +1,4 @@
-//! `wharf admin`: administration through a node's HTTP API (rescans).
+//! `wharf admin`: administration through a node's HTTP API (rescans, usage).
 
 use clap::Subcommand;
 
@@ -16,6 +16,28 @@ pub(super) enum AdminCommand {
         /// One file, by id.
         #[arg(long)]
         file: Option<String>,
+    },
+    /// What the cluster holds: users, files, bytes, uploads in progress, per tier.
+    Usage {
+        #[command(flatten)]
+        api: Api,
+        /// Print the JSON answer (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Users with their usage, most bytes used first (or by id).
+    Users {
+        #[command(flatten)]
+        api: Api,
+        /// `used` (most bytes first) or `id`.
+        #[arg(long, default_value = "used", value_parser = ["used", "id"])]
+        sort: String,
+        /// Users to print at most (pages of 1,000 are fetched as needed).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print the users as JSON lines (for scripts).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -37,5 +59,96 @@ pub(super) fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
             println!("{} file(s) queued for a scan", v["requeued"]);
             Ok(())
         }),
+        AdminCommand::Usage { api, json } => block_on(async {
+            let resp = api
+                .send(reqwest::Client::new().get(api.url("/v1/admin/usage")))
+                .await?;
+            let v: serde_json::Value = resp.json().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            print_usage(&v);
+            Ok(())
+        }),
+        AdminCommand::Users {
+            api,
+            sort,
+            limit,
+            json,
+        } => block_on(async {
+            let client = reqwest::Client::new();
+            let mut cursor: Option<String> = None;
+            let mut printed = 0usize;
+            if !json {
+                println!(
+                    "{:<24} {:<8} {:>14} {:>14} {:>14} {:>9} {:>7}",
+                    "USER", "TIER", "USED", "RESERVED", "QUOTA", "FILES", "UPLOADS"
+                );
+            }
+            while printed < limit {
+                let page = (limit - printed).min(1000).to_string();
+                let mut query = vec![("sort", sort.as_str()), ("limit", page.as_str())];
+                if let Some(c) = &cursor {
+                    query.push(("cursor", c));
+                }
+                let resp = api
+                    .send(client.get(api.url("/v1/admin/users")).query(&query))
+                    .await?;
+                let v: serde_json::Value = resp.json().await?;
+                for u in v["users"].as_array().into_iter().flatten() {
+                    printed += 1;
+                    if json {
+                        println!("{u}");
+                    } else {
+                        println!(
+                            "{:<24} {:<8} {:>14} {:>14} {:>14} {:>9} {:>7}",
+                            u["id"].as_str().unwrap_or(""),
+                            u["tier"].as_str().unwrap_or(""),
+                            u["used"],
+                            u["reserved"],
+                            u["quota"],
+                            u["files"],
+                            u["uploads"]
+                        );
+                    }
+                }
+                match v["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// The answer of `GET /v1/admin/usage` as a table, one row per tier and one for all.
+fn print_usage(v: &serde_json::Value) {
+    let row = |name: &str, t: &serde_json::Value| {
+        println!(
+            "{:<8} {:>9} {:>11} {:>16} {:>16} {:>8}",
+            name, t["users"], t["files"], t["used"], t["reserved"], t["uploads"]
+        );
+    };
+    println!(
+        "{:<8} {:>9} {:>11} {:>16} {:>16} {:>8}",
+        "TIER", "USERS", "FILES", "USED", "RESERVED", "UPLOADS"
+    );
+    if let Some(tiers) = v["tiers"].as_object() {
+        for (name, t) in tiers {
+            row(name, t);
+        }
+    }
+    let all = serde_json::json!({
+        "users": v["users"], "files": v["files"], "used": v["used"],
+        "reserved": v["reserved"], "uploads": v["uploads_in_progress"],
+    });
+    row("all", &all);
+    println!();
+    println!("staging bytes: {}", v["staging_bytes"]);
+    println!("scan backlog:  {}", v["scan_backlog"]);
+    if v["complete"] == serde_json::Value::Bool(false) {
+        println!("(still counting the users of an older data dir: the totals miss some)");
     }
 }

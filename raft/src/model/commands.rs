@@ -401,6 +401,11 @@ pub enum Command {
         token: String,
         now: Millis,
     },
+    /// Proposed by the leader until it answers `Indexed(None)`: up to `limit` users of a data
+    /// dir from before the usage totals are counted into them (see [`super::usage`]).
+    CountUsage {
+        limit: u32,
+    },
 }
 
 impl Command {

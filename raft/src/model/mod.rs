@@ -34,6 +34,7 @@ pub mod trash;
 pub mod tus;
 mod types;
 mod uploads;
+pub mod usage;
 mod users;
 pub mod versions;
 
@@ -509,5 +510,6 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
             token,
             now,
         } => links::set_visibility(state, &owner, &file_id, public, token, now),
+        Command::CountUsage { limit } => usage::count(state, limit),
     }
 }

@@ -580,6 +580,8 @@ impl<K: KvMut> State<K> {
     }
 
     pub(crate) fn put_user(&mut self, u: &User) {
+        let old = self.user(&u.id);
+        self.count_user(old.as_ref(), u);
         self.write(&keys::user(&u.id), u);
     }
 
@@ -657,7 +659,10 @@ impl<K: KvMut> State<K> {
                 super::search::unindex(self, &old);
                 super::search::index(self, f);
             }
-            None => super::search::index(self, f),
+            None => {
+                super::search::index(self, f);
+                self.count_file(&f.owner, true);
+            }
         }
         self.write(&keys::file(&f.owner, &f.id), f);
         self.write(&keys::file_of_blob(&f.owner, &f.blake3, &f.id), &f.size);
@@ -666,6 +671,9 @@ impl<K: KvMut> State<K> {
 
     pub(crate) fn remove_file(&mut self, f: &File) {
         super::search::unindex(self, f);
+        if self.kv.get(&keys::file(&f.owner, &f.id)).is_some() {
+            self.count_file(&f.owner, false);
+        }
         self.kv.delete(&keys::file(&f.owner, &f.id));
         self.kv
             .delete(&keys::file_of_blob(&f.owner, &f.blake3, &f.id));

@@ -213,3 +213,49 @@ pub fn shares_mirror(mem: &State, after: &Command) -> Result<(), TestCaseError> 
     }
     Ok(())
 }
+
+/// Once every user is counted, the usage totals are the sums of the users' records (per tier),
+/// each user's file count is their file records, and the by-usage index lists every user once.
+pub fn usage_totals_add_up(mem: &State, after: &Command) -> Result<(), TestCaseError> {
+    if !mem.usage_counted() {
+        return Ok(());
+    }
+    let mut want = std::collections::BTreeMap::<String, (u64, u64, u64, u64, u64)>::new();
+    for u in mem.users(None, usize::MAX) {
+        let files = mem.files_page(&u.id, None, usize::MAX).len() as u64;
+        prop_assert_eq!(
+            mem.user_files(&u.id),
+            files,
+            "{}'s files after {:?}",
+            u.id,
+            after
+        );
+        let t = want.entry(u.tier.as_str().to_string()).or_default();
+        t.0 += 1;
+        t.1 += u.used;
+        t.2 += u.reserved;
+        t.3 += files;
+        t.4 += u64::from(u.active_uploads);
+    }
+    let got: std::collections::BTreeMap<_, _> = mem
+        .totals()
+        .tiers
+        .into_iter()
+        .filter(|(_, t)| t.users > 0)
+        .map(|(k, t)| (k, (t.users, t.used, t.reserved, t.files, t.uploads)))
+        .collect();
+    prop_assert_eq!(got, want, "usage totals after {:?}", after);
+    let (by_used, _) = mem.users_by_used(None, usize::MAX);
+    prop_assert_eq!(
+        by_used.len(),
+        mem.users(None, usize::MAX).len(),
+        "usage index after {:?}",
+        after
+    );
+    prop_assert!(
+        by_used.windows(2).all(|w| w[0].used >= w[1].used),
+        "usage index out of order after {:?}",
+        after
+    );
+    Ok(())
+}

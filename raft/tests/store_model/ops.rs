@@ -168,6 +168,10 @@ pub enum Op {
         session: bool,
     },
     IndexEntries,
+    /// Count up to `limit` users into the usage totals.
+    CountUsage {
+        limit: u32,
+    },
     /// A share link `t{token}` to folder `d{folder}`.
     FolderLink {
         owner: usize,
@@ -259,6 +263,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (o.clone(), 0..4u8).prop_map(|(owner, folder)| Op::Rmdir { owner, folder }),
         3 => (o.clone(), 0..12u8, 0..8u8, proptest::option::of(0..4u8), 0..3u8, 0..3u8, any::<bool>()).prop_map(|(owner, up, file, folder, name, conflict, session)| Op::Placed { owner, up, file, folder, name, conflict, session }),
         1 => Just(Op::IndexEntries),
+        1 => (1..3u32).prop_map(|limit| Op::CountUsage { limit }),
         1 => (o.clone(), 0..4u8, 0..4u8).prop_map(|(owner, folder, token)| Op::FolderLink { owner, folder, token }),
         3 => (o.clone(), 0..2u8, 0..4u8, 0..30u64).prop_map(|(owner, name, hash, size)| Op::Replace { owner, name, hash, size }),
         3 => (o.clone(), 0..8u8, 0..4u8).prop_map(|(owner, file, version)| Op::Restore { owner, file, version }),
@@ -766,6 +771,7 @@ pub fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
             }
         }
         Op::IndexEntries => Command::IndexEntries { after: None },
+        Op::CountUsage { limit } => Command::CountUsage { limit },
         Op::FolderLink {
             owner,
             folder,

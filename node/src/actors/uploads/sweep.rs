@@ -86,6 +86,7 @@ pub(super) async fn sweeper(
             prune_events(&ctx, clock.now(now_ms())).await;
             purge_trash(&ctx, clock.now(now_ms())).await;
             index_entries(&ctx).await;
+            count_usage(&ctx).await;
             collect_garbage(&ctx).await;
             declare_lost_nodes(&ctx, &mut leader_since).await;
             let every = Duration::from_secs(ctx.config.orphan_grace_secs.clamp(1, 600));
@@ -174,6 +175,28 @@ async fn index_entries(ctx: &Ctx) {
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "indexing files into folders failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Counts the users of a data dir from before the usage totals into them, a bounded batch per
+/// command, until the state says every user is counted.
+async fn count_usage(ctx: &Ctx) {
+    for _ in 0..64 {
+        if ctx.meta.local().usage_counted() {
+            return;
+        }
+        match ctx
+            .quota
+            .propose(Command::CountUsage { limit: 1_000 })
+            .await
+        {
+            Ok(Outcome::Indexed(Some(_))) => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "counting the users' usage failed");
                 return;
             }
         }

@@ -138,6 +138,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", get(events::events))
         .route("/v1/admin/users/{user}/quota", put(quota::set_quota))
         .route("/v1/admin/rescan", post(admin::rescan))
+        .route("/v1/admin/usage", get(admin::usage::usage))
+        .route("/v1/admin/users", get(admin::usage::users))
+        .route("/v1/admin/users/{user}", get(admin::usage::user))
         .route("/v1/cluster/status", get(cluster::cluster_status))
         .route(
             "/v1/cluster/nodes/{id}/promote",

@@ -1,5 +1,7 @@
-//! Admin routes: queue rescans (`/v1/admin/rescan`). The cluster's routes are in
-//! [`super::cluster`].
+//! Admin routes: queue rescans (`/v1/admin/rescan`) here, usage in [`usage`]. The cluster's
+//! routes are in [`super::cluster`].
+
+pub(super) mod usage;
 
 use axum::extract::State;
 use axum::Json;
