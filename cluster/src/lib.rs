@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod meta;
 pub mod network;
+pub mod origin;
 pub mod peer;
 pub mod server;
 pub mod tls;

@@ -172,6 +172,7 @@ impl Metadata {
     /// Proposes a command on the leader and returns what the state machine answered, once it
     /// is committed (flushed on a quorum) and applied.
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, Error> {
+        let cmd = crate::origin::wrap(cmd);
         let started = Instant::now();
         let out = self.propose_timed(cmd).await;
         let result = match &out {

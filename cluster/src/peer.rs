@@ -92,7 +92,15 @@ pub(crate) fn acting_as(from: NodeId, claimed: Option<NodeId>) -> Result<(), Sta
 pub(crate) fn command_node(cmd: &Command) -> Option<NodeId> {
     match cmd {
         Command::Once { cmd, .. } => command_node(cmd),
-        Command::ChunkStaged { node, .. } | Command::ChunkOffloaded { node, .. } => Some(*node),
+        // The node that took the request is the one forwarding it; a command for another
+        // node inside names two nodes, and no caller is both.
+        Command::Via { origin, cmd } => match command_node(cmd) {
+            Some(n) if n != origin.node => Some(NodeId::MAX),
+            _ => Some(origin.node),
+        },
+        Command::ChunkStaged { node, .. }
+        | Command::ChunkOffloaded { node, .. }
+        | Command::RecordDownloads { node, .. } => Some(*node),
         Command::LeaseScan { holder, .. } | Command::ScanFinished { holder, .. } => Some(*holder),
         _ => None,
     }

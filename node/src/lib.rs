@@ -508,6 +508,7 @@ pub async fn run(
         upload_retention_ms: config.upload.retention_secs.saturating_mul(1000),
         event_retention_ms: config.events.retention_secs.saturating_mul(1000),
         trash_retention_ms: config.trash.retention_secs.saturating_mul(1000),
+        audit_retention_ms: config.audit.retention_secs.saturating_mul(1000),
         staged: uploads::StagingGauge::new(
             config.upload.max_staging_bytes,
             uploads::staged_chunk_bytes(&staging),
@@ -518,6 +519,15 @@ pub async fn run(
     let uploads = uploads::UploadsHandle::spawn(ctx, stop.clone());
     // Cancelled when the HTTP server begins to drain: endless responses (event streams) end.
     let http_stop = CancellationToken::new();
+    let downloads = crate::actors::audit::DownloadLog::spawn(
+        &meta,
+        quota.clone(),
+        config.node.data_dir.clone(),
+        Duration::from_millis(config.audit.download_flush_ms),
+        stop.clone(),
+    );
+    let webhooks = crate::actors::webhooks::Status::default();
+    crate::actors::webhooks::spawn(meta.clone(), quota.clone(), webhooks.clone(), stop.clone());
     let app_state = http::AppState {
         keys,
         meta: meta.clone(),
@@ -532,6 +542,8 @@ pub async fn run(
         single_request_max: config.upload.single_request_max,
         events: Arc::new(config.events.clone()),
         trash_retention_secs: config.trash.retention_secs,
+        webhooks,
+        downloads,
         stopping: http_stop.clone(),
     };
     {

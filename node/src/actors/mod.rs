@@ -4,22 +4,32 @@
 //! The actors: [`quota`] (reservations and usage), [`uploads`] (upload sessions: staging,
 //! offload, completion, sweeps) and [`scanner`] (virus scans through clamd). Each is a handle
 //! that sends to its actor's mailbox; the HTTP and QUIC front ends call the handles.
+//! [`webhooks`] is a task of its own that delivers events while its node leads; [`audit`]
+//! batches download records into the log.
 
+pub mod audit;
 pub mod quota;
 pub mod scanner;
 pub mod uploads;
+pub mod webhooks;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
+/// A message, and the origin of the request it serves.
+pub type Envelope<M> = (Option<wharf_raft::model::audit::Origin>, M);
+
 /// Sends `msg(reply)` to the actor behind `tx` and waits for its answer.
+/// The message goes with the origin of the request that sends it (see
+/// [`wharf_cluster::origin`]): the proposals the actor makes for it say who asked.
 pub async fn call<M, T>(
-    tx: &mpsc::Sender<M>,
+    tx: &mpsc::Sender<Envelope<M>>,
     msg: impl FnOnce(oneshot::Sender<Result<T>>) -> M,
 ) -> Result<T> {
     let gone = || Error::Unavailable("node is shutting down".into());
     let (reply, rx) = oneshot::channel();
-    tx.send(msg(reply)).await.map_err(|_| gone())?;
+    let origin = wharf_cluster::origin::current();
+    tx.send((origin, msg(reply))).await.map_err(|_| gone())?;
     rx.await.map_err(|_| gone())?
 }

@@ -73,7 +73,7 @@ pub struct TusFinal {
 
 #[derive(Clone)]
 pub struct QuotaHandle {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<crate::actors::Envelope<Msg>>,
     config: Arc<Config>,
 }
 
@@ -84,6 +84,7 @@ impl QuotaHandle {
             meta,
             config: config.clone(),
             rx,
+            origin: None,
         };
         tokio::spawn(actor.run(stop));
         Self { tx, config }
@@ -246,7 +247,9 @@ impl QuotaHandle {
 struct QuotaActor {
     meta: Metadata,
     config: Arc<Config>,
-    rx: mpsc::Receiver<Msg>,
+    rx: mpsc::Receiver<crate::actors::Envelope<Msg>>,
+    /// The origin of the message being handled.
+    origin: Option<wharf_raft::model::audit::Origin>,
 }
 
 impl QuotaActor {
@@ -256,6 +259,8 @@ impl QuotaActor {
                 _ = stop.cancelled() => break,
                 msg = self.rx.recv() => match msg { Some(m) => m, None => break },
             };
+            let (origin, msg) = msg;
+            self.origin = origin;
             match msg {
                 Msg::Create {
                     user,
@@ -354,9 +359,10 @@ impl QuotaActor {
         map: impl FnOnce(Outcome) -> Result<T> + Send + 'static,
     ) {
         let meta = self.meta.clone();
+        let origin = self.origin.clone();
         tokio::spawn(async move {
-            let res = meta.propose(cmd).await.map_err(Error::from).and_then(map);
-            let _ = reply.send(res);
+            let proposed = wharf_cluster::origin::within(origin, meta.propose(cmd)).await;
+            let _ = reply.send(proposed.map_err(Error::from).and_then(map));
         });
     }
 

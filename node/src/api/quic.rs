@@ -246,7 +246,12 @@ async fn connection(conn: quinn::Connection, app: AppState, counts: &Counts, lim
             accepted = conn.accept_bi() => {
                 let Ok((send, recv)) = accepted else { return };
                 let (app, claims) = (app.clone(), claims.clone());
-                requests.spawn(stream(send, recv, claims, app));
+                // Each request knows where it came from (for the audit log).
+                let (addr, node) = (conn.remote_address().ip().to_string(), app.meta.node_id);
+                requests.spawn(wharf_cluster::origin::scope(addr, node, async move {
+                    wharf_cluster::origin::set_actor(&claims.sub);
+                    stream(send, recv, claims, app).await
+                }));
             }
             Some(_) = requests.join_next(), if !requests.is_empty() => {}
             _ = &mut expiry => break false,
@@ -360,6 +365,10 @@ async fn read(
         return Err(Error::RangeNotSatisfiable { size: f.size });
     }
     let body = app.store.get(&f.object_key, r.offset, r.length).await?;
+    // A download reads its ranges in parallel: the one from the start counts it.
+    if r.offset == 0 {
+        app.downloads.record("download.quic", &f.owner, &f.id).await;
+    }
     let record = file_record(&app.meta.local(), &f);
     Ok((
         serde_json::json!({ "offset": r.offset, "length": r.length, "file": record }),

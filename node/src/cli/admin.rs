@@ -1,4 +1,4 @@
-//! `wharf admin`: administration through a node's HTTP API (rescans, usage).
+//! `wharf admin`: administration through a node's HTTP API (rescans, usage, audit log).
 
 use clap::Subcommand;
 
@@ -36,6 +36,30 @@ pub(super) enum AdminCommand {
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Print the users as JSON lines (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log, oldest first: uploads, downloads, renames, moves, deletes, shares and
+    /// admin actions, with who, when, from where and through which node.
+    Audit {
+        #[command(flatten)]
+        api: Api,
+        /// Only what this user did, or what was done to their files.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this action (`download` matches `download.api`, `download.link`, …).
+        #[arg(long)]
+        action: Option<String>,
+        /// From this time on (RFC 3339, or Unix milliseconds).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Records to print at most.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print the records as JSON lines (for scripts).
         #[arg(long)]
         json: bool,
     },
@@ -112,6 +136,69 @@ pub(super) fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
                             u["uploads"]
                         );
                     }
+                }
+                match v["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            Ok(())
+        }),
+        AdminCommand::Audit {
+            api,
+            user,
+            action,
+            since,
+            until,
+            limit,
+            json,
+        } => block_on(async {
+            let client = reqwest::Client::new();
+            let mut cursor: Option<String> = None;
+            let mut printed = 0usize;
+            if !json {
+                println!(
+                    "{:<24} {:<14} {:<22} {:<16} {:<5} {:<38} DETAIL",
+                    "AT", "ACTOR", "ACTION", "ADDRESS", "NODE", "TARGET"
+                );
+            }
+            // A sparse filter may answer pages with few records (each request reads a
+            // bounded part of the log): follow the cursor until enough are printed.
+            while printed < limit {
+                let page = (limit - printed).min(1000).to_string();
+                let mut query = vec![("limit", page)];
+                for (k, v) in [
+                    ("user", &user),
+                    ("action", &action),
+                    ("since", &since),
+                    ("until", &until),
+                    ("cursor", &cursor),
+                ] {
+                    if let Some(v) = v {
+                        query.push((k, v.clone()));
+                    }
+                }
+                let resp = api
+                    .send(client.get(api.url("/v1/admin/audit")).query(&query))
+                    .await?;
+                let v: serde_json::Value = resp.json().await?;
+                for r in v["records"].as_array().into_iter().flatten() {
+                    printed += 1;
+                    if json {
+                        println!("{r}");
+                        continue;
+                    }
+                    let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+                    println!(
+                        "{:<24} {:<14} {:<22} {:<16} {:<5} {:<38} {}",
+                        s("at"),
+                        s("actor"),
+                        s("action"),
+                        s("addr"),
+                        r["node"].as_u64().map_or("-".into(), |n| n.to_string()),
+                        s("target"),
+                        s("detail")
+                    );
                 }
                 match v["next_cursor"].as_str() {
                     Some(c) => cursor = Some(c.to_string()),

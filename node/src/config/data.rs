@@ -167,6 +167,25 @@ impl Default for EventsConfig {
     }
 }
 
+/// The audit log (`GET /v1/admin/audit`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How long audit records are kept before the leader drops them.
+    pub retention_secs: u64,
+    /// Downloads are committed to the audit log in batches at least this often.
+    pub download_flush_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_secs: 90 * 24 * 3600,
+            download_flush_ms: 1000,
+        }
+    }
+}
+
 /// A file's versions (`on_conflict=replace`, `PUT /v1/files/{id}/content`, restore).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

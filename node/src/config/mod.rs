@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 pub use auth::AuthConfig;
 pub use cluster::{ClusterConfig, RaftConfig};
 pub use data::{
-    EventsConfig, ScanConfig, StoreConfig, StoreKind, TiersConfig, TrashConfig, UploadConfig,
-    VersionsConfig,
+    AuditConfig, EventsConfig, ScanConfig, StoreConfig, StoreKind, TiersConfig, TrashConfig,
+    UploadConfig, VersionsConfig,
 };
 pub use node::{
     HttpConfig, LogConfig, LogFormat, MetricsConfig, NodeConfig, QuicConfig, RateConfig,
@@ -41,6 +41,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub versions: VersionsConfig,
     pub trash: TrashConfig,
+    pub audit: AuditConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
@@ -187,6 +188,9 @@ impl Config {
                 "quic.hello_timeout_secs, max_connections, max_connections_per_user and \
                  max_connections_per_ip must be positive"
             );
+        }
+        if self.audit.retention_secs == 0 || self.audit.download_flush_ms == 0 {
+            bail!("audit.retention_secs and audit.download_flush_ms must be positive");
         }
         if self.events.retention_secs == 0 || self.events.keepalive_secs == 0 {
             bail!("events.retention_secs and events.keepalive_secs must be positive");

@@ -406,6 +406,40 @@ pub enum Command {
     CountUsage {
         limit: u32,
     },
+    /// An admin's webhook (see [`super::webhooks`]); delivery starts after this entry.
+    CreateWebhook {
+        id: String,
+        url: String,
+        events: Vec<String>,
+        secret: String,
+        now: Millis,
+    },
+    DeleteWebhook {
+        id: String,
+    },
+    /// The leader's delivery loop: webhook `id`'s receiver acknowledged the events through
+    /// `through`, `delivered` of them sent (the rest skipped by its filter).
+    WebhookDelivered {
+        id: String,
+        through: events::EventId,
+        delivered: u64,
+    },
+    /// `cmd` as the node that took the request proposed it: who asked and from where, for
+    /// the audit log (see [`super::audit`]).
+    Via {
+        origin: audit::Origin,
+        cmd: Box<Command>,
+    },
+    /// A node's downloads since its last batch (numbered by that node).
+    RecordDownloads {
+        node: u64,
+        downloads: Vec<audit::Download>,
+    },
+    /// Proposed by the leader on a timer: audit records made before `before` are dropped (a
+    /// bounded number per command; see [`audit::PRUNE_PER_COMMAND`]).
+    PruneAudit {
+        before: Millis,
+    },
 }
 
 impl Command {
@@ -437,12 +471,14 @@ impl Command {
             | Command::PurgeTrash { now, .. }
             | Command::PurgeExpiredTrash { now, .. }
             | Command::CreateShare { now, .. }
-            | Command::SetVisibility { now, .. } => Some(*now),
+            | Command::SetVisibility { now, .. }
+            | Command::CreateWebhook { now, .. } => Some(*now),
             Command::CreateTusUpload { create, .. }
             | Command::CreateDeferredTusUpload { create, .. }
             | Command::CreateTusPartial { create, .. }
             | Command::CreateOrDedup { create, .. } => create.time(),
             Command::Placed { cmd, .. } | Command::AsUser { cmd, .. } => cmd.time(),
+            Command::Via { origin, cmd } => cmd.time().max(Some(origin.at)),
             _ => None,
         }
     }
@@ -461,6 +497,6 @@ impl Command {
                 | Command::CreateTusFinal { .. }
                 | Command::CreateOrDedup { .. }
                 | Command::CreateFolder { .. }
-        ) || matches!(self, Command::Placed { cmd, .. } if cmd.answers_its_own_retries())
+        ) || matches!(self, Command::Placed { cmd, .. } | Command::Via { cmd, .. } if cmd.answers_its_own_retries())
     }
 }

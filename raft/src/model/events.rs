@@ -30,11 +30,22 @@ const BY_TIME: &[u8] = b"et/";
 pub struct EntryClock {
     pub index: u64,
     seq: u32,
+    /// Audit records of the entry so far (numbered apart from its events).
+    audit_seq: u32,
     at: Millis,
 }
 
+impl EntryClock {
+    /// The latest proposer time the entry's commands carried.
+    pub fn at(&self) -> Millis {
+        self.at
+    }
+}
+
 /// An event's place in the log: the entry's index and the event's place in it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct EventId {
     pub index: u64,
     pub seq: u32,
@@ -147,6 +158,24 @@ pub enum EventKind {
     },
 }
 
+/// Every event type, as [`EventKind::name`] names them.
+pub const EVENT_TYPES: &[&str] = &[
+    "upload.created",
+    "upload.progress",
+    "upload.completed",
+    "upload.expired",
+    "upload.aborted",
+    "file.scanned",
+    "file.renamed",
+    "file.deleted",
+    "quota.changed",
+    "file.version_restored",
+    "file.trashed",
+    "folder.trashed",
+    "file.restored",
+    "folder.restored",
+];
+
 impl EventKind {
     /// The SSE event name.
     pub fn name(&self) -> &'static str {
@@ -215,6 +244,17 @@ impl<K> State<K> {
         });
     }
 
+    /// The id of the next audit record of the entry being applied.
+    pub(super) fn next_audit_id(&mut self) -> Option<EventId> {
+        let c = self.clock.as_mut()?;
+        let id = EventId {
+            index: c.index,
+            seq: c.audit_seq,
+        };
+        c.audit_seq += 1;
+        Some(id)
+    }
+
     /// A command of the entry carried the proposer's time `at`.
     pub(super) fn saw_time(&mut self, at: Millis) {
         if let Some(c) = &mut self.clock {
@@ -248,6 +288,35 @@ impl<K: Kv> State<K> {
             out.len() < limit
         });
         out
+    }
+
+    /// Up to `limit` events of every user after `after` (from the start when `None`), in log
+    /// order, with their owners: what webhooks deliver.
+    pub fn all_events_after(
+        &self,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Vec<(EventId, String, Event)> {
+        let from = after.map(time_key);
+        let mut ids = Vec::new();
+        if limit == 0 {
+            return Vec::new();
+        }
+        self.kv().scan(BY_TIME, from.as_deref(), &mut |k, v| {
+            let id = std::str::from_utf8(&k[BY_TIME.len()..])
+                .ok()
+                .and_then(EventId::from_key_part);
+            if let (Some(id), Ok((owner, _))) = (id, crate::codec::decode::<(String, Millis)>(v)) {
+                ids.push((id, owner));
+            }
+            ids.len() < limit
+        });
+        ids.into_iter()
+            .filter_map(|(id, owner)| {
+                let e = self.read_at::<Event>(&owner_key(&owner, id))?;
+                Some((id, owner, e))
+            })
+            .collect()
     }
 
     /// When the oldest event kept was made (the leader prunes only when it is due).
@@ -363,10 +432,20 @@ pub(super) fn prune<K: KvMut>(state: &mut State<K>, before: Millis) -> super::Ap
     let Some(last) = due.last().map(|(id, _)| *id) else {
         return Ok(super::Outcome::Pruned(0));
     };
+    // Webhooks count what they lose: they need the kinds of the events dropped.
+    let hooked = !state.webhooks().is_empty();
+    let mut dropped = Vec::new();
     for (id, owner) in &due {
+        if hooked {
+            let kind = state
+                .read_at::<Event>(&owner_key(owner, *id))
+                .map(|e| e.kind);
+            dropped.push((*id, kind));
+        }
         state.delete_at(&time_key(*id));
         state.delete_at(&owner_key(owner, *id));
     }
+    super::webhooks::events_pruned(state, &dropped);
     state.write_at(PRUNED, &(last.index, last.seq));
     Ok(super::Outcome::Pruned(due.len() as u64))
 }

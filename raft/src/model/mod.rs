@@ -17,6 +17,7 @@
 //! part of the log's encoding: new ones are appended), this file the outcomes, the errors and
 //! [`apply`]'s dispatch.
 
+pub mod audit;
 mod commands;
 pub mod concat;
 mod dedup;
@@ -37,6 +38,7 @@ mod uploads;
 pub mod usage;
 mod users;
 pub mod versions;
+pub mod webhooks;
 
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +83,7 @@ pub enum Outcome {
     /// Whether a purge deleted all it was asked to (`false`: propose it again).
     Purged(bool),
     Share(shares::Share),
+    Webhook(webhooks::Webhook),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -145,6 +148,28 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
     if let Some(at) = cmd.time() {
         state.saw_time(at);
     }
+    // The outermost command that says what a user did is audited once it applied (wrappers
+    // such as `Via` and `Once` describe what they wrap; the commands they apply are not
+    // audited again). Only with an entry clock, as events.
+    let audit = (state.clock.is_some() && !state.auditing)
+        .then(|| audit::describe(&cmd))
+        .flatten()
+        .filter(|_| !audit::already_applied(state, &cmd));
+    if audit.is_none() {
+        return apply_command(state, cmd);
+    }
+    let actor = audit::actor_of(&cmd).map(str::to_string);
+    state.auditing = true;
+    let out = apply_command(state, cmd);
+    state.auditing = false;
+    if let (Some(what), Ok(o)) = (audit, &out) {
+        state.audit(what, actor.as_deref(), o);
+    }
+    state.origin = None;
+    out
+}
+
+fn apply_command<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
     match cmd {
         Command::Once { id, at, cmd } => requests::once(state, id, at, *cmd),
         cmd @ Command::CreateUpload { .. } => match uploads::NewUpload::of(cmd, false) {
@@ -511,5 +536,42 @@ pub fn apply<K: KvMut>(state: &mut State<K>, cmd: Command) -> ApplyResult {
             now,
         } => links::set_visibility(state, &owner, &file_id, public, token, now),
         Command::CountUsage { limit } => usage::count(state, limit),
+        Command::CreateWebhook {
+            id,
+            url,
+            events,
+            secret,
+            now,
+        } => webhooks::create(
+            state,
+            webhooks::Webhook {
+                id,
+                url,
+                events,
+                secret,
+                created_at: now,
+                cursor: events::EventId::default(),
+                delivered: 0,
+                dropped: 0,
+            },
+        ),
+        Command::DeleteWebhook { id } => webhooks::delete(state, &id),
+        Command::WebhookDelivered {
+            id,
+            through,
+            delivered,
+        } => webhooks::delivered(state, &id, through, delivered),
+        Command::Via { origin, cmd } => {
+            state.origin = Some(origin);
+            let out = apply(state, *cmd);
+            if !state.auditing {
+                state.origin = None;
+            }
+            out
+        }
+        Command::RecordDownloads { node, downloads } => {
+            audit::record_downloads(state, node, downloads)
+        }
+        Command::PruneAudit { before } => audit::prune(state, before),
     }
 }

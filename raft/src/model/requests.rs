@@ -38,6 +38,7 @@ enum Answer {
     Trashed(super::trash::TrashEntry),
     Purged(bool),
     Share(super::shares::Share),
+    Webhook(super::webhooks::Webhook),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,6 +69,7 @@ fn compact(o: &Outcome) -> Answer {
         Outcome::Trashed(e) => Answer::Trashed(e.clone()),
         Outcome::Purged(d) => Answer::Purged(*d),
         Outcome::Share(s) => Answer::Share(s.clone()),
+        Outcome::Webhook(w) => Answer::Webhook(w.clone()),
         Outcome::Batch(v) => Answer::Batch(
             v.iter()
                 .map(|r| r.as_ref().map(compact).map_err(Clone::clone))
@@ -95,6 +97,7 @@ fn expand<K: KvMut>(state: &State<K>, a: Answer) -> ApplyResult {
         Answer::Trashed(e) => Outcome::Trashed(e),
         Answer::Purged(d) => Outcome::Purged(d),
         Answer::Share(s) => Outcome::Share(s),
+        Answer::Webhook(w) => Outcome::Webhook(w),
         Answer::Batch(v) => Outcome::Batch(
             v.into_iter()
                 .map(|r| r.and_then(|a| expand(state, a)))

@@ -179,6 +179,10 @@ pub struct State<K = MemKv> {
     pub(super) clock: Option<super::events::EntryClock>,
     /// The placement a `Placed` command is applying, for the file its command records.
     pub(super) placing: Option<super::folders::Placement>,
+    /// Who proposed the command being applied (a `Via`), for its audit record.
+    pub(super) origin: Option<super::audit::Origin>,
+    /// Set while a command that will be audited applies: what it applies is not audited again.
+    pub(super) auditing: bool,
 }
 
 fn tail(key: &[u8], prefix: &[u8]) -> String {
@@ -198,6 +202,8 @@ impl<K> State<K> {
             kv,
             clock: None,
             placing: None,
+            origin: None,
+            auditing: false,
         }
     }
     pub fn kv(&self) -> &K {

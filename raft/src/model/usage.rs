@@ -7,7 +7,7 @@
 //! users in id order. Until a user has been counted, its changes leave the totals alone (the
 //! count reads the user as it is by then), so the totals are exact once counting is done.
 //!
-//! Keys: `ag/totals` the totals; `uu/{u64::MAX - used:020}/{user}` users, most used first;
+//! Keys: `ag/tier/{tier}` the totals of a tier; `uu/{u64::MAX - used:020}/{user}` users, most used first;
 //! `uf/{user}` the user's file count (trashed files count until purged, as their bytes do);
 //! `ag/counted_through` the last user counted so far; `ag/counted` once all are.
 
@@ -19,7 +19,7 @@ use super::state::keys;
 use super::{ApplyResult, Outcome, State, Tier, User};
 use crate::kv::{Kv, KvMut};
 
-const TOTALS: &[u8] = b"ag/totals";
+const TIERS: &[u8] = b"ag/tier/";
 const COUNTED: &[u8] = b"ag/counted";
 const COUNTED_THROUGH: &[u8] = b"ag/counted_through";
 const BY_USED: &[u8] = b"uu/";
@@ -77,10 +77,10 @@ impl Totals {
         }
         t
     }
+}
 
-    fn tier(&mut self, tier: Tier) -> &mut TierUsage {
-        self.tiers.entry(tier.as_str().to_string()).or_default()
-    }
+fn tier_key(tier: Tier) -> Vec<u8> {
+    [TIERS, tier.as_str().as_bytes()].concat()
 }
 
 /// One user as an admin sees them.
@@ -118,7 +118,19 @@ impl<K: Kv> State<K> {
     }
 
     pub fn totals(&self) -> Totals {
-        self.read_at(TOTALS).unwrap_or_default()
+        let mut t = Totals::default();
+        self.kv().scan(TIERS, None, &mut |k, v| {
+            if let Ok(u) = crate::codec::decode::<TierUsage>(v) {
+                t.tiers
+                    .insert(String::from_utf8_lossy(&k[TIERS.len()..]).into_owned(), u);
+            }
+            true
+        });
+        t
+    }
+
+    fn tier_usage(&self, tier: Tier) -> TierUsage {
+        self.read_at(&tier_key(tier)).unwrap_or_default()
     }
 
     /// `user`'s files (those counted so far, for a user not yet counted: 0).
@@ -172,12 +184,17 @@ impl<K: KvMut> State<K> {
             return;
         }
         let files = self.user_files(&new.id);
-        let mut t = self.totals();
-        if let Some(o) = old {
-            t.tier(o.tier).sub(o, files);
+        if let Some(o) = old.filter(|o| o.tier != new.tier) {
+            let mut t = self.tier_usage(o.tier);
+            t.sub(o, files);
+            self.write_at(&tier_key(o.tier), &t);
         }
-        t.tier(new.tier).add(new, files);
-        self.write_at(TOTALS, &t);
+        let mut t = self.tier_usage(new.tier);
+        if let Some(o) = old.filter(|o| o.tier == new.tier) {
+            t.sub(o, files);
+        }
+        t.add(new, files);
+        self.write_at(&tier_key(new.tier), &t);
         let old_used = old.map(|o| o.used);
         if old_used != Some(new.used) {
             if let Some(used) = old_used {
@@ -201,14 +218,13 @@ impl<K: KvMut> State<K> {
         // A user written for the first time after their first file brings its count into the
         // totals then (`count_user`).
         if let Some(u) = self.user(owner) {
-            let mut t = self.totals();
-            let tu = t.tier(u.tier);
+            let mut t = self.tier_usage(u.tier);
             if added {
-                tu.files += 1;
+                t.files += 1;
             } else {
-                super::release(&mut tu.files, 1);
+                super::release(&mut t.files, 1);
             }
-            self.write_at(TOTALS, &t);
+            self.write_at(&tier_key(u.tier), &t);
         }
         if files == 0 {
             self.delete_at(&files_key(owner));
@@ -228,7 +244,6 @@ pub(super) fn count<K: KvMut>(state: &mut State<K>, limit: u32) -> ApplyResult {
     let limit = (limit as usize).max(1);
     let through: Option<String> = state.read_at(COUNTED_THROUGH);
     let users = state.users(through.as_deref(), limit);
-    let mut t = state.totals();
     for u in &users {
         let mut files = 0u64;
         state.kv().scan(&keys::files_of(&u.id), None, &mut |_, _| {
@@ -239,9 +254,10 @@ pub(super) fn count<K: KvMut>(state: &mut State<K>, limit: u32) -> ApplyResult {
             state.write_at(&files_key(&u.id), &files);
         }
         state.write_at(&by_used_key(u.used, &u.id), &());
-        t.tier(u.tier).add(u, files);
+        let mut t = state.tier_usage(u.tier);
+        t.add(u, files);
+        state.write_at(&tier_key(u.tier), &t);
     }
-    state.write_at(TOTALS, &t);
     match users.last() {
         Some(last) if users.len() == limit => {
             state.write_at(COUNTED_THROUGH, &last.id);

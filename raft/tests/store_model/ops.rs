@@ -217,6 +217,32 @@ pub enum Op {
         id: u8,
         name: u8,
     },
+    /// File `f{file}` renamed through node `node` (a `Via`, audited).
+    ViaRename {
+        owner: usize,
+        file: u8,
+        node: u64,
+    },
+    /// Node `node`'s download number `seq` of file `f{file}`.
+    Downloads {
+        node: u64,
+        seq: u64,
+        file: u8,
+    },
+    /// Audit records older than `ago` ticks dropped.
+    PruneAudit {
+        ago: u64,
+    },
+    /// A webhook `w{id}` for every event type (`all`) or completions only.
+    Hook {
+        id: u8,
+        all: bool,
+    },
+    /// Webhook `w{id}`'s receiver acknowledged the `pick`-th event kept.
+    HookAck {
+        id: u8,
+        pick: u8,
+    },
     /// The leader's purge of what was trashed before `ago` ticks ago.
     PurgeExpired {
         ago: u64,
@@ -264,6 +290,11 @@ pub fn op() -> impl Strategy<Value = Op> {
         3 => (o.clone(), 0..12u8, 0..8u8, proptest::option::of(0..4u8), 0..3u8, 0..3u8, any::<bool>()).prop_map(|(owner, up, file, folder, name, conflict, session)| Op::Placed { owner, up, file, folder, name, conflict, session }),
         1 => Just(Op::IndexEntries),
         1 => (1..3u32).prop_map(|limit| Op::CountUsage { limit }),
+        1 => (0..2u8, any::<bool>()).prop_map(|(id, all)| Op::Hook { id, all }),
+        2 => (o.clone(), 0..8u8, 1..3u64).prop_map(|(owner, file, node)| Op::ViaRename { owner, file, node }),
+        2 => (1..3u64, 0..6u64, 0..8u8).prop_map(|(node, seq, file)| Op::Downloads { node, seq, file }),
+        1 => (0..3_000u64).prop_map(|ago| Op::PruneAudit { ago }),
+        2 => (0..2u8, 0..40u8).prop_map(|(id, pick)| Op::HookAck { id, pick }),
         1 => (o.clone(), 0..4u8, 0..4u8).prop_map(|(owner, folder, token)| Op::FolderLink { owner, folder, token }),
         3 => (o.clone(), 0..2u8, 0..4u8, 0..30u64).prop_map(|(owner, name, hash, size)| Op::Replace { owner, name, hash, size }),
         3 => (o.clone(), 0..8u8, 0..4u8).prop_map(|(owner, file, version)| Op::Restore { owner, file, version }),
@@ -738,6 +769,49 @@ pub fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
                 parent: None,
             }),
         },
+        Op::ViaRename { owner, file, node } => Command::Via {
+            origin: wharf_raft::model::audit::Origin {
+                actor: OWNERS[owner].into(),
+                addr: "192.0.2.1".into(),
+                node,
+                at: now,
+            },
+            cmd: Box::new(Command::RenameFile {
+                owner: OWNERS[owner].into(),
+                file_id: format!("f{file}"),
+                name: format!("via-{node}.txt"),
+            }),
+        },
+        Op::Downloads { node, seq, file } => Command::RecordDownloads {
+            node,
+            downloads: vec![wharf_raft::model::audit::Download {
+                seq,
+                at: now,
+                action: "download.api".into(),
+                actor: "ann".into(),
+                owner: "bob".into(),
+                file: format!("f{file}"),
+                addr: "192.0.2.2".into(),
+            }],
+        },
+        Op::PruneAudit { ago } => Command::PruneAudit {
+            before: now.saturating_sub(ago),
+        },
+        Op::Hook { id, all } => Command::CreateWebhook {
+            id: format!("w{id}"),
+            url: "http://127.0.0.1:9/".into(),
+            events: vec![if all { "*" } else { "upload.completed" }.into()],
+            secret: "s".into(),
+            now,
+        },
+        Op::HookAck { id, pick } => {
+            let events = mem.all_events_after(None, usize::from(pick) + 1);
+            Command::WebhookDelivered {
+                id: format!("w{id}"),
+                through: events.last()?.0,
+                delivered: 1,
+            }
+        }
         Op::PurgeExpired { ago } => Command::PurgeExpiredTrash {
             before: now.saturating_sub(ago),
             now,

@@ -142,6 +142,8 @@ pub struct Ctx {
     pub event_retention_ms: u64,
     /// `trash.retention_secs`, in milliseconds.
     pub trash_retention_ms: u64,
+    /// `audit.retention_secs`, in milliseconds.
+    pub audit_retention_ms: u64,
     /// Bytes in staging now (chunks received or being received, not yet in the object store).
     pub staged: StagingGauge,
     /// New blobs wait for this scanner; without one they are stored unscanned.
@@ -160,7 +162,7 @@ impl Ctx {
 
 #[derive(Clone)]
 pub struct UploadsHandle {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<crate::actors::Envelope<Msg>>,
     /// Where request bodies wait before they become a chunk or a file (swept when stale).
     spool: Arc<PathBuf>,
     /// Shared with the actor: the staging gauge that spooled bodies count against.
@@ -254,7 +256,7 @@ impl UploadsHandle {
 
 struct UploadsActor {
     ctx: Arc<Ctx>,
-    rx: mpsc::Receiver<Msg>,
+    rx: mpsc::Receiver<crate::actors::Envelope<Msg>>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     /// Chunks being received on this node. A second sender of the same chunk waits; it takes
@@ -278,7 +280,7 @@ impl UploadsActor {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 msg = self.rx.recv() => match msg {
-                    Some(m) => self.handle(m),
+                    Some((origin, m)) => wharf_cluster::origin::sync_scope(origin, || self.handle(m)),
                     None => break,
                 },
                 Some(done) = self.done_rx.recv() => self.finished(done),
@@ -326,7 +328,7 @@ impl UploadsActor {
                     return;
                 }
                 let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
-                tokio::spawn(async move {
+                wharf_cluster::origin::spawn(async move {
                     let res = complete(&ctx, &owner, &upload_id).await;
                     let _ = done.send(Done::Complete {
                         upload_id,
@@ -341,20 +343,20 @@ impl UploadsActor {
                 reply,
             } => {
                 let ctx = self.ctx.clone();
-                tokio::spawn(async move {
+                wharf_cluster::origin::spawn(async move {
                     let res = abort(&ctx, &owner, &upload_id).await;
                     let _ = reply.send(res);
                 });
             }
             Msg::KeepTail { tail, reply } => {
                 let ctx = self.ctx.clone();
-                tokio::spawn(async move {
+                wharf_cluster::origin::spawn(async move {
                     let _ = reply.send(tail::keep_tail(&ctx, tail).await);
                 });
             }
             Msg::Store { file, reply } => {
                 let ctx = self.ctx.clone();
-                tokio::spawn(async move {
+                wharf_cluster::origin::spawn(async move {
                     let _ = reply.send(store_small(&ctx, file).await);
                 });
             }

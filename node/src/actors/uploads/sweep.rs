@@ -84,6 +84,7 @@ pub(super) async fn sweeper(
                 _ => {}
             }
             prune_events(&ctx, clock.now(now_ms())).await;
+            prune_audit(&ctx, clock.now(now_ms())).await;
             purge_trash(&ctx, clock.now(now_ms())).await;
             index_entries(&ctx).await;
             count_usage(&ctx).await;
@@ -133,6 +134,32 @@ async fn prune_events(ctx: &Ctx, now: u64) {
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "pruning old events failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Drops audit records older than `audit.retention_secs`, a bounded batch per command, while
+/// some are due.
+async fn prune_audit(ctx: &Ctx, now: u64) {
+    let before = now.saturating_sub(ctx.audit_retention_ms);
+    for _ in 0..16 {
+        if ctx
+            .meta
+            .local()
+            .audit_oldest_at()
+            .is_none_or(|at| at >= before)
+        {
+            return;
+        }
+        match ctx.quota.propose(Command::PruneAudit { before }).await {
+            Ok(Outcome::Pruned(n)) if n as usize >= wharf_raft::model::audit::PRUNE_PER_COMMAND => {
+                continue
+            }
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning old audit records failed");
                 return;
             }
         }

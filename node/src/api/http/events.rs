@@ -17,12 +17,12 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use wharf_raft::model::events::{Event, EventId, EventKind};
+use serde_json::json;
+use wharf_raft::model::events::{Event, EventId};
 
+use crate::actors::webhooks::event_json;
 use crate::api::http::{AppState, Caller};
 use crate::error::{Error, Result};
-use crate::meta::rfc3339;
 
 /// Events read from the store per page.
 const PAGE: usize = 256;
@@ -136,7 +136,7 @@ impl Follow {
                     SseEvent::default()
                         .event(e.kind.name())
                         .id(id.to_string())
-                        .data(body(id, &e).to_string()),
+                        .data(event_json(id, &e).to_string()),
                 );
             }
             // Applied-index first, then the read: an apply after the read wakes the wait.
@@ -156,51 +156,4 @@ impl Follow {
             }
         }
     }
-}
-
-/// An event as JSON: `type`, `id`, `at`, its fields, and the user's usage after it.
-fn body(id: EventId, e: &Event) -> Value {
-    let mut v = match &e.kind {
-        EventKind::UploadCreated {
-            upload_id,
-            name,
-            size,
-        } => json!({"upload_id": upload_id, "name": name, "size": size}),
-        EventKind::UploadProgress {
-            upload_id,
-            received,
-            size,
-        } => json!({"upload_id": upload_id, "received": received, "size": size}),
-        EventKind::UploadCompleted {
-            upload_id,
-            file_id,
-            name,
-            size,
-        } => json!({"upload_id": upload_id, "file_id": file_id, "name": name, "size": size}),
-        EventKind::UploadEnded { upload_id, state } => {
-            json!({"upload_id": upload_id, "state": state.as_str()})
-        }
-        EventKind::FileScanned { file_id, scan } => json!({"file_id": file_id, "scan": scan}),
-        EventKind::FileRenamed { file_id, name } => json!({"file_id": file_id, "name": name}),
-        EventKind::FileDeleted { file_id } => json!({"file_id": file_id}),
-        EventKind::FileVersionRestored {
-            file_id,
-            version_id,
-        } => json!({"file_id": file_id, "version_id": version_id}),
-        EventKind::EntryTrashed { id, folder } | EventKind::EntryRestored { id, folder } => {
-            if *folder {
-                json!({"folder_id": id})
-            } else {
-                json!({"file_id": id})
-            }
-        }
-        EventKind::QuotaChanged => json!({}),
-    };
-    v["type"] = json!(e.kind.name());
-    v["id"] = json!(id.to_string());
-    v["at"] = json!(rfc3339(e.at));
-    if let Some(u) = &e.usage {
-        v["usage"] = json!({"used": u.used, "reserved": u.reserved, "quota": u.quota});
-    }
-    v
 }

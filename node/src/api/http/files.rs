@@ -228,7 +228,9 @@ pub(super) async fn download(
     headers: HeaderMap,
 ) -> Result<Response> {
     let (f, scan) = servable_file(&s, &c, &id).await?;
-    serve(&s, &f, &scan, &headers).await
+    let resp = serve(&s, &f, &scan, &headers).await?;
+    s.downloads.record("download.api", &f.owner, &f.id).await;
+    Ok(resp)
 }
 
 /// The file's bytes (the `Range` asked for, or all of them) with their headers: what a file's
@@ -300,6 +302,7 @@ pub(super) async fn download_url(
                 "the local object store cannot presign URLs; use /content or S3".into(),
             )
         })?;
+    s.downloads.record("download.url", &f.owner, &f.id).await;
     Ok(Json(serde_json::json!({
         "url": url,
         "expires_at": rfc3339(now_ms() + ttl.as_millis() as u64),

@@ -22,11 +22,23 @@ const LINGER_TIME: Duration = Duration::from_secs(5);
 const LINGER_IDLE: Duration = Duration::from_secs(1);
 
 pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(p)| *p);
+    if let Some(peer) = peer {
         if let Err(r) = s.rate.ip_request(peer.ip()) {
             return with_headers(Error::RateLimited(r).into_response());
         }
     }
+    // The request's work (and the proposals it makes) knows where it came from: the audit
+    // log records it.
+    let addr = peer.map_or_else(String::new, |p| p.ip().to_string());
+    let node = s.meta.node_id;
+    wharf_cluster::origin::scope(addr, node, guarded(s, req, next)).await
+}
+
+async fn guarded(s: AppState, req: Request, next: Next) -> Response {
     // Lingering helps a client that sends its whole body before it reads the answer. One that
     // waits for `100 Continue` sends nothing unless asked (reading would ask it), and a body
     // larger than the bound cannot be drained anyway.

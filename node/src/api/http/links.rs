@@ -330,6 +330,8 @@ async fn serve_shared(
         let applied = s.meta.linearizable().await?;
         shared_file(s, &applied, &link, in_folder)?
     };
+    // A counted download is a write, audited where it commits; the others are batched into
+    // the audit log.
     if link.max_downloads.is_some() {
         s.quota
             .propose(Command::LinkDownloaded {
@@ -338,7 +340,13 @@ async fn serve_shared(
             })
             .await?;
     }
-    serve(s, &f, &scan, headers).await
+    let resp = serve(s, &f, &scan, headers).await?;
+    if link.max_downloads.is_none() {
+        s.downloads
+            .record("download.link", &link.owner, &f.id)
+            .await;
+    }
+    Ok(resp)
 }
 
 /// The file a link serves, once the scan policy lets it be served: the link's own file, or

@@ -57,6 +57,10 @@ pub struct AppState {
     pub events: Arc<crate::config::EventsConfig>,
     /// `trash.retention_secs`: when a trashed entry is purged.
     pub trash_retention_secs: u64,
+    /// Downloads, batched into the audit log.
+    pub downloads: crate::actors::audit::DownloadLog,
+    /// What this node's webhook delivery loops last saw (failures, errors).
+    pub webhooks: crate::actors::webhooks::Status,
     /// Cancelled when the server begins to drain (event streams end then).
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -139,8 +143,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/users/{user}/quota", put(quota::set_quota))
         .route("/v1/admin/rescan", post(admin::rescan))
         .route("/v1/admin/usage", get(admin::usage::usage))
+        .route("/v1/admin/audit", get(admin::audit::audit))
         .route("/v1/admin/users", get(admin::usage::users))
         .route("/v1/admin/users/{user}", get(admin::usage::user))
+        .route(
+            "/v1/admin/webhooks",
+            post(admin::webhooks::create).get(admin::webhooks::list),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}",
+            get(admin::webhooks::get).delete(admin::webhooks::delete),
+        )
         .route("/v1/cluster/status", get(cluster::cluster_status))
         .route(
             "/v1/cluster/nodes/{id}/promote",
@@ -196,6 +209,7 @@ impl FromRequestParts<AppState> for Caller {
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or(""));
         let claims = state.keys.verify_header(header).await?;
+        wharf_cluster::origin::set_actor(&claims.sub);
         // Chunk bodies, one-request files and tus PATCHes are limited by bytes (and creations)
         // instead.
         let path = parts.uri.path();

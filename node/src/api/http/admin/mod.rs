@@ -1,7 +1,9 @@
-//! Admin routes: queue rescans (`/v1/admin/rescan`) here, usage in [`usage`]. The cluster's
-//! routes are in [`super::cluster`].
+//! Admin routes: queue rescans (`/v1/admin/rescan`) here, usage in [`usage`], webhooks in
+//! [`webhooks`], the audit log in [`audit`]. The cluster's routes are in [`super::cluster`].
 
+pub(super) mod audit;
 pub(super) mod usage;
+pub(super) mod webhooks;
 
 use axum::extract::State;
 use axum::Json;
