@@ -255,6 +255,42 @@ impl Metadata {
             .map_err(|e| Error::Unavailable(format!("bad forward reply: {e}")))
     }
 
+    /// A snapshot of this node's state machine that holds every write committed before the
+    /// call (a backup): after a linearizable read, a snapshot is built until one covers the
+    /// index applied then; it is read from the file Raft keeps as its current snapshot.
+    pub async fn fresh_snapshot(
+        &self,
+    ) -> Result<openraft::storage::Snapshot<wharf_raft::TypeConfig>, Error> {
+        let target = self.linearizable().await?.applied_index();
+        let covered = |m: &openraft::RaftMetrics<NodeId, WharfNode>| {
+            m.snapshot.is_some_and(|s| s.index >= target)
+        };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !covered(&self.raft.metrics().borrow()) {
+            if Instant::now() > deadline {
+                return Err(Error::Unavailable(
+                    "no snapshot could be built in time".into(),
+                ));
+            }
+            // A trigger while a build runs is dropped: ask again until one covers `target`.
+            self.raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| Error::Unavailable(format!("building a snapshot: {e}")))?;
+            let _ = self
+                .raft
+                .wait(Some(Duration::from_secs(5)))
+                .metrics(|m| covered(m), "a snapshot covering the backup")
+                .await;
+        }
+        self.raft
+            .get_snapshot()
+            .await
+            .map_err(|e| Error::Unavailable(format!("reading the snapshot: {e}")))?
+            .ok_or_else(|| Error::Unavailable("no snapshot to read".into()))
+    }
+
     /// The applied state once it includes every write committed before this call: the leader
     /// confirms its leadership and names a read index, this node waits until it applied it.
     pub async fn linearizable(&self) -> Result<StateView, Error> {

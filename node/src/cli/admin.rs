@@ -39,6 +39,14 @@ pub(super) enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a consistent backup of the metadata (a snapshot with its log index and a
+    /// checksum) to FILE; `wharf cluster restore --from FILE` makes a new cluster of it.
+    Backup {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
     /// The audit log, oldest first: uploads, downloads, renames, moves, deletes, shares and
     /// admin actions, with who, when, from where and through which node.
     Audit {
@@ -144,6 +152,7 @@ pub(super) fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }),
+        AdminCommand::Backup { api, out } => block_on(backup(api, out)),
         AdminCommand::Audit {
             api,
             user,
@@ -238,4 +247,57 @@ fn print_usage(v: &serde_json::Value) {
     if v["complete"] == serde_json::Value::Bool(false) {
         println!("(still counting the users of an older data dir: the totals miss some)");
     }
+}
+
+/// `wharf admin backup`: the node's backup streamed to `out` (through a temporary name, with a
+/// progress bar), checked whole against the checksum the node announced, then renamed.
+async fn backup(api: Api, out: std::path::PathBuf) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use futures::StreamExt;
+    use std::io::Write;
+    let resp = api
+        .send(reqwest::Client::new().get(api.url("/v1/admin/backup")))
+        .await?;
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let (index, announced) = (
+        header("x-wharf-backup-index"),
+        header("x-wharf-backup-blake3"),
+    );
+    let bar = indicatif::ProgressBar::new(resp.content_length().unwrap_or(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("a valid template"),
+    );
+    let tmp = out.with_extension("partial");
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("the backup stream broke off")?;
+        file.write_all(&chunk)?;
+        bar.inc(chunk.len() as u64);
+    }
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    bar.finish_and_clear();
+    let (_, hash) = wharf_raft::store::backup::read(&tmp, None)
+        .with_context(|| format!("checking {}", tmp.display()))?;
+    if hash != announced {
+        anyhow::bail!(
+            "the backup's checksum {hash} is not the one the node announced ({announced})"
+        );
+    }
+    std::fs::rename(&tmp, &out)?;
+    println!(
+        "backup of the metadata at log index {index} (blake3 {hash}, {} bytes) written to {}",
+        std::fs::metadata(&out)?.len(),
+        out.display()
+    );
+    Ok(())
 }

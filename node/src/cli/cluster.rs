@@ -53,6 +53,15 @@ pub(super) enum ClusterCommand {
         #[command(flatten)]
         spec: TokenArgs,
     },
+    /// Start a new one-node cluster from a metadata backup (`wharf admin backup`) in a new
+    /// data dir; other nodes then join it. The objects stay where the store keeps them.
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: std::path::PathBuf,
+    },
     /// Make a join token (printed once), or list or revoke them.
     #[command(args_conflicts_with_subcommands = true)]
     Token {
@@ -135,6 +144,11 @@ pub(super) fn cluster_command(command: ClusterCommand) -> anyhow::Result<()> {
             )?;
             println!("{}", token.unwrap_or_default());
             Ok(())
+        }
+        ClusterCommand::Restore { common, from } => {
+            let config = common.load()?;
+            config.validate()?;
+            block_on(super::restore::restore(&config, &from))
         }
         ClusterCommand::NewCa { out } => {
             if out.join("ca.key").exists() {

@@ -9,6 +9,7 @@ mod admin;
 pub mod client;
 mod cluster;
 mod node;
+mod restore;
 mod token;
 
 use std::path::PathBuf;

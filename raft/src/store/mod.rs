@@ -14,6 +14,7 @@
 // openraft's traits dictate `StorageError` (a large type) as the error of every storage call.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 mod migrate;
 mod snapshot;
 mod state_machine;

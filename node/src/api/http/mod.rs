@@ -144,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/rescan", post(admin::rescan))
         .route("/v1/admin/usage", get(admin::usage::usage))
         .route("/v1/admin/audit", get(admin::audit::audit))
+        .route("/v1/admin/backup", get(admin::backup::backup))
         .route("/v1/admin/users", get(admin::usage::users))
         .route("/v1/admin/users/{user}", get(admin::usage::user))
         .route(

@@ -1,7 +1,9 @@
 //! Admin routes: queue rescans (`/v1/admin/rescan`) here, usage in [`usage`], webhooks in
-//! [`webhooks`], the audit log in [`audit`]. The cluster's routes are in [`super::cluster`].
+//! [`webhooks`], the audit log in [`audit`], backups in [`backup`]. The cluster's routes are
+//! in [`super::cluster`].
 
 pub(super) mod audit;
+pub(super) mod backup;
 pub(super) mod usage;
 pub(super) mod webhooks;
 
