@@ -11,6 +11,7 @@ mod netns;
 mod proxy;
 mod report;
 mod share;
+mod webhook;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -27,7 +28,7 @@ use crate::workload::Clients;
 
 /// The planted bugs of the `wharf-planted` build (node/src/planted.rs), and the checker that
 /// must catch each.
-const PLANTED: [(&str, &str, &str); 3] = [
+const PLANTED: [(&str, &str, &str); 4] = [
     (
         "ack-before-commit",
         "durability",
@@ -42,6 +43,11 @@ const PLANTED: [(&str, &str, &str); 3] = [
         "stale-reads",
         "linearizability",
         "GET /v1/files/{id} answers from the node's local state, without a read index",
+    ),
+    (
+        "webhook-ack-unsent",
+        "webhook",
+        "the webhook delivery loop acknowledges every fifth entry's events without sending them",
     ),
 ];
 
@@ -328,6 +334,17 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
 
     let history = History::new();
     let clients = Clients::new(cluster.client_urls(), history.clone())?;
+    // The completions are checked against a webhook's deliveries: it is made first, so every
+    // completion of the run (the register setup's too) comes after it.
+    let receiver = if workloads.iter().any(|w| w == "upload") {
+        let host: std::net::IpAddr = match &cluster.netns {
+            Some(ns) => ns.gateway().into(),
+            None => std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        Some(webhook::setup(&clients, host).await?)
+    } else {
+        None
+    };
     let keys = if workloads.iter().any(|w| w == "register") {
         workload::register_setup(&clients).await?
     } else {
@@ -414,6 +431,12 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         "convergence".into(),
         checker::convergence(&cluster, Duration::from_secs(60)).await,
     );
+    if let Some(r) = &receiver {
+        checkers.insert(
+            "webhook".into(),
+            webhook::check(&clients, r, &ops, Duration::from_secs(60)).await,
+        );
+    }
     cluster.shutdown();
 
     history.write_jsonl(&dir.join("history.jsonl"))?;

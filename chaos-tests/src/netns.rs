@@ -137,6 +137,11 @@ impl Netns {
     }
 
     /// The namespace of the node in slot `i`: `<tag>n1` for n1.
+    /// The host's address on the bridge: the nodes reach the harness there.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
+    }
+
     pub fn name(&self, i: usize) -> String {
         format!("{}{}", self.tag, node_label(i))
     }

@@ -15,6 +15,7 @@ pub mod origin;
 pub mod peer;
 pub mod server;
 pub mod tls;
+pub mod trace;
 
 pub use meta::{ClusterStatus, Metadata, NodeReport, RaftOptions};
 pub use network::Peers;

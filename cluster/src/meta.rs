@@ -174,7 +174,8 @@ impl Metadata {
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, Error> {
         let cmd = crate::origin::wrap(cmd);
         let started = Instant::now();
-        let out = self.propose_timed(cmd).await;
+        let span = tracing::info_span!("propose");
+        let out = tracing::Instrument::instrument(self.propose_timed(cmd), span).await;
         let result = match &out {
             Ok(_) => "committed",
             Err(Error::Model(_)) => "refused",
@@ -241,10 +242,11 @@ impl Metadata {
     }
 
     async fn forward(&self, addr: &str, cmd: &Command) -> Result<Response, Error> {
-        let req = ForwardRequest {
+        let mut req = tonic::Request::new(ForwardRequest {
             command_json: serde_json::to_vec(&Request(cmd.clone()))
                 .map_err(|e| Error::Unavailable(e.to_string()))?,
-        };
+        });
+        crate::trace::inject(req.metadata_mut());
         let reply = self
             .peers
             .cluster_client(addr)?

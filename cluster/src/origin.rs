@@ -77,12 +77,13 @@ pub fn sync_scope<R>(origin: Option<Origin>, f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// `tokio::spawn`, with the origin in scope carried into the new task.
+/// `tokio::spawn`, with the origin in scope and the current span carried into the new task.
 pub fn spawn<F>(f: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    let f = tracing::Instrument::in_current_span(f);
     match ORIGIN.try_with(|o| o.clone()) {
         Ok(o) => tokio::spawn(ORIGIN.scope(o, f)),
         Err(_) => tokio::spawn(f),

@@ -294,16 +294,16 @@ impl ClusterService for ClusterSvc {
         req: Request<ForwardRequest>,
     ) -> Result<Response<ForwardReply>, Status> {
         let from = peer(&req)?;
+        // The write's trace goes on here (the follower's span is its parent).
+        let span = tracing::info_span!("forward", from);
+        crate::trace::continue_from(&span, req.metadata());
         let cmd: LogRequest = decode(&req.into_inner().command_json)?;
         acting_as(from, command_node(&cmd.0))?;
         // Only the leader's own proposer groups commands: a peer forwards them one by one.
         if matches!(cmd.0, Command::Batch { .. }) {
             return Err(Status::invalid_argument("a batch is not forwarded"));
         }
-        let answer = self
-            .meta
-            .proposer
-            .write(cmd.0)
+        let answer = tracing::Instrument::instrument(self.meta.proposer.write(cmd.0), span)
             .await
             .map_err(|e| Status::unavailable(format!("not accepted here: {e}")))?;
         let response_json = serde_json::to_vec(&wharf_raft::Response(answer))

@@ -17,13 +17,17 @@ pub enum Bug {
     /// `GET /v1/files/{id}` answers from the node's applied state without a read index. The
     /// linearizability checker must report stale reads.
     StaleReads,
+    /// The webhook delivery loop acknowledges the events of every fifth log entry without
+    /// sending them. The webhook checker must report completions never delivered.
+    WebhookAckUnsent,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [
+    pub const ALL: [Bug; 4] = [
         Bug::AckBeforeCommit,
         Bug::SkipQuotaReservation,
         Bug::StaleReads,
+        Bug::WebhookAckUnsent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -31,6 +35,7 @@ impl Bug {
             Bug::AckBeforeCommit => "ack-before-commit",
             Bug::SkipQuotaReservation => "skip-quota-reservation",
             Bug::StaleReads => "stale-reads",
+            Bug::WebhookAckUnsent => "webhook-ack-unsent",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics: the process's recorder and the help text of every metric (the route
-//! `GET /metrics` and the request-counting middleware are in `api/http/metrics.rs`).
+//! `GET /metrics` and the request-counting middleware are in `api/http/metrics.rs`); and the
+//! OTLP export of traces ([`traces`]).
 //!
 //! Code anywhere records through the `metrics` facade (`counter!`, `gauge!`, `histogram!`),
 //! without a handle passed around; until [`install`] runs (in a library test, say) those calls
@@ -174,4 +175,64 @@ fn describe() {
 /// The metrics in Prometheus text format; `None` until [`install`] ran.
 pub fn render() -> Option<String> {
     HANDLE.get().map(PrometheusHandle::render)
+}
+
+static TRACER_PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
+
+/// The layer that exports spans over OTLP/HTTP to `tracing.otlp_endpoint` (none when it is
+/// empty), as service `wharf`, instance `instance` (the node's HTTP address). The W3C trace
+/// context (`traceparent`) is the propagator: requests and node-to-node forwards continue the
+/// caller's trace.
+pub fn traces<S>(
+    config: &crate::config::TracingConfig,
+    instance: &str,
+) -> anyhow::Result<Option<impl tracing_subscriber::Layer<S>>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use opentelemetry::trace::TracerProvider;
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    if config.otlp_endpoint.is_empty() {
+        return Ok(None);
+    }
+    let base = config.otlp_endpoint.trim_end_matches('/');
+    let endpoint = if base.ends_with("/v1/traces") {
+        base.to_string()
+    } else {
+        format!("{base}/v1/traces")
+    };
+    let protocol = match config.otlp_protocol {
+        crate::config::OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
+        crate::config::OtlpProtocol::HttpJson => Protocol::HttpJson,
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(protocol)
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| anyhow::anyhow!("tracing.otlp_endpoint: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("wharf")
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.instance.id",
+            instance.to_string(),
+        ))
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("wharf");
+    let _ = TRACER_PROVIDER.set(provider);
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    Ok(Some(tracing_opentelemetry::layer().with_tracer(tracer)))
+}
+
+/// Sends the spans still batched (at the node's exit).
+pub fn shutdown_traces() {
+    if let Some(p) = TRACER_PROVIDER.get() {
+        let _ = p.shutdown();
+    }
 }

@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
-/// A message, and the origin of the request it serves.
-pub type Envelope<M> = (Option<wharf_raft::model::audit::Origin>, M);
+/// A message, with the origin of the request it serves and that request's span (the trace
+/// goes on in the actor's work).
+pub type Envelope<M> = (Option<wharf_raft::model::audit::Origin>, tracing::Span, M);
 
 /// Sends `msg(reply)` to the actor behind `tx` and waits for its answer.
 /// The message goes with the origin of the request that sends it (see
@@ -30,6 +31,9 @@ pub async fn call<M, T>(
     let gone = || Error::Unavailable("node is shutting down".into());
     let (reply, rx) = oneshot::channel();
     let origin = wharf_cluster::origin::current();
-    tx.send((origin, msg(reply))).await.map_err(|_| gone())?;
+    let span = tracing::Span::current();
+    tx.send((origin, span, msg(reply)))
+        .await
+        .map_err(|_| gone())?;
     rx.await.map_err(|_| gone())?
 }

@@ -85,6 +85,7 @@ impl QuotaHandle {
             config: config.clone(),
             rx,
             origin: None,
+            span: tracing::Span::none(),
         };
         tokio::spawn(actor.run(stop));
         Self { tx, config }
@@ -248,8 +249,9 @@ struct QuotaActor {
     meta: Metadata,
     config: Arc<Config>,
     rx: mpsc::Receiver<crate::actors::Envelope<Msg>>,
-    /// The origin of the message being handled.
+    /// The origin of the message being handled, and its request's span.
     origin: Option<wharf_raft::model::audit::Origin>,
+    span: tracing::Span,
 }
 
 impl QuotaActor {
@@ -259,8 +261,9 @@ impl QuotaActor {
                 _ = stop.cancelled() => break,
                 msg = self.rx.recv() => match msg { Some(m) => m, None => break },
             };
-            let (origin, msg) = msg;
+            let (origin, span, msg) = msg;
             self.origin = origin;
+            self.span = span;
             match msg {
                 Msg::Create {
                     user,
@@ -347,6 +350,9 @@ impl QuotaActor {
                     let _ = reply.send(self.refuse_early(&user, &req, &limits));
                 }
             }
+            // A request's span ends when its last handle goes: not held until the next message.
+            self.span = tracing::Span::none();
+            self.origin = None;
         }
     }
 
@@ -360,8 +366,10 @@ impl QuotaActor {
     ) {
         let meta = self.meta.clone();
         let origin = self.origin.clone();
+        let span = self.span.clone();
         tokio::spawn(async move {
-            let proposed = wharf_cluster::origin::within(origin, meta.propose(cmd)).await;
+            let proposed = wharf_cluster::origin::within(origin, meta.propose(cmd));
+            let proposed = tracing::Instrument::instrument(proposed, span).await;
             let _ = reply.send(proposed.map_err(Error::from).and_then(map));
         });
     }

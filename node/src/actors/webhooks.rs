@@ -205,6 +205,11 @@ impl Delivery {
     /// POSTs one event until the receiver takes it (2xx); `false` once this node should stop
     /// (no longer the leader, or the webhook is gone or was moved past this event).
     async fn deliver(&self, hook: &Webhook, id: EventId, owner: &str, event: &Event) -> bool {
+        if crate::planted::active(crate::planted::Bug::WebhookAckUnsent)
+            && id.index.is_multiple_of(5)
+        {
+            return true;
+        }
         let mut body = event_json(id, event);
         body["user"] = json!(owner);
         body["index"] = json!(id.index);

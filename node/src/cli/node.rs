@@ -60,7 +60,6 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
             init,
         } => {
             let mut config = common.load()?;
-            init_logging(config.log.format)?;
             if let Some(a) = http_addr {
                 config.node.http_addr = a;
             }
@@ -90,6 +89,7 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
                     "--join needs a join token: --token-file FILE or WHARF_CLUSTER_TOKEN"
                 );
             }
+            init_logging(&config)?;
             config.cluster.learner |= learner;
             if init && !config.cluster.join.is_empty() {
                 anyhow::bail!("--init makes a new cluster; --join enters an existing one");
@@ -121,6 +121,7 @@ pub(super) fn node_command(command: NodeCommand) -> anyhow::Result<()> {
             // Blocking work still running (a file read for a client that went away) must not
             // keep the process from exiting.
             rt.shutdown_timeout(Duration::from_secs(1));
+            crate::telemetry::shutdown_traces();
             ended
         }
     }
@@ -142,23 +143,37 @@ async fn shutdown_signal() {
 }
 
 /// Logs go to stderr at the level `WHARF_LOG` sets, as text (coloured only for a person at a
-/// terminal) or as one JSON object a line (`log.format = "json"`, for a log pipeline).
-fn init_logging(format: crate::config::LogFormat) -> anyhow::Result<()> {
+/// terminal) or as one JSON object a line (`log.format = "json"`, for a log pipeline, with the
+/// request span's fields: its `trace_id` when traces are on). With `tracing.otlp_endpoint`,
+/// spans are exported over OTLP too.
+fn init_logging(config: &crate::config::Config) -> anyhow::Result<()> {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
         .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let set = match format {
-        crate::config::LogFormat::Text => {
-            logs.with_ansi(std::io::stderr().is_terminal()).try_init()
-        }
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match config.log.format {
+        crate::config::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
         crate::config::LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .boxed(),
     };
-    set.map_err(|e| anyhow::anyhow!("setting up logging: {e}"))
+    // Spans go out whatever the log level: wharf's own, at info.
+    let traces = crate::telemetry::traces(&config.tracing, &config.node.http_addr.to_string())?
+        .map(|l| {
+            l.with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("wharf_node", tracing::Level::INFO)
+                    .with_target("wharf_cluster", tracing::Level::INFO),
+            )
+        });
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("setting up logging: {e}"))
 }

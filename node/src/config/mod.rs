@@ -18,7 +18,8 @@ pub use data::{
     UploadConfig, VersionsConfig,
 };
 pub use node::{
-    HttpConfig, LogConfig, LogFormat, MetricsConfig, NodeConfig, QuicConfig, RateConfig,
+    HttpConfig, LogConfig, LogFormat, MetricsConfig, NodeConfig, OtlpProtocol, QuicConfig,
+    RateConfig, TracingConfig,
 };
 
 const MIB: u64 = 1 << 20;
@@ -44,6 +45,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
 }
 
 impl Config {

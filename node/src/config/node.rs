@@ -191,6 +191,26 @@ impl MetricsConfig {
     }
 }
 
+/// Traces: spans of each request (and of its forward to the leader) exported over OTLP.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// An OTLP/HTTP collector (`http://collector:4318`, or its full `/v1/traces` URL); empty:
+    /// no traces are exported.
+    pub otlp_endpoint: String,
+    /// `http/protobuf` (the default) or `http/json`.
+    pub otlp_protocol: OtlpProtocol,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
 /// How the node writes its logs (their level is the `WHARF_LOG` variable).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -280,7 +280,9 @@ impl UploadsActor {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 msg = self.rx.recv() => match msg {
-                    Some((origin, m)) => wharf_cluster::origin::sync_scope(origin, || self.handle(m)),
+                    Some((origin, span, m)) => span.in_scope(|| {
+                        wharf_cluster::origin::sync_scope(origin, || self.handle(m))
+                    }),
                     None => break,
                 },
                 Some(done) = self.done_rx.recv() => self.finished(done),

@@ -52,8 +52,16 @@ pub(super) async fn track(req: Request, next: Next) -> Response {
         _ => "other",
     }
     .to_owned();
+    // The request's span, continuing the caller's trace (`traceparent`) when it sent one.
+    let span = tracing::info_span!(
+        "http",
+        method = %method,
+        route = %route,
+        trace_id = tracing::field::Empty
+    );
+    wharf_cluster::trace::continue_from_headers(&span, req.headers());
     let started = Instant::now();
-    let resp = next.run(req).await;
+    let resp = tracing::Instrument::instrument(next.run(req), span).await;
     let status = resp.status().as_u16().to_string();
     metrics::histogram!(
         "wharf_http_request_duration_seconds",
