@@ -73,7 +73,25 @@ pub(super) enum AdminCommand {
     },
 }
 
-pub(super) fn admin_command(command: AdminCommand) -> anyhow::Result<()> {
+impl AdminCommand {
+    fn api(&mut self) -> &mut Api {
+        match self {
+            AdminCommand::Rescan { api, .. }
+            | AdminCommand::Usage { api, .. }
+            | AdminCommand::Users { api, .. }
+            | AdminCommand::Backup { api, .. }
+            | AdminCommand::Audit { api, .. } => api,
+        }
+    }
+}
+
+pub(super) fn admin_command(mut command: AdminCommand) -> anyhow::Result<()> {
+    // Like the client commands: without `--token` or `WHARF_ADMIN_TOKEN`, `WHARF_TOKEN` (an
+    // admin's) is used, else a short-lived admin token signed with the data dir's secret.
+    let api = command.api();
+    if api.token.is_none() {
+        api.token = std::env::var("WHARF_TOKEN").ok().filter(|t| !t.is_empty());
+    }
     match command {
         AdminCommand::Rescan { api, all, file } => block_on(async {
             let body = match file {
