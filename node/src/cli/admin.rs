@@ -127,48 +127,30 @@ pub(super) fn admin_command(mut command: AdminCommand) -> anyhow::Result<()> {
             limit,
             json,
         } => block_on(async {
-            let client = reqwest::Client::new();
-            let mut cursor: Option<String> = None;
-            let mut printed = 0usize;
             if !json {
                 println!(
                     "{:<24} {:<8} {:>14} {:>14} {:>14} {:>9} {:>7}",
                     "USER", "TIER", "USED", "RESERVED", "QUOTA", "FILES", "UPLOADS"
                 );
             }
-            while printed < limit {
-                let page = (limit - printed).min(1000).to_string();
-                let mut query = vec![("sort", sort.as_str()), ("limit", page.as_str())];
-                if let Some(c) = &cursor {
-                    query.push(("cursor", c));
+            let query = vec![("sort", sort)];
+            pages(&api, "/v1/admin/users", "users", query, limit, |u| {
+                if json {
+                    println!("{u}");
+                    return;
                 }
-                let resp = api
-                    .send(client.get(api.url("/v1/admin/users")).query(&query))
-                    .await?;
-                let v: serde_json::Value = resp.json().await?;
-                for u in v["users"].as_array().into_iter().flatten() {
-                    printed += 1;
-                    if json {
-                        println!("{u}");
-                    } else {
-                        println!(
-                            "{:<24} {:<8} {:>14} {:>14} {:>14} {:>9} {:>7}",
-                            u["id"].as_str().unwrap_or(""),
-                            u["tier"].as_str().unwrap_or(""),
-                            u["used"],
-                            u["reserved"],
-                            u["quota"],
-                            u["files"],
-                            u["uploads"]
-                        );
-                    }
-                }
-                match v["next_cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_string()),
-                    None => break,
-                }
-            }
-            Ok(())
+                println!(
+                    "{:<24} {:<8} {:>14} {:>14} {:>14} {:>9} {:>7}",
+                    u["id"].as_str().unwrap_or(""),
+                    u["tier"].as_str().unwrap_or(""),
+                    u["used"],
+                    u["reserved"],
+                    u["quota"],
+                    u["files"],
+                    u["uploads"]
+                );
+            })
+            .await
         }),
         AdminCommand::Backup { api, out } => block_on(backup(api, out)),
         AdminCommand::Audit {
@@ -180,61 +162,76 @@ pub(super) fn admin_command(mut command: AdminCommand) -> anyhow::Result<()> {
             limit,
             json,
         } => block_on(async {
-            let client = reqwest::Client::new();
-            let mut cursor: Option<String> = None;
-            let mut printed = 0usize;
             if !json {
                 println!(
                     "{:<24} {:<14} {:<22} {:<16} {:<5} {:<38} DETAIL",
                     "AT", "ACTOR", "ACTION", "ADDRESS", "NODE", "TARGET"
                 );
             }
-            // A sparse filter may answer pages with few records (each request reads a
-            // bounded part of the log): follow the cursor until enough are printed.
-            while printed < limit {
-                let page = (limit - printed).min(1000).to_string();
-                let mut query = vec![("limit", page)];
-                for (k, v) in [
-                    ("user", &user),
-                    ("action", &action),
-                    ("since", &since),
-                    ("until", &until),
-                    ("cursor", &cursor),
-                ] {
-                    if let Some(v) = v {
-                        query.push((k, v.clone()));
-                    }
+            let query = [
+                ("user", user),
+                ("action", action),
+                ("since", since),
+                ("until", until),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+            pages(&api, "/v1/admin/audit", "records", query, limit, |r| {
+                if json {
+                    println!("{r}");
+                    return;
                 }
-                let resp = api
-                    .send(client.get(api.url("/v1/admin/audit")).query(&query))
-                    .await?;
-                let v: serde_json::Value = resp.json().await?;
-                for r in v["records"].as_array().into_iter().flatten() {
-                    printed += 1;
-                    if json {
-                        println!("{r}");
-                        continue;
-                    }
-                    let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
-                    println!(
-                        "{:<24} {:<14} {:<22} {:<16} {:<5} {:<38} {}",
-                        s("at"),
-                        s("actor"),
-                        s("action"),
-                        s("addr"),
-                        r["node"].as_u64().map_or("-".into(), |n| n.to_string()),
-                        s("target"),
-                        s("detail")
-                    );
-                }
-                match v["next_cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_string()),
-                    None => break,
-                }
-            }
-            Ok(())
+                let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+                println!(
+                    "{:<24} {:<14} {:<22} {:<16} {:<5} {:<38} {}",
+                    s("at"),
+                    s("actor"),
+                    s("action"),
+                    s("addr"),
+                    r["node"].as_u64().map_or("-".into(), |n| n.to_string()),
+                    s("target"),
+                    s("detail")
+                );
+            })
+            .await
         }),
     }
+}
+
+/// Up to `limit` items of a paginated admin listing (`items` in each page), each handed to
+/// `each`: pages of up to 1,000, following `next_cursor`. A sparse audit filter may answer
+/// short pages (each request reads a bounded part of the log): the cursor goes on until
+/// enough are printed or none is left.
+async fn pages(
+    api: &Api,
+    path: &str,
+    items: &str,
+    query: Vec<(&'static str, String)>,
+    limit: usize,
+    mut each: impl FnMut(&serde_json::Value),
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let mut cursor: Option<String> = None;
+    let mut printed = 0usize;
+    while printed < limit {
+        let mut q = query.clone();
+        q.push(("limit", (limit - printed).min(1000).to_string()));
+        if let Some(c) = &cursor {
+            q.push(("cursor", c.clone()));
+        }
+        let resp = api.send(client.get(api.url(path)).query(&q)).await?;
+        let v: serde_json::Value = resp.json().await?;
+        for item in v[items].as_array().into_iter().flatten() {
+            printed += 1;
+            each(item);
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 /// The answer of `GET /v1/admin/usage` as a table, one row per tier and one for all.

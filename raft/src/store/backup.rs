@@ -26,22 +26,6 @@ pub struct BackupHeader {
     pub created_at: u64,
 }
 
-struct Hashing<W> {
-    inner: W,
-    hash: blake3::Hasher,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writes a backup of `snapshot` (a snapshot file's bytes) to `out`; answers its BLAKE3 (hex)
 /// and its length.
 pub fn write(
@@ -50,7 +34,7 @@ pub fn write(
     snapshot: &mut impl Read,
 ) -> std::io::Result<(String, u64)> {
     let head = serde_json::to_vec(header).map_err(std::io::Error::other)?;
-    let mut w = Hashing {
+    let mut w = super::snapshot::HashingWriter {
         inner: out,
         hash: blake3::Hasher::new(),
     };

@@ -79,9 +79,10 @@ pub fn write_file(
     Ok(n)
 }
 
-struct HashingWriter<W> {
-    inner: W,
-    hash: blake3::Hasher,
+/// A writer that hashes what it writes (snapshot and backup files end with their BLAKE3).
+pub(crate) struct HashingWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) hash: blake3::Hasher,
 }
 
 impl<W: Write> Write for HashingWriter<W> {

@@ -779,7 +779,9 @@ pub fn command(op: &Op, mem: &State, now: u64) -> Option<Command> {
             cmd: Box::new(Command::RenameFile {
                 owner: OWNERS[owner].into(),
                 file_id: format!("f{file}"),
-                name: format!("via-{node}.txt"),
+                // `RenameFile` (from logs of before folders) takes the name as given: a
+                // fresh one keeps the folder's names unique, as `Rename` does.
+                name: format!("via{now}-{node}"),
             }),
         },
         Op::Downloads { node, seq, file } => Command::RecordDownloads {

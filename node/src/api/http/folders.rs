@@ -9,7 +9,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use serde::Deserialize;
 use wharf_proto::{CreateFolder, Entry, FileRecord, FolderListing, FolderRecord, UpdateEntry};
 use wharf_raft::model::folders::{EntryKind, Folder, ROOT};
@@ -21,8 +20,6 @@ use crate::api::http::files::file_record;
 use crate::api::http::{parse_id, validate_name, ApiJson, AppState, Caller};
 use crate::error::{Error, Result};
 use crate::meta::{now_ms, rfc3339};
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 fn folder_record(f: &Folder) -> FolderRecord {
     FolderRecord {
@@ -99,13 +96,7 @@ impl ListingQuery {
 }
 
 pub(crate) fn page(q: &ListingQuery) -> Result<Page> {
-    let limit = super::query_limit(q.limit.as_deref());
-    if !(1..=1000).contains(&limit) {
-        return Err(Error::bad_request(
-            "invalid_request",
-            "limit must be 1 to 1000",
-        ));
-    }
+    let limit = super::check_limit(super::query_limit(q.limit.as_deref()))?;
     let by_name = match q.sort.as_deref() {
         None | Some("name") => true,
         Some("date") => false,
@@ -116,22 +107,7 @@ pub(crate) fn page(q: &ListingQuery) -> Result<Page> {
             ))
         }
     };
-    let bad_cursor = || {
-        Error::bad_request(
-            "invalid_cursor",
-            "cursor must be a next_cursor from a listing",
-        )
-    };
-    let cursor = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            B64.decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(bad_cursor)
-        })
-        .transpose()?;
+    let cursor = q.cursor.as_deref().map(super::decode_cursor).transpose()?;
     Ok(Page {
         by_name,
         cursor,
@@ -204,7 +180,7 @@ pub(crate) fn listing(
     Ok(FolderListing {
         folder: record,
         entries,
-        next_cursor: page.next.map(|n| B64.encode(n)),
+        next_cursor: page.next.map(super::encode_cursor),
     })
 }
 

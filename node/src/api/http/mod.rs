@@ -313,22 +313,45 @@ pub(crate) fn idle_limited(body: axum::body::Body, idle: std::time::Duration) ->
     crate::api::idle_stream(body.into_data_stream().map_err(std::io::Error::other), idle)
 }
 
-/// Ids in paths are server-made UUIDs; anything else cannot name a record (and never reaches a
-/// file system path).
 /// A listing's page: `limit` must be 1 to 1000, `cursor` (if any) a `next_cursor` it gave.
 pub(crate) fn page_bounds(limit: usize, cursor: Option<&str>) -> Result<Option<String>> {
+    check_limit(limit)?;
+    cursor.map(parse_id).transpose().map_err(|_| bad_cursor())
+}
+
+/// A listing's `limit`: 1 to 1000.
+pub(crate) fn check_limit(limit: usize) -> Result<usize> {
     if !(1..=1000).contains(&limit) {
         return Err(Error::bad_request(
             "invalid_request",
             "limit must be 1 to 1000",
         ));
     }
-    cursor.map(parse_id).transpose().map_err(|_| {
-        Error::bad_request(
-            "invalid_cursor",
-            "cursor must be a next_cursor from a listing",
-        )
-    })
+    Ok(limit)
+}
+
+/// The answer to a cursor that no listing gave.
+pub(crate) fn bad_cursor() -> Error {
+    Error::bad_request(
+        "invalid_cursor",
+        "cursor must be a next_cursor from a listing",
+    )
+}
+
+/// An opaque cursor for a listing's next page: URL-safe base64 of where it goes on from.
+pub(crate) fn encode_cursor(key: impl AsRef<[u8]>) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+/// An opaque cursor (see [`encode_cursor`]) as a listing gave it, decoded.
+pub(crate) fn decode_cursor(c: &str) -> Result<String> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad_cursor)
 }
 
 /// Cuts a page read with `limit + 1` entries (one more than asked tells whether another page
@@ -351,6 +374,8 @@ pub(crate) fn query_limit(limit: Option<&str>) -> usize {
     limit.map_or(100, |l| l.parse().unwrap_or(0))
 }
 
+/// Ids in paths are server-made UUIDs; anything else cannot name a record (and never reaches a
+/// file system path).
 pub(crate) fn parse_id(id: &str) -> Result<String> {
     uuid::Uuid::parse_str(id)
         .map(|u| u.to_string())

@@ -10,7 +10,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use wharf_raft::model::folders::{EntryKind, Folder, ROOT};
 use wharf_raft::model::shares::{Role, Share};
@@ -18,11 +17,9 @@ use wharf_raft::model::{Command, File};
 use wharf_raft::{Outcome, StateView};
 
 use super::files::file_record;
-use super::{parse_id, query_limit, ApiJson, AppState, Caller};
+use super::{check_limit, decode_cursor, parse_id, query_limit, ApiJson, AppState, Caller};
 use crate::error::{Error, Result};
 use crate::meta::{now_ms, rfc3339};
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Shares of a user looked through at most to find which owner a shared folder belongs to.
 const MAX_SHARES_LOOKED_AT: usize = 1_000;
@@ -257,34 +254,14 @@ pub(super) async fn shared_with_me(
     Caller(c): Caller,
     Query(q): Query<SharedQuery>,
 ) -> Result<Response> {
-    let limit = query_limit(q.limit.as_deref());
-    if !(1..=1000).contains(&limit) {
-        return Err(Error::bad_request(
-            "invalid_request",
-            "limit must be 1 to 1000",
-        ));
-    }
-    let after = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            B64.decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    Error::bad_request(
-                        "invalid_cursor",
-                        "cursor must be a next_cursor from a listing",
-                    )
-                })
-        })
-        .transpose()?;
+    let limit = check_limit(query_limit(q.limit.as_deref()))?;
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let applied = s.meta.linearizable().await?;
     let mut page = applied.shared_with(&c.sub, after.as_deref(), limit + 1);
     let next_cursor = (page.len() > limit).then(|| {
         page.truncate(limit);
         page.last()
-            .map(|s| B64.encode(format!("{}/{}", s.owner, s.target)))
+            .map(|s| super::encode_cursor(format!("{}/{}", s.owner, s.target)))
     });
     let mut entries = Vec::new();
     for sh in &page {

@@ -6,7 +6,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use wharf_raft::model::events::EventId;
 
-use crate::api::http::{query_limit, require_admin, AppState, Caller};
+use crate::api::http::{bad_cursor, check_limit, query_limit, require_admin, AppState, Caller};
 use crate::auth;
 use crate::error::{Error, Result};
 use crate::meta::rfc3339;
@@ -74,13 +74,7 @@ pub(crate) async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>> {
     require_admin(&c)?;
-    let limit = query_limit(q.limit.as_deref());
-    if !(1..=1000).contains(&limit) {
-        return Err(Error::bad_request(
-            "invalid_request",
-            "limit must be 1 to 1000",
-        ));
-    }
+    let limit = check_limit(query_limit(q.limit.as_deref()))?;
     if let Some(u) = &q.user {
         auth::validate_user_id(u)
             .map_err(|_| Error::bad_request("invalid_request", "user is not a user id"))?;
@@ -90,14 +84,7 @@ pub(crate) async fn audit(
     let cursor = q
         .cursor
         .as_deref()
-        .map(|c| {
-            c.parse::<EventId>().map_err(|_| {
-                Error::bad_request(
-                    "invalid_cursor",
-                    "cursor must be a next_cursor from a listing",
-                )
-            })
-        })
+        .map(|c| c.parse::<EventId>().map_err(|_| bad_cursor()))
         .transpose()?;
     // `download` matches `download.api`, `download.link`, …
     let action = q.action.as_deref();

@@ -5,17 +5,15 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use wharf_raft::model::usage::{TierUsage, UserUsage};
 use wharf_raft::model::Chunk;
 
-use crate::api::http::{query_limit, require_admin, AppState, Caller};
+use crate::api::http::{
+    check_limit, decode_cursor, encode_cursor, query_limit, require_admin, AppState, Caller,
+};
 use crate::auth;
 use crate::error::{Error, Result};
-
-const B64: base64::engine::general_purpose::GeneralPurpose =
-    base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// The scan backlog is counted up to this many blobs: a request never walks a huge queue.
 const SCAN_BACKLOG_COUNTED: usize = 10_000;
@@ -84,36 +82,14 @@ pub(crate) struct UserList {
     next_cursor: Option<String>,
 }
 
-fn bad_cursor() -> Error {
-    Error::bad_request(
-        "invalid_cursor",
-        "cursor must be a next_cursor from a listing",
-    )
-}
-
 pub(crate) async fn users(
     State(s): State<AppState>,
     Caller(c): Caller,
     Query(q): Query<UsersQuery>,
 ) -> Result<Json<UserList>> {
     require_admin(&c)?;
-    let limit = query_limit(q.limit.as_deref());
-    if !(1..=1000).contains(&limit) {
-        return Err(Error::bad_request(
-            "invalid_request",
-            "limit must be 1 to 1000",
-        ));
-    }
-    let cursor = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            B64.decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(bad_cursor)
-        })
-        .transpose()?;
+    let limit = check_limit(query_limit(q.limit.as_deref()))?;
+    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let applied = s.meta.linearizable().await?;
     let (users, next) = match q.sort.as_deref() {
         None | Some("used") => applied.users_by_used(cursor.as_deref(), limit),
@@ -137,7 +113,7 @@ pub(crate) async fn users(
     };
     Ok(Json(UserList {
         users,
-        next_cursor: next.map(|n| B64.encode(n)),
+        next_cursor: next.map(encode_cursor),
     }))
 }
 
