@@ -452,30 +452,11 @@ pub(super) fn prune<K: KvMut>(state: &mut State<K>, before: Millis) -> super::Ap
 
 #[cfg(test)]
 mod tests {
-    use super::super::{apply, Command, State, Tier, TierLimits};
+    use super::super::{apply, Command, State};
     use super::*;
 
-    const LIMITS: TierLimits = TierLimits {
-        quota: 1 << 30,
-        max_file_size: 1 << 30,
-        max_concurrent_uploads: 10,
-    };
-
     fn create(id: &str, now: Millis) -> Command {
-        Command::CreateUpload {
-            upload_id: id.into(),
-            owner: "alice".into(),
-            tier: Tier::Basic,
-            limits: LIMITS,
-            name: format!("{id}.bin"),
-            mime: None,
-            size: 10,
-            chunk_size: 4,
-            blake3: None,
-            idempotency_key: None,
-            ttl_ms: 60_000,
-            now,
-        }
+        super::super::fixtures::create_upload("alice", id, now)
     }
 
     fn staged(id: &str, index: u32, now: Millis) -> Command {

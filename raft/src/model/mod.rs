@@ -23,6 +23,8 @@ pub mod concat;
 mod dedup;
 pub mod events;
 mod files;
+#[cfg(test)]
+mod fixtures;
 pub mod folders;
 pub mod links;
 mod nodes;

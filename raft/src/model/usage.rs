@@ -273,14 +273,10 @@ pub(super) fn count<K: KvMut>(state: &mut State<K>, limit: u32) -> ApplyResult {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{apply, Command, State, Tier, TierLimits};
+    use super::super::{apply, Command, State, Tier};
     use super::*;
 
-    const LIMITS: TierLimits = TierLimits {
-        quota: 1 << 30,
-        max_file_size: 1 << 30,
-        max_concurrent_uploads: 10,
-    };
+    use super::super::fixtures::LIMITS;
 
     fn store(owner: &str, file: &str, size: u64, tier: Tier) -> Command {
         Command::StoreFile {

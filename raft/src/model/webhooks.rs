@@ -132,28 +132,11 @@ pub(super) fn events_pruned<K: KvMut>(state: &mut State<K>, due: &[(EventId, Opt
 
 #[cfg(test)]
 mod tests {
-    use super::super::{apply, Command, Tier, TierLimits};
+    use super::super::{apply, Command};
     use super::*;
 
     fn create_upload(id: &str, now: Millis) -> Command {
-        Command::CreateUpload {
-            upload_id: id.into(),
-            owner: "ann".into(),
-            tier: Tier::Basic,
-            limits: TierLimits {
-                quota: 1 << 30,
-                max_file_size: 1 << 30,
-                max_concurrent_uploads: 10,
-            },
-            name: format!("{id}.bin"),
-            mime: None,
-            size: 10,
-            chunk_size: 4,
-            blake3: None,
-            idempotency_key: None,
-            ttl_ms: 60_000,
-            now,
-        }
+        super::super::fixtures::create_upload("ann", id, now)
     }
 
     fn hook(events: &[&str]) -> Command {

@@ -83,8 +83,7 @@ pub(super) async fn sweeper(
                 Err(e) => tracing::warn!(error = %e, "expiring uploads failed"),
                 _ => {}
             }
-            prune_events(&ctx, clock.now(now_ms())).await;
-            prune_audit(&ctx, clock.now(now_ms())).await;
+            prune_old(&ctx, clock.now(now_ms())).await;
             purge_trash(&ctx, clock.now(now_ms())).await;
             index_entries(&ctx).await;
             count_usage(&ctx).await;
@@ -116,50 +115,50 @@ pub(super) async fn sweeper(
     }
 }
 
-/// Drops the events older than `events.retention_secs`, a bounded batch per command, while
-/// some are due (nothing is proposed when none is).
-async fn prune_events(ctx: &Ctx, now: u64) {
+/// Drops the events older than `events.retention_secs`, then the audit records older than
+/// `audit.retention_secs`.
+async fn prune_old(ctx: &Ctx, now: u64) {
     let before = now.saturating_sub(ctx.event_retention_ms);
-    for _ in 0..16 {
-        if ctx
-            .meta
-            .local()
-            .events_oldest_at()
-            .is_none_or(|at| at >= before)
-        {
-            return;
-        }
-        match ctx.quota.propose(Command::PruneEvents { before }).await {
-            Ok(Outcome::Pruned(n)) if n as usize >= PRUNE_PER_COMMAND => continue,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "pruning old events failed");
-                return;
-            }
-        }
-    }
+    prune_while_due(
+        ctx,
+        "events",
+        |v| v.events_oldest_at(),
+        before,
+        Command::PruneEvents { before },
+        PRUNE_PER_COMMAND,
+    )
+    .await;
+    let before = now.saturating_sub(ctx.audit_retention_ms);
+    prune_while_due(
+        ctx,
+        "audit records",
+        |v| v.audit_oldest_at(),
+        before,
+        Command::PruneAudit { before },
+        wharf_raft::model::audit::PRUNE_PER_COMMAND,
+    )
+    .await;
 }
 
-/// Drops audit records older than `audit.retention_secs`, a bounded batch per command, while
-/// some are due.
-async fn prune_audit(ctx: &Ctx, now: u64) {
-    let before = now.saturating_sub(ctx.audit_retention_ms);
+/// Proposes `prune` (which drops at most `per_command` records made before `before`) while
+/// the oldest record kept is older than that: nothing is proposed when none is due.
+async fn prune_while_due(
+    ctx: &Ctx,
+    what: &str,
+    oldest: impl Fn(&wharf_raft::StateView) -> Option<u64>,
+    before: u64,
+    prune: Command,
+    per_command: usize,
+) {
     for _ in 0..16 {
-        if ctx
-            .meta
-            .local()
-            .audit_oldest_at()
-            .is_none_or(|at| at >= before)
-        {
+        if oldest(&ctx.meta.local()).is_none_or(|at| at >= before) {
             return;
         }
-        match ctx.quota.propose(Command::PruneAudit { before }).await {
-            Ok(Outcome::Pruned(n)) if n as usize >= wharf_raft::model::audit::PRUNE_PER_COMMAND => {
-                continue
-            }
+        match ctx.quota.propose(prune.clone()).await {
+            Ok(Outcome::Pruned(n)) if n as usize >= per_command => continue,
             Ok(_) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "pruning old audit records failed");
+                tracing::warn!(error = %e, "pruning old {what} failed");
                 return;
             }
         }
